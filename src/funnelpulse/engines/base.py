@@ -1,0 +1,60 @@
+"""What every engine does: run the SQL models over bronze and write silver and gold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from typing import Protocol
+
+from ..console import Progress
+
+
+@dataclass(frozen=True)
+class Model:
+    """One table built from one SQL file in DuckDB dialect."""
+
+    name: str
+    partition_by: str
+
+    @property
+    def sql(self) -> str:
+        return resources.files("funnelpulse.models").joinpath(f"{self.name}.sql").read_text()
+
+
+SILVER_MODEL = Model("silver_events", "event_date")
+GOLD_MODELS = (
+    Model("gold_funnel_hourly_brand", "window_date"),
+    Model("gold_funnel_daily_brand", "date"),
+    Model("gold_funnel_daily_category", "date"),
+    Model("gold_funnel_hourly_price_band", "window_date"),
+)
+MODELS = (SILVER_MODEL, *GOLD_MODELS)
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Inclusive UTC date range; None on a side means unbounded."""
+
+    since: date | None = None
+    until: date | None = None
+
+    @property
+    def is_all(self) -> bool:
+        return self.since is None and self.until is None
+
+    def contains(self, day: date) -> bool:
+        return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
+
+
+@dataclass
+class BuildResult:
+    engine: str
+    rows: dict[str, int] = field(default_factory=dict)
+    dates: list[date] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    name: str
+
+    def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult: ...

@@ -1,0 +1,398 @@
+"""Raw REES46 files (CSV, CSV.gz, Parquet) -> bronze_events, and quarantine_events for rows that cannot be typed.
+
+Every input row ends in exactly one of the two tables. Re-ingesting a file replaces the rows
+that file produced before, so running an ingest twice never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import tables
+from .console import Progress, SilentProgress
+from .engines.duckdb_conn import connect
+from .errors import InputError
+
+RAW_COLUMNS = (
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+)
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("raw_line", pa.string()),
+        ("reason", pa.string()),
+        ("ingest_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", "UTC")),
+    ]
+)
+
+# The typing rules, in the order a row is judged: the first rule that fails is its reason.
+TYPED_SQL = """
+SELECT
+    ts AS event_time, etype AS event_type, pid AS product_id, cid AS category_id,
+    NULLIF(category_code, '') AS category_code, NULLIF(brand, '') AS brand, p AS price,
+    uid AS user_id, NULLIF(user_session, '') AS user_session, CAST(ts AS DATE) AS event_date,
+    ordinal, reason,
+    -- The raw text is rebuilt only for the (few) rows that go to quarantine.
+    CASE WHEN reason IS NOT NULL THEN concat_ws(',',
+        coalesce(event_time, ''), coalesce(raw_type, ''), coalesce(raw_pid, ''),
+        coalesce(raw_cid, ''), coalesce(category_code, ''), coalesce(brand, ''),
+        coalesce(raw_price, ''), coalesce(raw_uid, ''), coalesce(user_session, ''))
+    END AS raw_line
+FROM (
+    SELECT *,
+        CASE
+            WHEN ts IS NULL THEN 'bad event_time: ' || coalesce(event_time, '<empty>')
+            WHEN etype IS NULL THEN 'missing event_type'
+            WHEN etype NOT IN ('view', 'cart', 'remove_from_cart', 'purchase')
+                THEN 'unknown event_type: ' || raw_type
+            WHEN raw_pid IS NULL THEN 'missing product_id'
+            WHEN pid IS NULL THEN 'non-numeric product_id: ' || raw_pid
+            WHEN raw_uid IS NULL THEN 'missing user_id'
+            WHEN uid IS NULL THEN 'non-numeric user_id: ' || raw_uid
+            WHEN raw_cid IS NOT NULL AND cid IS NULL THEN 'non-numeric category_id: ' || raw_cid
+            WHEN raw_price IS NOT NULL AND p IS NULL THEN 'non-numeric price: ' || raw_price
+            WHEN p < 0 OR isnan(p) OR isinf(p) THEN 'negative or invalid price: ' || raw_price
+        END AS reason
+    FROM (
+        SELECT event_time, category_code, brand, user_session, ordinal,
+            event_type AS raw_type, product_id AS raw_pid, category_id AS raw_cid,
+            price AS raw_price, user_id AS raw_uid,
+            coalesce(
+                try_strptime(event_time, '%Y-%m-%d %H:%M:%S UTC'),
+                TRY_CAST(event_time AS TIMESTAMP)
+            ) AS ts,
+            NULLIF(lower(trim(event_type)), '') AS etype,
+            TRY_CAST(product_id AS BIGINT) AS pid,
+            TRY_CAST(category_id AS BIGINT) AS cid,
+            TRY_CAST(price AS DOUBLE) AS p,
+            TRY_CAST(user_id AS BIGINT) AS uid
+        FROM raw
+    )
+)
+"""
+
+
+@dataclass
+class FileResult:
+    """What one input file produced."""
+
+    path: str
+    bronze_rows: int = 0
+    quarantined_rows: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def bronze_rows(self) -> int:
+        return sum(f.bronze_rows for f in self.files)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(f.quarantined_rows for f in self.files)
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    if name.endswith(".csv") or name.endswith(".csv.gz") or name.endswith(".gz"):
+        return "csv"
+    raise InputError(
+        f"{path}: unsupported file type. Give raw REES46 events as .csv, .csv.gz or .parquet"
+    )
+
+
+def _first_lines(path: Path) -> tuple[bytes, bytes]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            first = handle.readline(1 << 16)
+            second = handle.readline(1 << 16)
+            while second and not second.strip():
+                second = handle.readline(1 << 16)
+            return first, second
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}). Check it is a valid gzip/CSV file") from exc
+
+
+def _csv_has_header(path: Path) -> bool:
+    """True when the first line is the REES46 header, False when it is already a data row."""
+    line, second = _first_lines(path)
+    if not line.strip():
+        raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
+    try:
+        text = line.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: is not UTF-8 text. Convert it to UTF-8 CSV first") from exc
+    fields = [f.strip().strip('"') for f in text.split(",")]
+    if fields == list(RAW_COLUMNS):
+        if not second:
+            raise InputError(f"{path}: has a header but no data rows. Give a file with events")
+        return True
+    if len(fields) == len(RAW_COLUMNS) and fields[0][:2] in ("19", "20") and fields[0][4:5] == "-":
+        return False
+    raise InputError(
+        f"{path}: not in the REES46 format (first line {text[:80]!r}). Expected the header "
+        f"{','.join(RAW_COLUMNS)}"
+    )
+
+
+def fingerprint(path: Path) -> str:
+    """Content identity: size plus hashes of the first and last MiB (cheap on GB files)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if size > 2 << 20:
+            handle.seek(-(1 << 20), os.SEEK_END)
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def _raw_view(con, path: Path) -> bool:  # type: ignore[no-untyped-def]
+    """Expose the file as view `raw` with the nine raw columns as text; True if it keeps rejects."""
+    quoted = tables.sql_quote(str(path))
+    if _kind(path) == "csv":
+        header = _csv_has_header(path)
+        columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
+        con.execute(
+            f"""CREATE OR REPLACE VIEW raw AS
+            SELECT * FROM read_csv({quoted}, columns={columns}, header={str(header).lower()},
+                auto_detect=false, delim=',', quote='"', escape='"', strict_mode=true,
+                store_rejects=true, rejects_table='rejects', rejects_scan='rejects_scan')
+            WITH ORDINALITY AS r({", ".join(RAW_COLUMNS)}, ordinal)"""
+        )
+        return True
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if pq.ParquetFile(path).metadata.num_rows == 0:
+        raise InputError(f"{path}: the Parquet file has no rows. Give a file with events")
+    missing = [c for c in RAW_COLUMNS if c not in schema.names]
+    if missing:
+        raise InputError(
+            f"{path}: Parquet file lacks the REES46 columns {', '.join(missing)}. "
+            "Give events with the raw columns"
+        )
+    exprs = []
+    for name in RAW_COLUMNS:
+        kind = schema.field(name).type
+        if pa.types.is_timestamp(kind):
+            zone = "" if kind.tz else " AT TIME ZONE 'UTC'"
+            exprs.append(f"strftime({name}{zone}, '%Y-%m-%d %H:%M:%S UTC') AS {name}")
+        else:
+            exprs.append(f"CAST({name} AS VARCHAR) AS {name}")
+    # Parquet rows have no text lines: line_number is the row's position in the file.
+    con.execute(
+        f"""CREATE OR REPLACE VIEW raw AS
+        SELECT {", ".join(exprs)}, row_number() OVER () AS ordinal FROM read_parquet({quoted})"""
+    )
+    return False
+
+
+BRONZE_COLUMNS = (*RAW_COLUMNS, "event_date", "source_file", "source_row", "ingest_id")
+
+
+def _bronze_batches(
+    reader: pa.RecordBatchReader, source: str, ingest_id: str, bad: list[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Stream good rows to the bronze writer; keep bad ones (few) aside for quarantine."""
+    for batch in reader:
+        reason = batch.column("reason")
+        bad_mask = pc.is_valid(reason)
+        if pc.any(bad_mask).as_py():
+            bad.append(batch.filter(bad_mask))
+            batch = batch.filter(pc.invert(bad_mask))
+        n = batch.num_rows
+        if n == 0:
+            continue
+        yield pa.record_batch(
+            [
+                *(batch.column(c) for c in RAW_COLUMNS),
+                batch.column("event_date"),
+                _constant(source, n),
+                batch.column("ordinal"),
+                _constant(ingest_id, n),
+            ],
+            names=list(BRONZE_COLUMNS),
+        )
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32()))
+
+
+def _line_numbers(ordinals: list[int], rejected_lines: list[int], header: bool) -> list[int]:
+    """Map the k-th accepted row to its line in the file, skipping lines the reader rejected.
+
+    `rejected_lines` is sorted; each rejected line at or before the candidate pushes it down one.
+    """
+    out = []
+    for k in ordinals:
+        line = k + (1 if header else 0)
+        for rejected in rejected_lines:
+            if rejected > line:
+                break
+            line += 1
+        out.append(line)
+    return out
+
+
+def ingest_file(warehouse: str, path: Path, progress: Progress | None = None) -> FileResult:
+    """Ingest one raw file, replacing whatever an earlier ingest of it produced."""
+    progress = progress or SilentProgress()
+    if not path.exists():
+        raise InputError(f"{path}: no such file. Check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory. Give the event files inside it")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
+    source = str(path.resolve())
+    ingest_id = fingerprint(path)
+    header = _kind(path) == "csv" and _csv_has_header(path)
+    progress.step(f"Reading {path.name}")
+    con = connect()
+    try:
+        return _ingest_with(con, warehouse, path, source, ingest_id, header, progress)
+    finally:
+        con.close()
+
+
+def _ingest_with(  # type: ignore[no-untyped-def]
+    con, warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
+) -> FileResult:
+    keeps_rejects = _raw_view(con, path)
+    try:
+        reader = con.sql(TYPED_SQL).to_arrow_reader(256_000)
+    except Exception as exc:  # duckdb raises its own error types for unreadable input
+        raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
+    bad: list[pa.RecordBatch] = []
+    bronze_schema = pa.schema(
+        [
+            ("event_time", pa.timestamp("us", "UTC")),
+            ("event_type", pa.string()),
+            ("product_id", pa.int64()),
+            ("category_id", pa.int64()),
+            ("category_code", pa.string()),
+            ("brand", pa.string()),
+            ("price", pa.float64()),
+            ("user_id", pa.int64()),
+            ("user_session", pa.string()),
+            ("event_date", pa.date32()),
+            ("source_file", pa.string()),
+            ("source_row", pa.int64()),
+            ("ingest_id", pa.string()),
+        ]
+    )
+    stream = pa.RecordBatchReader.from_batches(
+        bronze_schema, _bronze_batches(reader, source, ingest_id, bad)
+    )
+    bronze_path = tables.table_path(warehouse, tables.BRONZE)
+    # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.
+    replace = (tables.SameValue("source_file", source), tables.SameValue("ingest_id", ingest_id))
+    counter = _CountingReader(stream)
+    try:
+        tables.write(bronze_path, counter.reader(), partition_by=["event_date"], replace=replace)
+    except InputError:
+        raise
+    except Exception as exc:
+        if "duckdb" in type(exc).__module__ or "Invalid Input" in str(exc):
+            raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
+        raise
+    progress.step(f"Quarantining bad rows of {path.name}")
+    quarantine = _quarantine_rows(con if keeps_rejects else None, bad, source, ingest_id, header)
+    tables.write(tables.table_path(warehouse, tables.QUARANTINE), quarantine, replace=replace)
+    reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
+    return FileResult(
+        path=str(path),
+        bronze_rows=counter.rows,
+        quarantined_rows=quarantine.num_rows,
+        reasons=dict(reasons.most_common()),
+    )
+
+
+class _CountingReader:
+    def __init__(self, stream: pa.RecordBatchReader) -> None:
+        self._stream = stream
+        self.rows = 0
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._stream:
+            self.rows += batch.num_rows
+            yield batch
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self._stream.schema, self._batches())
+
+
+def _quarantine_rows(
+    con, bad: list[pa.RecordBatch], source: str, ingest_id: str, header: bool  # type: ignore[no-untyped-def]
+) -> pa.Table:
+    rejected = con.execute(
+        """SELECT line, any_value(csv_line) AS raw_line,
+                  string_agg(DISTINCT error_type, '; ') || ': ' || any_value(error_message) AS reason
+           FROM rejects GROUP BY line ORDER BY line"""
+    ).fetchall() if con is not None else []
+    rejected_lines = [int(r[0]) for r in rejected]
+    now = datetime.now(UTC)
+    lines: list[int] = []
+    raws: list[str] = []
+    reasons: list[str] = []
+    for batch in bad:
+        lines += _line_numbers(batch.column("ordinal").to_pylist(), rejected_lines, header)
+        raws += batch.column("raw_line").to_pylist()
+        reasons += batch.column("reason").to_pylist()
+    for line, raw, reason in rejected:
+        lines.append(int(line))
+        raws.append(raw)
+        reasons.append(reason.lower())
+    n = len(lines)
+    return pa.table(
+        {
+            "source_file": pa.array([source] * n, pa.string()),
+            "line_number": pa.array(lines, pa.int64()),
+            "raw_line": pa.array(raws, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "ingest_id": pa.array([ingest_id] * n, pa.string()),
+            "ingested_at": pa.array([now] * n, pa.timestamp("us", "UTC")),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def ingest(warehouse: str, paths: list[Path], progress: Progress | None = None) -> IngestResult:
+    if not paths:
+        raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
+    result = IngestResult()
+    for path in paths:
+        result.files.append(ingest_file(warehouse, Path(path), progress))
+    return result

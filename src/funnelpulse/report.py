@@ -1,0 +1,111 @@
+"""The summary a person reads after a build: table sizes, date range, the funnel and its segments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import tables
+from .engines.duckdb_conn import connect
+
+UNKNOWN = "(unknown)"
+
+_FUNNEL = """
+    CAST(SUM(views) AS BIGINT) AS views, CAST(SUM(carts) AS BIGINT) AS carts,
+    CAST(SUM(purchases) AS BIGINT) AS purchases, ROUND(SUM(revenue), 2) AS revenue,
+    SUM(carts) / NULLIF(SUM(views), 0) AS view_to_cart_rate,
+    SUM(purchases) / NULLIF(SUM(carts), 0) AS cart_to_purchase_rate,
+    SUM(purchases) / NULLIF(SUM(views), 0) AS conversion_rate
+"""
+
+
+def table_rows(warehouse: str) -> dict[str, int]:
+    """Row count of every table that exists (from file metadata, no scan)."""
+    out = {}
+    for name in tables.ALL_TABLES:
+        path = tables.table_path(warehouse, name)
+        if tables.exists(path):
+            out[name] = tables.dataset(path).count_rows()
+    return out
+
+
+def summary(warehouse: str, top: int = 5) -> dict[str, Any]:
+    """Everything `funnelpulse report` prints, as plain data (JSON-ready)."""
+    rows = table_rows(warehouse)
+    result: dict[str, Any] = {"warehouse": warehouse, "tables": rows}
+    if tables.GOLD_DAILY_BRAND not in rows:
+        return result
+    con = connect()
+    try:
+        for name in (tables.GOLD_DAILY_BRAND, tables.GOLD_DAILY_CATEGORY, tables.GOLD_HOURLY_PRICE_BAND):
+            con.register(name, tables.dataset(tables.table_path(warehouse, name)))
+
+        def records(sql: str) -> list[dict[str, Any]]:
+            rel = con.sql(sql)
+            return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+
+        span = records(f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}")[0]
+        result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
+        result["funnel"] = records(f"SELECT {_FUNNEL} FROM {tables.GOLD_DAILY_BRAND}")[0]
+        result["top_brands"] = records(
+            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {_FUNNEL}
+            FROM {tables.GOLD_DAILY_BRAND} GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}"""
+        )
+        result["categories"] = records(
+            f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {_FUNNEL}
+            FROM {tables.GOLD_DAILY_CATEGORY} GROUP BY category_root
+            ORDER BY revenue DESC, category_root LIMIT {top}"""
+        )
+        result["price_bands"] = records(
+            f"""SELECT price_band, {_FUNNEL} FROM {tables.GOLD_HOURLY_PRICE_BAND} GROUP BY price_band
+            ORDER BY CASE price_band WHEN '<10' THEN 0 WHEN '10-30' THEN 1 WHEN '30-60' THEN 2 ELSE 3 END"""
+        )
+        anomalies = tables.table_path(warehouse, tables.ANOMALIES)
+        if tables.exists(anomalies):
+            con.register("anomalies", tables.dataset(anomalies))
+            result["anomalies"] = records(
+                "SELECT severity, COUNT(*) AS count FROM anomalies GROUP BY severity ORDER BY count DESC"
+            )
+    finally:
+        con.close()
+    return result
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def format_text(report: dict[str, Any]) -> str:
+    """A compact, aligned text rendering of `summary()`."""
+    lines = [f"Warehouse: {report['warehouse']}", "", "Tables (rows):"]
+    for name, count in report["tables"].items():
+        lines.append(f"  {name:<32} {count:>12,}")
+    if "funnel" not in report:
+        lines += ["", "No gold tables yet: run `funnelpulse build`."]
+        return "\n".join(lines)
+    span = report["date_range"]
+    f = report["funnel"]
+    lines += [
+        "",
+        f"Dates (UTC): {span['start']} .. {span['end']}",
+        "",
+        "Funnel:",
+        f"  views {f['views']:,} -> carts {f['carts']:,} -> purchases {f['purchases']:,}",
+        f"  view->cart {_pct(f['view_to_cart_rate'])}   cart->purchase "
+        f"{_pct(f['cart_to_purchase_rate'])}   view->purchase {_pct(f['conversion_rate'])}",
+        f"  revenue {f['revenue']:,.2f}",
+    ]
+    for title, key, label in (
+        ("Top brands by revenue", "top_brands", "brand"),
+        ("Categories by revenue", "categories", "category_root"),
+        ("Price bands", "price_bands", "price_band"),
+    ):
+        lines += ["", f"{title}:"]
+        lines.append(f"  {'':<16} {'views':>10} {'carts':>10} {'purchases':>10} {'revenue':>14} {'conv':>7}")
+        for row in report[key]:
+            lines.append(
+                f"  {str(row[label])[:16]:<16} {row['views']:>10,} {row['carts']:>10,} "
+                f"{row['purchases']:>10,} {row['revenue']:>14,.2f} {_pct(row['conversion_rate']):>7}"
+            )
+    if report.get("anomalies"):
+        lines += ["", "Anomalies: " + ", ".join(f"{a['severity']} {a['count']}" for a in report["anomalies"])]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Raw files -> bronze + quarantine: nothing lost, clear errors, idempotent."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import HEADER, row, write_csv
+
+from funnelpulse import Pipeline, tables
+from funnelpulse.errors import InputError
+
+
+def _bronze(p: Pipeline):
+    return p.table(tables.BRONZE)
+
+
+def _quarantine(p: Pipeline):
+    return p.table(tables.QUARANTINE)
+
+
+MALFORMED = [
+    row("2019-10-01 00:00:00"),  # good
+    "2019-10-01 00:00:01 UTC,view,1,7,,acme",  # too few fields
+    row("2019-10-01 00:00:02") + ",extra",  # too many fields
+    row("not a time"),
+    row("2019-13-45 25:61:00"),
+    row("2019-10-01 00:00:03", etype="click"),
+    row("2019-10-01 00:00:04", etype=""),
+    row("2019-10-01 00:00:05", price="abc"),
+    row("2019-10-01 00:00:06", price="-1.00"),
+    "2019-10-01 00:00:07 UTC,view,,7,,acme,5.00,10,s1",  # missing product_id
+    "2019-10-01 00:00:08 UTC,view,1,7,,acme,5.00,,s1",  # missing user_id
+    "2019-10-01 00:00:09 UTC,view,x1,7,,acme,5.00,10,s1",  # non-numeric product_id
+    "2019-10-01 00:00:10 UTC,view,1,cat,,acme,5.00,10,s1",  # non-numeric category_id
+    row("2019-10-01 00:00:11", price=""),  # empty price: typed as NULL, kept in bronze
+    row("2019-10-01 00:00:12", session=""),  # empty session: real rows have this
+    row("2019-10-01 00:00:13", etype="PURCHASE"),  # case is normalised
+]
+
+
+def test_malformed_corpus_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bad.csv", MALFORMED)
+    raw = path.read_bytes()
+    # an undecodable line in the middle of the file
+    path.write_bytes(raw + b"2019-10-01 00:00:14 UTC,view,1,7,,\xff\xfeacme,5.00,10,s1\n" + row("2019-10-01 00:00:15").encode() + b"\n")
+    result = pipeline.ingest([path])
+    data_lines = len(MALFORMED) + 2
+    bronze, quarantine = _bronze(pipeline), _quarantine(pipeline)
+    assert bronze.num_rows + quarantine.num_rows == data_lines
+    assert result.bronze_rows == bronze.num_rows == 5
+    assert result.quarantined_rows == quarantine.num_rows == data_lines - 5
+
+    by_line = {r["line_number"]: r for r in quarantine.to_pylist()}
+    # line numbers count the header as line 1
+    expected = {3: "missing columns", 4: "too many columns", 5: "bad event_time", 6: "bad event_time",
+                7: "unknown event_type", 8: "missing event_type", 9: "non-numeric price",
+                10: "negative or invalid price", 11: "missing product_id", 12: "missing user_id",
+                13: "non-numeric product_id", 14: "non-numeric category_id", 18: "invalid encoding"}
+    assert {k: v["reason"].split(":")[0] for k, v in by_line.items()} == expected
+    assert by_line[7]["raw_line"] == MALFORMED[5]
+    assert by_line[3]["raw_line"] == MALFORMED[1]
+    assert all(r["source_file"] == str(path.resolve()) for r in by_line.values())
+
+    kept = {r["source_row"]: r for r in bronze.to_pylist()}
+    types = sorted(r["event_type"] for r in kept.values())
+    assert types == ["purchase", "view", "view", "view", "view"]
+    assert [r["price"] for r in kept.values() if r["price"] is None] == [None]
+    assert [r["user_session"] for r in kept.values() if r["user_session"] is None] == [None]
+
+
+def test_reingest_same_file_does_not_duplicate(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "a.csv", [row("2019-10-01 00:00:00"), row("2019-10-02 00:00:00"), "x,y"])
+    pipeline.ingest([path])
+    pipeline.ingest([path])
+    assert _bronze(pipeline).num_rows == 2
+    assert _quarantine(pipeline).num_rows == 1
+    # the same content under another name is recognised too
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(path.read_bytes())
+    pipeline.ingest([copy])
+    assert _bronze(pipeline).num_rows == 2
+    assert {r["source_file"] for r in _bronze(pipeline).to_pylist()} == {str(copy.resolve())}
+
+
+def test_changed_file_replaces_only_its_own_rows(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "a.csv", [row("2019-10-01 00:00:00"), row("2019-10-02 00:00:00")])
+    pipeline.ingest([path])
+    other = write_csv(tmp_path / "b.csv", [row("2019-10-03 00:00:00")])
+    pipeline.ingest([other])
+    write_csv(path, [row("2019-10-01 00:00:00")])
+    pipeline.ingest([path])
+    assert sorted(str(r["event_date"]) for r in _bronze(pipeline).to_pylist()) == ["2019-10-01", "2019-10-03"]
+
+
+def test_bronze_is_partitioned_by_utc_event_date(pipeline: Pipeline, tmp_path: Path, new_york_tz: None) -> None:
+    path = write_csv(tmp_path / "a.csv", [row("2019-10-01 23:59:59"), row("2019-10-02 00:00:00")])
+    pipeline.ingest([path])
+    folder = Path(pipeline.warehouse, tables.BRONZE)
+    assert (folder / "_delta_log").is_dir()
+    assert sorted(p.name for p in folder.glob("event_date=*")) == ["event_date=2019-10-01", "event_date=2019-10-02"]
+    times = sorted(r["event_time"].isoformat() for r in _bronze(pipeline).to_pylist())
+    assert times == ["2019-10-01T23:59:59+00:00", "2019-10-02T00:00:00+00:00"]
+
+
+def test_gzip_headerless_and_parquet_inputs(pipeline: Pipeline, tmp_path: Path) -> None:
+    lines = [row("2019-10-01 00:00:00"), row("2019-10-01 00:00:01", etype="cart")]
+    gz = tmp_path / "a.csv.gz"
+    gz.write_bytes(gzip.compress(("\n".join([HEADER, *lines]) + "\n").encode()))
+    headerless = write_csv(tmp_path / "nohead.csv", [row("2019-11-01 00:00:00")], header=False)
+    parquet = tmp_path / "c.parquet"
+    duckdb.sql(
+        "COPY (SELECT TIMESTAMPTZ '2019-12-01 10:00:00+00' AS event_time, 'purchase' AS event_type, "
+        "5::BIGINT AS product_id, 7::BIGINT AS category_id, NULL::VARCHAR AS category_code, "
+        "'acme' AS brand, 2.5 AS price, 10::BIGINT AS user_id, 's9' AS user_session) "
+        f"TO '{parquet}' (FORMAT parquet)"
+    )
+    result = pipeline.ingest([gz, headerless, parquet])
+    assert [f.bronze_rows for f in result.files] == [2, 1, 1]
+    rows = {r["event_type"]: r for r in _bronze(pipeline).to_pylist()}
+    assert rows["purchase"]["event_time"].isoformat() == "2019-12-01T10:00:00+00:00"
+    assert rows["purchase"]["price"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        ((HEADER + "\n").encode(), "no data rows"),
+        (b"a,b,c\n1,2,3\n", "not in the REES46 format"),
+        ("\ufeffevent_time;x\n".encode("utf-16"), "not UTF-8"),
+    ],
+)
+def test_unusable_files_give_clear_errors(pipeline: Pipeline, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "input.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        pipeline.ingest([path])
+    assert str(path) in str(info.value)
+
+
+def test_missing_and_unsupported_files(pipeline: Pipeline, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        pipeline.ingest([tmp_path / "nope.csv"])
+    odd = tmp_path / "events.json"
+    odd.write_text("{}")
+    with pytest.raises(InputError, match="unsupported file type"):
+        pipeline.ingest([odd])
+    bad_gz = tmp_path / "broken.csv.gz"
+    bad_gz.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="cannot be read"):
+        pipeline.ingest([bad_gz])

@@ -1,0 +1,67 @@
+"""Properties over generated data: gold sums equal silver counts, whatever the input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.compute as pc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from funnelpulse import Pipeline, generate_events, tables, write_events
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), rows=st.integers(50, 3_000), days=st.integers(1, 3))
+def test_gold_sums_equal_silver_counts(tmp_path_factory, seed: int, rows: int, days: int) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("prop")
+    path = write_events(generate_events(rows, seed=seed, days=days, brands=20), folder / "events.csv")
+    p = Pipeline(warehouse=str(folder / "wh"))
+    p.ingest([path])
+    p.build()
+    silver = p.table(tables.SILVER)
+    counts = {t: pc.sum(pc.equal(silver["event_type"], t)).as_py() for t in ("view", "cart", "purchase")}
+    revenue = pc.sum(pc.if_else(pc.equal(silver["event_type"], "purchase"), silver["price"], 0.0)).as_py()
+    for name in (tables.GOLD_HOURLY_BRAND, tables.GOLD_DAILY_BRAND, tables.GOLD_DAILY_CATEGORY, tables.GOLD_HOURLY_PRICE_BAND):
+        gold = p.table(name)
+        assert pc.sum(gold["views"]).as_py() == counts["view"], name
+        assert pc.sum(gold["carts"]).as_py() == counts["cart"], name
+        assert pc.sum(gold["purchases"]).as_py() == counts["purchase"], name
+        assert abs(pc.sum(gold["revenue"]).as_py() - revenue) < 1e-6 * max(1.0, revenue), name
+    # silver never keeps a non-positive price and never keeps two rows with the same key
+    assert pc.min(silver["price"]).as_py() > 0
+    keys = silver.select(["event_time", "user_id", "user_session", "product_id", "event_type"])
+    assert keys.group_by(keys.column_names).aggregate([]).num_rows == silver.num_rows
+
+
+def test_generator_is_deterministic_and_realistic() -> None:
+    a = generate_events(20_000, seed=3)
+    b = generate_events(20_000, seed=3)
+    c = generate_events(20_000, seed=4)
+    assert a.equals(b)
+    assert not a.equals(c)
+    assert a.num_rows == 20_000
+    null_brand = pc.mean(pc.is_null(a["brand"]).cast("float64")).as_py()
+    null_category = pc.mean(pc.is_null(a["category_code"]).cast("float64")).as_py()
+    assert 0.3 < null_brand < 0.5
+    assert null_category > 0.95
+    assert pc.count_distinct(a["brand"]).as_py() > 100
+    assert 0 < pc.sum(pc.equal(a["price"], 0.0)).as_py() < 0.01 * a.num_rows
+    times = a["event_time"]
+    assert pc.all(pc.greater_equal(times.slice(1), times.slice(0, a.num_rows - 1))).as_py()  # sorted
+    start, end = pc.min(times).as_py(), pc.max(times).as_py()
+    assert start >= datetime(2019, 10, 1, tzinfo=UTC) and end < datetime(2019, 12, 1, tzinfo=UTC)
+    keys = a.select(a.column_names)
+    duplicates = a.num_rows - keys.group_by(keys.column_names).aggregate([]).num_rows
+    assert 0.02 * a.num_rows < duplicates < 0.08 * a.num_rows
+    types = {t: pc.sum(pc.equal(a["event_type"], t)).as_py() for t in ("view", "cart", "purchase")}
+    assert types["view"] > types["cart"] > types["purchase"] > 0
+
+
+def test_generated_file_roundtrip(tmp_path: Path) -> None:
+    table = generate_events(1_000, seed=1, days=2)
+    for name in ("e.csv", "e.csv.gz", "e.parquet"):
+        p = Pipeline(warehouse=str(tmp_path / f"wh-{name}"))
+        result = p.ingest([write_events(table, tmp_path / name)])
+        assert result.bronze_rows == 1_000 and result.quarantined_rows == 0
