@@ -1,8 +1,17 @@
-"""The default engine: the SQL models run in-process on DuckDB over the Delta tables."""
+"""The default engine: the SQL models run in-process on DuckDB over the Delta tables.
+
+Bronze is processed in chunks of whole dates (the dedup key contains event_time, so a date
+never needs another date's rows). Memory stays bounded by the chunk, not the table, and every
+table still gets exactly one Delta commit: the chunks stream into one writer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
+
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from .. import tables
 from ..console import Progress
@@ -10,9 +19,14 @@ from ..errors import WarehouseError
 from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange
 from .duckdb_conn import connect
 
+CHUNK_ROWS = 4_000_000
+
 
 class DuckDBEngine:
     name = "duckdb"
+
+    def __init__(self, chunk_rows: int = CHUNK_ROWS) -> None:
+        self.chunk_rows = chunk_rows
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
         bronze_path = tables.table_path(warehouse, tables.BRONZE)
@@ -20,61 +34,97 @@ class DuckDBEngine:
             raise WarehouseError(
                 f"No bronze_events table in {warehouse}. Run `funnelpulse ingest FILE...` first"
             )
+        bronze = tables.dataset(bronze_path)
+        sizes = _rows_per_date(bronze, dates)
+        # With nothing to build, one empty chunk still gives every table its schema.
+        chunks = _chunks(sizes, self.chunk_rows) or [[]]
+        result = BuildResult(engine=self.name, dates=sorted(sizes))
+        replace_dates = None if dates.is_all else _covered(dates, sorted(sizes))
         con = connect()
         try:
-            return self._build(con, warehouse, bronze_path, dates, progress)
+            con.register("bronze_all", bronze)
+            gold: dict[str, list[pa.Table]] = {m.name: [] for m in GOLD_MODELS}
+            silver_schema = con.sql(
+                f"SELECT * FROM ({SILVER_MODEL.sql.replace('FROM bronze_events', 'FROM bronze_all')}) LIMIT 0"
+            ).to_arrow_table().schema
+
+            def silver_batches() -> Iterator[pa.RecordBatch]:
+                for i, chunk in enumerate(chunks, 1):
+                    if chunk:
+                        progress.step(
+                            f"Building silver and gold for {chunk[0]}..{chunk[-1]} "
+                            f"(chunk {i}/{len(chunks)})"
+                        )
+                    yield from self._chunk(con, chunk, gold)
+
+            result.rows[SILVER_MODEL.name] = tables.write(
+                tables.table_path(warehouse, SILVER_MODEL.name),
+                pa.RecordBatchReader.from_batches(silver_schema, silver_batches()),
+                partition_by=[SILVER_MODEL.partition_by],
+                replace=_replace(SILVER_MODEL.partition_by, replace_dates),
+            )
+            progress.step("Writing gold tables")
+            for model in GOLD_MODELS:
+                data = pa.concat_tables(gold[model.name]).combine_chunks()
+                result.rows[model.name] = tables.write(
+                    tables.table_path(warehouse, model.name),
+                    data,
+                    partition_by=[model.partition_by],
+                    replace=_replace(model.partition_by, replace_dates),
+                )
         finally:
             con.close()
+        return result
 
-    def _build(self, con, warehouse, bronze_path, dates, progress) -> BuildResult:  # type: ignore[no-untyped-def]
-        con.register("bronze_all", tables.dataset(bronze_path))
-        where = []
-        if dates.since:
-            where.append(f"event_date >= DATE '{dates.since.isoformat()}'")
-        if dates.until:
-            where.append(f"event_date <= DATE '{dates.until.isoformat()}'")
+    @staticmethod
+    def _chunk(con, chunk: list[date], gold: dict[str, list[pa.Table]]) -> Iterator[pa.RecordBatch]:  # type: ignore[no-untyped-def]
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in chunk) or "NULL"
         con.execute(
-            "CREATE VIEW bronze_events AS SELECT * FROM bronze_all"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
+            f"CREATE OR REPLACE VIEW bronze_events AS SELECT * FROM bronze_all WHERE event_date IN ({listed})"
         )
-        progress.step("Building silver_events")
         # Sorted by partition so the writer fills each date's files in one go (2x faster writes).
         con.execute(
-            f"CREATE TEMP TABLE silver_events AS SELECT * FROM ({SILVER_MODEL.sql}) ORDER BY event_date"
-        )
-        present = [
-            r[0]
-            for r in con.execute("SELECT DISTINCT event_date FROM bronze_events ORDER BY 1").fetchall()
-        ]
-        result = BuildResult(engine=self.name, dates=present)
-        replace = None if dates.is_all else _covered(dates, present)
-        silver = con.sql("SELECT * FROM silver_events").to_arrow_reader(500_000)
-        progress.step("Writing silver_events")
-        result.rows[SILVER_MODEL.name] = tables.write(
-            tables.table_path(warehouse, SILVER_MODEL.name),
-            silver,
-            partition_by=[SILVER_MODEL.partition_by],
-            replace=replace if replace is None else tables.Partitions("event_date", replace),
+            f"CREATE OR REPLACE TEMP TABLE silver_events AS SELECT * FROM ({SILVER_MODEL.sql}) ORDER BY event_date"
         )
         for model in GOLD_MODELS:
-            progress.step(f"Building {model.name}")
-            data = con.sql(model.sql).to_arrow_table()
-            result.rows[model.name] = tables.write(
-                tables.table_path(warehouse, model.name),
-                data,
-                partition_by=[model.partition_by],
-                replace=replace if replace is None else tables.Partitions(model.partition_by, replace),
-            )
-        return result
+            gold[model.name].append(con.sql(model.sql).to_arrow_table())
+        yield from con.sql("SELECT * FROM silver_events").to_arrow_reader(1 << 20)
+        con.execute("DROP TABLE silver_events")
+
+
+def _rows_per_date(bronze, dates: DateRange) -> dict[date, int]:  # type: ignore[no-untyped-def]
+    """Rows per event_date, read from file metadata (no data scan)."""
+    counts: dict[date, int] = {}
+    for fragment in bronze.get_fragments():
+        day = ds.get_partition_keys(fragment.partition_expression).get("event_date")
+        if day is not None and dates.contains(day):
+            counts[day] = counts.get(day, 0) + fragment.count_rows()
+    return counts
+
+
+def _chunks(sizes: dict[date, int], limit: int) -> list[list[date]]:
+    chunks: list[list[date]] = []
+    current: list[date] = []
+    total = 0
+    for day in sorted(sizes):
+        if current and total + sizes[day] > limit:
+            chunks.append(current)
+            current, total = [], 0
+        current.append(day)
+        total += sizes[day]
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _replace(column: str, covered: frozenset[str] | None) -> tables.Partitions | None:
+    return None if covered is None else tables.Partitions(column, covered)
 
 
 def _covered(dates: DateRange, present: list[date]) -> frozenset[str]:
     """Every date partition the range covers, including ones that now have no rows."""
-    if dates.since and dates.until:
-        days = (dates.until - dates.since).days
-        return frozenset((dates.since + timedelta(d)).isoformat() for d in range(days + 1))
-    known = {d.isoformat() for d in present}
-    bound = [d for d in present if dates.contains(d)]
-    return frozenset(known & {d.isoformat() for d in bound}) | frozenset(
-        d.isoformat() for d in (dates.since, dates.until) if d
-    )
+    low = dates.since or (min(present) if present else None)
+    high = dates.until or (max(present) if present else None)
+    if low is None or high is None:
+        return frozenset()
+    return frozenset((low + timedelta(d)).isoformat() for d in range((high - low).days + 1))
