@@ -51,7 +51,9 @@ print(f"ingest_s={t1 - t0:.2f} build_s={t2 - t1:.2f} bronze={r.bronze_rows} silv
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=9_000_000)
     parser.add_argument("--files", type=int, default=1)
     parser.add_argument("--data-dir", default="benchmarks/data")
@@ -68,7 +70,9 @@ def main() -> None:
                 f"start = datetime(2019, 10, 1, tzinfo=UTC) + timedelta(days=61 * {i})\n"
                 f"write_events(generate_events({args.rows}, seed={i}, start=start, days=61), {str(path)!r})\n"
             )
-            print(f"generated {path} ({args.rows:,} rows) in {gen.wall_s:.1f}s, peak RSS {gen.peak_rss_mb:,.0f} MB")
+            print(
+                f"generated {path} ({args.rows:,} rows) in {gen.wall_s:.1f}s, peak RSS {gen.peak_rss_mb:,.0f} MB"
+            )
         files.append(str(path))
     total_rows = args.rows * args.files
     size_gb = sum(Path(f).stat().st_size for f in files) / 1e9
@@ -79,10 +83,16 @@ def main() -> None:
     run = measure(PIPELINE.replace("WAREHOUSE", repr(str(warehouse))).replace("FILES", repr(files)))
     shutil.rmtree(warehouse, ignore_errors=True)
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"data: {total_rows:,} rows in {args.files} CSV file(s), {size_gb:.2f} GB")
-    print(f"pipeline ingest+build: {run.wall_s:.1f} s wall, peak RSS {run.peak_rss_mb:,.0f} MB ({run.output})")
-    print(f"reference single DuckDB query (CSV -> hourly brand): {ref.wall_s:.1f} s wall, peak RSS {ref.peak_rss_mb:,.0f} MB")
+    print(
+        f"pipeline ingest+build: {run.wall_s:.1f} s wall, peak RSS {run.peak_rss_mb:,.0f} MB ({run.output})"
+    )
+    print(
+        f"reference single DuckDB query (CSV -> hourly brand): {ref.wall_s:.1f} s wall, peak RSS {ref.peak_rss_mb:,.0f} MB"
+    )
     print(f"ratio pipeline / reference query: {run.wall_s / ref.wall_s:.2f}x")
 
 

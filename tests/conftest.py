@@ -27,7 +27,9 @@ def row(
     category_code: str = "",
     category_id: int = 7,
 ) -> str:
-    return f"{ts} UTC,{etype},{product},{category_id},{category_code},{brand},{price},{user},{session}"
+    return (
+        f"{ts} UTC,{etype},{product},{category_id},{category_code},{brand},{price},{user},{session}"
+    )
 
 
 def write_csv(path: Path, lines: list[str], header: bool = True) -> Path:

@@ -14,7 +14,9 @@ COMMANDS = ["ingest", "build", "report", "demo", "generate"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "funnelpulse", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
@@ -26,7 +28,10 @@ def test_help_everywhere(command: str) -> None:
 
 def test_ingest_build_report_json(tmp_path: Path) -> None:
     wh = str(tmp_path / "wh")
-    src = write_csv(tmp_path / "a.csv", [row("2019-10-01 10:00:00"), row("2019-10-01 10:00:01", etype="cart"), "bad"])
+    src = write_csv(
+        tmp_path / "a.csv",
+        [row("2019-10-01 10:00:00"), row("2019-10-01 10:00:01", etype="cart"), "bad"],
+    )
     ingest = run("--warehouse", wh, "ingest", str(src))
     assert ingest.returncode == 0, ingest.stderr
     assert "2 rows to bronze_events, 1 to quarantine_events" in ingest.stdout
@@ -48,7 +53,9 @@ def test_ingest_build_report_json(tmp_path: Path) -> None:
         (["generate", "--rows", "0", "--out", "x.csv"], "--rows must be a positive"),
     ],
 )
-def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     result = run("--warehouse", str(tmp_path / "wh"), *args, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ")

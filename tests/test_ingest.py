@@ -45,7 +45,12 @@ def test_malformed_corpus_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> N
     path = write_csv(tmp_path / "bad.csv", MALFORMED)
     raw = path.read_bytes()
     # an undecodable line in the middle of the file
-    path.write_bytes(raw + b"2019-10-01 00:00:14 UTC,view,1,7,,\xff\xfeacme,5.00,10,s1\n" + row("2019-10-01 00:00:15").encode() + b"\n")
+    path.write_bytes(
+        raw
+        + b"2019-10-01 00:00:14 UTC,view,1,7,,\xff\xfeacme,5.00,10,s1\n"
+        + row("2019-10-01 00:00:15").encode()
+        + b"\n"
+    )
     result = pipeline.ingest([path])
     data_lines = len(MALFORMED) + 2
     bronze, quarantine = _bronze(pipeline), _quarantine(pipeline)
@@ -55,10 +60,21 @@ def test_malformed_corpus_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> N
 
     by_line = {r["line_number"]: r for r in quarantine.to_pylist()}
     # line numbers count the header as line 1
-    expected = {3: "missing columns", 4: "too many columns", 5: "bad event_time", 6: "bad event_time",
-                7: "unknown event_type", 8: "missing event_type", 9: "non-numeric price",
-                10: "negative or invalid price", 11: "missing product_id", 12: "missing user_id",
-                13: "non-numeric product_id", 14: "non-numeric category_id", 18: "invalid encoding"}
+    expected = {
+        3: "missing columns",
+        4: "too many columns",
+        5: "bad event_time",
+        6: "bad event_time",
+        7: "unknown event_type",
+        8: "missing event_type",
+        9: "non-numeric price",
+        10: "negative or invalid price",
+        11: "missing product_id",
+        12: "missing user_id",
+        13: "non-numeric product_id",
+        14: "non-numeric category_id",
+        18: "invalid encoding",
+    }
     assert {k: v["reason"].split(":")[0] for k, v in by_line.items()} == expected
     assert by_line[7]["raw_line"] == MALFORMED[5]
     assert by_line[3]["raw_line"] == MALFORMED[1]
@@ -72,7 +88,9 @@ def test_malformed_corpus_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> N
 
 
 def test_reingest_same_file_does_not_duplicate(pipeline: Pipeline, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "a.csv", [row("2019-10-01 00:00:00"), row("2019-10-02 00:00:00"), "x,y"])
+    path = write_csv(
+        tmp_path / "a.csv", [row("2019-10-01 00:00:00"), row("2019-10-02 00:00:00"), "x,y"]
+    )
     pipeline.ingest([path])
     pipeline.ingest([path])
     assert _bronze(pipeline).num_rows == 2
@@ -92,15 +110,23 @@ def test_changed_file_replaces_only_its_own_rows(pipeline: Pipeline, tmp_path: P
     pipeline.ingest([other])
     write_csv(path, [row("2019-10-01 00:00:00")])
     pipeline.ingest([path])
-    assert sorted(str(r["event_date"]) for r in _bronze(pipeline).to_pylist()) == ["2019-10-01", "2019-10-03"]
+    assert sorted(str(r["event_date"]) for r in _bronze(pipeline).to_pylist()) == [
+        "2019-10-01",
+        "2019-10-03",
+    ]
 
 
-def test_bronze_is_partitioned_by_utc_event_date(pipeline: Pipeline, tmp_path: Path, new_york_tz: None) -> None:
+def test_bronze_is_partitioned_by_utc_event_date(
+    pipeline: Pipeline, tmp_path: Path, new_york_tz: None
+) -> None:
     path = write_csv(tmp_path / "a.csv", [row("2019-10-01 23:59:59"), row("2019-10-02 00:00:00")])
     pipeline.ingest([path])
     folder = Path(pipeline.warehouse, tables.BRONZE)
     assert (folder / "_delta_log").is_dir()
-    assert sorted(p.name for p in folder.glob("event_date=*")) == ["event_date=2019-10-01", "event_date=2019-10-02"]
+    assert sorted(p.name for p in folder.glob("event_date=*")) == [
+        "event_date=2019-10-01",
+        "event_date=2019-10-02",
+    ]
     times = sorted(r["event_time"].isoformat() for r in _bronze(pipeline).to_pylist())
     assert times == ["2019-10-01T23:59:59+00:00", "2019-10-02T00:00:00+00:00"]
 
@@ -133,7 +159,9 @@ def test_gzip_headerless_and_parquet_inputs(pipeline: Pipeline, tmp_path: Path) 
         ("\ufeffevent_time;x\n".encode("utf-16"), "not UTF-8"),
     ],
 )
-def test_unusable_files_give_clear_errors(pipeline: Pipeline, tmp_path: Path, content: bytes, message: str) -> None:
+def test_unusable_files_give_clear_errors(
+    pipeline: Pipeline, tmp_path: Path, content: bytes, message: str
+) -> None:
     path = tmp_path / "input.csv"
     path.write_bytes(content)
     with pytest.raises(InputError, match=message) as info:

@@ -34,10 +34,18 @@ def test_silver_filters_normalises_and_flags(pipeline: Pipeline, tmp_path: Path)
     assert first["brand_norm"] == "acme"
     assert first["category_code_norm"] == "furniture.living_room.sofa_x"
     assert first["category_root"] == "furniture"
-    assert (first["dq_missing_brand"], first["dq_missing_category"], first["dq_missing_session"]) == (False, False, False)
+    assert (
+        first["dq_missing_brand"],
+        first["dq_missing_category"],
+        first["dq_missing_session"],
+    ) == (False, False, False)
     other = next(r for r in silver if r["brand"] is None)
     assert other["brand_norm"] is None and other["category_root"] is None
-    assert (other["dq_missing_brand"], other["dq_missing_category"], other["dq_missing_session"]) == (True, True, True)
+    assert (
+        other["dq_missing_brand"],
+        other["dq_missing_category"],
+        other["dq_missing_session"],
+    ) == (True, True, True)
 
 
 def test_dedup_key_and_deterministic_survivor(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -54,8 +62,15 @@ def test_dedup_key_and_deterministic_survivor(pipeline: Pipeline, tmp_path: Path
     ]
     silver = build(pipeline, tmp_path, lines).table(tables.SILVER).to_pylist()
     assert len(silver) == 7
-    survivor = [r for r in silver if r["event_type"] == "view" and r["product_id"] == 1
-                and r["user_id"] == 10 and r["user_session"] == "s1" and r["event_time"].second == 0]
+    survivor = [
+        r
+        for r in silver
+        if r["event_type"] == "view"
+        and r["product_id"] == 1
+        and r["user_id"] == 10
+        and r["user_session"] == "s1"
+        and r["event_time"].second == 0
+    ]
     assert [r["price"] for r in survivor] == [5.0]  # the first ingested row wins
 
 
@@ -64,13 +79,20 @@ def test_gold_null_brand_group_and_null_rates(pipeline: Pipeline, tmp_path: Path
         row("2019-10-01 10:05:00", etype="view", brand=""),
         row("2019-10-01 10:06:00", etype="cart", brand="", session="s2"),
         row("2019-10-01 10:07:00", etype="purchase", brand="", price="12.50"),
-        row("2019-10-01 10:08:00", etype="purchase", brand="solo", price="3.00"),  # 0 views, 0 carts
+        row(
+            "2019-10-01 10:08:00", etype="purchase", brand="solo", price="3.00"
+        ),  # 0 views, 0 carts
         row("2019-10-01 10:09:00", etype="remove_from_cart", brand="solo"),  # ignored by metrics
     ]
     gold = by(build(pipeline, tmp_path, lines).table(tables.GOLD_HOURLY_BRAND), "brand")
     assert set(gold) == {(None,), ("solo",)}
     unknown = gold[(None,)]
-    assert (unknown["views"], unknown["carts"], unknown["purchases"], unknown["revenue"]) == (1, 1, 1, 12.5)
+    assert (unknown["views"], unknown["carts"], unknown["purchases"], unknown["revenue"]) == (
+        1,
+        1,
+        1,
+        12.5,
+    )
     assert unknown["view_to_cart_rate"] == 1.0 and unknown["conversion_rate"] == 1.0
     solo = gold[("solo",)]
     assert (solo["views"], solo["carts"], solo["purchases"], solo["revenue"]) == (0, 0, 1, 3.0)
@@ -81,15 +103,27 @@ def test_gold_null_brand_group_and_null_rates(pipeline: Pipeline, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("price", "band"),
-    [("0.01", "<10"), ("9.99", "<10"), ("10.00", "10-30"), ("29.99", "10-30"), ("30.00", "30-60"),
-     ("59.99", "30-60"), ("60.00", "60_plus"), ("999.00", "60_plus")],
+    [
+        ("0.01", "<10"),
+        ("9.99", "<10"),
+        ("10.00", "10-30"),
+        ("29.99", "10-30"),
+        ("30.00", "30-60"),
+        ("59.99", "30-60"),
+        ("60.00", "60_plus"),
+        ("999.00", "60_plus"),
+    ],
 )
 def test_price_band_edges(pipeline: Pipeline, tmp_path: Path, price: str, band: str) -> None:
-    gold = build(pipeline, tmp_path, [row("2019-10-01 10:00:00", price=price)]).table(tables.GOLD_HOURLY_PRICE_BAND)
+    gold = build(pipeline, tmp_path, [row("2019-10-01 10:00:00", price=price)]).table(
+        tables.GOLD_HOURLY_PRICE_BAND
+    )
     assert [r["price_band"] for r in gold.to_pylist()] == [band]
 
 
-def test_hour_and_date_boundaries_are_utc(pipeline: Pipeline, tmp_path: Path, new_york_tz: None) -> None:
+def test_hour_and_date_boundaries_are_utc(
+    pipeline: Pipeline, tmp_path: Path, new_york_tz: None
+) -> None:
     lines = [
         row("2019-11-02 23:59:59"),  # last second of a UTC day (evening before US DST ends)
         row("2019-11-03 00:00:00"),  # first second of the next UTC day
@@ -97,15 +131,24 @@ def test_hour_and_date_boundaries_are_utc(pipeline: Pipeline, tmp_path: Path, ne
         row("2019-11-03 06:00:00", product=2),  # exactly on an hour boundary
     ]
     p = build(pipeline, tmp_path, lines)
-    hourly = sorted((r["window_start"].isoformat(), r["window_end"].isoformat(), str(r["window_date"]), r["views"])
-                    for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist())
+    hourly = sorted(
+        (
+            r["window_start"].isoformat(),
+            r["window_end"].isoformat(),
+            str(r["window_date"]),
+            r["views"],
+        )
+        for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    )
     assert hourly == [
         ("2019-11-02T23:00:00+00:00", "2019-11-03T00:00:00+00:00", "2019-11-02", 1),
         ("2019-11-03T00:00:00+00:00", "2019-11-03T01:00:00+00:00", "2019-11-03", 1),
         ("2019-11-03T05:00:00+00:00", "2019-11-03T06:00:00+00:00", "2019-11-03", 1),
         ("2019-11-03T06:00:00+00:00", "2019-11-03T07:00:00+00:00", "2019-11-03", 1),
     ]
-    daily = sorted((str(r["date"]), r["views"]) for r in p.table(tables.GOLD_DAILY_BRAND).to_pylist())
+    daily = sorted(
+        (str(r["date"]), r["views"]) for r in p.table(tables.GOLD_DAILY_BRAND).to_pylist()
+    )
     assert daily == [("2019-11-02", 1), ("2019-11-03", 3)]
 
 
@@ -122,10 +165,15 @@ def test_gold_schema_types(pipeline: Pipeline, tmp_path: Path) -> None:
     assert daily_category.names[:2] == ["date", "category_root"]
 
 
-def test_rebuild_is_idempotent_and_replaces_only_covered_dates(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_rebuild_is_idempotent_and_replaces_only_covered_dates(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
     lines = [row(f"2019-10-0{d} 10:00:00") for d in (1, 2, 3)]
     p = build(pipeline, tmp_path, lines)
-    first = {n: p.table(n).sort_by([(p.table(n).schema.names[0], "ascending")]) for n in (tables.SILVER, tables.GOLD_DAILY_BRAND)}
+    first = {
+        n: p.table(n).sort_by([(p.table(n).schema.names[0], "ascending")])
+        for n in (tables.SILVER, tables.GOLD_DAILY_BRAND)
+    }
     p.build()
     for name, before in first.items():
         after = p.table(name)
@@ -134,14 +182,23 @@ def test_rebuild_is_idempotent_and_replaces_only_covered_dates(pipeline: Pipelin
 
     # Add events for 10-02 only and rebuild just that date: one commit per table, other dates untouched.
     p.ingest([write_csv(tmp_path / "more.csv", [row("2019-10-02 11:00:00", etype="cart")])])
-    versions = {n: tables.version(tables.table_path(p.warehouse, n)) for n in (tables.SILVER, tables.GOLD_DAILY_BRAND)}
+    versions = {
+        n: tables.version(tables.table_path(p.warehouse, n))
+        for n in (tables.SILVER, tables.GOLD_DAILY_BRAND)
+    }
     files_before = set(Path(p.warehouse, tables.SILVER).glob("event_date=2019-10-01/*.parquet"))
     p.build(since=date(2019, 10, 2), until=date(2019, 10, 2))
     for name, v in versions.items():
         assert tables.version(tables.table_path(p.warehouse, name)) == v + 1
-    daily = {str(r["date"]): (r["views"], r["carts"]) for r in p.table(tables.GOLD_DAILY_BRAND).to_pylist()}
+    daily = {
+        str(r["date"]): (r["views"], r["carts"])
+        for r in p.table(tables.GOLD_DAILY_BRAND).to_pylist()
+    }
     assert daily == {"2019-10-01": (1, 0), "2019-10-02": (1, 1), "2019-10-03": (1, 0)}
-    assert set(Path(p.warehouse, tables.SILVER).glob("event_date=2019-10-01/*.parquet")) == files_before
+    assert (
+        set(Path(p.warehouse, tables.SILVER).glob("event_date=2019-10-01/*.parquet"))
+        == files_before
+    )
 
 
 def test_build_without_bronze_says_what_to_run(pipeline: Pipeline) -> None:

@@ -12,18 +12,31 @@ from hypothesis import strategies as st
 from funnelpulse import Pipeline, generate_events, tables, write_events
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 10_000), rows=st.integers(50, 3_000), days=st.integers(1, 3))
 def test_gold_sums_equal_silver_counts(tmp_path_factory, seed: int, rows: int, days: int) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("prop")
-    path = write_events(generate_events(rows, seed=seed, days=days, brands=20), folder / "events.csv")
+    path = write_events(
+        generate_events(rows, seed=seed, days=days, brands=20), folder / "events.csv"
+    )
     p = Pipeline(warehouse=str(folder / "wh"))
     p.ingest([path])
     p.build()
     silver = p.table(tables.SILVER)
-    counts = {t: pc.sum(pc.equal(silver["event_type"], t)).as_py() for t in ("view", "cart", "purchase")}
-    revenue = pc.sum(pc.if_else(pc.equal(silver["event_type"], "purchase"), silver["price"], 0.0)).as_py()
-    for name in (tables.GOLD_HOURLY_BRAND, tables.GOLD_DAILY_BRAND, tables.GOLD_DAILY_CATEGORY, tables.GOLD_HOURLY_PRICE_BAND):
+    counts = {
+        t: pc.sum(pc.equal(silver["event_type"], t)).as_py() for t in ("view", "cart", "purchase")
+    }
+    revenue = pc.sum(
+        pc.if_else(pc.equal(silver["event_type"], "purchase"), silver["price"], 0.0)
+    ).as_py()
+    for name in (
+        tables.GOLD_HOURLY_BRAND,
+        tables.GOLD_DAILY_BRAND,
+        tables.GOLD_DAILY_CATEGORY,
+        tables.GOLD_HOURLY_PRICE_BAND,
+    ):
         gold = p.table(name)
         assert pc.sum(gold["views"]).as_py() == counts["view"], name
         assert pc.sum(gold["carts"]).as_py() == counts["cart"], name
@@ -49,7 +62,9 @@ def test_generator_is_deterministic_and_realistic() -> None:
     assert pc.count_distinct(a["brand"]).as_py() > 100
     assert 0 < pc.sum(pc.equal(a["price"], 0.0)).as_py() < 0.01 * a.num_rows
     times = a["event_time"]
-    assert pc.all(pc.greater_equal(times.slice(1), times.slice(0, a.num_rows - 1))).as_py()  # sorted
+    assert pc.all(
+        pc.greater_equal(times.slice(1), times.slice(0, a.num_rows - 1))
+    ).as_py()  # sorted
     start, end = pc.min(times).as_py(), pc.max(times).as_py()
     assert start >= datetime(2019, 10, 1, tzinfo=UTC) and end < datetime(2019, 12, 1, tzinfo=UTC)
     keys = a.select(a.column_names)

@@ -23,12 +23,20 @@ def _python_gold(files: list[Path]) -> tuple[int, int, dict]:  # type: ignore[ty
                 price = float(rec["price"]) if rec["price"] else None
                 if price is None or price <= 0:
                     continue
-                key = (rec["event_time"], rec["user_id"], rec["user_session"], rec["product_id"], rec["event_type"])
+                key = (
+                    rec["event_time"],
+                    rec["user_id"],
+                    rec["user_session"],
+                    rec["product_id"],
+                    rec["event_type"],
+                )
                 if key in seen:
                     continue
                 seen.add(key)
                 silver += 1
-                ts = datetime.strptime(rec["event_time"], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+                ts = datetime.strptime(rec["event_time"], "%Y-%m-%d %H:%M:%S UTC").replace(
+                    tzinfo=UTC
+                )
                 hour = ts.replace(minute=0, second=0)
                 brand = rec["brand"].strip().lower() or None
                 cell = gold[(hour, brand)]
@@ -42,7 +50,9 @@ def _python_gold(files: list[Path]) -> tuple[int, int, dict]:  # type: ignore[ty
     return raw, silver, gold
 
 
-def test_real_sample_matches_independent_computation(demo_warehouse: Pipeline, real_sample: list[Path]) -> None:
+def test_real_sample_matches_independent_computation(
+    demo_warehouse: Pipeline, real_sample: list[Path]
+) -> None:
     raw, silver_rows, expected = _python_gold(real_sample)
     assert raw == 22_283 + 20_286  # documented sizes of the two samples (SOURCES.md)
     assert demo_warehouse.table(tables.BRONZE).num_rows == raw

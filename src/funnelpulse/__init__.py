@@ -5,5 +5,12 @@ from .errors import FunnelPulseError
 from .generate import generate_events, write_events
 from .pipeline import Pipeline
 
-__all__ = ["FunnelPulseError", "Pipeline", "Settings", "generate_events", "load_settings", "write_events"]
+__all__ = [
+    "FunnelPulseError",
+    "Pipeline",
+    "Settings",
+    "generate_events",
+    "load_settings",
+    "write_events",
+]
 __version__ = "0.1.0"

@@ -40,12 +40,16 @@ def _echo(ctx: _Context, text: str) -> None:
     default=None,
     help="Warehouse folder (local path or gs://). Default ./warehouse.",
 )
-@click.option("--config", "config", default=None, help="Settings file (default ./funnelpulse.toml).")
+@click.option(
+    "--config", "config", default=None, help="Settings file (default ./funnelpulse.toml)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only results and errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.version_option(package_name="funnelpulse")
 @click.pass_context
-def cli(ctx: click.Context, warehouse: str | None, config: str | None, quiet: bool, debug: bool) -> None:
+def cli(
+    ctx: click.Context, warehouse: str | None, config: str | None, quiet: bool, debug: bool
+) -> None:
     """FunnelPulse: monitor the view -> cart -> purchase funnel on a Delta Lake warehouse."""
     ctx.obj = _Context(warehouse, config, quiet, debug)
 
@@ -85,12 +89,16 @@ def _date(value: str | None) -> date | None:
 
 
 @cli.command()
-@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default duckdb.")
+@click.option(
+    "--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default duckdb."
+)
 @click.option("--master", default=None, help="Spark master URL (local[*], spark://..., yarn).")
 @click.option("--since", default=None, help="First UTC date to rebuild (YYYY-MM-DD).")
 @click.option("--until", default=None, help="Last UTC date to rebuild (YYYY-MM-DD).")
 @click.pass_obj
-def build(ctx: _Context, engine: str | None, master: str | None, since: str | None, until: str | None) -> None:
+def build(
+    ctx: _Context, engine: str | None, master: str | None, since: str | None, until: str | None
+) -> None:
     """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
     with _progress(ctx) as progress:
         result = ctx.pipeline(progress, engine=engine, spark_master=master).build(
@@ -113,6 +121,120 @@ def report(ctx: _Context, fmt: str, top: int) -> None:
 
 
 @cli.command()
+@click.option(
+    "--method",
+    type=click.Choice(["seasonal", "reference"]),
+    default=None,
+    help="seasonal (default): trailing same-hour baselines; reference: the original z-score.",
+)
+@click.option("--since", default=None, help="Only score hours from this UTC date on (YYYY-MM-DD).")
+@click.option("--alert", is_flag=True, help="Send one alert per incident to the configured sinks.")
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    help="Override the sinks: console, file, webhook, slack, email.",
+)
+@click.pass_obj
+def detect(
+    ctx: _Context, method: str | None, since: str | None, alert: bool, sinks: tuple[str, ...]
+) -> None:
+    """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`."""
+    with _progress(ctx) as progress:
+        pipeline = ctx.pipeline(progress)
+        result = pipeline.detect(method, _date(since))
+    rows = result.anomalies.to_pylist()
+    click.echo(
+        f"{len(rows):,} anomalies ({result.method}) over {result.segments} segments x {result.hours:,} hours"
+    )
+    for row in sorted(rows, key=lambda r: -abs(r["z"]))[:10]:
+        rate = (
+            f"{row['observed_rate']:,.0f} vs {row['expected_rate']:,.0f} views"
+            if row["step"] == "traffic"
+            else f"{row['observed_rate'] * 100:.1f}% vs {row['expected_rate'] * 100:.1f}%"
+        )
+        click.echo(
+            f"  {row['anomaly_id']}  {row['window_start']:%Y-%m-%d %H:%M}  {row['severity']:<8} "
+            f"{row['dimension']}={row['segment']:<14} {row['step']} {row['type']}: {rate} (z {row['z']:+.1f})"
+        )
+    if alert:
+        sent = pipeline.alert(result.anomalies, list(sinks) or None)
+        click.echo(
+            f"Alerts: {sent.sent} sent, {sent.failed} failed, {sent.skipped} already sent, "
+            f"{sent.cooldown} in cool-down"
+        )
+
+
+@cli.command()
+@click.argument("anomaly_id")
+@click.pass_obj
+def explain(ctx: _Context, anomaly_id: str) -> None:
+    """Show one anomaly and the segments that drove it (rate change vs mix change)."""
+    row = ctx.pipeline(None).anomaly(anomaly_id)
+    click.echo(
+        f"{row['anomaly_id']}: {row['dimension']} {row['segment']}, {row['step']} {row['type']}, "
+        f"{row['window_start']:%Y-%m-%d %H:%M} UTC, severity {row['severity']}, z {row['z']:+.2f}"
+    )
+    click.echo(
+        f"observed {row['observed_rate']:.4f} vs expected {row['expected_rate']:.4f}; "
+        f"estimated lost purchases {row['lost_purchases']:,.1f}, revenue {row['lost_revenue'] or 0:,.2f}"
+    )
+    cause = row["root_cause"] or {}
+    for by, parts in cause.items():
+        if by == "summary" or not parts:
+            continue
+        click.echo(f"\nby {by}:")
+        for part in parts:
+            detail = (
+                f"observed {part['observed_rate']:.3f} vs {part['expected_rate']:.3f}, "
+                f"weight {part['weight']:.2f} vs {part['expected_weight']:.2f}"
+                if "observed_rate" in part
+                else f"change {part['change']:+,.0f} views"
+            )
+            click.echo(
+                f"  {part['segment']:<16} explains {part['share'] * 100:6.1f}%  ({part['kind']}; {detail})"
+            )
+    if cause.get("summary"):
+        click.echo(f"\n{cause['summary']}")
+
+
+@cli.command()
+@click.option(
+    "--labels",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Labels from generate --inject.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
+    """Precision, recall, F1 and detection delay of each method against known incidents."""
+    from dataclasses import asdict
+
+    with _progress(ctx) as progress:
+        scores = ctx.pipeline(progress).evaluate(labels)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(s) for s in scores], indent=2, default=str))
+        return
+    click.echo(
+        f"{'method':<10} {'incidents':>9} {'found':>6} {'alerts':>7} {'precision':>9} {'recall':>7} {'F1':>6} {'median delay':>13}"
+    )
+    for s in scores:
+        delay = "n/a" if s.median_delay_h is None else f"{s.median_delay_h:.1f} h"
+        click.echo(
+            f"{s.method:<10} {s.labels:>9} {s.detected_labels:>6} {s.predicted:>7} {s.precision:>9.2f} "
+            f"{s.recall:>7.2f} {s.f1:>6.2f} {delay:>13}"
+        )
+    for s in scores:
+        missed = [r for r in s.per_label if not r["detected"]]
+        if missed:
+            click.echo(
+                f"{s.method} missed: "
+                + ", ".join(f"{r['id']} ({r['kind']} {r['segment']})" for r in missed)
+            )
+
+
+@cli.command()
 @click.pass_obj
 def demo(ctx: _Context) -> None:
     """Ingest the bundled real REES46 sample, build every table and print the report."""
@@ -125,39 +247,69 @@ def demo(ctx: _Context) -> None:
         pipeline.build()
         data = pipeline.report()
     for f in result.files:
-        click.echo(f"Ingested {Path(f.path).name}: {f.bronze_rows:,} rows, {f.quarantined_rows:,} quarantined")
+        click.echo(
+            f"Ingested {Path(f.path).name}: {f.bronze_rows:,} rows, {f.quarantined_rows:,} quarantined"
+        )
     click.echo("")
     click.echo(format_text(data))
 
 
 @cli.command()
 @click.option("--rows", type=int, required=True, help="Number of events to write.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help=".csv, .csv.gz or .parquet")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help=".csv, .csv.gz or .parquet"
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--start", default="2019-10-01", show_default=True, help="First UTC date.")
 @click.option("--days", type=int, default=61, show_default=True)
 @click.option("--brands", type=int, default=250, show_default=True)
+@click.option(
+    "--inject",
+    default=None,
+    help="Known incidents: auto:N (N placed at random) or a labels JSON file; labels go to OUT.labels.json.",
+)
 @click.pass_obj
 def generate(
-    ctx: _Context, rows: int, out: Path, seed: int, start: str, days: int, brands: int
+    ctx: _Context,
+    rows: int,
+    out: Path,
+    seed: int,
+    start: str,
+    days: int,
+    brands: int,
+    inject: str | None,
 ) -> None:
     """Write realistic synthetic events in the raw REES46 format (deterministic for a seed)."""
-    from .generate import generate_events, write_events
+    from .anomaly.incidents import load_labels, plan_incidents, save_labels
+    from .generate import generate_events, ranked_brands, write_events
 
     first = _date(start)
     assert first is not None
+    begin = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    incidents = []
+    if inject:
+        if inject.startswith("auto:"):
+            try:
+                count = int(inject[5:])
+            except ValueError as exc:
+                raise FunnelPulseError(f"--inject {inject!r}: use auto:N with a number N") from exc
+            incidents = plan_incidents(
+                count, start=begin, days=days, brands=ranked_brands(brands, seed), seed=seed
+            )
+        else:
+            incidents = load_labels(Path(inject))
     with _progress(ctx) as progress:
         progress.step(f"Generating {rows:,} events")
         table = generate_events(
-            rows,
-            seed=seed,
-            start=datetime(first.year, first.month, first.day, tzinfo=UTC),
-            days=days,
-            brands=brands,
+            rows, seed=seed, start=begin, days=days, brands=brands, incidents=incidents
         )
         progress.step(f"Writing {out}")
         write_events(table, out)
     click.echo(f"Wrote {table.num_rows:,} events to {out}")
+    if incidents:
+        labels = Path(f"{out}.labels.json")
+        save_labels(incidents, labels)
+        click.echo(f"Injected {len(incidents)} incidents; labels in {labels}")
 
 
 def main() -> None:

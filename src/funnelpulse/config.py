@@ -26,7 +26,7 @@ class Settings:
     detect_method: str = "seasonal"
     history_days: int = 14
     min_views: int = 50
-    alpha: float = 0.001
+    alpha: float = 1e-5
     min_severity: str = "medium"
     cooldown_h: int = 6
     alert_sinks: tuple[str, ...] = ("console",)
@@ -79,7 +79,9 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         table = data.get("funnelpulse", data)
         for key, value in table.items():
             if key not in known:
-                raise ConfigError(f"Unknown setting {key!r} in {path}. Known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"Unknown setting {key!r} in {path}. Known: {', '.join(sorted(known))}"
+                )
             values[key] = _coerce(key, value)
     for name in known:
         env = os.environ.get(f"FUNNELPULSE_{name.upper()}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Progress(Protocol):
@@ -25,7 +25,7 @@ class RichProgress:
         from rich.console import Console
 
         self._console = Console(stderr=True)
-        self._status = None
+        self._status: Any = None
         self._started = 0.0
         self._message = ""
 

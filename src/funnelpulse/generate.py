@@ -16,10 +16,47 @@ import pyarrow as pa
 
 from .errors import InputError
 
-SYLLABLES = (
-    "ka ri no ve la mi su ta lo ne da be ro zi pa gu me so li an el or is un "
-    "ar en ix ol ul ra te vo lu ki ma sa do fe ni"
-).split()
+SYLLABLES = [
+    "ka",
+    "ri",
+    "no",
+    "ve",
+    "la",
+    "mi",
+    "su",
+    "ta",
+    "lo",
+    "ne",
+    "da",
+    "be",
+    "ro",
+    "zi",
+    "pa",
+    "gu",
+    "me",
+    "so",
+    "li",
+    "an",
+    "el",
+    "or",
+    "is",
+    "un",
+    "ar",
+    "en",
+    "ix",
+    "ol",
+    "ul",
+    "ra",
+    "te",
+    "vo",
+    "lu",
+    "ki",
+    "ma",
+    "sa",
+    "do",
+    "fe",
+    "ni",
+]
 CATEGORY_CODES = (
     "appliances.environment.vacuum",
     "appliances.personal.hair_cutter",
@@ -125,8 +162,12 @@ def generate_events(
     days: int = 61,
     brands: int = 250,
     incidents: Sequence[Incident] = (),
+    oversample: float = 1.12,
 ) -> pa.Table:
-    """Return exactly `rows` events sorted by time, deterministic for a seed."""
+    """Return exactly `rows` events sorted by time, deterministic for a seed.
+
+    `oversample` is how many more events than `rows` to draw before sampling exactly `rows`.
+    """
     if rows <= 0:
         raise InputError("--rows must be a positive number")
     if days <= 0:
@@ -144,7 +185,9 @@ def generate_events(
     product_price[rng.random(n_products) < ZERO_PRICE_SHARE] = 0.0
     product_category = rng.integers(0, 400, n_products)
     product_code = np.where(
-        rng.random(n_products) < CATEGORY_SHARE, rng.integers(0, len(CATEGORY_CODES), n_products), -1
+        rng.random(n_products) < CATEGORY_SHARE,
+        rng.integers(0, len(CATEGORY_CODES), n_products),
+        -1,
     )
     product_ids = rng.choice(np.arange(3_750_000, 5_950_000), size=n_products, replace=False)
     popularity = 1.0 / np.arange(1, n_products + 1) ** 0.9
@@ -154,7 +197,7 @@ def generate_events(
 
     # Sessions: start times follow a daily and a weekly cycle.
     events_per_session = SESSION_INTERACTIONS_MEAN * 1.9 * (1 + DUPLICATE_SHARE)
-    n_sessions = int(rows * 1.12 / events_per_session) + 10
+    n_sessions = int(rows * oversample / events_per_session) + 50
     hours = np.arange(days * 24)
     hour_of_day = hours % 24
     weekday = (start.weekday() + hours // 24) % 7
@@ -164,7 +207,9 @@ def generate_events(
     session_hour = rng.choice(hours, size=n_sessions, p=intensity / intensity.sum())
     session_start = start.timestamp() + session_hour * 3600.0 + rng.random(n_sessions) * 3600
     n_users = max(10, n_sessions * 2 // 3)
-    session_user = 400_000_000 + rng.zipf(1.6, n_sessions) % n_users * 7 + rng.integers(0, 7, n_sessions)
+    session_user = (
+        400_000_000 + rng.zipf(1.6, n_sessions) % n_users * 7 + rng.integers(0, 7, n_sessions)
+    )
     per_session = rng.geometric(1 / SESSION_INTERACTIONS_MEAN, n_sessions)
 
     # Interactions: one product each, spaced within the session.
@@ -188,7 +233,9 @@ def generate_events(
     carted = rng.random(len(t)) < p_cart
     bought = carted & (rng.random(len(t)) < p_buy)
     removed = carted & ~bought & (rng.random(len(t)) < REMOVE_GIVEN_ABANDON)
-    viewed = (rng.random(len(t)) >= SKIP_VIEW) & (rng.random(len(t)) < np.minimum(mult["views"], 1.0))
+    viewed = (rng.random(len(t)) >= SKIP_VIEW) & (
+        rng.random(len(t)) < np.minimum(mult["views"], 1.0)
+    )
 
     idx_parts, type_parts, time_parts = [], [], []
     for code, mask, delay in (
@@ -213,7 +260,18 @@ def generate_events(
     end_s = start.timestamp() + days * 86400 - 1
     inside = np.flatnonzero(ev_time <= end_s)
     if len(inside) < rows:
-        raise InputError(f"Could not generate {rows} rows for {days} days; raise --days")
+        # Random session lengths fell short (small runs): draw again with more sessions.
+        if oversample > 20:
+            raise InputError(f"Could not generate {rows} rows for {days} days; raise --days")
+        return generate_events(
+            rows,
+            seed=seed,
+            start=start,
+            days=days,
+            brands=brands,
+            incidents=incidents,
+            oversample=oversample * 1.5,
+        )
     chosen = np.sort(rng.choice(inside, size=rows, replace=False))
     ev, ev_type, ev_time = ev[chosen], ev_type[chosen], ev_time[chosen]
     order = np.argsort(ev_time, kind="stable")
@@ -229,7 +287,9 @@ def generate_events(
     pc = product_code[prod]
     return pa.table(
         {
-            "event_time": pa.array((ev_time * 1_000_000).astype("int64"), pa.timestamp("us", "UTC")),
+            "event_time": pa.array(
+                (ev_time * 1_000_000).astype("int64"), pa.timestamp("us", "UTC")
+            ),
             "event_type": type_dict.take(pa.array(ev_type)),
             "product_id": pa.array(product_ids[prod].astype("int64")),
             "category_id": pa.array(1487580005000000000 + product_category[prod] * 2_718_281),
@@ -268,3 +328,8 @@ def write_events(table: pa.Table, out: str | Path) -> Path:
         ) TO '{target}' (HEADER, DELIMITER ',', COMPRESSION {compression}, QUOTE '"')"""
     )
     return path
+
+
+def ranked_brands(brands: int, seed: int) -> list[str]:
+    """Brand names in order of traffic share, as `generate_events` assigns them for this seed."""
+    return brand_names(brands, np.random.default_rng(seed))

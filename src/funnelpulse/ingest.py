@@ -7,9 +7,9 @@ that file produced before, so running an ingest twice never duplicates anything.
 from __future__ import annotations
 
 import gzip
-from collections import Counter
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -138,7 +138,9 @@ def _first_lines(path: Path) -> tuple[bytes, bytes]:
                 second = handle.readline(1 << 16)
             return first, second
     except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot be read ({exc}). Check it is a valid gzip/CSV file") from exc
+        raise InputError(
+            f"{path}: cannot be read ({exc}). Check it is a valid gzip/CSV file"
+        ) from exc
 
 
 def _csv_has_header(path: Path) -> bool:
@@ -355,13 +357,21 @@ class _CountingReader:
 
 
 def _quarantine_rows(
-    con, bad: list[pa.RecordBatch], source: str, ingest_id: str, header: bool  # type: ignore[no-untyped-def]
+    con,
+    bad: list[pa.RecordBatch],
+    source: str,
+    ingest_id: str,
+    header: bool,  # type: ignore[no-untyped-def]
 ) -> pa.Table:
-    rejected = con.execute(
-        """SELECT line, any_value(csv_line) AS raw_line,
+    rejected = (
+        con.execute(
+            """SELECT line, any_value(csv_line) AS raw_line,
                   string_agg(DISTINCT error_type, '; ') || ': ' || any_value(error_message) AS reason
            FROM rejects GROUP BY line ORDER BY line"""
-    ).fetchall() if con is not None else []
+        ).fetchall()
+        if con is not None
+        else []
+    )
     rejected_lines = [int(r[0]) for r in rejected]
     now = datetime.now(UTC)
     lines: list[int] = []

@@ -21,7 +21,9 @@ from .ingest import IngestResult, ingest
 def sample_files() -> list[Path]:
     """The bundled real REES46 cosmetics samples (see sample/SOURCES.md for credit)."""
     folder = resources.files("funnelpulse.sample")
-    return sorted(Path(str(folder.joinpath(n.name))) for n in folder.iterdir() if n.name.endswith(".csv.gz"))
+    return sorted(
+        Path(str(folder.joinpath(n.name))) for n in folder.iterdir() if n.name.endswith(".csv.gz")
+    )
 
 
 class Pipeline:
@@ -54,7 +56,56 @@ class Pipeline:
                 "master": self.settings.spark_master,
                 "shuffle_partitions": self.settings.shuffle_partitions,
             }
-        return get_engine(name, **options).build(self.warehouse, DateRange(since, until), self.progress)
+        return get_engine(name, **options).build(
+            self.warehouse, DateRange(since, until), self.progress
+        )
+
+    def detect(self, method: str | None = None, since: date | None = None) -> Any:
+        """Score every segment-hour and write the anomalies table (returns a DetectResult)."""
+        from .anomaly.detect import detect
+
+        return detect(self.warehouse, self.settings, method, since, self.progress)
+
+    def alert(self, anomalies: pa.Table, sinks: list[str] | None = None) -> Any:
+        """Send one alert per incident to the configured sinks (never twice)."""
+        from .anomaly.alerts import send_alerts
+
+        return send_alerts(self.warehouse, self.settings, anomalies.to_pylist(), sinks=sinks)
+
+    def anomaly(self, anomaly_id: str) -> dict[str, Any]:
+        """One anomaly row with its decoded root cause."""
+        import json
+
+        from .errors import FunnelPulseError
+
+        path = tables.table_path(self.warehouse, tables.ANOMALIES)
+        if not tables.exists(path):
+            raise FunnelPulseError("No anomalies table yet. Run `funnelpulse detect` first")
+        import pyarrow.compute as pc
+
+        data = tables.read(path)
+        rows = data.filter(pc.equal(data["anomaly_id"], anomaly_id)).to_pylist()
+        if not rows:
+            raise FunnelPulseError(
+                f"No anomaly with id {anomaly_id!r}. List them with `funnelpulse report`"
+            )
+        row = rows[0]
+        row["root_cause"] = json.loads(row["root_cause"]) if row["root_cause"] else None
+        return row
+
+    def evaluate(
+        self, labels_path: str | Path, methods: tuple[str, ...] = ("seasonal", "reference")
+    ) -> list[Any]:
+        """Score each detection method against known incidents (from `generate --inject`)."""
+        from .anomaly.detect import detect
+        from .anomaly.incidents import evaluate, group_incidents, load_labels
+
+        labels = load_labels(Path(labels_path))
+        scores = []
+        for method in methods:
+            found = detect(self.warehouse, self.settings, method, None, self.progress, write=False)
+            scores.append(evaluate(method, group_incidents(found.anomalies.to_pylist()), labels))
+        return scores
 
     def report(self, top: int = 5) -> dict[str, Any]:
         return report.summary(self.warehouse, top)

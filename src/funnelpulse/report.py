@@ -36,14 +36,20 @@ def summary(warehouse: str, top: int = 5) -> dict[str, Any]:
         return result
     con = connect()
     try:
-        for name in (tables.GOLD_DAILY_BRAND, tables.GOLD_DAILY_CATEGORY, tables.GOLD_HOURLY_PRICE_BAND):
+        for name in (
+            tables.GOLD_DAILY_BRAND,
+            tables.GOLD_DAILY_CATEGORY,
+            tables.GOLD_HOURLY_PRICE_BAND,
+        ):
             con.register(name, tables.dataset(tables.table_path(warehouse, name)))
 
         def records(sql: str) -> list[dict[str, Any]]:
             rel = con.sql(sql)
             return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
 
-        span = records(f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}")[0]
+        span = records(
+            f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}"
+        )[0]
         result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
         result["funnel"] = records(f"SELECT {_FUNNEL} FROM {tables.GOLD_DAILY_BRAND}")[0]
         result["top_brands"] = records(
@@ -100,12 +106,17 @@ def format_text(report: dict[str, Any]) -> str:
         ("Price bands", "price_bands", "price_band"),
     ):
         lines += ["", f"{title}:"]
-        lines.append(f"  {'':<16} {'views':>10} {'carts':>10} {'purchases':>10} {'revenue':>14} {'conv':>7}")
+        lines.append(
+            f"  {'':<16} {'views':>10} {'carts':>10} {'purchases':>10} {'revenue':>14} {'conv':>7}"
+        )
         for row in report[key]:
             lines.append(
                 f"  {str(row[label])[:16]:<16} {row['views']:>10,} {row['carts']:>10,} "
                 f"{row['purchases']:>10,} {row['revenue']:>14,.2f} {_pct(row['conversion_rate']):>7}"
             )
     if report.get("anomalies"):
-        lines += ["", "Anomalies: " + ", ".join(f"{a['severity']} {a['count']}" for a in report["anomalies"])]
+        lines += [
+            "",
+            "Anomalies: " + ", ".join(f"{a['severity']} {a['count']}" for a in report["anomalies"]),
+        ]
     return "\n".join(lines)

@@ -82,9 +82,11 @@ def _delta_dataset(path: str) -> ds.Dataset:
     table = DeltaTable(path)
     schema = pa.schema(table.schema().to_arrow())
     parts = table.metadata().partition_columns
-    partitioning = ds.partitioning(
-        pa.schema([schema.field(c) for c in parts]), flavor="hive"
-    ) if parts else None
+    partitioning = (
+        ds.partitioning(pa.schema([schema.field(c) for c in parts]), flavor="hive")
+        if parts
+        else None
+    )
     return ds.dataset(
         table.file_uris(),
         schema=schema,
@@ -147,7 +149,9 @@ def write(
                 data_change=True,
                 deletion_timestamp=now_ms,
                 size=row["size_bytes"],
-                partition_values={c: _partition_text(row.get(f"partition.{c}")) for c in partition_by},
+                partition_values={
+                    c: _partition_text(row.get(f"partition.{c}")) for c in partition_by
+                },
             )
             for row in _replaced_files(table, replace)
         ]

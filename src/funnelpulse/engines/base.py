@@ -44,7 +44,9 @@ class DateRange:
         return self.since is None and self.until is None
 
     def contains(self, day: date) -> bool:
-        return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day <= self.until
+        )
 
 
 @dataclass

@@ -44,9 +44,13 @@ class DuckDBEngine:
         try:
             con.register("bronze_all", bronze)
             gold: dict[str, list[pa.Table]] = {m.name: [] for m in GOLD_MODELS}
-            silver_schema = con.sql(
-                f"SELECT * FROM ({SILVER_MODEL.sql.replace('FROM bronze_events', 'FROM bronze_all')}) LIMIT 0"
-            ).to_arrow_table().schema
+            silver_schema = (
+                con.sql(
+                    f"SELECT * FROM ({SILVER_MODEL.sql.replace('FROM bronze_events', 'FROM bronze_all')}) LIMIT 0"
+                )
+                .to_arrow_table()
+                .schema
+            )
 
             def silver_batches() -> Iterator[pa.RecordBatch]:
                 for i, chunk in enumerate(chunks, 1):

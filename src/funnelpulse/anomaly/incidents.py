@@ -1,0 +1,219 @@
+"""Incidents: runs of consecutive anomalous hours of one segment; and known incidents for evaluation."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..generate import BAND_LABELS, Incident
+from .scoring import SEVERITY_RANK
+
+
+@dataclass
+class Detected:
+    """Anomalous hours of one segment grouped into one incident."""
+
+    incident_id: str
+    dimension: str
+    segment: str
+    start: datetime
+    end: datetime
+    steps: list[str]
+    types: list[str]
+    severity: str
+    worst_z: float
+    lost_purchases: float
+    lost_revenue: float
+    anomaly_ids: list[str]
+
+
+def group_incidents(anomalies: list[dict[str, Any]]) -> list[Detected]:
+    """Consecutive hours (any step) of the same segment form one incident."""
+    by_segment: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for a in anomalies:
+        by_segment.setdefault((a["dimension"], a["segment"]), []).append(a)
+    incidents: list[Detected] = []
+    for (dimension, segment), rows in by_segment.items():
+        rows.sort(key=lambda r: r["window_start"])
+        run: list[dict[str, Any]] = []
+        for row in rows:
+            if run and row["window_start"] > run[-1]["window_start"] + timedelta(hours=1):
+                incidents.append(_incident(dimension, segment, run))
+                run = []
+            run.append(row)
+        if run:
+            incidents.append(_incident(dimension, segment, run))
+    return sorted(incidents, key=lambda i: (i.start, i.dimension, i.segment))
+
+
+def _incident(dimension: str, segment: str, run: list[dict[str, Any]]) -> Detected:
+    worst = max(run, key=lambda r: abs(r["z"]))
+    start = run[0]["window_start"]
+    return Detected(
+        incident_id=f"{dimension}:{segment}:{start.strftime('%Y%m%dT%H')}",
+        dimension=dimension,
+        segment=segment,
+        start=start,
+        end=max(r["window_end"] for r in run),
+        steps=sorted({r["step"] for r in run}),
+        types=sorted({r["type"] for r in run}),
+        severity=max((r["severity"] for r in run), key=lambda s: SEVERITY_RANK[s]),
+        worst_z=float(worst["z"]),
+        lost_purchases=float(
+            sum(r["lost_purchases"] or 0.0 for r in run if r["step"] in ("conversion", "traffic"))
+        ),
+        lost_revenue=float(
+            sum(r["lost_revenue"] or 0.0 for r in run if r["step"] in ("conversion", "traffic"))
+        ),
+        anomaly_ids=[r["anomaly_id"] for r in run],
+    )
+
+
+# ---- known incidents for the labelled benchmark ------------------------------------------
+
+KINDS = (
+    # kind, dimension, step, factor, hours
+    ("drop", "brand", "purchase", 0.2, 3),  # checkout broken for one brand
+    ("drop", "price_band", "cart", 0.45, 4),  # a price band's carts drop
+    ("spike", "brand", "purchase", 2.2, 3),  # a campaign converts unusually well
+    ("outage", "shop", "views", 0.15, 2),  # tracking outage: views vanish shop-wide
+    ("decline", "brand", "purchase", 0.15, 8),  # slow decline towards -85%
+)
+
+
+def plan_incidents(
+    count: int,
+    *,
+    start: datetime,
+    days: int,
+    brands: list[str],
+    seed: int,
+    quiet_days: int = 8,
+    top_brands: int = 3,
+) -> list[Incident]:
+    """Place `count` incidents of every kind after `quiet_days` of clean history, never overlapping."""
+    rng = np.random.default_rng(seed + 7919)
+    free_hours = (days - quiet_days) * 24
+    if free_hours < count * 14:
+        raise InputError(
+            f"{days} days is too short for {count} incidents; use --days {quiet_days + count + 2} or more"
+        )
+    slots = np.sort(rng.choice(np.arange(free_hours // 14), size=count, replace=False)) * 14
+    out = []
+    for i, slot in enumerate(slots):
+        kind, dimension, step, factor, hours = KINDS[i % len(KINDS)]
+        if dimension == "brand":
+            segment = brands[int(rng.integers(0, top_brands))]
+        elif dimension == "price_band":
+            segment = BAND_LABELS[int(rng.integers(0, 2))]
+        else:
+            segment = "all"
+        hour = quiet_days * 24 + int(slot) + int(rng.integers(0, 4))
+        out.append(
+            Incident(
+                id=f"inc{i + 1:02d}",
+                kind=kind,
+                dimension=dimension,
+                segment=segment,
+                step=step,
+                start=start + timedelta(hours=hour),
+                hours=hours,
+                factor=factor,
+            )
+        )
+    return out
+
+
+def save_labels(incidents: list[Incident], path: Path) -> None:
+    rows = [
+        {**asdict(i), "start": i.start.isoformat(), "end": i.end.isoformat()} for i in incidents
+    ]
+    path.write_text(json.dumps(rows, indent=2))
+
+
+def load_labels(path: Path) -> list[Incident]:
+    try:
+        rows = json.loads(Path(path).read_text())
+        return [
+            Incident(
+                id=r["id"],
+                kind=r["kind"],
+                dimension=r["dimension"],
+                segment=r["segment"],
+                step=r["step"],
+                start=datetime.fromisoformat(r["start"]).astimezone(UTC),
+                hours=int(r["hours"]),
+                factor=float(r["factor"]),
+            )
+            for r in rows
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{path}: not a labels file written by `funnelpulse generate --inject` ({exc})"
+        ) from exc
+
+
+@dataclass
+class Score:
+    method: str
+    labels: int
+    detected_labels: int
+    predicted: int
+    true_predicted: int
+    precision: float
+    recall: float
+    f1: float
+    median_delay_h: float | None
+    per_label: list[dict[str, Any]]
+
+
+def _related(pred: Detected, label: Incident) -> bool:
+    """A prediction explains a label when it overlaps in time and is not a different segment of the same dimension."""
+    overlaps = pred.start < label.end + timedelta(hours=1) and pred.end > label.start
+    same_dim_other = pred.dimension == label.dimension and pred.segment != label.segment
+    return overlaps and not same_dim_other
+
+
+def evaluate(method: str, predicted: list[Detected], labels: list[Incident]) -> Score:
+    per_label = []
+    delays = []
+    for label in labels:
+        hits = [p for p in predicted if _related(p, label)]
+        first = min((p.start for p in hits), default=None)
+        delay = None if first is None else max(0.0, (first - label.start).total_seconds() / 3600)
+        if delay is not None:
+            delays.append(delay)
+        per_label.append(
+            {
+                "id": label.id,
+                "kind": label.kind,
+                "segment": f"{label.dimension}:{label.segment}",
+                "start": label.start.isoformat(),
+                "detected": first is not None,
+                "delay_h": delay,
+            }
+        )
+    true_pred = sum(any(_related(p, lab) for lab in labels) for p in predicted)
+    detected = sum(1 for r in per_label if r["detected"])
+    precision = true_pred / len(predicted) if predicted else 0.0
+    recall = detected / len(labels) if labels else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Score(
+        method,
+        len(labels),
+        detected,
+        len(predicted),
+        true_pred,
+        precision,
+        recall,
+        f1,
+        statistics.median(delays) if delays else None,
+        per_label,
+    )

@@ -1,0 +1,126 @@
+"""Which segments drove an anomaly, and whether through their rate or through the traffic mix.
+
+Shift-share: the overall rate is R = sum_i w_i r_i (w_i the segment's share of the denominator).
+Against the baseline (w0_i, r0_i), segment i contributes w_i r_i - w0_i r0_i to R - R0, of which
+(w_i - w0_i) r0_i is a change in mix and w_i (r_i - r0_i) a change in its own rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .scoring import STEPS
+
+BREAKDOWNS = {
+    "shop": ("brand", "price_band", "category_root"),
+    "brand": ("price_band", "category_root"),
+    "price_band": ("brand", "category_root"),
+}
+
+
+class Cube:
+    """Hourly counts by brand x price band x category, sorted by hour for fast slicing."""
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        order = np.argsort(columns["hour"], kind="stable")
+        self.c = {k: v[order] for k, v in columns.items()}
+
+    def _rows(self, hours: np.ndarray) -> np.ndarray:
+        hour = self.c["hour"]
+        parts = [
+            np.arange(np.searchsorted(hour, h, "left"), np.searchsorted(hour, h, "right"))
+            for h in hours
+        ]
+        return np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+
+    def totals(
+        self, hours: np.ndarray, dimension: str, segment: str, by: str
+    ) -> dict[str, dict[str, float]]:
+        rows = self._rows(hours)
+        if dimension != "shop":
+            rows = rows[self.c[dimension][rows] == segment]
+        out: dict[str, dict[str, float]] = {}
+        keys = self.c[by][rows]
+        for metric in ("views", "carts", "purchases"):
+            values = self.c[metric][rows]
+            for key in np.unique(keys):
+                out.setdefault(str(key), {})[metric] = float(values[keys == key].sum())
+        return out
+
+
+def explain(
+    cube: Cube,
+    hour: np.datetime64,
+    history_days: int,
+    dimension: str,
+    segment: str,
+    step: str,
+    top: int = 5,
+) -> dict[str, Any]:
+    """Rank the sub-segments that explain the change of `step` at `hour` against past same hours."""
+    past = np.array([hour - np.timedelta64(24 * k, "h") for k in range(1, history_days + 1)])
+    result: dict[str, Any] = {}
+    for by in BREAKDOWNS[dimension]:
+        now = cube.totals(np.array([hour]), dimension, segment, by)
+        before = cube.totals(past, dimension, segment, by)
+        result[by] = _decompose(now, before, step, history_days)[:top]
+    result["summary"] = _summary(result, step)
+    return result
+
+
+def _decompose(now: dict, before: dict, step: str, days: int) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    keys = sorted(set(now) | set(before))
+    if step == "traffic":
+        changes = [
+            (k, now.get(k, {}).get("views", 0.0) - before.get(k, {}).get("views", 0.0) / days)
+            for k in keys
+        ]
+        total = sum(c for _, c in changes) or 1.0
+        rows = [
+            {"segment": k, "share": c / total, "kind": "volume", "change": c} for k, c in changes
+        ]
+        return sorted(rows, key=lambda r: -abs(r["change"]))
+    num, den = STEPS[step]
+    n_den = sum(v.get(den, 0.0) for v in now.values())
+    b_den = sum(v.get(den, 0.0) for v in before.values())
+    if n_den <= 0 or b_den <= 0:
+        return []
+    r0_all = sum(v.get(num, 0.0) for v in before.values()) / b_den
+    rows = []
+    for k in keys:
+        w = now.get(k, {}).get(den, 0.0) / n_den
+        w0 = before.get(k, {}).get(den, 0.0) / b_den
+        r = now[k].get(num, 0.0) / now[k][den] if now.get(k, {}).get(den) else r0_all
+        r0 = before[k].get(num, 0.0) / before[k][den] if before.get(k, {}).get(den) else r0_all
+        mix = (w - w0) * r0
+        rate = w * (r - r0)
+        rows.append(
+            {
+                "segment": k,
+                "contribution": mix + rate,
+                "mix": mix,
+                "rate_effect": rate,
+                "observed_rate": r,
+                "expected_rate": r0,
+                "weight": w,
+                "expected_weight": w0,
+            }
+        )
+    total = sum(r["contribution"] for r in rows)
+    for r in rows:
+        r["share"] = r["contribution"] / total if total else 0.0
+        r["kind"] = "rate" if abs(r["rate_effect"]) >= abs(r["mix"]) else "mix"
+    return sorted(rows, key=lambda r: -abs(r["contribution"]))
+
+
+def _summary(result: dict[str, Any], step: str) -> str:
+    parts = []
+    for by, rows in result.items():
+        if rows:
+            top = rows[0]
+            parts.append(
+                f"{by} {top['segment']} explains {top['share'] * 100:.0f}% ({top['kind']})"
+            )
+    return f"{step}: " + "; ".join(parts) if parts else f"{step}: no breakdown available"

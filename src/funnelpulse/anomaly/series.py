@@ -1,0 +1,90 @@
+"""Hourly funnel series per segment, dense over time, built from silver with DuckDB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+UNKNOWN = "(unknown)"
+DIMENSIONS = ("shop", "brand", "price_band")
+CUBE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE cube AS
+SELECT
+    date_trunc('hour', event_time) AS hour,
+    coalesce(brand_norm, '{UNKNOWN}') AS brand,
+    price_band,
+    coalesce(category_root, '{UNKNOWN}') AS category_root,
+    CAST(COUNT_IF(event_type = 'view') AS BIGINT) AS views,
+    CAST(COUNT_IF(event_type = 'cart') AS BIGINT) AS carts,
+    CAST(COUNT_IF(event_type = 'purchase') AS BIGINT) AS purchases,
+    CAST(SUM(CASE WHEN event_type = 'purchase' THEN price ELSE 0.0 END) AS DOUBLE) AS revenue
+FROM silver_events
+GROUP BY ALL
+"""
+METRICS = ("views", "carts", "purchases", "revenue")
+
+
+@dataclass
+class Series:
+    """Dense (segment, hour) arrays for one analysis."""
+
+    hours: np.ndarray  # datetime64[us], (T,)
+    dimension: list[str]  # (S,)
+    segment: list[str]  # (S,)
+    values: dict[str, np.ndarray]  # metric -> (S, T)
+
+    def index(self, dimension: str, segment: str) -> int:
+        for i, (d, s) in enumerate(zip(self.dimension, self.segment, strict=True)):
+            if d == dimension and s == segment:
+                return i
+        raise KeyError((dimension, segment))
+
+
+def build_series(con, min_total_views: int) -> Series:  # type: ignore[no-untyped-def]
+    """Shop, brand and price-band series from the `cube` table (brands below the volume floor are skipped)."""
+    span = con.sql("SELECT MIN(hour)::TIMESTAMP, MAX(hour)::TIMESTAMP FROM cube").fetchall()[0]
+    if span is None or span[0] is None:
+        return Series(
+            np.array([], dtype="datetime64[us]"), [], [], {m: np.zeros((0, 0)) for m in METRICS}
+        )
+    start, end = (np.datetime64(_naive(x), "us") for x in span)
+    hours = np.arange(start, end + np.timedelta64(1, "h"), np.timedelta64(1, "h"))
+    long = con.sql(
+        f"""
+        WITH brands AS (
+            SELECT brand FROM cube GROUP BY brand HAVING SUM(views) >= {int(min_total_views)}
+        )
+        SELECT 'shop' AS dimension, 'all' AS segment, hour, SUM(views) v, SUM(carts) c, SUM(purchases) p, SUM(revenue) r
+        FROM cube GROUP BY hour
+        UNION ALL
+        SELECT 'brand', brand, hour, SUM(views), SUM(carts), SUM(purchases), SUM(revenue)
+        FROM cube WHERE brand IN (SELECT brand FROM brands) GROUP BY brand, hour
+        UNION ALL
+        SELECT 'price_band', price_band, hour, SUM(views), SUM(carts), SUM(purchases), SUM(revenue)
+        FROM cube GROUP BY price_band, hour
+        """
+    ).to_arrow_table()
+    return _densify(long, hours)
+
+
+def _naive(value: datetime) -> datetime:
+    return value.replace(tzinfo=None) if value.tzinfo else value
+
+
+def _densify(long: pa.Table, hours: np.ndarray) -> Series:
+    dims = long.column("dimension").to_pylist()
+    segs = long.column("segment").to_pylist()
+    keys = sorted(set(zip(dims, segs, strict=True)), key=lambda k: (DIMENSIONS.index(k[0]), k[1]))
+    row_of = {k: i for i, k in enumerate(keys)}
+    rows = np.array([row_of[k] for k in zip(dims, segs, strict=True)], dtype=np.int64)
+    hour_values = long.column("hour").cast(pa.timestamp("us")).to_numpy()
+    cols = ((hour_values - hours[0]) // np.timedelta64(1, "h")).astype(np.int64)
+    values = {}
+    for metric, col in zip(METRICS, ("v", "c", "p", "r"), strict=True):
+        dense = np.zeros((len(keys), len(hours)))
+        dense[rows, cols] = long.column(col).to_numpy(zero_copy_only=False).astype(float)
+        values[metric] = dense
+    return Series(hours, [k[0] for k in keys], [k[1] for k in keys], values)

@@ -1,0 +1,125 @@
+"""Detection end to end on generated data with known incidents: a small benchmark that can fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from funnelpulse import Pipeline, tables
+from funnelpulse.anomaly.incidents import group_incidents, load_labels
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("labelled")
+    out = cli(
+        "-q",
+        "generate",
+        "--rows",
+        "3000000",
+        "--days",
+        "14",
+        "--out",
+        "ev.csv",
+        "--seed",
+        "3",
+        "--inject",
+        "auto:6",
+        cwd=folder,
+    )
+    assert out.returncode == 0, out.stderr
+    for step in (["ingest", "ev.csv"], ["build"]):
+        done = cli("-q", *step, cwd=folder)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.mark.slow
+def test_seasonal_beats_reference_on_known_incidents(labelled: Path) -> None:
+    result = cli(
+        "-q", "evaluate", "--labels", "ev.csv.labels.json", "--format", "json", cwd=labelled
+    )
+    assert result.returncode == 0, result.stderr
+    scores = {s["method"]: s for s in json.loads(result.stdout)}
+    seasonal, reference = scores["seasonal"], scores["reference"]
+    assert seasonal["labels"] == 6
+    assert seasonal["f1"] >= 0.75
+    assert seasonal["median_delay_h"] <= 1.0
+    assert seasonal["f1"] - reference["f1"] >= 0.2
+    kinds = {r["kind"] for r in seasonal["per_label"] if r["detected"]}
+    assert {"drop", "outage"} <= kinds
+
+
+@pytest.mark.slow
+def test_detect_writes_anomalies_with_root_cause_and_explain(labelled: Path) -> None:
+    result = cli("detect", cwd=labelled)
+    assert result.returncode == 0, result.stderr
+    p = Pipeline(warehouse=str(labelled / "warehouse"))
+    rows = p.table(tables.ANOMALIES).to_pylist()
+    assert rows and all(r["method"] == "seasonal" for r in rows)
+    labels = load_labels(labelled / "ev.csv.labels.json")
+    outage = next(lab for lab in labels if lab.kind == "outage")
+    hit = [
+        r
+        for r in rows
+        if r["dimension"] == "shop"
+        and r["step"] == "traffic"
+        and outage.start <= r["window_start"] < outage.end
+    ]
+    assert hit and hit[0]["type"] == "traffic_drop" and hit[0]["lost_purchases"] > 0
+    drop = next(lab for lab in labels if lab.kind == "drop" and lab.dimension == "brand")
+    brand_rows = [
+        r
+        for r in rows
+        if r["segment"] == drop.segment and drop.start <= r["window_start"] < drop.end
+    ]
+    assert brand_rows and brand_rows[0]["type"] == "drop"
+    cause = json.loads(brand_rows[0]["root_cause"])
+    assert set(cause) >= {"price_band", "category_root", "summary"}
+    assert (
+        abs(sum(part["share"] for part in cause["price_band"]) - 1) < 1e-6
+        or len(cause["price_band"]) == 5
+    )
+
+    explained = cli("explain", brand_rows[0]["anomaly_id"], cwd=labelled)
+    assert explained.returncode == 0, explained.stderr
+    assert "by price_band:" in explained.stdout and drop.segment in explained.stdout
+    missing = cli("explain", "nope", cwd=labelled)
+    assert missing.returncode == 1 and "No anomaly with id" in missing.stderr
+
+    # the shop-level rows are broken down by brand, and incidents group consecutive hours
+    incidents = group_incidents(rows)
+    assert any(
+        i.end - i.start >= (outage.end - outage.start) for i in incidents if i.dimension == "shop"
+    )
+
+
+def test_detect_on_real_sample_finds_no_history(demo_warehouse: Pipeline) -> None:
+    # The bundled sample covers a few hours on four days: no hour has three past same-hour days.
+    result = demo_warehouse.detect()
+    assert result.anomalies.num_rows == 0
+    assert result.segments > 0
+
+
+def test_reference_method_reproduces_the_original_rule(demo_warehouse: Pipeline) -> None:
+    result = demo_warehouse.detect(method="reference")
+    gold = demo_warehouse.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    for row in result.anomalies.to_pylist():
+        assert row["denominator"] >= 50 and abs(row["z"]) >= 2.0
+        assert row["type"] == ("drop" if row["z"] < 0 else "spike")
+        match = [
+            g
+            for g in gold
+            if g["brand"] == row["segment"] and g["window_start"] == row["window_start"]
+        ]
+        assert match and match[0]["conversion_rate"] == row["observed_rate"]
