@@ -312,6 +312,36 @@ def generate(
         click.echo(f"Injected {len(incidents)} incidents; labels in {labels}")
 
 
+@cli.command()
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve on (loopback by default).",
+)
+@click.pass_obj
+def dashboard(ctx: _Context, port: int, host: str) -> None:
+    """Serve the web dashboard (Streamlit) over the warehouse."""
+    import importlib.util
+    import os
+    import subprocess
+
+    from .config import load_settings
+    from .errors import MissingDependencyError
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise MissingDependencyError("streamlit", "dashboard")
+    settings = load_settings(ctx.config, warehouse=ctx.warehouse)
+    env = {**os.environ, "FUNNELPULSE_WAREHOUSE": str(Path(settings.warehouse_path).resolve())}
+    click.echo(f"Serving {env['FUNNELPULSE_WAREHOUSE']} on http://{host}:{port} (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "funnelpulse.dashboard.serve", host, str(port)]
+    try:
+        raise SystemExit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
 def main() -> None:
     """Entry point: expected errors print one `Error:` line; tracebacks only with --debug."""
     debug = "--debug" in sys.argv

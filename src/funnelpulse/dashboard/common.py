@@ -1,0 +1,81 @@
+"""Shared page pieces: the cached data handle, sidebar filters, empty states, number formats."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import streamlit as st
+
+from .. import tables
+from .data import DashboardData, Filter
+
+
+def warehouse() -> str:
+    return os.environ.get("FUNNELPULSE_WAREHOUSE", "./warehouse")
+
+
+def _versions(path: str) -> tuple[tuple[str, int], ...]:
+    """Changes whenever a table gets a new commit, so the cache never serves stale data."""
+    out = []
+    for name in tables.ALL_TABLES:
+        log = Path(path, name, "_delta_log")
+        if log.is_dir():
+            out.append((name, len(list(log.glob("*.json")))))
+    return tuple(out)
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str, versions: tuple[tuple[str, int], ...]) -> DashboardData:
+    return DashboardData(path)
+
+
+def data() -> DashboardData:
+    path = warehouse()
+    return _open(path, _versions(path))
+
+
+def page_header(title: str) -> None:
+    st.set_page_config(page_title=f"FunnelPulse · {title}", page_icon="📉", layout="wide")
+    st.title(title)
+
+
+def require_gold(d: DashboardData) -> tuple[date, date] | None:
+    """The warehouse's date range, or a friendly message saying what to run."""
+    bounds = d.date_bounds()
+    if bounds is None:
+        st.info(
+            f"No gold tables in `{d.warehouse}` yet. Run `funnelpulse ingest FILE...` and "
+            "`funnelpulse build` (or `funnelpulse demo`), then reload this page."
+        )
+    return bounds
+
+
+def filters(
+    d: DashboardData, bounds: tuple[date, date], column: str | None, label: str = ""
+) -> Filter:
+    """Date range (and a segment filter when the page has one) in the sidebar."""
+    st.sidebar.header("Filters")
+    picked = st.sidebar.date_input(
+        "Date range (UTC)", value=bounds, min_value=bounds[0], max_value=bounds[1], key="dates"
+    )
+    start, end = (picked[0], picked[-1]) if isinstance(picked, (tuple, list)) and picked else bounds
+    values: tuple[str, ...] = ()
+    if column:
+        values = tuple(
+            st.sidebar.multiselect(label or column, d.options(column), key=f"filter_{column}")
+        )
+    return Filter(start, end, column, values)
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def money(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def nothing_selected() -> None:
+    st.warning("No events match these filters. Widen the date range or clear the segment filter.")

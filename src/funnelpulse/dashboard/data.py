@@ -1,0 +1,247 @@
+"""Every number the dashboard shows, computed from the gold tables with DuckDB (no Streamlit here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import tables
+from ..anomaly import scoring
+from ..engines.duckdb_conn import connect
+from ..report import UNKNOWN
+
+FUNNEL_SQL = """
+    CAST(COALESCE(SUM(views), 0) AS BIGINT) AS views, CAST(COALESCE(SUM(carts), 0) AS BIGINT) AS carts,
+    CAST(COALESCE(SUM(purchases), 0) AS BIGINT) AS purchases, COALESCE(SUM(revenue), 0.0) AS revenue,
+    SUM(carts) / NULLIF(SUM(views), 0) AS view_to_cart_rate,
+    SUM(purchases) / NULLIF(SUM(carts), 0) AS cart_to_purchase_rate,
+    SUM(purchases) / NULLIF(SUM(views), 0) AS conversion_rate
+"""
+SEGMENT_TABLES = {
+    "brand": (tables.GOLD_DAILY_BRAND, "date"),
+    "category_root": (tables.GOLD_DAILY_CATEGORY, "date"),
+    "price_band": (tables.GOLD_HOURLY_PRICE_BAND, "window_date"),
+}
+BAND_ORDER = ("<10", "10-30", "30-60", "60_plus")
+
+
+@dataclass(frozen=True)
+class Filter:
+    start: date
+    end: date
+    column: str | None = None  # brand | category_root | price_band
+    values: tuple[str, ...] = ()
+
+    def previous(self) -> Filter:
+        days = (self.end - self.start).days + 1
+        return Filter(
+            self.start - timedelta(days), self.start - timedelta(1), self.column, self.values
+        )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DashboardData:
+    """Read-only access to one warehouse; missing tables are reported, never raised."""
+
+    def __init__(self, warehouse: str) -> None:
+        self.warehouse = warehouse
+        self.con = connect()
+        self.available = {
+            name for name in tables.ALL_TABLES if tables.exists(tables.table_path(warehouse, name))
+        }
+        self._registered: set[str] = set()
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.available for n in names)
+
+    def _register_for(self, sql: str) -> None:
+        """Open a table only when a query first needs it: pages render without opening the rest."""
+        for name in self.available - self._registered:
+            if name in sql:
+                self.con.register(name, tables.dataset(tables.table_path(self.warehouse, name)))
+                self._registered.add(name)
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        self._register_for(sql)
+        rel = self.con.sql(sql)
+        return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+
+    def arrow(self, sql: str) -> pa.Table:
+        self._register_for(sql)
+        return self.con.sql(sql).to_arrow_table()
+
+    # --- filters -------------------------------------------------------------------------
+    def date_bounds(self) -> tuple[date, date] | None:
+        if not self.has(tables.GOLD_DAILY_BRAND):
+            return None
+        row = self._rows(f"SELECT MIN(date) AS lo, MAX(date) AS hi FROM {tables.GOLD_DAILY_BRAND}")[
+            0
+        ]
+        return None if row["lo"] is None else (row["lo"], row["hi"])
+
+    def options(self, column: str) -> list[str]:
+        table, _ = SEGMENT_TABLES[column]
+        if not self.has(table):
+            return []
+        values = [
+            r["v"]
+            for r in self._rows(
+                f"SELECT coalesce({column}, '{UNKNOWN}') AS v, SUM(revenue) AS r FROM {table} "
+                f"GROUP BY 1 ORDER BY r DESC, v"
+            )
+        ]
+        return [b for b in BAND_ORDER if b in values] if column == "price_band" else values
+
+    def _where(self, f: Filter, date_column: str, segment: str | None = None) -> str:
+        parts = [f"{date_column} BETWEEN DATE '{f.start}' AND DATE '{f.end}'"]
+        column = segment or f.column
+        if f.column and f.values and column == f.column:
+            listed = ", ".join(_quote(v) for v in f.values)
+            parts.append(f"coalesce({f.column}, '{UNKNOWN}') IN ({listed})")
+        return " AND ".join(parts)
+
+    # --- overview ------------------------------------------------------------------------
+    def funnel(self, f: Filter) -> dict[str, Any]:
+        table, date_column = SEGMENT_TABLES[f.column or "brand"]
+        return self._rows(f"SELECT {FUNNEL_SQL} FROM {table} WHERE {self._where(f, date_column)}")[
+            0
+        ]
+
+    def anomaly_count(self, f: Filter) -> int | None:
+        if not self.has(tables.ANOMALIES):
+            return None
+        return int(
+            self._rows(
+                f"SELECT COUNT(*) AS n FROM {tables.ANOMALIES} "
+                f"WHERE window_date BETWEEN DATE '{f.start}' AND DATE '{f.end}'"
+            )[0]["n"]
+        )
+
+    def daily(self, f: Filter, by: str | None = None) -> pa.Table:
+        """Funnel per day (and per segment when `by` is given)."""
+        column = by or f.column or "brand"
+        table, date_column = SEGMENT_TABLES[column]
+        label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
+        group = ", segment" if by else ""
+        return self.arrow(
+            f"SELECT {date_column} AS date{label}, {FUNNEL_SQL} FROM {table} "
+            f"WHERE {self._where(f, date_column)} GROUP BY {date_column}{group} ORDER BY 1"
+        )
+
+    def segments(self, f: Filter, column: str, limit: int | None = None) -> pa.Table:
+        """Leaderboard of one dimension: funnel, rates and average order value."""
+        table, date_column = SEGMENT_TABLES[column]
+        order = (
+            "CASE segment WHEN '<10' THEN 0 WHEN '10-30' THEN 1 WHEN '30-60' THEN 2 ELSE 3 END"
+            if column == "price_band"
+            else "revenue DESC, segment"
+        )
+        return self.arrow(
+            f"""SELECT coalesce({column}, '{UNKNOWN}') AS segment, {FUNNEL_SQL},
+                SUM(revenue) / NULLIF(SUM(purchases), 0) AS avg_order_value
+            FROM {table} WHERE {self._where(f, date_column, column)}
+            GROUP BY 1 ORDER BY {order} {f"LIMIT {limit}" if limit else ""}"""
+        )
+
+    # --- anomalies -----------------------------------------------------------------------
+    def anomalies(self, f: Filter) -> pa.Table:
+        return self.arrow(
+            f"""SELECT anomaly_id, window_start, window_end, dimension, segment, step, type, severity,
+                observed_rate, expected_rate, z, lost_purchases, lost_revenue, root_cause
+            FROM {tables.ANOMALIES}
+            WHERE window_date BETWEEN DATE '{f.start}' AND DATE '{f.end}'
+            ORDER BY window_start, dimension, segment"""
+        )
+
+    def hourly_segment(self, dimension: str, segment: str, start: date, end: date) -> pa.Table:
+        """Hourly funnel of one segment between two dates, every hour present (zeros filled)."""
+        if dimension == "price_band":
+            source, key = tables.GOLD_HOURLY_PRICE_BAND, f"price_band = {_quote(segment)}"
+        elif dimension == "brand":
+            source = tables.GOLD_HOURLY_BRAND
+            key = "brand IS NULL" if segment == UNKNOWN else f"brand = {_quote(segment)}"
+        else:
+            source, key = tables.GOLD_HOURLY_BRAND, "TRUE"
+        return self.arrow(
+            f"""WITH hours AS (
+                SELECT unnest(generate_series(TIMESTAMPTZ '{start} 00:00:00+00',
+                    TIMESTAMPTZ '{end} 23:00:00+00', INTERVAL 1 HOUR)) AS hour
+            ), data AS (
+                SELECT window_start AS hour, SUM(views) AS views, SUM(carts) AS carts,
+                    SUM(purchases) AS purchases
+                FROM {source} WHERE {key}
+                    AND window_date BETWEEN DATE '{start}' AND DATE '{end}'
+                GROUP BY 1
+            )
+            SELECT hours.hour, coalesce(views, 0) AS views, coalesce(carts, 0) AS carts,
+                coalesce(purchases, 0) AS purchases
+            FROM hours LEFT JOIN data USING (hour) ORDER BY hours.hour"""
+        )
+
+    def expected_band(
+        self, anomaly: dict[str, Any], history_days: int, days_around: int = 3
+    ) -> pa.Table:
+        """The segment's hourly rate around an anomaly with its expected value and a 3-sigma band."""
+        if anomaly["step"] == "traffic":
+            num_name, den_name = "views", None
+        else:
+            num_name, den_name = scoring.STEPS[anomaly["step"]]
+        day = anomaly["window_start"].date()
+        start = day - timedelta(days=history_days + days_around)
+        hourly = self.hourly_segment(
+            anomaly["dimension"], anomaly["segment"], start, day + timedelta(days_around)
+        )
+        num = hourly.column(num_name).to_numpy().astype(float)[None, :]
+        if den_name is None:
+            base = scoring.count_baseline(num, history_days)
+            expected = base.expected[0]
+            sd = np.sqrt(expected + (base.cv[0, 0] * expected) ** 2)
+            observed = num[0]
+        else:
+            den = hourly.column(den_name).to_numpy().astype(float)[None, :]
+            rate = scoring.rate_baseline(num, den, history_days)
+            expected = rate.expected[0]
+            n = np.maximum(den[0], 1)
+            sd = np.sqrt(expected * (1 - expected) * (1 + (n - 1) * rate.rho[0, 0]) / n)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                observed = np.where(den[0] > 0, num[0] / den[0], np.nan)
+        keep = hourly.column("hour").to_numpy() >= np.datetime64(
+            day - timedelta(days=days_around), "us"
+        )
+        return pa.table(
+            {
+                "hour": hourly.column("hour").filter(pa.array(keep)),
+                "observed": observed[keep],
+                "expected": expected[keep],
+                "low": np.maximum(expected - 3 * sd, 0)[keep],
+                "high": (expected + 3 * sd)[keep],
+            }
+        )
+
+    @staticmethod
+    def root_cause(anomaly: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(anomaly["root_cause"]) if anomaly.get("root_cause") else {}
+
+    # --- live ----------------------------------------------------------------------------
+    def live_current_hour(self) -> pa.Table:
+        return self.arrow(
+            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, views, carts, purchases, revenue,
+                conversion_rate, window_start
+            FROM {tables.GOLD_STREAM}
+            WHERE window_start = (SELECT MAX(window_start) FROM {tables.GOLD_STREAM})
+            ORDER BY revenue DESC"""
+        )
+
+    def latest_alerts(self, limit: int = 20) -> pa.Table:
+        return self.arrow(
+            f"""SELECT recorded_at, sink, status, severity, dimension, segment, incident_start, message
+            FROM {tables.ALERTS} ORDER BY recorded_at DESC, incident_start DESC LIMIT {limit}"""
+        )

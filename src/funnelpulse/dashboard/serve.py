@@ -1,0 +1,40 @@
+"""Start the Streamlit server with the heavy modules already imported.
+
+Streamlit runs page scripts inside the server process, so importing plotly, pandas and the data
+layer here (before the first visitor) takes about a second off the first page render.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(host: str, port: int) -> None:
+    import pandas  # noqa: F401
+    import plotly.express  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+    from streamlit.web import cli as streamlit_cli
+
+    from . import common, data  # noqa: F401
+
+    app = str(Path(__file__).parent / "Overview.py")
+    streamlit_cli.main.main(
+        args=[
+            "run",
+            app,
+            "--server.port",
+            str(port),
+            "--server.address",
+            host,
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        prog_name="streamlit",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
