@@ -180,3 +180,20 @@ def test_missing_and_unsupported_files(pipeline: Pipeline, tmp_path: Path) -> No
     bad_gz.write_bytes(b"not gzip at all")
     with pytest.raises(InputError, match="cannot be read"):
         pipeline.ingest([bad_gz])
+
+
+def test_ingest_from_a_uri_folder(pipeline: Pipeline, tmp_path: Path) -> None:
+    # file:// goes through the same staging code as gs:// and s3:// (pyarrow filesystems)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_csv(raw / "a.csv", [row("2019-10-01 00:00:00"), "broken"])
+    write_csv(raw / "b.csv", [row("2019-10-02 00:00:00")])
+    result = pipeline.ingest([f"file://{raw}/"])
+    assert [f.path for f in result.files] == [f"file://{raw}/a.csv", f"file://{raw}/b.csv"]
+    assert result.bronze_rows == 2 and result.quarantined_rows == 1
+    assert {r["source_file"] for r in _bronze(pipeline).to_pylist()} == {
+        f"file://{raw}/a.csv",
+        f"file://{raw}/b.csv",
+    }
+    with pytest.raises(InputError, match="no such file or folder"):
+        pipeline.ingest([f"file://{tmp_path}/missing/"])

@@ -61,10 +61,14 @@ def _progress(ctx: _Context) -> Any:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1)
 @click.pass_obj
-def ingest(ctx: _Context, files: tuple[Path, ...]) -> None:
-    """Load raw REES46 files (CSV, CSV.gz, Parquet) into bronze_events; bad rows go to quarantine."""
+def ingest(ctx: _Context, files: tuple[str, ...]) -> None:
+    """Load raw REES46 files (CSV, CSV.gz, Parquet) into bronze_events; bad rows go to quarantine.
+
+    FILES may be local paths or URIs (gs://bucket/raw/, s3://..., file://...); a URI ending in /
+    means every file in that folder.
+    """
     with _progress(ctx) as progress:
         result = ctx.pipeline(progress).ingest(files)
     for f in result.files:
@@ -344,7 +348,10 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 
 def main() -> None:
     """Entry point: expected errors print one `Error:` line; tracebacks only with --debug."""
+    import warnings
+
     debug = "--debug" in sys.argv
+    warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -269,8 +269,13 @@ def _line_numbers(ordinals: list[int], rejected_lines: list[int], header: bool) 
     return out
 
 
-def ingest_file(warehouse: str, path: Path, progress: Progress | None = None) -> FileResult:
-    """Ingest one raw file, replacing whatever an earlier ingest of it produced."""
+def ingest_file(
+    warehouse: str, path: Path, progress: Progress | None = None, source: str | None = None
+) -> FileResult:
+    """Ingest one raw file, replacing whatever an earlier ingest of it produced.
+
+    `source` names the file in the tables when it was staged from a URI.
+    """
     progress = progress or SilentProgress()
     if not path.exists():
         raise InputError(f"{path}: no such file. Check the path")
@@ -278,7 +283,7 @@ def ingest_file(warehouse: str, path: Path, progress: Progress | None = None) ->
         raise InputError(f"{path}: is a directory. Give the event files inside it")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
-    source = str(path.resolve())
+    source = source or str(path.resolve())
     ingest_id = fingerprint(path)
     header = _kind(path) == "csv" and _csv_has_header(path)
     progress.step(f"Reading {path.name}")
@@ -335,7 +340,7 @@ def _ingest_with(  # type: ignore[no-untyped-def]
     tables.write(tables.table_path(warehouse, tables.QUARANTINE), quarantine, replace=replace)
     reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
     return FileResult(
-        path=str(path),
+        path=source if "://" in source else str(path),
         bronze_rows=counter.rows,
         quarantined_rows=quarantine.num_rows,
         reasons=dict(reasons.most_common()),
@@ -399,10 +404,53 @@ def _quarantine_rows(
     )
 
 
-def ingest(warehouse: str, paths: list[Path], progress: Progress | None = None) -> IngestResult:
+def ingest(
+    warehouse: str, paths: list[str | Path], progress: Progress | None = None
+) -> IngestResult:
+    """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
     if not paths:
         raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
     result = IngestResult()
     for path in paths:
-        result.files.append(ingest_file(warehouse, Path(path), progress))
+        text = str(path)
+        if "://" not in text:
+            result.files.append(ingest_file(warehouse, Path(text), progress))
+            continue
+        for uri, local in _staged(text, progress or SilentProgress()):
+            done = ingest_file(warehouse, local, progress, source=uri)
+            local.unlink(missing_ok=True)
+            result.files.append(done)
     return result
+
+
+def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
+    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
+    import tempfile
+
+    from pyarrow import fs
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(root)
+        if info.type == fs.FileType.Directory:
+            infos = filesystem.get_file_info(fs.FileSelector(root, recursive=False))
+            names = sorted(i.path for i in infos if i.type == fs.FileType.File)
+        elif info.type == fs.FileType.File:
+            names = [root]
+        else:
+            raise InputError(f"{uri}: no such file or folder. Check the URI")
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputError(f"{uri}: cannot be listed ({exc}). Check the URI and credentials") from exc
+    scheme = uri.split("://", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="funnelpulse-stage-") as folder:
+        for name in names:
+            remote = f"{scheme}://{name}" if scheme != "file" else f"file://{name}"
+            local = Path(folder, Path(name).name)
+            progress.step(f"Copying {remote}")
+            fs.copy_files(
+                name,
+                str(local),
+                source_filesystem=filesystem,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            yield remote, local

@@ -44,7 +44,7 @@ class Pipeline:
         return self.settings.warehouse_path
 
     def ingest(self, paths: Iterable[str | Path]) -> IngestResult:
-        return ingest(self.warehouse, [Path(p) for p in paths], self.progress)
+        return ingest(self.warehouse, list(paths), self.progress)
 
     def build(
         self, since: date | None = None, until: date | None = None, engine: str | None = None

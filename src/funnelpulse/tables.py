@@ -66,9 +66,20 @@ def dataset(path: str, name: str | None = None) -> ds.Dataset:
     if is_delta(path):
         return _delta_dataset(path)
     if exists(path):
-        return ds.dataset(path, format="parquet", partitioning="hive")
+        return ds.dataset(path, format="parquet", partitioning=_parquet_partitioning(path))
     label = name or os.path.basename(path)
     raise WarehouseError(f"Table {label} not found at {path}. Run `funnelpulse build` first")
+
+
+def _parquet_partitioning(path: str) -> ds.Partitioning | str:
+    """Hive partitioning for a plain Parquet table; `col=YYYY-MM-DD` folders are typed as dates."""
+    import re
+
+    folders = [p.name for p in Path(path).iterdir() if p.is_dir() and "=" in p.name]
+    match = re.fullmatch(r"(\w+)=\d{4}-\d{2}-\d{2}", folders[0]) if folders else None
+    if match:
+        return ds.partitioning(pa.schema([(match.group(1), pa.date32())]), flavor="hive")
+    return "hive"
 
 
 def _delta_dataset(path: str) -> ds.Dataset:
@@ -128,7 +139,8 @@ def write(
 ) -> int:
     """Write `data` and drop the files it replaces (all of them when `replace` is None) in one commit.
 
-    Files are written by Arrow's multithreaded dataset writer, then committed with deltalake's
+    Files are written (Snappy, readable by every Parquet reader incl. Spark executors) by Arrow's
+    multithreaded dataset writer, then committed with deltalake's
     transaction API; this is measurably faster than deltalake's own writer on 2 cores.
     Returns the number of rows written.
     """
@@ -210,7 +222,7 @@ def _write_files(
         partitioning=partitioning,
         basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
         existing_data_behavior="overwrite_or_ignore",
-        file_options=ds.ParquetFileFormat().make_write_options(compression="lz4"),
+        file_options=ds.ParquetFileFormat().make_write_options(compression="snappy"),
         max_rows_per_group=1 << 20,
         file_visitor=visit,
     )

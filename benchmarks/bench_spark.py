@@ -1,0 +1,128 @@
+"""Spark benchmark on the 9M-row set: our Spark engine (local[2]) next to the DuckDB engine, and a
+job written the way the original project's Spark jobs run (reference-behaviour.md sections 2-4:
+inferSchema over the CSV, 200 shuffle partitions, count() actions repeated without caching).
+
+Usage: python benchmarks/bench_spark.py [--rows 9000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure  # noqa: E402
+
+OURS = """
+from funnelpulse import Pipeline
+p = Pipeline(warehouse=WAREHOUSE, spark_master="local[2]")
+print(p.build(engine=ENGINE).rows)
+"""
+
+REFERENCE_STYLE = """
+import os, sys
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark.sql import SparkSession, functions as F
+spark = (SparkSession.builder.master("local[2]").appName("reference-style")
+         .config("spark.sql.shuffle.partitions", "200").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+out = OUT
+raw = spark.read.option("header", True).option("inferSchema", True).csv(CSV)
+bronze = raw.withColumn("event_date", F.to_date("event_time"))
+print("bronze rows", bronze.count())
+bronze.write.mode("overwrite").partitionBy("event_date").parquet(out + "/bronze_events")
+bronze = spark.read.parquet(out + "/bronze_events")
+print("bronze rows (re-read)", bronze.count())
+silver = (bronze.where("price IS NOT NULL AND price > 0 AND event_time IS NOT NULL AND event_type IS NOT NULL")
+          .withColumn("brand_norm", F.lower("brand"))
+          .withColumn("category_code_norm", F.regexp_replace(F.lower("category_code"), "[^a-z0-9.]", "_"))
+          .withColumn("dq_missing_session", F.col("user_session").isNull())
+          .withColumn("dq_missing_brand", F.col("brand").isNull())
+          .withColumn("dq_missing_category", F.col("category_code").isNull()))
+print("after filter", silver.count())
+silver = silver.dropDuplicates(["event_time", "user_id", "user_session", "product_id", "event_type"])
+print("silver rows", silver.count())
+silver.write.mode("overwrite").partitionBy("event_date").parquet(out + "/silver_events")
+silver = spark.read.parquet(out + "/silver_events")
+metrics = [F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).cast("long").alias(n)
+           for t, n in (("view", "views"), ("cart", "carts"), ("purchase", "purchases"))]
+metrics.append(F.sum(F.when(F.col("event_type") == "purchase", F.col("price")).otherwise(0.0)).alias("revenue"))
+def rates(df):
+    return (df.withColumn("view_to_cart_rate", F.when(F.col("views") > 0, F.col("carts") / F.col("views")))
+              .withColumn("cart_to_purchase_rate", F.when(F.col("carts") > 0, F.col("purchases") / F.col("carts")))
+              .withColumn("conversion_rate", F.when(F.col("views") > 0, F.col("purchases") / F.col("views"))))
+hourly = rates(silver.groupBy(F.window("event_time", "1 hour"), F.col("brand_norm").alias("brand")).agg(*metrics)
+               .withColumn("window_start", F.col("window.start")).withColumn("window_end", F.col("window.end"))
+               .drop("window").withColumn("window_date", F.to_date("window_start")))
+hourly.write.mode("overwrite").partitionBy("window_date").parquet(out + "/gold_funnel_hourly_brand")
+print("hourly brand rows", spark.read.parquet(out + "/gold_funnel_hourly_brand").count())
+daily = rates(silver.groupBy(F.col("event_date").alias("date"), F.col("brand_norm").alias("brand")).agg(*metrics))
+daily.write.mode("overwrite").partitionBy("date").parquet(out + "/gold_funnel_daily_brand")
+category = rates(silver.withColumn("category_root", F.split("category_code_norm", "[.]").getItem(0))
+                 .groupBy(F.col("event_date").alias("date"), "category_root").agg(*metrics))
+category.write.mode("overwrite").partitionBy("date").parquet(out + "/gold_funnel_daily_category")
+band = F.when(F.col("price") < 10, "<10").when(F.col("price") < 30, "10-30").when(F.col("price") < 60, "30-60").otherwise("60_plus")
+bands = rates(silver.withColumn("price_band", band).groupBy(F.window("event_time", "1 hour"), "price_band").agg(*metrics)
+              .withColumn("window_start", F.col("window.start")).drop("window")
+              .withColumn("window_date", F.to_date("window_start")))
+bands.write.mode("overwrite").partitionBy("window_date").parquet(out + "/gold_funnel_hourly_price_band")
+spark.stop()
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=9_000_000)
+    parser.add_argument("--data-dir", default="benchmarks/data")
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    csv = data / f"events-{args.rows}-seed0.csv"
+    if not csv.exists():
+        raise SystemExit(
+            f"{csv} is missing: run benchmarks/bench_batch.py --rows {args.rows} first"
+        )
+    duck = data / "spark-bench-duckdb"
+    spark = data / "spark-bench-spark"
+    ref = data / "spark-bench-reference"
+    for folder in (duck, spark, ref):
+        shutil.rmtree(folder, ignore_errors=True)
+    ingest = measure(
+        f"from funnelpulse import Pipeline; Pipeline(warehouse={str(duck)!r}).ingest([{str(csv)!r}])"
+    )
+    shutil.copytree(duck / "bronze_events", spark / "bronze_events")
+    duck_build = measure(OURS.replace("WAREHOUSE", repr(str(duck))).replace("ENGINE", "'duckdb'"))
+    spark_build = measure(OURS.replace("WAREHOUSE", repr(str(spark))).replace("ENGINE", "'spark'"))
+    reference = measure(
+        REFERENCE_STYLE.replace("OUT", repr(str(ref))).replace("CSV", repr(str(csv)))
+    )
+    print(
+        f"data: {args.rows:,} rows ({csv.stat().st_size / 1e9:.2f} GB CSV); ingest (DuckDB) {ingest.wall_s:.1f} s"
+    )
+    print(
+        f"build, DuckDB engine:          {duck_build.wall_s:6.1f} s, peak RSS {duck_build.peak_rss_mb:,.0f} MB"
+    )
+    print(
+        f"build, Spark engine local[2]:  {spark_build.wall_s:6.1f} s, peak RSS (driver) {spark_build.peak_rss_mb:,.0f} MB"
+    )
+    print(
+        f"reference-style Spark job (CSV -> bronze -> silver -> 4 gold, local[2]): {reference.wall_s:6.1f} s"
+    )
+    print(f"  its output: {reference.output.splitlines()[-5:]}")
+    end_to_end = ingest.wall_s + duck_build.wall_s
+    print(
+        f"DuckDB ingest+build {end_to_end:.1f} s vs reference-style Spark {reference.wall_s:.1f} s: "
+        f"{reference.wall_s / end_to_end:.1f}x faster"
+    )
+    print(
+        f"Spark engine build vs reference-style Spark: {reference.wall_s / spark_build.wall_s:.1f}x"
+    )
+    for folder in (duck, spark, ref):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The SQL models (DuckDB dialect), one file per silver/gold table."""
