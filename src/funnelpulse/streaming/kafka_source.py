@@ -1,0 +1,212 @@
+"""A Spark streaming source for Kafka in Python (confluent-kafka), for Sparks without the kafka jar.
+
+Offsets live in Spark's checkpoint (the reader keeps no state of its own), partitions are read by
+assignment (no consumer group, so no group-join delay), and each Kafka partition of a micro-batch
+is one Spark input partition, read as Arrow record batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "topic string, partition int, offset long, timestamp timestamp, key string, value string"
+NAME = "funnelpulse_kafka"
+
+
+class KafkaPartition(InputPartition):
+    def __init__(self, partition: int, start: int, end: int) -> None:
+        self.partition = partition
+        self.start = start
+        self.end = end
+
+
+class KafkaDataSource(DataSource):
+    """Options: bootstrap, topic, maxOffsetsPerTrigger (default 500000), brokerTimeoutSeconds (60)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return NAME
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:
+        return KafkaStreamReader(dict(self.options))
+
+
+def _config(options: dict[str, str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": options["bootstrap"],
+        "group.id": "funnelpulse-stream",  # required by the client; offsets are never committed to it
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "max.poll.interval.ms": 10000,
+        "fetch.max.bytes": 52428800,
+        "socket.timeout.ms": 10000,
+    }
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+        self.topic = options["topic"]
+        self.max_rows = int(options.get("maxOffsetsPerTrigger", "500000"))
+        self.timeout_s = float(options.get("brokerTimeoutSeconds", "60"))
+        self._consumer: Any = None
+        self._last_end: dict[str, int] | None = None
+
+    def _watermarks(self) -> dict[str, tuple[int, int]]:
+        """Low and high offsets per partition, retrying while the broker is unreachable."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        deadline = time.time() + self.timeout_s
+        delay = 0.5
+        while True:
+            try:
+                if self._consumer is None:
+                    self._consumer = Consumer(_config(self.options))
+                meta = self._consumer.list_topics(self.topic, timeout=5)
+                topic = meta.topics.get(self.topic)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    raise KafkaException(f"topic {self.topic} not found")
+                out = {}
+                for p in sorted(topic.partitions):
+                    low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, p), timeout=5
+                    )
+                    out[str(p)] = (low, high)
+                return out
+            except KafkaException as exc:
+                if time.time() > deadline:
+                    raise RuntimeError(
+                        f"Kafka broker {self.options['bootstrap']} unreachable for {self.timeout_s:.0f} s ({exc})"
+                    ) from None
+                log.warning(
+                    "Kafka broker %s unreachable (%s); retrying in %.1f s",
+                    self.options["bootstrap"],
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._consumer = None
+
+    def initialOffset(self) -> dict[str, int]:
+        return {p: low for p, (low, _) in self._watermarks().items()}
+
+    def getDefaultReadLimit(self) -> Any:
+        from pyspark.sql.streaming.datasource import ReadMaxRows
+
+        return ReadMaxRows(self.max_rows)
+
+    def latestOffset(
+        self, start: dict[str, int] | None = None, limit: Any = None
+    ) -> dict[str, int]:
+        marks = self._watermarks()
+        # Spark calls latestOffset() without the batch start here, so the reader remembers the end
+        # it returned last; the first call of a run (fresh or restarted) is not capped, because
+        # only Spark's checkpoint knows where a restarted run begins.
+        base = start if start is not None else self._last_end
+        cap = getattr(limit, "max_rows", None) or (self.max_rows if base is not None else None)
+        start = base or {p: low for p, (low, _) in marks.items()}
+        out: dict[str, int] = {}
+        budget = cap
+        for p, (_, high) in marks.items():
+            begin = int(start.get(p, 0))
+            if high < begin:
+                # The broker lost the topic's data (e.g. an in-memory broker restarted).
+                log.warning(
+                    "Kafka partition %s is behind the checkpoint (%d < %d); waiting for new data",
+                    p,
+                    high,
+                    begin,
+                )
+                high = begin
+            end = high if budget is None else min(high, begin + max(budget, 0))
+            if budget is not None:
+                budget -= end - begin
+            out[p] = end
+        self._last_end = out
+        return out
+
+    def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[InputPartition]:
+        return [
+            KafkaPartition(int(p), int(start.get(p, 0)), int(e))
+            for p, e in end.items()
+            if int(e) > int(start.get(p, 0))
+        ]
+
+    def read(self, partition: InputPartition):  # type: ignore[no-untyped-def]
+        import pyarrow as pa
+        from confluent_kafka import Consumer, TopicPartition
+
+        assert isinstance(partition, KafkaPartition)
+        consumer = Consumer(_config(self.options))
+        consumer.assign([TopicPartition(self.topic, partition.partition, partition.start)])
+        schema = pa.schema(
+            [
+                ("topic", pa.string()),
+                ("partition", pa.int32()),
+                ("offset", pa.int64()),
+                ("timestamp", pa.timestamp("us", "UTC")),
+                ("key", pa.string()),
+                ("value", pa.string()),
+            ]
+        )
+        position = partition.start
+        deadline = time.time() + self.timeout_s
+        try:
+            while position < partition.end:
+                messages = consumer.consume(
+                    num_messages=min(20000, partition.end - position), timeout=1.0
+                )
+                offsets: list[int] = []
+                stamps: list[int] = []
+                keys: list[str | None] = []
+                values: list[str | None] = []
+                for m in messages:
+                    offset = m.offset()
+                    if m.error() is not None or offset is None or offset >= partition.end:
+                        continue
+                    offsets.append(offset)
+                    stamps.append(m.timestamp()[1] * 1000)
+                    key = m.key()
+                    keys.append(key.decode("utf-8", "replace") if key is not None else None)
+                    value = m.value()
+                    values.append(value.decode("utf-8", "replace") if value is not None else None)
+                if offsets:
+                    position = offsets[-1] + 1
+                    deadline = time.time() + self.timeout_s
+                    n = len(offsets)
+                    yield pa.record_batch(
+                        [
+                            pa.array([self.topic] * n),
+                            pa.array([partition.partition] * n, pa.int32()),
+                            pa.array(offsets, pa.int64()),
+                            pa.array(stamps, pa.timestamp("us", "UTC")),
+                            pa.array(keys, pa.string()),
+                            pa.array(values, pa.string()),
+                        ],
+                        schema=schema,
+                    )
+                elif time.time() > deadline:
+                    raise RuntimeError(
+                        f"Kafka partition {partition.partition}: offsets {position}..{partition.end} not readable "
+                        f"within {self.timeout_s:.0f} s (broker down or data deleted)"
+                    )
+        finally:
+            consumer.close()
+
+    def commit(self, end: dict[str, int]) -> None:
+        return None
+
+    def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

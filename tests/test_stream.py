@@ -1,0 +1,316 @@
+"""Streaming end to end with a real Kafka-protocol broker (tansu) and Spark Structured Streaming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import row, write_csv
+
+from funnelpulse import Pipeline, generate_events, tables, write_events
+from funnelpulse.pipeline import sample_files
+from funnelpulse.streaming.broker import create_topic, free_port, local_broker
+from funnelpulse.streaming.replay import publish
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    with local_broker() as bootstrap:
+        yield bootstrap
+
+
+def fp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stream(warehouse: str, source: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return fp(
+        "--warehouse",
+        warehouse,
+        "stream",
+        "--source",
+        source,
+        "--until-idle",
+        "6",
+        "--trigger-s",
+        "1",
+        "--master",
+        "local[2]",
+        *extra,
+        timeout=600,
+    )
+
+
+def assert_live_equals_batch(p: Pipeline) -> None:
+    batch = {
+        (r["window_start"], r["brand"]): r for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    }
+    live = p.table(tables.GOLD_STREAM).to_pylist()
+    assert len(live) == len(batch)
+    for r in live:
+        b = batch[(r["window_start"], r["brand"])]
+        assert (r["views"], r["carts"], r["purchases"]) == (b["views"], b["carts"], b["purchases"])
+        assert abs(r["revenue"] - b["revenue"]) < 1e-6
+        assert r["conversion_rate"] == b["conversion_rate"]
+    latest = max(r["last_event_at"] for r in live)
+    for r in live:
+        assert r["is_final"] == (r["window_end"] <= latest - timedelta(hours=2))
+
+
+def test_real_sample_through_kafka_equals_batch(broker: str, tmp_path: Path) -> None:
+    topic = "real-sample"
+    create_topic(broker, topic)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest(sample_files())
+    p.build()
+    sent = fp("--warehouse", p.warehouse, "replay", "--to", f"kafka://{broker}/{topic}")
+    assert sent.returncode == 0, sent.stderr
+    assert "Published 42,569 events" in sent.stdout
+    done = stream(p.warehouse, f"kafka://{broker}/{topic}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "42,569 events in, 0 late events dropped" in done.stdout
+    assert_live_equals_batch(p)
+
+
+def test_kill_9_and_restart_loses_and_double_counts_nothing(broker: str, tmp_path: Path) -> None:
+    topic = "kill-test"
+    create_topic(broker, topic)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest([write_events(generate_events(40_000, seed=4, days=2, brands=30), tmp_path / "e.csv")])
+    p.build()
+    args = [
+        sys.executable,
+        "-m",
+        "funnelpulse",
+        "--warehouse",
+        p.warehouse,
+        "stream",
+        "--source",
+        f"kafka://{broker}/{topic}",
+        "--trigger-s",
+        "1",
+        "--max-rows-per-batch",
+        "3000",
+        "--master",
+        "local[2]",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    deadline = time.time() + 240
+    for line in proc.stdout:  # wait until the stream runs, then publish while it consumes
+        if "funnelpulse_windows batch 0" in line or time.time() > deadline:
+            break
+    # paced (2 days of events in ~35 s), so the kill lands while the topic is still filling
+    replayer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            p.warehouse,
+            "replay",
+            "--to",
+            f"kafka://{broker}/{topic}",
+            "--speedup",
+            "5000",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    seen = 0
+    for line in proc.stdout:
+        if "funnelpulse_windows batch" in line and ": 0 rows in" not in line:
+            seen += 1
+        if seen >= 2 or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and Python workers, mid-run
+    proc.wait()
+    assert replayer.wait(timeout=120) == 0
+    assert seen >= 2
+    partial = sum(p.table(tables.GOLD_STREAM).column("views").to_pylist())
+    full = sum(p.table(tables.GOLD_HOURLY_BRAND).column("views").to_pylist())
+    assert 0 < partial < full  # killed with part of the topic processed
+    done = stream(p.warehouse, f"kafka://{broker}/{topic}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_live_equals_batch(p)
+
+
+def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
+    topic = "bad-and-late"
+    create_topic(broker, topic)
+    good = [row(f"2019-10-01 {h:02d}:00:00") for h in range(0, 10)]
+    messages = [
+        *[
+            (
+                json.dumps(
+                    dict(
+                        zip(
+                            [
+                                "event_time",
+                                "event_type",
+                                "product_id",
+                                "category_id",
+                                "category_code",
+                                "brand",
+                                "price",
+                                "user_id",
+                                "user_session",
+                            ],
+                            r.split(","),
+                            strict=True,
+                        )
+                    )
+                ),
+                "s1",
+                0.0,
+            )
+            for r in good
+        ],
+        ("this is not json", "s1", 0.0),
+        (
+            json.dumps(
+                {
+                    "event_time": "2019-10-01 09:30:00 UTC",
+                    "event_type": "click",
+                    "product_id": 1,
+                    "price": 2.0,
+                    "user_id": 5,
+                }
+            ),
+            "s1",
+            0.0,
+        ),
+        (
+            json.dumps(
+                {
+                    "event_time": "2019-10-01 00:10:00 UTC",
+                    "event_type": "view",
+                    "product_id": 1,
+                    "category_id": 7,
+                    "brand": "acme",
+                    "price": 5.0,
+                    "user_id": 10,
+                    "user_session": "late",
+                }
+            ),
+            "s1",
+            0.0,
+        ),
+    ]
+    # Spark drops an event as late against the watermark of the batch before the current one,
+    # so: in-order events (batch 0), one more in-order event (a later batch), then the late one.
+    publish(f"kafka://{broker}/{topic}", iter(messages[:10]))
+    wh = str(tmp_path / "wh")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            wh,
+            "stream",
+            "--source",
+            f"kafka://{broker}/{topic}",
+            "--until-idle",
+            "8",
+            "--trigger-s",
+            "1",
+            "--master",
+            "local[2]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
+    )  # type: ignore[union-attr]
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.time() + 180
+        while not any(text in line and "funnelpulse_windows" in line for line in lines):
+            assert time.time() < deadline, "".join(lines[-20:])
+            time.sleep(0.5)
+
+    wait_for("funnelpulse_windows batch 0: 10 rows in ")
+    publish(
+        f"kafka://{broker}/{topic}",
+        iter([messages[0][0].replace("00:00:00 UTC", "09:30:00 UTC"), "s1", 0.0] for _ in range(1)),
+    )
+    wait_for(": 1 rows in ")
+    publish(f"kafka://{broker}/{topic}", iter(messages[10:]))
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    proc.wait(timeout=300)
+    reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 0, err[-2000:]
+    assert "1 late events dropped by the watermark" in out, err[-3000:]
+    assert "2 quarantined" in out
+    bad = {
+        r["reason"].split(":")[0]: r
+        for r in Pipeline(warehouse=wh).table(tables.QUARANTINE).to_pylist()
+    }
+    assert set(bad) == {"not a JSON object with the raw columns", "unknown event_type"}
+    assert bad["not a JSON object with the raw columns"]["raw_line"] == "this is not json"
+    assert (
+        bad["unknown event_type"]["source_file"]
+        == f"{topic}:" + bad["unknown event_type"]["source_file"].split(":")[1]
+    )
+    assert bad["unknown event_type"]["line_number"] is not None  # the Kafka offset
+
+
+def test_unreachable_broker_exits_cleanly(tmp_path: Path) -> None:
+    started = time.time()
+    done = stream(
+        str(tmp_path / "wh"), f"kafka://127.0.0.1:{free_port()}/nothing", "--broker-timeout-s", "5"
+    )
+    assert done.returncode == 1
+    assert "Error: The stream stopped" in done.stderr and "unreachable" in done.stderr
+    assert "Traceback" not in done.stderr.split("Error:")[-1]
+    assert time.time() - started < 120
+
+
+def test_files_source(tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_csv(
+        folder / "a.csv",
+        [row("2019-10-01 10:00:00"), row("2019-10-01 10:05:00", etype="cart"), "bad,row"],
+    )
+    done = stream(str(tmp_path / "wh"), f"files://{folder}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    live = Pipeline(warehouse=str(tmp_path / "wh")).table(tables.GOLD_STREAM).to_pylist()
+    assert [(r["views"], r["carts"]) for r in live] == [(1, 1)]
+    assert "1 quarantined" in done.stdout
+    # the dashboard's Live page shows the current hour of the live table
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["FUNNELPULSE_WAREHOUSE"] = str(tmp_path / "wh")
+    try:
+        page = Path(__file__).parents[1] / "src/funnelpulse/dashboard/pages/5_Live.py"
+        at = AppTest.from_file(str(page), default_timeout=60).run()
+    finally:
+        os.environ.pop("FUNNELPULSE_WAREHOUSE", None)
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["Views"], shown["Carts"], shown["Purchases"]) == ("1", "1", "0")
+    assert "2019-10-01 10:00 UTC" in at.subheader[0].value
