@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from funnelpulse.streaming.broker import free_port
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -51,12 +53,6 @@ PAGES = {
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import pytest
 from conftest import row, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
+from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
 from funnelpulse.streaming.broker import create_topic, free_port, local_broker
 from funnelpulse.streaming.replay import publish
@@ -162,17 +163,7 @@ def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
                 json.dumps(
                     dict(
                         zip(
-                            [
-                                "event_time",
-                                "event_type",
-                                "product_id",
-                                "category_id",
-                                "category_code",
-                                "brand",
-                                "price",
-                                "user_id",
-                                "user_session",
-                            ],
+                            RAW_COLUMNS,
                             r.split(","),
                             strict=True,
                         )

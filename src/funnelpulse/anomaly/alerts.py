@@ -111,6 +111,24 @@ def _post_json(url_env: str, payload: dict[str, Any], timeout_s: float = 10.0) -
         ) from None
 
 
+def incident_record(incident: Detected, text: str) -> dict[str, Any]:
+    """What the file and webhook sinks send: the incident's facts plus the readable message."""
+    return {
+        "incident_id": incident.incident_id,
+        "severity": incident.severity,
+        "dimension": incident.dimension,
+        "segment": incident.segment,
+        "start": incident.start.isoformat(),
+        "end": incident.end.isoformat(),
+        "steps": incident.steps,
+        "types": incident.types,
+        "z": incident.worst_z,
+        "lost_purchases": incident.lost_purchases,
+        "lost_revenue": incident.lost_revenue,
+        "message": text,
+    }
+
+
 def _sink(name: str, settings: Settings, stream: TextIO) -> Callable[[Detected, str], None]:
     if name == "console":
         return lambda incident, text: print(f"ALERT {text}", file=stream)
@@ -119,38 +137,12 @@ def _sink(name: str, settings: Settings, stream: TextIO) -> Callable[[Detected, 
             raise ConfigError("The file alert sink needs alert_file (FUNNELPULSE_ALERT_FILE)")
 
         def to_file(incident: Detected, text: str) -> None:
-            record = {
-                "incident_id": incident.incident_id,
-                "severity": incident.severity,
-                "dimension": incident.dimension,
-                "segment": incident.segment,
-                "start": incident.start.isoformat(),
-                "end": incident.end.isoformat(),
-                "types": incident.types,
-                "message": text,
-            }
             with open(settings.alert_file, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(json.dumps(incident_record(incident, text)) + "\n")
 
         return to_file
     if name == "webhook":
-        return lambda incident, text: _post_json(
-            ENV_WEBHOOK,
-            {
-                "incident_id": incident.incident_id,
-                "severity": incident.severity,
-                "dimension": incident.dimension,
-                "segment": incident.segment,
-                "start": incident.start.isoformat(),
-                "end": incident.end.isoformat(),
-                "steps": incident.steps,
-                "types": incident.types,
-                "z": incident.worst_z,
-                "lost_purchases": incident.lost_purchases,
-                "lost_revenue": incident.lost_revenue,
-                "message": text,
-            },
-        )
+        return lambda incident, text: _post_json(ENV_WEBHOOK, incident_record(incident, text))
     if name == "slack":
         return lambda incident, text: _post_json(ENV_SLACK, {"text": f":rotating_light: {text}"})
     if name == "email":

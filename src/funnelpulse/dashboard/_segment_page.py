@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from .common import data, filters, nothing_selected, page_header, require_gold
+from .common import data, filters, funnel_columns, nothing_selected, page_header, require_gold
 
 
 def render(title: str, column: str, label: str) -> None:
@@ -36,13 +36,5 @@ def render(title: str, column: str, label: str) -> None:
         table.rename(columns={"segment": label}),
         hide_index=True,
         width="stretch",
-        column_config={
-            "revenue": st.column_config.NumberColumn(format="%.2f"),
-            "avg_order_value": st.column_config.NumberColumn("AOV", format="%.2f"),
-            "view_to_cart_rate": st.column_config.NumberColumn("view→cart", format="percent"),
-            "cart_to_purchase_rate": st.column_config.NumberColumn(
-                "cart→purchase", format="percent"
-            ),
-            "conversion_rate": st.column_config.NumberColumn("view→purchase", format="percent"),
-        },
+        column_config=funnel_columns(),
     )

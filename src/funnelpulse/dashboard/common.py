@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -79,3 +80,14 @@ def money(value: float | None) -> str:
 
 def nothing_selected() -> None:
     st.warning("No events match these filters. Widen the date range or clear the segment filter.")
+
+
+def funnel_columns() -> dict[str, Any]:
+    """Column formats shared by every funnel table on the pages."""
+    return {
+        "revenue": st.column_config.NumberColumn(format="%.2f"),
+        "avg_order_value": st.column_config.NumberColumn("AOV", format="%.2f"),
+        "view_to_cart_rate": st.column_config.NumberColumn("view→cart", format="percent"),
+        "cart_to_purchase_rate": st.column_config.NumberColumn("cart→purchase", format="percent"),
+        "conversion_rate": st.column_config.NumberColumn("view→purchase", format="percent"),
+    }

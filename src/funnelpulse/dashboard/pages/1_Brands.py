@@ -5,7 +5,14 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from funnelpulse.dashboard.common import data, filters, nothing_selected, page_header, require_gold
+from funnelpulse.dashboard.common import (
+    data,
+    filters,
+    funnel_columns,
+    nothing_selected,
+    page_header,
+    require_gold,
+)
 
 page_header("Brands")
 d = data()
@@ -21,15 +28,7 @@ if bounds is not None:
             board.rename(columns={"segment": "brand"}),
             hide_index=True,
             width="stretch",
-            column_config={
-                "revenue": st.column_config.NumberColumn(format="%.2f"),
-                "avg_order_value": st.column_config.NumberColumn("AOV", format="%.2f"),
-                "view_to_cart_rate": st.column_config.NumberColumn("view→cart", format="percent"),
-                "cart_to_purchase_rate": st.column_config.NumberColumn(
-                    "cart→purchase", format="percent"
-                ),
-                "conversion_rate": st.column_config.NumberColumn("view→purchase", format="percent"),
-            },
+            column_config=funnel_columns(),
         )
         st.subheader("Traffic against conversion")
         top = board[board["views"] > 0].head(60)
