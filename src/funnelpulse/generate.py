@@ -121,8 +121,8 @@ def _uuids(rng: np.random.Generator, count: int) -> pa.Array:
     hexdigits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
     nibbles = hexdigits[rng.integers(0, 16, size=(count, 32), dtype=np.uint8)]
     out = np.full((count, 36), ord("-"), dtype=np.uint8)
-    for dst, src in ((0, 0), (9, 8), (14, 12), (19, 16), (24, 20)):
-        width = {0: 8, 9: 4, 14: 4, 19: 4, 24: 12}[dst]
+    # 8-4-4-4-12 hex digits: (position in the text, position in the digits, width)
+    for dst, src, width in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
         out[:, dst : dst + width] = nibbles[:, src : src + width]
     return pa.array(out.view("S36").ravel(), type=pa.binary()).cast(pa.string())
 

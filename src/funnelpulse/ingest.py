@@ -177,11 +177,10 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _raw_view(con, path: Path) -> bool:  # type: ignore[no-untyped-def]
+def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped-def]
     """Expose the file as view `raw` with the nine raw columns as text; True if it keeps rejects."""
     quoted = tables.sql_quote(str(path))
     if _kind(path) == "csv":
-        header = _csv_has_header(path)
         columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
         con.execute(
             f"""CREATE OR REPLACE VIEW raw AS
@@ -297,7 +296,7 @@ def ingest_file(
 def _ingest_with(  # type: ignore[no-untyped-def]
     con, warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
 ) -> FileResult:
-    keeps_rejects = _raw_view(con, path)
+    keeps_rejects = _raw_view(con, path, header)
     try:
         reader = con.sql(TYPED_SQL).to_arrow_reader(256_000)
     except Exception as exc:  # duckdb raises its own error types for unreadable input
@@ -326,11 +325,8 @@ def _ingest_with(  # type: ignore[no-untyped-def]
     bronze_path = tables.table_path(warehouse, tables.BRONZE)
     # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.
     replace = (tables.SameValue("source_file", source), tables.SameValue("ingest_id", ingest_id))
-    counter = _CountingReader(stream)
     try:
-        tables.write(bronze_path, counter.reader(), partition_by=["event_date"], replace=replace)
-    except InputError:
-        raise
+        bronze_rows = tables.write(bronze_path, stream, partition_by=["event_date"], replace=replace)
     except Exception as exc:
         if "duckdb" in type(exc).__module__ or "Invalid Input" in str(exc):
             raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
@@ -341,24 +337,10 @@ def _ingest_with(  # type: ignore[no-untyped-def]
     reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
     return FileResult(
         path=source if "://" in source else str(path),
-        bronze_rows=counter.rows,
+        bronze_rows=bronze_rows,
         quarantined_rows=quarantine.num_rows,
         reasons=dict(reasons.most_common()),
     )
-
-
-class _CountingReader:
-    def __init__(self, stream: pa.RecordBatchReader) -> None:
-        self._stream = stream
-        self.rows = 0
-
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        for batch in self._stream:
-            self.rows += batch.num_rows
-            yield batch
-
-    def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self._stream.schema, self._batches())
 
 
 def _quarantine_rows(

@@ -103,7 +103,7 @@ def detect(
             rows = [r for r in rows if r["window_start"] >= cutoff]
         if rows and method == "seasonal" and write:
             progress.step(f"Explaining {len(rows):,} anomalies")
-            cube = Cube({k: v for k, v in _cube_columns(con).items()})
+            cube = Cube(_cube_columns(con))
             for r in rows:
                 hour = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
                 r["root_cause"] = json.dumps(
