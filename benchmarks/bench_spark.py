@@ -1,6 +1,7 @@
-"""Spark benchmark on the 9M-row set: our Spark engine (local[2]) next to the DuckDB engine, and a
-job written the way the original project's Spark jobs run (reference-behaviour.md sections 2-4:
-inferSchema over the CSV, 200 shuffle partitions, count() actions repeated without caching).
+"""Spark benchmark on the 9M-row set: every step (ingest, build, detect) on our Spark engine
+(local[2]) next to the DuckDB engine, and a job written the way the original project's Spark jobs
+run (reference-behaviour.md sections 2-4: inferSchema over the CSV, 200 shuffle partitions,
+count() actions repeated without caching).
 
 Usage: python benchmarks/bench_spark.py [--rows 9000000]
 """
@@ -15,11 +16,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import measure  # noqa: E402
 
-OURS = """
+STEP = """
 from funnelpulse import Pipeline
-p = Pipeline(warehouse=WAREHOUSE, spark_master="local[2]")
-print(p.build(engine=ENGINE).rows)
+p = Pipeline(warehouse=WAREHOUSE, spark_master="local[2]", engine=ENGINE)
+print(CALL)
 """
+
+
+def step(warehouse: Path, engine: str, call: str) -> object:
+    return measure(
+        STEP.replace("WAREHOUSE", repr(str(warehouse)))
+        .replace("ENGINE", repr(engine))
+        .replace("CALL", call)
+    )
+
 
 REFERENCE_STYLE = """
 import os, sys
@@ -82,43 +92,48 @@ def main() -> None:
     data = Path(args.data_dir)
     csv = data / f"events-{args.rows}-seed0.csv"
     if not csv.exists():
-        raise SystemExit(
-            f"{csv} is missing: run benchmarks/bench_batch.py --rows {args.rows} first"
+        data.mkdir(parents=True, exist_ok=True)
+        measure(
+            "from funnelpulse import generate_events, write_events\n"
+            f"write_events(generate_events({args.rows}, seed=0, days=61), {str(csv)!r})"
         )
     duck = data / "spark-bench-duckdb"
     spark = data / "spark-bench-spark"
     ref = data / "spark-bench-reference"
     for folder in (duck, spark, ref):
         shutil.rmtree(folder, ignore_errors=True)
-    ingest = measure(
-        f"from funnelpulse import Pipeline; Pipeline(warehouse={str(duck)!r}).ingest([{str(csv)!r}])"
-    )
-    shutil.copytree(duck / "bronze_events", spark / "bronze_events")
-    duck_build = measure(OURS.replace("WAREHOUSE", repr(str(duck))).replace("ENGINE", "'duckdb'"))
-    spark_build = measure(OURS.replace("WAREHOUSE", repr(str(spark))).replace("ENGINE", "'spark'"))
+    calls = {
+        "ingest": f"p.ingest([{str(csv)!r}]).bronze_rows",
+        "build": "p.build().rows",
+        "detect": "p.detect().anomalies.num_rows",
+    }
+    runs = {
+        engine: {name: step(folder, engine, call) for name, call in calls.items()}
+        for engine, folder in (("duckdb", duck), ("spark", spark))
+    }
     reference = measure(
         REFERENCE_STYLE.replace("OUT", repr(str(ref))).replace("CSV", repr(str(csv)))
     )
-    print(
-        f"data: {args.rows:,} rows ({csv.stat().st_size / 1e9:.2f} GB CSV); ingest (DuckDB) {ingest.wall_s:.1f} s"
-    )
-    print(
-        f"build, DuckDB engine:          {duck_build.wall_s:6.1f} s, peak RSS {duck_build.peak_rss_mb:,.0f} MB"
-    )
-    print(
-        f"build, Spark engine local[2]:  {spark_build.wall_s:6.1f} s, peak RSS (driver) {spark_build.peak_rss_mb:,.0f} MB"
-    )
+    print(f"data: {args.rows:,} rows ({csv.stat().st_size / 1e9:.2f} GB CSV)")
+    print(f"{'step':<8} {'DuckDB engine':>22} {'Spark engine local[2]':>30}")
+    for name in calls:
+        a, b = runs["duckdb"][name], runs["spark"][name]
+        print(
+            f"{name:<8} {a.wall_s:8.1f} s {a.peak_rss_mb:7,.0f} MB   {b.wall_s:8.1f} s "
+            f"{b.peak_rss_mb:7,.0f} MB (driver Python)   outputs {a.output.splitlines()[-1][:60]} | "
+            f"{b.output.splitlines()[-1][:60]}"
+        )
+    total = {e: sum(r.wall_s for r in runs[e].values()) for e in runs}
+    print(f"total    {total['duckdb']:8.1f} s              {total['spark']:8.1f} s")
     print(
         f"reference-style Spark job (CSV -> bronze -> silver -> 4 gold, local[2]): {reference.wall_s:6.1f} s"
     )
     print(f"  its output: {reference.output.splitlines()[-5:]}")
-    end_to_end = ingest.wall_s + duck_build.wall_s
+    batch = {e: runs[e]["ingest"].wall_s + runs[e]["build"].wall_s for e in runs}
     print(
-        f"DuckDB ingest+build {end_to_end:.1f} s vs reference-style Spark {reference.wall_s:.1f} s: "
-        f"{reference.wall_s / end_to_end:.1f}x faster"
-    )
-    print(
-        f"Spark engine build vs reference-style Spark: {reference.wall_s / spark_build.wall_s:.1f}x"
+        f"ingest+build: DuckDB {batch['duckdb']:.1f} s, Spark engine {batch['spark']:.1f} s, "
+        f"reference-style {reference.wall_s:.1f} s -> DuckDB {reference.wall_s / batch['duckdb']:.1f}x, "
+        f"Spark engine {reference.wall_s / batch['spark']:.1f}x faster than the reference"
     )
     for folder in (duck, spark, ref):
         shutil.rmtree(folder, ignore_errors=True)

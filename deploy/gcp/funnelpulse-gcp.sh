@@ -12,7 +12,7 @@ Usage: deploy/gcp/funnelpulse-gcp.sh [options] ACTION...
 Actions (run in the order given):
   --setup            enable APIs, create the bucket and the Dataproc cluster, upload the code
   --upload FILE...   copy raw REES46 files to gs://BUCKET/raw/ (then ingest them with --ingest)
-  --ingest           ingest gs://BUCKET/raw/* into the warehouse (runs on the cluster's driver)
+  --ingest           ingest gs://BUCKET/raw/* into the warehouse (Spark on the cluster)
   --batch            build silver and gold with Spark on the cluster, then detect anomalies
   --dashboard        build the dashboard image and deploy it to Cloud Run
   --status           show the cluster, recent jobs and the warehouse size

@@ -60,17 +60,28 @@ def _progress(ctx: _Context) -> Any:
     return progress(ctx.quiet)
 
 
+ENGINE_OPTION = click.option(
+    "--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default duckdb."
+)
+MASTER_OPTION = click.option(
+    "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
+)
+
+
 @cli.command()
 @click.argument("files", nargs=-1)
+@ENGINE_OPTION
+@MASTER_OPTION
 @click.pass_obj
-def ingest(ctx: _Context, files: tuple[str, ...]) -> None:
+def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: str | None) -> None:
     """Load raw REES46 files (CSV, CSV.gz, Parquet) into bronze_events; bad rows go to quarantine.
 
     FILES may be local paths or URIs (gs://bucket/raw/, s3://..., file://...); a URI ending in /
-    means every file in that folder.
+    means every file in that folder. With --engine spark, Spark's executors read the files
+    (URIs directly, e.g. gs:// on Dataproc).
     """
     with _progress(ctx) as progress:
-        result = ctx.pipeline(progress).ingest(files)
+        result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
     for f in result.files:
         reasons = ", ".join(f"{k} {v:,}" for k, v in f.reasons.items())
         click.echo(
@@ -93,10 +104,8 @@ def _date(value: str | None) -> date | None:
 
 
 @cli.command()
-@click.option(
-    "--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default duckdb."
-)
-@click.option("--master", default=None, help="Spark master URL (local[*], spark://..., yarn).")
+@ENGINE_OPTION
+@MASTER_OPTION
 @click.option("--since", default=None, help="First UTC date to rebuild (YYYY-MM-DD).")
 @click.option("--until", default=None, help="Last UTC date to rebuild (YYYY-MM-DD).")
 @click.pass_obj
@@ -139,13 +148,24 @@ def report(ctx: _Context, fmt: str, top: int) -> None:
     multiple=True,
     help="Override the sinks: console, file, webhook, slack, email.",
 )
+@ENGINE_OPTION
+@MASTER_OPTION
 @click.pass_obj
 def detect(
-    ctx: _Context, method: str | None, since: str | None, alert: bool, sinks: tuple[str, ...]
+    ctx: _Context,
+    method: str | None,
+    since: str | None,
+    alert: bool,
+    sinks: tuple[str, ...],
+    engine: str | None,
+    master: str | None,
 ) -> None:
-    """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`."""
+    """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`.
+
+    With --engine spark, the hourly segment aggregation over silver_events runs on Spark.
+    """
     with _progress(ctx) as progress:
-        pipeline = ctx.pipeline(progress)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
         result = pipeline.detect(method, _date(since))
     rows = result.anomalies.to_pylist()
     click.echo(

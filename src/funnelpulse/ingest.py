@@ -6,7 +6,6 @@ that file produced before, so running an ingest twice never duplicates anything.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 from collections import Counter
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +48,8 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
+# `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
+# reader itself could not split (the Spark reader judges those here; DuckDB's keeps its rejects).
 TYPED_SQL = """
 SELECT
     ts AS event_time, etype AS event_type, pid AS product_id, cid AS category_id,
@@ -55,7 +57,7 @@ SELECT
     uid AS user_id, NULLIF(user_session, '') AS user_session, CAST(ts AS DATE) AS event_date,
     ordinal, reason,
     -- The raw text is rebuilt only for the (few) rows that go to quarantine.
-    CASE WHEN reason IS NOT NULL THEN concat_ws(',',
+    CASE WHEN raw_text IS NOT NULL THEN raw_text WHEN reason IS NOT NULL THEN concat_ws(',',
         coalesce(event_time, ''), coalesce(raw_type, ''), coalesce(raw_pid, ''),
         coalesce(raw_cid, ''), coalesce(category_code, ''), coalesce(brand, ''),
         coalesce(raw_price, ''), coalesce(raw_uid, ''), coalesce(user_session, ''))
@@ -63,6 +65,7 @@ SELECT
 FROM (
     SELECT *,
         CASE
+            WHEN reader_reason IS NOT NULL THEN reader_reason
             WHEN ts IS NULL THEN 'bad event_time: ' || coalesce(event_time, '<empty>')
             WHEN etype IS NULL THEN 'missing event_type'
             WHEN etype NOT IN ('view', 'cart', 'remove_from_cart', 'purchase')
@@ -76,7 +79,7 @@ FROM (
             WHEN p < 0 OR isnan(p) OR isinf(p) THEN 'negative or invalid price: ' || raw_price
         END AS reason
     FROM (
-        SELECT event_time, category_code, brand, user_session, ordinal,
+        SELECT event_time, category_code, brand, user_session, ordinal, reader_reason, raw_text,
             event_type AS raw_type, product_id AS raw_pid, category_id AS raw_cid,
             price AS raw_price, user_id AS raw_uid,
             coalesce(
@@ -128,22 +131,33 @@ def _kind(path: Path) -> str:
     )
 
 
-def _first_lines(path: Path) -> tuple[bytes, bytes]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+def _filesystem(location: str | Path) -> tuple[Any, str]:
+    """The pyarrow filesystem holding `location` (a local path or a URI) and the path inside it."""
+    from pyarrow import fs
+
+    text = str(location)
+    if "://" in text:
+        return fs.FileSystem.from_uri(text)
+    return fs.LocalFileSystem(), os.path.abspath(text)
+
+
+def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
+    """The first line and the first non-blank line after it (from the first 256 KiB)."""
+    filesystem, inner = _filesystem(path)
+    compression = "gzip" if str(path).lower().endswith(".gz") else None
     try:
-        with opener(path, "rb") as handle:
-            first = handle.readline(1 << 16)
-            second = handle.readline(1 << 16)
-            while second and not second.strip():
-                second = handle.readline(1 << 16)
-            return first, second
-    except (OSError, EOFError) as exc:
+        with filesystem.open_input_stream(inner, compression=compression) as handle:
+            head = handle.read(1 << 18)
+    except (OSError, EOFError, pa.ArrowException) as exc:
         raise InputError(
             f"{path}: cannot be read ({exc}). Check it is a valid gzip/CSV file"
         ) from exc
+    lines = head.split(b"\n")
+    rest = [line for line in lines[1:] if line.strip()]
+    return lines[0] + (b"\n" if len(lines) > 1 else b""), rest[0] if rest else b""
 
 
-def _csv_has_header(path: Path) -> bool:
+def _csv_has_header(path: str | Path) -> bool:
     """True when the first line is the REES46 header, False when it is already a data row."""
     line, second = _first_lines(path)
     if not line.strip():
@@ -165,16 +179,32 @@ def _csv_has_header(path: Path) -> bool:
     )
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(path: str | Path) -> str:
     """Content identity: size plus hashes of the first and last MiB (cheap on GB files)."""
-    size = path.stat().st_size
-    digest = hashlib.blake2b(str(size).encode(), digest_size=12)
-    with open(path, "rb") as handle:
+    filesystem, inner = _filesystem(path)
+    with filesystem.open_input_file(inner) as handle:
+        size = handle.size()
+        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
         digest.update(handle.read(1 << 20))
         if size > 2 << 20:
-            handle.seek(-(1 << 20), os.SEEK_END)
+            handle.seek(size - (1 << 20))
             digest.update(handle.read(1 << 20))
     return digest.hexdigest()
+
+
+def check_file(path: str | Path) -> bool:
+    """Refuse what is not a REES46 file with a clear error; True if a CSV starts with its header."""
+    filesystem, inner = _filesystem(path)
+    from pyarrow import fs
+
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.NotFound:
+        raise InputError(f"{path}: no such file. Check the path")
+    if info.type == fs.FileType.Directory:
+        raise InputError(f"{path}: is a directory. Give the event files inside it")
+    if info.size == 0:
+        raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
+    return _kind(Path(inner)) == "csv" and _csv_has_header(path)
 
 
 def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped-def]
@@ -184,7 +214,8 @@ def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped
         columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
         con.execute(
             f"""CREATE OR REPLACE VIEW raw AS
-            SELECT * FROM read_csv({quoted}, columns={columns}, header={str(header).lower()},
+            SELECT *, NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text
+            FROM read_csv({quoted}, columns={columns}, header={str(header).lower()},
                 auto_detect=false, delim=',', quote='"', escape='"', strict_mode=true,
                 store_rejects=true, rejects_table='rejects', rejects_scan='rejects_scan')
             WITH ORDINALITY AS r({", ".join(RAW_COLUMNS)}, ordinal)"""
@@ -215,7 +246,8 @@ def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped
     # Parquet rows have no text lines: line_number is the row's position in the file.
     con.execute(
         f"""CREATE OR REPLACE VIEW raw AS
-        SELECT {", ".join(exprs)}, row_number() OVER () AS ordinal FROM read_parquet({quoted})"""
+        SELECT {", ".join(exprs)}, row_number() OVER () AS ordinal,
+            NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text FROM read_parquet({quoted})"""
     )
     return False
 
@@ -276,15 +308,9 @@ def ingest_file(
     `source` names the file in the tables when it was staged from a URI.
     """
     progress = progress or SilentProgress()
-    if not path.exists():
-        raise InputError(f"{path}: no such file. Check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory. Give the event files inside it")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
+    header = check_file(path)
     source = source or str(path.resolve())
     ingest_id = fingerprint(path)
-    header = _kind(path) == "csv" and _csv_has_header(path)
     progress.step(f"Reading {path.name}")
     con = connect()
     try:
@@ -326,7 +352,9 @@ def _ingest_with(  # type: ignore[no-untyped-def]
     # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.
     replace = (tables.SameValue("source_file", source), tables.SameValue("ingest_id", ingest_id))
     try:
-        bronze_rows = tables.write(bronze_path, stream, partition_by=["event_date"], replace=replace)
+        bronze_rows = tables.write(
+            bronze_path, stream, partition_by=["event_date"], replace=replace
+        )
     except Exception as exc:
         if "duckdb" in type(exc).__module__ or "Invalid Input" in str(exc):
             raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
@@ -405,10 +433,8 @@ def ingest(
     return result
 
 
-def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
-    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
-    import tempfile
-
+def list_uri(uri: str) -> list[str]:
+    """The files a URI names: itself, or every file in it when it is a folder."""
     from pyarrow import fs
 
     try:
@@ -424,9 +450,18 @@ def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{uri}: cannot be listed ({exc}). Check the URI and credentials") from exc
     scheme = uri.split("://", 1)[0]
+    return [f"{scheme}://{name}" for name in names]
+
+
+def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
+    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
+    import tempfile
+
+    from pyarrow import fs
+
     with tempfile.TemporaryDirectory(prefix="funnelpulse-stage-") as folder:
-        for name in names:
-            remote = f"{scheme}://{name}" if scheme != "file" else f"file://{name}"
+        for remote in list_uri(uri):
+            filesystem, name = fs.FileSystem.from_uri(remote)
             local = Path(folder, Path(name).name)
             progress.step(f"Copying {remote}")
             fs.copy_files(

@@ -43,7 +43,17 @@ class Pipeline:
     def warehouse(self) -> str:
         return self.settings.warehouse_path
 
-    def ingest(self, paths: Iterable[str | Path]) -> IngestResult:
+    def ingest(self, paths: Iterable[str | Path], engine: str | None = None) -> IngestResult:
+        if (engine or self.settings.engine) == "spark":
+            from .engines.spark_ingest import ingest_spark
+
+            return ingest_spark(
+                self.warehouse,
+                list(paths),
+                self.progress,
+                self.settings.spark_master,
+                self.settings.shuffle_partitions,
+            )
         return ingest(self.warehouse, list(paths), self.progress)
 
     def build(
@@ -60,11 +70,20 @@ class Pipeline:
             self.warehouse, DateRange(since, until), self.progress
         )
 
-    def detect(self, method: str | None = None, since: date | None = None) -> Any:
+    def detect(
+        self, method: str | None = None, since: date | None = None, engine: str | None = None
+    ) -> Any:
         """Score every segment-hour and write the anomalies table (returns a DetectResult)."""
         from .anomaly.detect import detect
 
-        return detect(self.warehouse, self.settings, method, since, self.progress)
+        return detect(
+            self.warehouse,
+            self.settings,
+            method,
+            since,
+            self.progress,
+            engine=engine or self.settings.engine,
+        )
 
     def alert(self, anomalies: pa.Table, sinks: list[str] | None = None) -> Any:
         """Send one alert per incident to the configured sinks (never twice)."""

@@ -6,7 +6,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +144,34 @@ def write(
     transaction API; this is measurably faster than deltalake's own writer on 2 cores.
     Returns the number of rows written.
     """
+
+    if "://" not in path:
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(f"Could not create table {path}: {exc}") from exc
+    return commit(
+        path, data.schema, lambda: _write_files(path, data, partition_by), partition_by, replace
+    )
+
+
+def commit(
+    path: str,
+    schema: pa.Schema,
+    write_files: Callable[[], list[Any]],
+    partition_by: Sequence[str] = (),
+    replace: Replace = None,
+) -> int:
+    """Create the table if needed, call `write_files` for the new files' AddActions, and commit
+    them with the removal of the files they replace, as one Delta transaction. Returns rows added.
+
+    Any writer can produce the files (Arrow here, Spark executors in the Spark engine): only this
+    commit, on the driver, touches the log, so Delta needs no jars on the Spark side.
+    """
     from deltalake import DeltaTable
     from deltalake.transaction import RemoveAction
 
-    schema = data.schema
     try:
-        if "://" not in path:
-            Path(path).mkdir(parents=True, exist_ok=True)
         if not is_delta(path):
             DeltaTable.create(path, schema, partition_by=list(partition_by) or None)
         table = DeltaTable(path)
@@ -167,7 +188,7 @@ def write(
             )
             for row in _replaced_files(table, replace)
         ]
-        adds = _write_files(path, data, partition_by)
+        adds = write_files()
         table.create_write_transaction(
             [*adds, *removes], mode="append", schema=schema, partition_by=list(partition_by) or None
         )
@@ -203,8 +224,6 @@ def _replaced_files(table: Any, replace: Replace) -> list[dict[str, Any]]:
 def _write_files(
     path: str, data: pa.Table | pa.RecordBatchReader, partition_by: Sequence[str]
 ) -> list[Any]:
-    from deltalake.transaction import AddAction
-
     written: list[tuple[str, int, pq.FileMetaData]] = []
 
     def visit(file: Any) -> None:
@@ -227,24 +246,29 @@ def _write_files(
         file_visitor=visit,
     )
     root = path.rstrip("/") + "/"
-    now_ms = int(time.time() * 1000)
-    adds = []
-    for file_path, size, meta in written:
-        relative = file_path[len(root) :] if file_path.startswith(root) else file_path
-        values = dict(
-            unquote(part).split("=", 1) for part in relative.split("/")[:-1] if "=" in part
-        )
-        adds.append(
-            AddAction(
-                path=relative,
-                size=size,
-                partition_values={c: values.get(c) for c in partition_by},
-                modification_time=now_ms,
-                data_change=True,
-                stats=json.dumps(_stats(meta)),
-            )
-        )
-    return adds
+    return [
+        add_action(f[len(root) :] if f.startswith(root) else f, size, meta, partition_by)
+        for f, size, meta in written
+    ]
+
+
+def add_action(relative: str, size: int, meta: pq.FileMetaData, partition_by: Sequence[str]) -> Any:
+    """The Delta AddAction of one Parquet file at `relative` (hive folders give partition values)."""
+    from deltalake.transaction import AddAction
+
+    values = dict(unquote(part).split("=", 1) for part in relative.split("/")[:-1] if "=" in part)
+    return AddAction(
+        path=relative,
+        size=size,
+        partition_values={c: _hive_value(values.get(c)) for c in partition_by},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=json.dumps(_stats(meta)),
+    )
+
+
+def _hive_value(value: str | None) -> str | None:
+    return None if value == "__HIVE_DEFAULT_PARTITION__" else value
 
 
 def _stats(meta: pq.FileMetaData) -> dict[str, Any]:

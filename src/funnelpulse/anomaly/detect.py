@@ -24,7 +24,7 @@ from ..engines.duckdb_conn import connect
 from ..errors import ConfigError, WarehouseError
 from . import scoring
 from .rootcause import Cube, explain
-from .series import CUBE_SQL, Series, build_series
+from .series import CUBE_SELECT, CUBE_SQL, Series, build_series
 
 METHODS = ("seasonal", "reference")
 MIN_REL_CHANGE = 0.25
@@ -77,7 +77,10 @@ def detect(
     since: date | None = None,
     progress: Progress | None = None,
     write: bool = True,
+    engine: str = "duckdb",
 ) -> DetectResult:
+    """Score every segment-hour. With engine "spark" the heavy step, silver -> hourly segment
+    cube, runs on Spark (the cluster); scoring the cube is small and runs here either way."""
     progress = progress or SilentProgress()
     method = method or settings.detect_method
     if method not in METHODS:
@@ -85,16 +88,18 @@ def detect(
     silver = tables.table_path(warehouse, tables.SILVER)
     if not tables.exists(silver):
         raise WarehouseError(f"No silver_events in {warehouse}. Run `funnelpulse build` first")
+    first = since - timedelta(days=settings.history_days + 1) if since else None
     con = connect()
     try:
         progress.step("Aggregating hourly segments")
-        con.register("silver_all", tables.dataset(silver))
-        where = ""
-        if since:
-            first = since - timedelta(days=settings.history_days + 1)
-            where = f"WHERE event_date >= DATE '{first.isoformat()}'"
-        con.execute(f"CREATE VIEW silver_events AS SELECT * FROM silver_all {where}")
-        con.execute(CUBE_SQL)
+        if engine == "spark":
+            con.register("cube_rows", _spark_cube(silver, first, settings))
+            con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
+        else:
+            con.register("silver_all", tables.dataset(silver))
+            where = f"WHERE event_date >= DATE '{first.isoformat()}'" if first else ""
+            con.execute(f"CREATE VIEW silver_events AS SELECT * FROM silver_all {where}")
+            con.execute(CUBE_SQL)
         series = build_series(con, min_total_views=settings.min_views * 10)
         progress.step(f"Scoring ({method})")
         rows = _reference(warehouse, con) if method == "reference" else _seasonal(series, settings)
@@ -131,6 +136,20 @@ def detect(
             replace=replace,
         )
     return DetectResult(method, table, len(series.segment), len(series.hours))
+
+
+def _spark_cube(silver: str, first: date | None, settings: Settings) -> pa.Table:
+    import sqlglot
+
+    from ..engines.spark import read_table, using_spark
+
+    with using_spark(settings.spark_master, settings.shuffle_partitions) as spark:
+        frame = read_table(spark, silver)
+        if first:
+            frame = frame.where(frame.event_date >= first)
+        frame.createOrReplaceTempView("silver_events")
+        cube = spark.sql(sqlglot.transpile(CUBE_SELECT, read="duckdb", write="spark")[0]).toArrow()
+    return cube
 
 
 def _cube_columns(con) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

@@ -10,8 +10,8 @@ import pyarrow as pa
 
 UNKNOWN = "(unknown)"
 DIMENSIONS = ("shop", "brand", "price_band")
-CUBE_SQL = f"""
-CREATE OR REPLACE TEMP TABLE cube AS
+# Per hour x brand x price band x category root: every analysis is a roll-up of this.
+CUBE_SELECT = f"""
 SELECT
     date_trunc('hour', event_time) AS hour,
     coalesce(brand_norm, '{UNKNOWN}') AS brand,
@@ -24,6 +24,7 @@ SELECT
 FROM silver_events
 GROUP BY ALL
 """
+CUBE_SQL = f"CREATE OR REPLACE TEMP TABLE cube AS {CUBE_SELECT}"
 METRICS = ("views", "carts", "purchases", "revenue")
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from importlib import resources
 from typing import Protocol
+
+import pyarrow.dataset as ds
 
 from ..console import Progress
 
@@ -60,3 +62,22 @@ class Engine(Protocol):
     name: str
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult: ...
+
+
+def rows_per_date(bronze, dates: DateRange) -> dict[date, int]:  # type: ignore[no-untyped-def]
+    """Rows per event_date, read from file metadata (no data scan)."""
+    counts: dict[date, int] = {}
+    for fragment in bronze.get_fragments():
+        day = ds.get_partition_keys(fragment.partition_expression).get("event_date")
+        if day is not None and dates.contains(day):
+            counts[day] = counts.get(day, 0) + fragment.count_rows()
+    return counts
+
+
+def covered_dates(dates: DateRange, present: list[date]) -> frozenset[str]:
+    """Every date partition the range covers, including ones that now have no rows."""
+    low = dates.since or (min(present) if present else None)
+    high = dates.until or (max(present) if present else None)
+    if low is None or high is None:
+        return frozenset()
+    return frozenset((low + timedelta(d)).isoformat() for d in range((high - low).days + 1))

@@ -8,15 +8,14 @@ table still gets exactly one Delta commit: the chunks stream into one writer.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from .. import tables
 from ..console import Progress
 from ..errors import WarehouseError
-from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange
+from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange, covered_dates, rows_per_date
 from .duckdb_conn import connect
 
 CHUNK_ROWS = 4_000_000
@@ -35,11 +34,11 @@ class DuckDBEngine:
                 f"No bronze_events table in {warehouse}. Run `funnelpulse ingest FILE...` first"
             )
         bronze = tables.dataset(bronze_path)
-        sizes = _rows_per_date(bronze, dates)
+        sizes = rows_per_date(bronze, dates)
         # With nothing to build, one empty chunk still gives every table its schema.
         chunks = _chunks(sizes, self.chunk_rows) or [[]]
         result = BuildResult(engine=self.name, dates=sorted(sizes))
-        replace_dates = None if dates.is_all else _covered(dates, sorted(sizes))
+        replace_dates = None if dates.is_all else covered_dates(dates, sorted(sizes))
         con = connect()
         try:
             con.register("bronze_all", bronze)
@@ -96,16 +95,6 @@ class DuckDBEngine:
         con.execute("DROP TABLE silver_events")
 
 
-def _rows_per_date(bronze, dates: DateRange) -> dict[date, int]:  # type: ignore[no-untyped-def]
-    """Rows per event_date, read from file metadata (no data scan)."""
-    counts: dict[date, int] = {}
-    for fragment in bronze.get_fragments():
-        day = ds.get_partition_keys(fragment.partition_expression).get("event_date")
-        if day is not None and dates.contains(day):
-            counts[day] = counts.get(day, 0) + fragment.count_rows()
-    return counts
-
-
 def _chunks(sizes: dict[date, int], limit: int) -> list[list[date]]:
     chunks: list[list[date]] = []
     current: list[date] = []
@@ -123,12 +112,3 @@ def _chunks(sizes: dict[date, int], limit: int) -> list[list[date]]:
 
 def _replace(column: str, covered: frozenset[str] | None) -> tables.Partitions | None:
     return None if covered is None else tables.Partitions(column, covered)
-
-
-def _covered(dates: DateRange, present: list[date]) -> frozenset[str]:
-    """Every date partition the range covers, including ones that now have no rows."""
-    low = dates.since or (min(present) if present else None)
-    high = dates.until or (max(present) if present else None)
-    if low is None or high is None:
-        return frozenset()
-    return frozenset((low + timedelta(d)).isoformat() for d in range((high - low).days + 1))

@@ -1,8 +1,9 @@
 """The scale-out engine: the same SQL models, transpiled to Spark SQL with SQLGlot, run by Spark.
 
 Bronze is read from whatever the warehouse holds (a Delta table's current files, or plain
-partitioned Parquet). Results are written as Delta when the delta-spark jars are on Spark's
-classpath, otherwise as partitioned Parquet (every reader in the project accepts both).
+partitioned Parquet). Results are always Delta: through delta-spark when its jars are on Spark's
+classpath, otherwise Spark's executors write the Parquet files and the driver commits them to the
+Delta log with deltalake (no jars needed), so both engines can write into the same warehouse.
 """
 
 from __future__ import annotations
@@ -10,13 +11,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pyarrow as pa
 
 from .. import tables
 from ..console import Progress
 from ..errors import MissingDependencyError, WarehouseError
-from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange, Model
+from .base import (
+    GOLD_MODELS,
+    SILVER_MODEL,
+    BuildResult,
+    DateRange,
+    Model,
+    covered_dates,
+    rows_per_date,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,26 @@ def spark_session(
     return session
 
 
+@contextmanager
+def using_spark(
+    master: str | None, shuffle_partitions: int = 8, progress: Progress | None = None
+) -> Iterator[Any]:
+    """The active session (spark-submit's, a notebook's), or a new one that is stopped after."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise MissingDependencyError("pyspark", "spark") from exc
+    ours = SparkSession.getActiveSession() is None
+    if progress:
+        progress.step(f"Starting Spark ({master})" if ours else "Using the active Spark session")
+    spark = spark_session(master, shuffle_partitions)
+    try:
+        yield spark
+    finally:
+        if ours:  # a session someone else gave us is theirs to stop
+            spark.stop()
+
+
 def has_delta(spark: Any) -> bool:
     try:
         spark.sparkContext._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
@@ -76,6 +108,91 @@ def read_table(spark: Any, path: str) -> Any:
     return spark.read.parquet(path)
 
 
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+    "smallint": pa.int16(),
+    "tinyint": pa.int8(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", "UTC"),
+    "timestamp_ntz": pa.timestamp("us"),
+}
+
+
+def arrow_schema(struct: Any) -> pa.Schema:
+    """The Arrow schema of a flat Spark schema, every field nullable (as the DuckDB engine's are)."""
+    fields = []
+    for field in struct.fields:
+        name = field.dataType.simpleString()
+        if name not in _ARROW_TYPES:
+            raise WarehouseError(f"Column {field.name} has type {name}, which tables do not store")
+        fields.append(pa.field(field.name, _ARROW_TYPES[name]))
+    return pa.schema(fields)
+
+
+def write_delta(
+    frame: Any,
+    path: str,
+    partition_by: str | None = None,
+    replace: tables.Replace = None,
+    cluster: bool = True,
+) -> int:
+    """Write a DataFrame as Delta without delta-spark: executors write Parquet into a staging
+    folder of the table, the driver moves the files into place and commits them (with the
+    removal of the files they replace) in one Delta transaction. Returns the rows written.
+
+    `cluster` shuffles rows so each partition value is written by one task (few, large files);
+    without it each task writes its own files (no shuffle: for input already in date order).
+    """
+    import uuid
+
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    schema = arrow_schema(frame.schema)
+    columns = [partition_by] if partition_by else []
+    filesystem, root = (
+        fs.FileSystem.from_uri(path)
+        if "://" in path
+        else (fs.LocalFileSystem(), os.path.abspath(path))
+    )
+    staging = f"{root.rstrip('/')}/_staging-{uuid.uuid4().hex}"
+    staging_uri = staging if "://" not in path else f"{path.split('://', 1)[0]}://{staging}"
+    if partition_by and cluster:
+        frame = frame.repartition(partition_by)
+    writer = frame.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    try:
+        writer.parquet(staging_uri)
+
+        def move_into_place() -> list[Any]:
+            adds = []
+            found = filesystem.get_file_info(fs.FileSelector(staging, recursive=True))
+            for info in found:
+                if info.type != fs.FileType.File or not info.base_name.endswith(".parquet"):
+                    continue
+                relative = info.path[len(staging) + 1 :]
+                target = f"{root.rstrip('/')}/{relative}"
+                filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+                filesystem.move(info.path, target)
+                meta = pq.read_metadata(target, filesystem=filesystem)
+                if meta.num_rows == 0:  # Spark writes an empty file for an empty result
+                    filesystem.delete_file(target)
+                    continue
+                adds.append(tables.add_action(relative, info.size, meta, columns))
+            return adds
+
+        return tables.commit(path, schema, move_into_place, columns, replace)
+    finally:
+        if filesystem.get_file_info(staging).type == fs.FileType.Directory:
+            filesystem.delete_dir(staging)
+
+
 class SparkEngine:
     name = "spark"
 
@@ -84,40 +201,19 @@ class SparkEngine:
         self.shuffle_partitions = shuffle_partitions
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
-        try:
-            from pyspark.sql import SparkSession
-        except ImportError as exc:
-            raise MissingDependencyError("pyspark", "spark") from exc
-
-        ours = SparkSession.getActiveSession() is None
-        progress.step(
-            f"Starting Spark ({self.master})" if ours else "Using the active Spark session"
-        )
-        spark = spark_session(self.master, self.shuffle_partitions)
-        try:
+        with using_spark(self.master, self.shuffle_partitions, progress) as spark:
             return self._build(spark, warehouse, dates, progress)
-        finally:
-            if ours:  # a session spark-submit or a notebook gave us is theirs to stop
-                spark.stop()
 
     def _build(
         self, spark: Any, warehouse: str, dates: DateRange, progress: Progress
     ) -> BuildResult:
-        delta = has_delta(spark)
-        if not delta:
-            warnings.warn(
-                "delta-spark is not on Spark's classpath: writing partitioned Parquet instead of Delta",
-                stacklevel=2,
+        bronze_path = tables.table_path(warehouse, tables.BRONZE)
+        bronze = read_table(spark, bronze_path)
+        covered = None
+        if not dates.is_all:
+            covered = covered_dates(
+                dates, sorted(rows_per_date(tables.dataset(bronze_path), dates))
             )
-            for model in (SILVER_MODEL, *GOLD_MODELS):
-                path = tables.table_path(warehouse, model.name)
-                if tables.is_delta(path):
-                    raise WarehouseError(
-                        f"{path} is a Delta table and this Spark has no delta-spark jars, so it can only "
-                        "write Parquet. Build into a warehouse without DuckDB-built tables, or add "
-                        "delta-spark to Spark's classpath"
-                    )
-        bronze = read_table(spark, tables.table_path(warehouse, tables.BRONZE))
         if dates.since:
             bronze = bronze.where(bronze.event_date >= dates.since)
         if dates.until:
@@ -126,7 +222,7 @@ class SparkEngine:
         result = BuildResult(engine=self.name)
         progress.step("Building silver_events")
         silver_path = tables.table_path(warehouse, SILVER_MODEL.name)
-        self._write(spark.sql(to_spark_sql(SILVER_MODEL)), silver_path, SILVER_MODEL, dates, delta)
+        result.rows[SILVER_MODEL.name] = _write(spark, SILVER_MODEL, silver_path, covered)
         # Gold reads the silver just written (columnar, pruned) instead of recomputing or caching it.
         silver = read_table(spark, silver_path)
         if dates.since:
@@ -134,25 +230,23 @@ class SparkEngine:
         if dates.until:
             silver = silver.where(silver.event_date <= dates.until)
         silver.createOrReplaceTempView("silver_events")
-        result.rows[SILVER_MODEL.name] = tables.dataset(silver_path).count_rows()
         for model in GOLD_MODELS:
             progress.step(f"Building {model.name}")
             path = tables.table_path(warehouse, model.name)
-            self._write(spark.sql(to_spark_sql(model)), path, model, dates, delta)
-            result.rows[model.name] = tables.dataset(path).count_rows()
+            result.rows[model.name] = _write(spark, model, path, covered)
         return result
 
-    @staticmethod
-    def _write(frame: Any, path: str, model: Model, dates: DateRange, delta: bool) -> None:
+
+def _write(spark: Any, model: Model, path: str, covered: frozenset[str] | None) -> int:
+    """Write one model's result, replacing the covered date partitions (all when None)."""
+    frame = spark.sql(to_spark_sql(model))
+    replace = None if covered is None else tables.Partitions(model.partition_by, covered)
+    if has_delta(spark):
         column = model.partition_by
         writer = frame.repartition(column).write.partitionBy(column).mode("overwrite")
-        if delta:
-            if not dates.is_all:
-                low = dates.since.isoformat() if dates.since else "0001-01-01"
-                high = dates.until.isoformat() if dates.until else "9999-12-31"
-                writer = writer.option("replaceWhere", f"{column} BETWEEN '{low}' AND '{high}'")
-            writer.format("delta").save(path)
-            return
-        # Parquet: a date range replaces only the date partitions it writes.
-        mode = "static" if dates.is_all else "dynamic"
-        writer.option("partitionOverwriteMode", mode).parquet(path)
+        if covered is not None:
+            days = ", ".join(f"DATE'{d}'" for d in sorted(covered)) or "NULL"
+            writer = writer.option("replaceWhere", f"{column} IN ({days})")
+        writer.format("delta").save(path)
+        return int(tables.dataset(path).count_rows())
+    return write_delta(frame, path, model.partition_by, replace)
