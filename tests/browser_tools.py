@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from funnelpulse.streaming.broker import free_port
+from funnelpulse.streaming.broker import free_port, wait_listening
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -77,18 +76,9 @@ def running_dashboard(warehouse: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"dashboard exited: {proc.stdout.read() if proc.stdout else ''}"
-                    ) from None
-                time.sleep(0.3)
-        else:
+        if not wait_listening(proc, port, 60):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dashboard exited: {proc.stdout.read() if proc.stdout else ''}")
             raise RuntimeError("dashboard did not start within 60 s")
         yield url
     finally:

@@ -120,7 +120,7 @@ class IngestResult:
         return sum(f.quarantined_rows for f in self.files)
 
 
-def _kind(path: Path) -> str:
+def file_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".parquet") or name.endswith(".pq"):
         return "parquet"
@@ -194,9 +194,9 @@ def fingerprint(path: str | Path) -> str:
 
 def check_file(path: str | Path) -> bool:
     """Refuse what is not a REES46 file with a clear error; True if a CSV starts with its header."""
-    filesystem, inner = _filesystem(path)
     from pyarrow import fs
 
+    filesystem, inner = _filesystem(path)
     info = filesystem.get_file_info(inner)
     if info.type == fs.FileType.NotFound:
         raise InputError(f"{path}: no such file. Check the path")
@@ -204,13 +204,13 @@ def check_file(path: str | Path) -> bool:
         raise InputError(f"{path}: is a directory. Give the event files inside it")
     if info.size == 0:
         raise InputError(f"{path}: the file is empty. Give a file with REES46 events")
-    return _kind(Path(inner)) == "csv" and _csv_has_header(path)
+    return file_kind(Path(inner)) == "csv" and _csv_has_header(path)
 
 
 def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped-def]
     """Expose the file as view `raw` with the nine raw columns as text; True if it keeps rejects."""
     quoted = tables.sql_quote(str(path))
-    if _kind(path) == "csv":
+    if file_kind(path) == "csv":
         columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
         con.execute(
             f"""CREATE OR REPLACE VIEW raw AS

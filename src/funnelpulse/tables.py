@@ -144,7 +144,6 @@ def write(
     transaction API; this is measurably faster than deltalake's own writer on 2 cores.
     Returns the number of rows written.
     """
-
     if "://" not in path:
         try:
             Path(path).mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def detect(
     try:
         progress.step("Aggregating hourly segments")
         if engine == "spark":
-            con.register("cube_rows", _spark_cube(silver, first, settings))
+            con.register("cube_rows", _spark_cube(silver, first, settings, progress))
             con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
         else:
             con.register("silver_all", tables.dataset(silver))
@@ -138,18 +138,19 @@ def detect(
     return DetectResult(method, table, len(series.segment), len(series.hours))
 
 
-def _spark_cube(silver: str, first: date | None, settings: Settings) -> pa.Table:
+def _spark_cube(
+    silver: str, first: date | None, settings: Settings, progress: Progress
+) -> pa.Table:
     import sqlglot
 
     from ..engines.spark import read_table, using_spark
 
-    with using_spark(settings.spark_master, settings.shuffle_partitions) as spark:
+    with using_spark(settings.spark_master, settings.shuffle_partitions, progress) as spark:
         frame = read_table(spark, silver)
         if first:
             frame = frame.where(frame.event_date >= first)
         frame.createOrReplaceTempView("silver_events")
-        cube = spark.sql(sqlglot.transpile(CUBE_SELECT, read="duckdb", write="spark")[0]).toArrow()
-    return cube
+        return spark.sql(sqlglot.transpile(CUBE_SELECT, read="duckdb", write="spark")[0]).toArrow()
 
 
 def _cube_columns(con) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from ..ingest import (
     FileResult,
     IngestResult,
     check_file,
+    file_kind,
     fingerprint,
     list_uri,
 )
@@ -77,7 +78,7 @@ def ingest_spark(
     return result
 
 
-def _numbered(spark: Any, frame: Any) -> Any:
+def _numbered(frame: Any) -> Any:
     """`frame` with `ordinal`: each row's 1-based position in its file (partitions in file order)."""
     from pyspark.sql import functions as F
 
@@ -103,7 +104,7 @@ def _numbered(spark: Any, frame: Any) -> Any:
 def _raw_csv(spark: Any, location: str, header: bool) -> Any:
     from pyspark.sql import functions as F
 
-    lines = _numbered(spark, spark.read.text(location))
+    lines = _numbered(spark.read.text(location))
     if header:
         lines = lines.where("ordinal > 1")
     # Validity first: any string function would already have replaced the undecodable bytes.
@@ -174,7 +175,7 @@ def _raw_parquet(spark: Any, location: str) -> Any:
         else F.col(c).cast("string").alias(c)
         for c in RAW_COLUMNS
     ]
-    return _numbered(spark, frame.select(*columns)).select(
+    return _numbered(frame.select(*columns)).select(
         *RAW_COLUMNS,
         "ordinal",
         F.lit(None).cast("string").alias("reader_reason"),
@@ -188,7 +189,7 @@ def _ingest_one(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    is_csv = not location.lower().endswith((".parquet", ".pq"))
+    is_csv = file_kind(Path(location)) == "csv"
     raw = _raw_csv(spark, location, header) if is_csv else _raw_parquet(spark, location)
     raw.createOrReplaceTempView("raw")
     # Judged once, written twice (good rows, bad rows): keep the judged rows rather than reread.

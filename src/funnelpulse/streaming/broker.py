@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import FunnelPulseError, MissingDependencyError
 
@@ -28,6 +29,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(proc: subprocess.Popen[Any], port: int, seconds: float) -> bool:
+    """True once 127.0.0.1:port accepts connections; False if `proc` exits or time runs out."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.1)
+    return False
+
+
 def start_broker(port: int) -> subprocess.Popen[bytes]:
     """Start tansu listening on 127.0.0.1:port; returns once it accepts connections."""
     proc = subprocess.Popen(
@@ -44,17 +59,12 @@ def start_broker(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise FunnelPulseError(
-                    f"The tansu broker exited at start (code {proc.returncode}). Is port {port} free?"
-                ) from None
-            time.sleep(0.1)
+    if wait_listening(proc, port, 20):
+        return proc
+    if proc.poll() is not None:
+        raise FunnelPulseError(
+            f"The tansu broker exited at start (code {proc.returncode}). Is port {port} free?"
+        )
     proc.kill()
     raise FunnelPulseError(f"The tansu broker did not listen on port {port} within 20 s")
 
