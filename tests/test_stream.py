@@ -175,6 +175,19 @@ def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
             for r in good
         ],
         ("this is not json", "s1", 0.0),
+        (  # judged by the ingest step's rules, as a batch ingest would: NaN is not a price
+            json.dumps(
+                {
+                    "event_time": "2019-10-01 09:31:00 UTC",
+                    "event_type": "purchase",
+                    "product_id": 1,
+                    "price": "NaN",
+                    "user_id": 5,
+                }
+            ),
+            "s1",
+            0.0,
+        ),
         (
             json.dumps(
                 {
@@ -255,12 +268,16 @@ def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
     err = "".join(lines)
     assert proc.returncode == 0, err[-2000:]
     assert "1 late events dropped by the watermark" in out, err[-3000:]
-    assert "2 quarantined" in out
+    assert "3 quarantined" in out
     bad = {
         r["reason"].split(":")[0]: r
         for r in Pipeline(warehouse=wh).table(tables.QUARANTINE).to_pylist()
     }
-    assert set(bad) == {"not a JSON object with the raw columns", "unknown event_type"}
+    assert set(bad) == {
+        "not a JSON object with the raw columns",
+        "unknown event_type",
+        "negative or invalid price",
+    }
     assert bad["not a JSON object with the raw columns"]["raw_line"] == "this is not json"
     assert (
         bad["unknown event_type"]["source_file"]
@@ -305,3 +322,71 @@ def test_files_source(tmp_path: Path) -> None:
     shown = {m.label: m.value for m in at.metric}
     assert (shown["Views"], shown["Carts"], shown["Purchases"]) == ("1", "1", "0")
     assert "2019-10-01 10:00 UTC" in at.subheader[0].value
+
+
+def test_a_stopped_stream_names_its_cause() -> None:
+    from funnelpulse.streaming.job import _cause
+
+    python = (
+        "An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):\n"
+        '  File "job.py", line 299, in bad_rows\n'
+        "deltalake.exceptions.CommitFailedError: Failed to commit transaction: disk full\n"
+    )
+    assert _cause(python) == "CommitFailedError: Failed to commit transaction: disk full"
+    java = (
+        "An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):\n"
+        "py4j.protocol.Py4JJavaError: An error occurred while calling o302.getResult.\n"
+        ": org.apache.spark.SparkException: Exception thrown in awaitResult: \n"
+        "\tat org.apache.spark.util.SparkThreadUtils$.awaitResult(SparkThreadUtils.scala:70)\n"
+        "Caused by: org.apache.spark.SparkException: Job aborted due to stage failure: Lost task 0.0\n"
+        "\tat java.base/java.io.ObjectInputStream.readObject0(ObjectInputStream.java:1756)\n"
+        "Caused by: java.io.OptionalDataException\n"
+    )
+    assert _cause(java) == "java.io.OptionalDataException"
+    assert _cause("Query terminated\nmore") == "Query terminated"
+
+
+def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> None:
+    """Eleven days in batch gold are the history; the twelfth streams in with a shop-wide
+    tracking outage at 08:00-10:00. The stream alerts on it once final, and a restart does not
+    alert again."""
+    from datetime import UTC, datetime
+
+    import pyarrow.compute as pc
+
+    from funnelpulse.generate import Incident
+
+    start = datetime(2019, 10, 1, tzinfo=UTC)
+    last_day = start + timedelta(days=11)
+    outage = Incident(
+        "out", "outage", "shop", "all", "views", last_day + timedelta(hours=8), 2, 0.15
+    )
+    events = generate_events(700_000, seed=5, days=12, brands=30, incidents=[outage])
+    before = pc.less(events.column("event_time"), last_day)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest([write_events(events.filter(before), tmp_path / "history.csv")])
+    p.build()
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_events(events.filter(pc.invert(before)), folder / "day12.csv")
+    alerts = tmp_path / "alerts.jsonl"
+    env = {**os.environ, "FUNNELPULSE_ALERT_FILE": str(alerts)}
+    args = [sys.executable, "-m", "funnelpulse", "--warehouse", p.warehouse, "stream"]
+    args += ["--source", f"files://{folder}", "--until-idle", "6", "--trigger-s", "1"]
+    args += ["--master", "local[2]", "--alert", "--sink", "file"]
+
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
+    shop = [a for a in sent if a["dimension"] == "shop"]
+    assert [a["start"] for a in shop] == [outage.start.isoformat()], sent
+    assert "traffic" in shop[0]["steps"] and shop[0]["end"] == outage.end.isoformat()
+    assert all(a["start"] >= last_day.isoformat() for a in sent)  # batch-only hours: detect's job
+    assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
+
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Alerts: 0 sent, 0 failed" in again.stdout
+    assert len(alerts.read_text().splitlines()) == len(sent)
+    recorded = p.table(tables.ALERTS).to_pylist()
+    assert {(r["incident_id"], r["status"]) for r in recorded} >= {("shop:all:20191012T08", "sent")}

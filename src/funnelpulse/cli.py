@@ -66,6 +66,12 @@ ENGINE_OPTION = click.option(
 MASTER_OPTION = click.option(
     "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
 )
+SINK_OPTION = click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    help="Override the alert sinks: console, file, webhook, slack, email.",
+)
 
 
 @cli.command()
@@ -142,12 +148,7 @@ def report(ctx: _Context, fmt: str, top: int) -> None:
 )
 @click.option("--since", default=None, help="Only score hours from this UTC date on (YYYY-MM-DD).")
 @click.option("--alert", is_flag=True, help="Send one alert per incident to the configured sinks.")
-@click.option(
-    "--sink",
-    "sinks",
-    multiple=True,
-    help="Override the sinks: console, file, webhook, slack, email.",
-)
+@SINK_OPTION
 @ENGINE_OPTION
 @MASTER_OPTION
 @click.pass_obj
@@ -402,6 +403,12 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     help="Give up (clean exit) when Kafka is unreachable this long.",
 )
 @click.option("--master", default=None, help="Spark master (default local[*]).")
+@click.option(
+    "--alert",
+    is_flag=True,
+    help="Score each newly final hour (shop and brands) and alert on incidents.",
+)
+@SINK_OPTION
 @click.pass_obj
 def stream(
     ctx: _Context,
@@ -413,8 +420,13 @@ def stream(
     max_rows_per_batch: int,
     broker_timeout_s: float,
     master: str | None,
+    alert: bool,
+    sinks: tuple[str, ...],
 ) -> None:
-    """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder (Spark Structured Streaming)."""
+    """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder (Spark Structured Streaming).
+
+    With --alert, each time windows become final the stream scores them against the past and
+    sends one alert per incident, like `detect --alert` (never twice)."""
     import logging
 
     from .config import load_settings
@@ -434,12 +446,15 @@ def stream(
         trigger_s=trigger_s,
         checkpoint=checkpoint,
         options={"max_rows": str(max_rows_per_batch), "broker_timeout_s": str(broker_timeout_s)},
+        alert_sinks=(list(sinks) or list(settings.alert_sinks)) if alert else None,
     )
     click.echo(
         f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
         f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
         f"{result.windows:,} windows in {settings.warehouse_path}/gold_stream_funnel_hourly_brand"
     )
+    if alert:
+        click.echo(f"Alerts: {result.alerts_sent} sent, {result.alerts_failed} failed")
 
 
 @cli.command()

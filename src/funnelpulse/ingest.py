@@ -97,6 +97,17 @@ FROM (
 """
 
 
+def typed_sql(keep: tuple[str, ...] = ()) -> str:
+    """TYPED_SQL, also passing the columns `keep` of `raw` through to its output unchanged."""
+    sql = TYPED_SQL
+    for old in ("ordinal, reason,", "ordinal, reader_reason,"):
+        assert sql.count(old) == 1, old
+        sql = sql.replace(
+            old, old.replace("ordinal, ", "ordinal, " + "".join(f"{c}, " for c in keep))
+        )
+    return sql
+
+
 @dataclass
 class FileResult:
     """What one input file produced."""

@@ -102,7 +102,7 @@ def detect(
             con.execute(CUBE_SQL)
         series = build_series(con, min_total_views=settings.min_views * 10)
         progress.step(f"Scoring ({method})")
-        rows = _reference(warehouse, con) if method == "reference" else _seasonal(series, settings)
+        rows = _reference(warehouse, con) if method == "reference" else seasonal(series, settings)
         if since:
             cutoff = datetime(since.year, since.month, since.day, tzinfo=UTC)
             rows = [r for r in rows if r["window_start"] >= cutoff]
@@ -166,7 +166,7 @@ def _cube_columns(con) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
+def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     if not series.segment:
         return []
     v = series.values

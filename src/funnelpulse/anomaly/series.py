@@ -44,8 +44,12 @@ class Series:
         raise KeyError((dimension, segment))
 
 
-def build_series(con, min_total_views: int) -> Series:  # type: ignore[no-untyped-def]
-    """Shop, brand and price-band series from the `cube` table (brands below the volume floor are skipped)."""
+def build_series(  # type: ignore[no-untyped-def]
+    con, min_total_views: int, dimensions: tuple[str, ...] = DIMENSIONS
+) -> Series:
+    """`dimensions` series from the `cube` table (brands below the volume floor are skipped).
+
+    `cube` has hour, brand, views, carts, purchases, revenue, and price_band when scored."""
     span = con.sql("SELECT MIN(hour)::TIMESTAMP, MAX(hour)::TIMESTAMP FROM cube").fetchall()[0]
     if span is None or span[0] is None:
         return Series(
@@ -53,19 +57,20 @@ def build_series(con, min_total_views: int) -> Series:  # type: ignore[no-untype
         )
     start, end = (np.datetime64(_naive(x), "us") for x in span)
     hours = np.arange(start, end + np.timedelta64(1, "h"), np.timedelta64(1, "h"))
+    sums = "SUM(views) v, SUM(carts) c, SUM(purchases) p, SUM(revenue) r"
+    parts = {
+        "shop": f"SELECT 'shop' AS dimension, 'all' AS segment, hour, {sums} FROM cube GROUP BY hour",
+        "brand": f"""SELECT 'brand' AS dimension, brand AS segment, hour, {sums} FROM cube
+            WHERE brand IN (SELECT brand FROM brands) GROUP BY brand, hour""",
+        "price_band": f"""SELECT 'price_band' AS dimension, price_band AS segment, hour, {sums}
+            FROM cube GROUP BY price_band, hour""",
+    }
     long = con.sql(
         f"""
         WITH brands AS (
             SELECT brand FROM cube GROUP BY brand HAVING SUM(views) >= {int(min_total_views)}
         )
-        SELECT 'shop' AS dimension, 'all' AS segment, hour, SUM(views) v, SUM(carts) c, SUM(purchases) p, SUM(revenue) r
-        FROM cube GROUP BY hour
-        UNION ALL
-        SELECT 'brand', brand, hour, SUM(views), SUM(carts), SUM(purchases), SUM(revenue)
-        FROM cube WHERE brand IN (SELECT brand FROM brands) GROUP BY brand, hour
-        UNION ALL
-        SELECT 'price_band', price_band, hour, SUM(views), SUM(carts), SUM(purchases), SUM(revenue)
-        FROM cube GROUP BY price_band, hour
+        {" UNION ALL ".join(parts[d] for d in dimensions)}
         """
     ).to_arrow_table()
     return _densify(long, hours)

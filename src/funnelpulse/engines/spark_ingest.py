@@ -16,13 +16,13 @@ from ..console import Progress, SilentProgress
 from ..errors import InputError
 from ..ingest import (
     RAW_COLUMNS,
-    TYPED_SQL,
     FileResult,
     IngestResult,
     check_file,
     file_kind,
     fingerprint,
     list_uri,
+    typed_sql,
 )
 from .spark import using_spark, write_delta
 
@@ -35,11 +35,12 @@ ENCODING_REASON = (
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
 
 
-def spark_typed_sql() -> str:
-    """TYPED_SQL in Spark's dialect: SQLGlot, plus the three functions it leaves in DuckDB's terms."""
+def spark_typed_sql(keep: tuple[str, ...] = ()) -> str:
+    """The ingest step's typing rules (`typed_sql`) in Spark's dialect: SQLGlot, plus the three
+    functions it leaves in DuckDB's terms. The stream judges events with them too."""
     import sqlglot
 
-    sql = sqlglot.transpile(TYPED_SQL, read="duckdb", write="spark")[0]
+    sql = sqlglot.transpile(typed_sql(keep), read="duckdb", write="spark")[0]
     for old, new in (
         (
             "TRY_STRPTIME(event_time, '%Y-%m-%d %H:%M:%S UTC')",

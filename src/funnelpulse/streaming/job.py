@@ -1,9 +1,10 @@
 """`funnelpulse stream`: Spark Structured Streaming from Kafka or a folder into live Delta gold.
 
-Two queries share the source: one types the events, applies the silver rules, drops duplicates
-within the watermark and keeps 1-hour windows per brand (update mode), MERGEing each changed
-window into `gold_stream_funnel_hourly_brand`; the other sends malformed events to quarantine.
-Both commit each micro-batch to Delta with the batch id as a Delta transaction version, so a
+Two queries read the source, and both judge each event with the ingest step's own typing rules
+(`spark_typed_sql`), so the stream accepts and rejects exactly what a batch ingest does. One applies
+the silver rules, drops duplicates within the watermark and keeps 1-hour windows per brand (update
+mode), MERGEing each changed window into `gold_stream_funnel_hourly_brand` (and, with alerts on,
+scores the windows that became final); the other sends malformed events to quarantine. Both commit each micro-batch to Delta with the batch id as a Delta transaction version, so a
 retried batch (after a crash or kill -9) changes nothing; Spark's checkpoint holds the source
 offsets and the dedup/aggregation state.
 """
@@ -51,32 +52,8 @@ STREAM_SCHEMA = pa.schema(
     ]
 )
 
-# Typing rules of the ingest step, in Spark SQL (first failing rule is the reason).
-TYPED = [
-    "coalesce(try_to_timestamp(event_time, 'yyyy-MM-dd HH:mm:ss z'), "
-    "try_to_timestamp(event_time, 'yyyy-MM-dd HH:mm:ss')) AS ts",
-    "nullif(lower(trim(event_type)), '') AS etype",
-    "try_cast(product_id AS BIGINT) AS pid",
-    "try_cast(category_id AS BIGINT) AS cid",
-    "try_cast(price AS DOUBLE) AS p",
-    "try_cast(user_id AS BIGINT) AS uid",
-]
-REASON = """
-    CASE
-        WHEN raw_value IS NULL OR event_time IS NULL AND event_type IS NULL AND product_id IS NULL
-            THEN 'not a JSON object with the raw columns'
-        WHEN ts IS NULL THEN concat('bad event_time: ', coalesce(event_time, '<empty>'))
-        WHEN etype IS NULL THEN 'missing event_type'
-        WHEN etype NOT IN ('view', 'cart', 'remove_from_cart', 'purchase') THEN concat('unknown event_type: ', event_type)
-        WHEN product_id IS NULL THEN 'missing product_id'
-        WHEN pid IS NULL THEN concat('non-numeric product_id: ', product_id)
-        WHEN user_id IS NULL THEN 'missing user_id'
-        WHEN uid IS NULL THEN concat('non-numeric user_id: ', user_id)
-        WHEN category_id IS NOT NULL AND cid IS NULL THEN concat('non-numeric category_id: ', category_id)
-        WHEN price IS NOT NULL AND p IS NULL THEN concat('non-numeric price: ', price)
-        WHEN p < 0 THEN concat('negative or invalid price: ', price)
-    END AS reason
-"""
+# Why a message is not an event at all; every other reason comes from the ingest step's rules.
+NOT_AN_EVENT = "not a JSON object with the raw columns"
 
 
 def metric_expressions() -> dict[str, str]:
@@ -101,12 +78,15 @@ class StreamResult:
     late_rows_dropped: int = 0
     quarantined: int = 0
     windows: int = 0
+    alerts_sent: int = 0
+    alerts_failed: int = 0
     seconds: float = 0.0
     log: list[str] = field(default_factory=list)
 
 
 def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
-    """The raw stream with columns: source, offset, raw_value and the nine raw fields as text."""
+    """The raw stream, shaped as the ingest step's typing rules read it: source, ordinal (the Kafka
+    offset), reader_reason, raw_text (the message as received) and the nine raw fields as text."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -125,12 +105,19 @@ def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
             .load()
         )
         parsed = F.from_json(F.col("value"), raw_schema, {"mode": "PERMISSIVE"})
-        return stream.select(
+        fields = stream.select(
             F.concat(F.col("topic"), F.lit(":"), F.col("partition").cast("string")).alias("source"),
-            F.col("offset"),
-            F.col("value").alias("raw_value"),
+            F.col("offset").alias("ordinal"),
+            F.col("value").alias("raw_text"),
             parsed.alias("e"),
-        ).select("source", "offset", "raw_value", *[F.col(f"e.{c}").alias(c) for c in RAW_COLUMNS])
+        ).select("source", "ordinal", "raw_text", *[F.col(f"e.{c}").alias(c) for c in RAW_COLUMNS])
+        return fields.withColumn(
+            "reader_reason",
+            F.when(
+                F.col("raw_text").isNull() | F.coalesce(*[F.col(c) for c in RAW_COLUMNS]).isNull(),
+                F.lit(NOT_AN_EVENT),
+            ),
+        )
     if source.startswith("files://"):
         folder = source[len("files://") :]
         if not Path(folder).is_dir():
@@ -149,8 +136,9 @@ def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
             stream = reader.parquet(folder)
         return stream.select(
             F.col("_metadata.file_path").alias("source"),
-            F.lit(None).cast("long").alias("offset"),
-            F.to_json(F.struct(*RAW_COLUMNS)).alias("raw_value"),
+            F.lit(None).cast("long").alias("ordinal"),
+            F.lit(None).cast("string").alias("reader_reason"),
+            F.to_json(F.struct(*RAW_COLUMNS)).alias("raw_text"),
             *RAW_COLUMNS,
         )
     raise FunnelPulseError(f"Unknown source {source!r}. Use kafka://HOST:PORT/TOPIC or files://DIR")
@@ -171,11 +159,43 @@ def _guess_format(folder: Path) -> str:
 class _Sink:
     """foreachBatch targets: idempotent per batch id through Delta transaction versions."""
 
-    def __init__(self, warehouse: str, watermark_s: int) -> None:
+    def __init__(
+        self, warehouse: str, settings: Settings, alert_sinks: list[str] | None = None
+    ) -> None:
+        self.warehouse = warehouse
+        self.settings = settings
         self.live = tables.table_path(warehouse, tables.GOLD_STREAM)
         self.quarantine = tables.table_path(warehouse, tables.QUARANTINE)
-        self.watermark = timedelta(seconds=watermark_s)
+        self.watermark = timedelta(seconds=settings.watermark_s)
         self.quarantined = 0
+        self.alert_sinks = alert_sinks
+        self.alerts_checked = False
+        self.alerts_sent = 0
+        self.alerts_failed = 0
+
+    def alert(self) -> None:
+        """Alert on incidents in the final windows (a failure is logged; the stream goes on)."""
+        from ..anomaly.live import alert_live
+
+        self.alerts_checked = True
+        try:
+            found = alert_live(self.warehouse, self.settings, sinks=self.alert_sinks)
+        except FunnelPulseError as exc:
+            log.error("live alerts: %s", exc)
+            return
+        except Exception as exc:  # scoring must never stop the live table
+            log.error("live alerts failed (%s: %s); the stream goes on", type(exc).__name__, exc)
+            return
+        if found.delivery:
+            self.alerts_sent += found.delivery.sent
+            self.alerts_failed += found.delivery.failed
+            log.info(
+                "alerts: %d incidents in final windows, %d sent, %d failed, %d already sent",
+                found.incidents,
+                found.delivery.sent,
+                found.delivery.failed,
+                found.delivery.skipped,
+            )
 
     @staticmethod
     def _done(path: str, app_id: str, batch_id: int) -> bool:
@@ -293,6 +313,9 @@ class _Sink:
             ripe.num_rows,
             time.perf_counter() - clock - collected - merged,
         )
+        # The first batch of a run also checks: it sends what a crash kept from being sent.
+        if self.alert_sinks and (ripe.num_rows or not self.alerts_checked):
+            self.alert()
 
     def bad_rows(self, frame: Any, batch_id: int) -> None:
         app_id = f"{APP_ID}-quarantine"
@@ -305,8 +328,8 @@ class _Sink:
         rows = pa.table(
             {
                 "source_file": data.column("source"),
-                "line_number": data.column("offset").cast(pa.int64()),
-                "raw_line": data.column("raw_value"),
+                "line_number": data.column("ordinal").cast(pa.int64()),
+                "raw_line": data.column("raw_line"),
                 "reason": data.column("reason"),
                 "ingest_id": pa.array([f"stream-batch-{batch_id}"] * data.num_rows),
                 "ingested_at": pa.array([now] * data.num_rows, pa.timestamp("us", "UTC")),
@@ -329,8 +352,11 @@ def run_stream(
     checkpoint: str | None = None,
     options: dict[str, str] | None = None,
     on_batch: Any = None,
+    alert_sinks: list[str] | None = None,
 ) -> StreamResult:
-    """Run until Ctrl-C/SIGTERM, or until no new input arrived for `until_idle_s` seconds."""
+    """Run until Ctrl-C/SIGTERM, or until no new input arrived for `until_idle_s` seconds.
+
+    With `alert_sinks`, newly final windows are scored and incidents alerted to those sinks."""
     from pyspark.sql import functions as F
 
     options = options or {}
@@ -342,20 +368,19 @@ def run_stream(
     # and on 2 cores 8 partitions x 2 operators cost seconds per (even empty) batch. Fixed for the
     # life of a checkpoint.
     spark.conf.set("spark.sql.shuffle.partitions", options.get("state_partitions", "2"))
-    raw = _source(spark, source, options)
-    typed = raw.selectExpr("*", *TYPED).selectExpr("*", REASON)
-    sink = _Sink(warehouse, settings.watermark_s)
+    sink = _Sink(warehouse, settings, alert_sinks)
     metrics = metric_expressions()
     key = ["event_time", "user_id", "user_session", "product_id", "event_type"]
     good = (
-        typed.where("reason IS NULL AND p IS NOT NULL AND p > 0")
+        _typed(spark, source, options)
+        .where("reason IS NULL AND price IS NOT NULL AND price > 0")
         .select(
-            F.col("ts").cast("timestamp").alias("event_time"),
-            F.col("etype").alias("event_type"),
-            F.col("pid").alias("product_id"),
-            F.col("uid").alias("user_id"),
-            F.expr("nullif(user_session, '')").alias("user_session"),
-            F.col("p").alias("price"),
+            F.col("event_time").cast("timestamp").alias("event_time"),
+            "event_type",
+            "product_id",
+            "user_id",
+            "user_session",
+            "price",
             F.expr("nullif(trim(lower(brand)), '')").alias("brand_norm"),
         )
         .withWatermark("event_time", f"{settings.watermark_s} seconds")
@@ -386,9 +411,14 @@ def run_stream(
     )
     # The quarantine query reads the source a second time; on few cores it competes with the
     # live windows, so it runs less often (nothing waits on it, and it still drains fully).
+    # It gets its own plan and starts once the windows query has run a batch: two queries
+    # sharing one plan and planning their first batches at the same moment (as after a restart
+    # with a backlog) have failed in Spark 4 with a corrupt task (java.io.OptionalDataException).
+    _first_batch(windows_query)
     bad_query = (
-        typed.where("reason IS NOT NULL")
-        .select("source", "offset", "raw_value", "reason")
+        _typed(spark, source, options)
+        .where("reason IS NOT NULL")
+        .select("source", "ordinal", "raw_line", "reason")
         .writeStream.foreachBatch(sink.bad_rows)
         .trigger(processingTime=f"{max(5.0, 5 * trigger_s)} seconds")
         .option("checkpointLocation", f"{checkpoint}/quarantine")
@@ -397,18 +427,38 @@ def run_stream(
     )
     result = _supervise(spark, [windows_query, bad_query], until_idle_s, on_batch)
     result.quarantined = sink.quarantined
+    result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
     if tables.is_delta(sink.live):
         result.windows = tables.dataset(sink.live).count_rows()
     return result
 
 
+def _typed(spark: Any, source: str, options: dict[str, str]) -> Any:
+    """The source judged by the ingest step's typing rules: typed columns, `reason` (NULL for a
+    good event), `raw_line` and `source`."""
+    from ..engines.spark_ingest import spark_typed_sql
+
+    _source(spark, source, options).createOrReplaceTempView("raw")
+    return spark.sql(spark_typed_sql(keep=("source",)))
+
+
+def _first_batch(query: Any, poll_s: float = 0.2) -> None:
+    """Wait until `query` has finished a batch, or has stopped (its error is reported later)."""
+    while query.isActive and not query.recentProgress and query.exception() is None:
+        time.sleep(poll_s)
+
+
 def _cause(text: str) -> str:
-    """The Python exception line inside a Spark/Py4J error, else its first line."""
+    """The Python exception line inside a Spark/Py4J error, else the Java root cause, else its
+    first line."""
     import re
 
     found = re.findall(r"^\s*(?:\w+\.)*(\w+(?:Error|Exception): .+)$", text, flags=re.M)
     python = [f for f in found if not f.startswith(("Py4J", "StreamingQueryException"))]
-    return (python[-1] if python else text.strip().splitlines()[0])[:500]
+    if python:
+        return python[-1][:500]
+    java = re.findall(r"^Caused by: (\S+(?:: .*)?)$", text, flags=re.M)
+    return (java[-1] if java else text.strip().splitlines()[0])[:500]
 
 
 def _supervise(

@@ -1,0 +1,122 @@
+"""Alerts from the stream: when windows of the live table become final, score the final hours
+against the past (batch gold and earlier final live windows) with the seasonal method and alert
+on the incidents among them.
+
+The live table has hours x brands only, so the stream scores the shop and each brand (the batch
+`detect` also scores price bands and explains the cause). Alerts go through the same sinks and the
+same `alerts` table as `detect --alert`, so an incident is alerted once, whichever found it first,
+and a restarted stream never resends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from .. import tables
+from ..config import Settings
+from ..engines.duckdb_conn import connect
+from .alerts import AlertResult, send_alerts
+from .detect import seasonal
+from .incidents import group_incidents
+from .series import UNKNOWN, build_series
+
+# An incident that began up to this long before a newly final hour is still the same incident
+# (same id), so a long incident is alerted once, when its first hour is final.
+LOOKBACK = timedelta(hours=24)
+
+
+@dataclass
+class LiveAlerts:
+    anomalies: int = 0
+    incidents: int = 0
+    delivery: AlertResult | None = None
+
+
+def final_hours_cube(warehouse: str, first: datetime) -> pa.Table:
+    """hour, brand, views, carts, purchases, revenue from `first` on: the live table's final
+    windows, and batch gold for the hours the live table does not have."""
+    live_path = tables.table_path(warehouse, tables.GOLD_STREAM)
+    batch_path = tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND)
+    columns = ["window_start", "brand", "views", "carts", "purchases", "revenue"]
+    empty = pa.table(
+        {
+            "window_start": pa.array([], pa.timestamp("us", "UTC")),
+            "brand": pa.array([], pa.string()),
+            **{c: pa.array([], pa.int64()) for c in ("views", "carts", "purchases")},
+            "revenue": pa.array([], pa.float64()),
+        }
+    )
+    con = connect()
+    try:
+        live = tables.read(live_path) if tables.exists(live_path) else empty
+        con.register("live_all", live)
+        con.register(
+            "batch",
+            tables.dataset(batch_path).to_table(columns=columns)
+            if tables.exists(batch_path)
+            else empty,
+        )
+        since = f"TIMESTAMPTZ '{first.isoformat()}'"
+        return con.sql(
+            f"""
+            SELECT window_start AS hour, coalesce(brand, '{UNKNOWN}') AS brand,
+                views, carts, purchases, revenue
+            FROM live_all WHERE {"is_final AND " if "is_final" in live.column_names else ""}
+                window_start >= {since}
+            UNION ALL
+            SELECT window_start, coalesce(brand, '{UNKNOWN}'), views, carts, purchases, revenue
+            FROM batch
+            WHERE window_start >= {since}
+                AND window_start NOT IN (SELECT window_start FROM live_all)
+            """
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+def alert_live(
+    warehouse: str,
+    settings: Settings,
+    *,
+    sinks: Sequence[str] | None = None,
+    stream: TextIO | None = None,
+) -> LiveAlerts:
+    """Score the live table's final hours of the last day (up to its latest final window) and
+    alert on the incidents among them. Safe to call again: what was sent is never resent, and
+    what a crash kept from being sent is sent by the next call."""
+    path = tables.table_path(warehouse, tables.GOLD_STREAM)
+    if not tables.exists(path):
+        return LiveAlerts()
+    live = tables.read(path).select(["window_start", "is_final"]).to_pylist()
+    final = {r["window_start"] for r in live if r["is_final"]}
+    if not final:
+        return LiveAlerts()
+    latest = max(final)
+    new = {h for h in final if h >= latest - LOOKBACK}
+    first = min(new) - LOOKBACK - timedelta(days=settings.history_days + 1)
+    cube = final_hours_cube(warehouse, first)
+    con = connect()
+    try:
+        con.register("cube", cube)
+        series = build_series(con, settings.min_views * 10, dimensions=("shop", "brand"))
+    finally:
+        con.close()
+    recent = min(new) - LOOKBACK
+    rows = [r for r in seasonal(series, settings) if recent <= r["window_start"] <= latest]
+    touching = [i for i in group_incidents(rows) if any(h in new for h in _hours(i))]
+    ids = {a for i in touching for a in i.anomaly_ids}
+    chosen = [r for r in rows if r["anomaly_id"] in ids]
+    result = LiveAlerts(anomalies=len(chosen), incidents=len(touching))
+    if chosen:
+        result.delivery = send_alerts(warehouse, settings, chosen, sinks=sinks, stream=stream)
+    return result
+
+
+def _hours(incident: Any) -> list[datetime]:
+    count = int((incident.end - incident.start) / timedelta(hours=1))
+    return [incident.start + timedelta(hours=h) for h in range(count)]
