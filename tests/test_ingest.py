@@ -87,6 +87,42 @@ def test_malformed_corpus_loses_nothing(pipeline: Pipeline, tmp_path: Path) -> N
     assert [r["user_session"] for r in kept.values() if r["user_session"] is None] == [None]
 
 
+# Event times in a zone other than UTC: a cast would silently drop the zone (DuckDB) or convert
+# it (Spark), so they are rejected; a time without a zone is taken as UTC.
+ZONED = [
+    "2019-10-01 00:00:17+02:00,view,1,7,,acme,5.00,10,s1",
+    "2019-10-01 00:00:18 PST,view,1,7,,acme,5.00,10,s1",
+    "2019-10-01T00:00:19,view,1,7,,acme,5.00,10,s1",
+]
+
+
+def test_event_times_in_other_zones_are_quarantined(pipeline: Pipeline, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    pipeline.ingest([write_csv(tmp_path / "zones.csv", [row("2019-10-01 00:00:16"), *ZONED])])
+    assert sorted(r["event_time"] for r in _bronze(pipeline).to_pylist()) == [
+        datetime(2019, 10, 1, 0, 0, 16, tzinfo=UTC),
+        datetime(2019, 10, 1, 0, 0, 19, tzinfo=UTC),
+    ]
+    reasons = {r["line_number"]: r["reason"] for r in _quarantine(pipeline).to_pylist()}
+    assert reasons == {
+        3: "bad event_time: 2019-10-01 00:00:17+02:00",
+        4: "bad event_time: 2019-10-01 00:00:18 PST",
+    }
+
+
+def test_line_numbers_count_blank_lines(pipeline: Pipeline, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "gaps.csv", [row("2019-10-01 00:00:00")])
+    with path.open("a") as f:  # two blank lines, then a bad row and a row the reader rejects
+        f.write("\n\n" + row("2019-10-01 00:00:01", etype="click") + "\nx,y\n")
+    pipeline.ingest([path])
+    reasons = {r["line_number"]: r["reason"] for r in _quarantine(pipeline).to_pylist()}
+    assert {k: v.split(":")[0] for k, v in reasons.items()} == {
+        5: "unknown event_type",
+        6: "missing columns",
+    }
+
+
 def test_reingest_same_file_does_not_duplicate(pipeline: Pipeline, tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "a.csv", [row("2019-10-01 00:00:00"), row("2019-10-02 00:00:00"), "x,y"]

@@ -80,3 +80,24 @@ def test_generated_file_roundtrip(tmp_path: Path) -> None:
         p = Pipeline(warehouse=str(tmp_path / f"wh-{name}"))
         result = p.ingest([write_events(table, tmp_path / name)])
         assert result.bronze_rows == 1_000 and result.quarantined_rows == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from([b"", b"x", b"a,b", b" "]), st.sampled_from([b"\n", b"\r\n"])),
+        max_size=40,
+    ),
+    tail=st.sampled_from([b"", b"last"]),
+    chunk=st.sampled_from([1, 2, 3, 5, 1 << 20]),
+)
+def test_blank_lines_are_found_whatever_the_chunking(
+    tmp_path_factory, lines: list[tuple[bytes, bytes]], tail: bytes, chunk: int
+) -> None:  # type: ignore[no-untyped-def]
+    from funnelpulse.ingest import _blank_lines
+
+    data = b"".join(text + end for text, end in lines) + tail
+    path = tmp_path_factory.mktemp("blank") / "f.csv"
+    path.write_bytes(data)
+    expected = [number for number, (text, _) in enumerate(lines, start=1) if text == b""]
+    assert _blank_lines(path, chunk=chunk) == expected

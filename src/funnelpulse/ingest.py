@@ -6,6 +6,7 @@ that file produced before, so running an ingest twice never duplicates anything.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 from collections import Counter
@@ -50,7 +51,7 @@ QUARANTINE_SCHEMA = pa.schema(
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
 # `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
 # reader itself could not split (the Spark reader judges those here; DuckDB's keeps its rejects).
-TYPED_SQL = """
+TYPED_SQL = r"""
 SELECT
     ts AS event_time, etype AS event_type, pid AS product_id, cid AS category_id,
     NULLIF(category_code, '') AS category_code, NULLIF(brand, '') AS brand, p AS price,
@@ -82,9 +83,13 @@ FROM (
         SELECT event_time, category_code, brand, user_session, ordinal, reader_reason, raw_text,
             event_type AS raw_type, product_id AS raw_pid, category_id AS raw_cid,
             price AS raw_price, user_id AS raw_uid,
+            -- "... UTC" (REES46), or a time without a zone, taken as UTC. Any other zone is
+            -- rejected: a cast would silently drop it (DuckDB) or convert it (Spark).
             coalesce(
                 try_strptime(event_time, '%Y-%m-%d %H:%M:%S UTC'),
-                TRY_CAST(event_time AS TIMESTAMP)
+                CASE WHEN regexp_matches(event_time,
+                    '^\s*\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?\s*$')
+                THEN TRY_CAST(event_time AS TIMESTAMP) END
             ) AS ts,
             NULLIF(lower(trim(event_type)), '') AS etype,
             TRY_CAST(product_id AS BIGINT) AS pid,
@@ -166,6 +171,38 @@ def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
     lines = head.split(b"\n")
     rest = [line for line in lines[1:] if line.strip()]
     return lines[0] + (b"\n" if len(lines) > 1 else b""), rest[0] if rest else b""
+
+
+def _blank_lines(path: str | Path, chunk: int = 1 << 23) -> list[int]:
+    """Numbers of the blank lines in a text file: the CSV reader skips them without a trace."""
+    filesystem, inner = _filesystem(path)
+    compression = "gzip" if str(path).lower().endswith(".gz") else None
+    found: list[int] = []
+    newlines = 0  # line breaks before the current chunk
+    previous = b"\n"  # as if a line break came before the file: it may start with a blank line
+    carry = b""  # a chunk's trailing CR, which may be half of a CRLF
+    with filesystem.open_input_stream(inner, compression=compression) as handle:
+        while True:
+            data = handle.read(chunk)
+            text = carry + data
+            carry = b""
+            if data and text.endswith(b"\r"):
+                text, carry = text[:-1], b"\r"
+            text = text.replace(b"\r\n", b"\n")
+            if not text:
+                if not data:
+                    break
+                continue
+            joined = previous + text
+            # line breaks before `joined` (a `previous` line break is already counted, or virtual)
+            before = newlines - (previous == b"\n")
+            start = 0
+            while (hit := joined.find(b"\n\n", start)) >= 0:
+                found.append(before + joined.count(b"\n", 0, hit + 1) + 1)
+                start = hit + 1
+            newlines += text.count(b"\n")
+            previous = text[-1:]
+    return found
 
 
 def _csv_has_header(path: str | Path) -> bool:
@@ -295,18 +332,18 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32()))
 
 
-def _line_numbers(ordinals: list[int], rejected_lines: list[int], header: bool) -> list[int]:
-    """Map the k-th accepted row to its line in the file, skipping lines the reader rejected.
+def _line_numbers(ordinals: list[int], skipped: list[int], header: bool) -> list[int]:
+    """Map the k-th accepted row to its line in the file, past the lines the reader rejected or
+    skipped (blank): line = k (+1 for the header) + the number of skipped lines up to it.
 
-    `rejected_lines` is sorted; each rejected line at or before the candidate pushes it down one.
+    `skipped` is sorted.
     """
     out = []
     for k in ordinals:
-        line = k + (1 if header else 0)
-        for rejected in rejected_lines:
-            if rejected > line:
-                break
-            line += 1
+        base = k + (1 if header else 0)
+        line = base
+        while (moved := base + bisect.bisect_right(skipped, line)) != line:
+            line = moved
         out.append(line)
     return out
 
@@ -371,7 +408,10 @@ def _ingest_with(  # type: ignore[no-untyped-def]
             raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
         raise
     progress.step(f"Quarantining bad rows of {path.name}")
-    quarantine = _quarantine_rows(con if keeps_rejects else None, bad, source, ingest_id, header)
+    blank = _blank_lines(path) if bad and keeps_rejects else []
+    quarantine = _quarantine_rows(
+        con if keeps_rejects else None, bad, source, ingest_id, header, blank
+    )
     tables.write(tables.table_path(warehouse, tables.QUARANTINE), quarantine, replace=replace)
     reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
     return FileResult(
@@ -387,7 +427,8 @@ def _quarantine_rows(
     bad: list[pa.RecordBatch],
     source: str,
     ingest_id: str,
-    header: bool,  # type: ignore[no-untyped-def]
+    header: bool,
+    blank_lines: list[int],  # type: ignore[no-untyped-def]
 ) -> pa.Table:
     rejected = (
         con.execute(
@@ -398,13 +439,13 @@ def _quarantine_rows(
         if con is not None
         else []
     )
-    rejected_lines = [int(r[0]) for r in rejected]
+    skipped = sorted([int(r[0]) for r in rejected] + blank_lines)
     now = datetime.now(UTC)
     lines: list[int] = []
     raws: list[str] = []
     reasons: list[str] = []
     for batch in bad:
-        lines += _line_numbers(batch.column("ordinal").to_pylist(), rejected_lines, header)
+        lines += _line_numbers(batch.column("ordinal").to_pylist(), skipped, header)
         raws += batch.column("raw_line").to_pylist()
         reasons += batch.column("reason").to_pylist()
     for line, raw, reason in rejected:
