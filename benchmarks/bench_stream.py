@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/bench_stream.py [--events 200000] [--rate 2000] [--seconds 60]
 
-1. Throughput: publish --events generated events, then run `funnelpulse stream` over the topic and
-   report events/s from the stream's own batch log (first to last batch with data).
+1. Throughput: publish --events generated events while `funnelpulse stream` consumes the topic,
+   and report events/s from the stream's own batch log (batches with data). Drain: publish them
+   first, then time the stream draining the topic (Spark's capacity apart from the broker).
 2. Latency: with the stream running, publish --rate events/s for --seconds, plus one probe event
    per second (a brand of its own, from a second producer); the time until its window shows it in
    gold_stream_funnel_hourly_brand is its latency, from the send call and from the broker's
@@ -75,30 +76,31 @@ def messages(count: int, seed: int, now: bool = False):  # type: ignore[no-untyp
         yield json.dumps(row), row["user_session"]
 
 
-def throughput(bootstrap: str, folder: Path, events: int) -> None:
-    create_topic(bootstrap, "bench-throughput")
-    proc, lines = start_stream(
-        folder / "wh-throughput",
-        "bench-throughput",
-        bootstrap,
-        "--until-idle",
-        "8",
-        "--trigger-s",
-        "1",
-        "--max-rows-per-batch",
-        "50000",
-    )
-    while not any("funnelpulse_windows batch 0" in line for line in lines):
-        time.sleep(0.5)
-    started = time.perf_counter()
-    sent = publish(
-        f"kafka://{bootstrap}/bench-throughput", ((v, k, 0.0) for v, k in messages(events, 1))
-    )
-    took = time.perf_counter() - started
-    print(
-        f"publish: {sent.published:,} events in {took:.1f} s ({sent.published / took:,.0f}/s; the local broker "
-        "needs one record per batch)"
-    )
+def throughput(bootstrap: str, folder: Path, events: int, prefill: bool = False) -> None:
+    """Publish while the stream consumes; with `prefill`, publish first and time only the stream
+    draining the topic (Spark's own capacity, apart from the broker's publishing limit)."""
+    topic = "bench-drain" if prefill else "bench-throughput"
+    create_topic(bootstrap, topic)
+    stream_args = ("--until-idle", "8", "--trigger-s", "1", "--max-rows-per-batch", "50000")
+
+    def publish_all() -> None:
+        started = time.perf_counter()
+        sent = publish(
+            f"kafka://{bootstrap}/{topic}", ((v, k, 0.0) for v, k in messages(events, 1))
+        )
+        took = time.perf_counter() - started
+        print(
+            f"publish: {sent.published:,} events in {took:.1f} s ({sent.published / took:,.0f}/s; the "
+            f"local broker needs one record per batch){'' if not sent.failed else f'; {sent.failed:,} timed out'}"
+        )
+
+    if prefill:
+        publish_all()
+    proc, lines = start_stream(folder / f"wh-{topic}", topic, bootstrap, *stream_args)
+    if not prefill:
+        while not any("funnelpulse_windows batch 0" in line for line in lines):
+            time.sleep(0.5)
+        publish_all()
     out, _ = proc.communicate(timeout=900)
     batches = [
         (int(m.group(2).replace(",", "")), float(m.group(3))) for m in map(LINE.search, lines) if m
@@ -106,9 +108,10 @@ def throughput(bootstrap: str, folder: Path, events: int) -> None:
     with_data = [b for b in batches if b[0]]
     total = sum(n for n, _ in with_data)
     busy = sum(t for _, t in with_data)
+    what = "draining the filled topic" if prefill else "while the broker delivered them"
     print(
         f"stream: {total:,} events in {len(with_data)} data batches, {busy:.1f} s of batch time: "
-        f"{total / busy:,.0f} events/s processed while the broker delivered them; {out.strip()}"
+        f"{total / busy:,.0f} events/s processed {what}; {out.strip()}"
     )
 
 
@@ -226,15 +229,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
-    parser.add_argument("--only", choices=["throughput", "latency"], default=None)
+    parser.add_argument("--only", choices=["throughput", "drain", "latency"], default=None)
     args = parser.parse_args()
     folder = Path(args.data_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     with local_broker() as bootstrap:
-        if args.only != "latency":
+        if args.only in (None, "throughput"):
             throughput(bootstrap, folder, args.events)
-        if args.only != "throughput":
+        if args.only in (None, "drain"):
+            throughput(bootstrap, folder, args.events, prefill=True)
+        if args.only in (None, "latency"):
             latency(bootstrap, folder, args.rate, args.seconds)
 
 
