@@ -157,12 +157,17 @@ def _filesystem(location: str | Path) -> tuple[Any, str]:
     return fs.LocalFileSystem(), os.path.abspath(text)
 
 
-def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
-    """The first line and the first non-blank line after it (from the first 256 KiB)."""
+def _open_text(path: str | Path) -> Any:
+    """A byte stream of the file's text (a .gz file is decompressed)."""
     filesystem, inner = _filesystem(path)
     compression = "gzip" if str(path).lower().endswith(".gz") else None
+    return filesystem.open_input_stream(inner, compression=compression)
+
+
+def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
+    """The first line and the first non-blank line after it (from the first 256 KiB)."""
     try:
-        with filesystem.open_input_stream(inner, compression=compression) as handle:
+        with _open_text(path) as handle:
             head = handle.read(1 << 18)
     except (OSError, EOFError, pa.ArrowException) as exc:
         raise InputError(
@@ -175,13 +180,11 @@ def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
 
 def _blank_lines(path: str | Path, chunk: int = 1 << 23) -> list[int]:
     """Numbers of the blank lines in a text file: the CSV reader skips them without a trace."""
-    filesystem, inner = _filesystem(path)
-    compression = "gzip" if str(path).lower().endswith(".gz") else None
     found: list[int] = []
     newlines = 0  # line breaks before the current chunk
     previous = b"\n"  # as if a line break came before the file: it may start with a blank line
     carry = b""  # a chunk's trailing CR, which may be half of a CRLF
-    with filesystem.open_input_stream(inner, compression=compression) as handle:
+    with _open_text(path) as handle:
         while True:
             data = handle.read(chunk)
             text = carry + data

@@ -13,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import TextIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
 from ..engines.duckdb_conn import connect
 from .alerts import AlertResult, send_alerts
 from .detect import seasonal
-from .incidents import group_incidents
+from .incidents import Detected, group_incidents
 from .series import UNKNOWN, build_series
 
 # An incident that began up to this long before a newly final hour is still the same incident
@@ -37,37 +38,28 @@ class LiveAlerts:
     delivery: AlertResult | None = None
 
 
-def final_hours_cube(warehouse: str, first: datetime) -> pa.Table:
-    """hour, brand, views, carts, purchases, revenue from `first` on: the live table's final
+def final_hours_cube(warehouse: str, live: pa.Table, first: datetime) -> pa.Table:
+    """hour, brand, views, carts, purchases, revenue from `first` on: the `live` table's final
     windows, and batch gold for the hours the live table does not have."""
-    live_path = tables.table_path(warehouse, tables.GOLD_STREAM)
     batch_path = tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND)
     columns = ["window_start", "brand", "views", "carts", "purchases", "revenue"]
-    empty = pa.table(
-        {
-            "window_start": pa.array([], pa.timestamp("us", "UTC")),
-            "brand": pa.array([], pa.string()),
-            **{c: pa.array([], pa.int64()) for c in ("views", "carts", "purchases")},
-            "revenue": pa.array([], pa.float64()),
-        }
+    batch = (
+        tables.dataset(batch_path).to_table(
+            columns=columns, filter=pc.field("window_date") >= first.date()
+        )
+        if tables.exists(batch_path)
+        else live.select(columns).slice(0, 0)
     )
     con = connect()
     try:
-        live = tables.read(live_path) if tables.exists(live_path) else empty
         con.register("live_all", live)
-        con.register(
-            "batch",
-            tables.dataset(batch_path).to_table(columns=columns)
-            if tables.exists(batch_path)
-            else empty,
-        )
+        con.register("batch", batch)
         since = f"TIMESTAMPTZ '{first.isoformat()}'"
         return con.sql(
             f"""
             SELECT window_start AS hour, coalesce(brand, '{UNKNOWN}') AS brand,
                 views, carts, purchases, revenue
-            FROM live_all WHERE {"is_final AND " if "is_final" in live.column_names else ""}
-                window_start >= {since}
+            FROM live_all WHERE is_final AND window_start >= {since}
             UNION ALL
             SELECT window_start, coalesce(brand, '{UNKNOWN}'), views, carts, purchases, revenue
             FROM batch
@@ -92,21 +84,20 @@ def alert_live(
     path = tables.table_path(warehouse, tables.GOLD_STREAM)
     if not tables.exists(path):
         return LiveAlerts()
-    live = tables.read(path).select(["window_start", "is_final"]).to_pylist()
-    final = {r["window_start"] for r in live if r["is_final"]}
+    live = tables.read(path)
+    final = set(live.filter(live.column("is_final")).column("window_start").to_pylist())
     if not final:
         return LiveAlerts()
     latest = max(final)
     new = {h for h in final if h >= latest - LOOKBACK}
-    first = min(new) - LOOKBACK - timedelta(days=settings.history_days + 1)
-    cube = final_hours_cube(warehouse, first)
+    recent = min(new) - LOOKBACK
+    cube = final_hours_cube(warehouse, live, recent - timedelta(days=settings.history_days + 1))
     con = connect()
     try:
         con.register("cube", cube)
         series = build_series(con, settings.min_views * 10, dimensions=("shop", "brand"))
     finally:
         con.close()
-    recent = min(new) - LOOKBACK
     rows = [r for r in seasonal(series, settings) if recent <= r["window_start"] <= latest]
     touching = [i for i in group_incidents(rows) if any(h in new for h in _hours(i))]
     ids = {a for i in touching for a in i.anomaly_ids}
@@ -117,6 +108,6 @@ def alert_live(
     return result
 
 
-def _hours(incident: Any) -> list[datetime]:
+def _hours(incident: Detected) -> list[datetime]:
     count = int((incident.end - incident.start) / timedelta(hours=1))
     return [incident.start + timedelta(hours=h) for h in range(count)]
