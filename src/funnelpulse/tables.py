@@ -26,6 +26,7 @@ GOLD_DAILY_BRAND = "gold_funnel_daily_brand"
 GOLD_DAILY_CATEGORY = "gold_funnel_daily_category"
 GOLD_HOURLY_PRICE_BAND = "gold_funnel_hourly_price_band"
 GOLD_STREAM = "gold_stream_funnel_hourly_brand"
+GOLD_STREAM_5MIN = "gold_stream_funnel_5min"  # live 5-minute buckets (streaming/buckets.py)
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
 
@@ -38,6 +39,7 @@ ALL_TABLES = (
     GOLD_DAILY_CATEGORY,
     GOLD_HOURLY_PRICE_BAND,
     GOLD_STREAM,
+    GOLD_STREAM_5MIN,
     ANOMALIES,
     ALERTS,
 )
