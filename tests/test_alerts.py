@@ -53,7 +53,9 @@ class Recorder(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        Recorder.received.append({"path": self.path, "body": body})
+        Recorder.received.append(
+            {"path": self.path, "body": body, "key": self.headers["Idempotency-Key"]}
+        )
         self.send_response(200)
         self.end_headers()
 
@@ -87,7 +89,29 @@ def test_grouping_consecutive_hours_into_incidents() -> None:
         ("acme", 8, 9),
     ]
     assert incidents[0].steps == ["conversion", "view_to_cart"]
-    assert incidents[0].lost_purchases == 24.0  # conversion rows only, not the overlapping step
+    assert incidents[0].lost_purchases == 36.0  # every step counts: 12 per hour over 3 hours
+
+
+def test_incident_loss_counts_every_step_once() -> None:
+    # a rate-only incident (cart_to_purchase alone) carries its row's loss, not 0.0
+    rate_only = anomaly(3, step="cart_to_purchase") | {"lost_purchases": 15.97}
+    assert group_incidents([rate_only])[0].lost_purchases == 15.97
+    # the same hour seen by conversion (12) and its sub-steps (8 + 7): the same purchases, once
+    hour = [
+        anomaly(3),
+        anomaly(3, step="view_to_cart") | {"lost_purchases": 8.0},
+        anomaly(3, step="cart_to_purchase") | {"lost_purchases": 7.0},
+    ]
+    assert group_incidents(hour)[0].lost_purchases == 15.0
+    # fewer views adds to a lower rate; a 3-hour window row counts once, spread over its hours
+    long = anomaly(4, step="cart_to_purchase") | {
+        "window_end": datetime(2019, 10, 10, 7, tzinfo=UTC),
+        "window_hours": 3,
+        "lost_purchases": 30.0,
+    }
+    traffic = anomaly(3, step="traffic") | {"lost_purchases": 5.0}
+    incident = group_incidents([traffic, anomaly(3), long])
+    assert len(incident) == 1 and incident[0].lost_purchases == 5.0 + 12.0 + 30.0
 
 
 def test_webhook_and_slack_once_per_incident_with_retry(
@@ -151,7 +175,142 @@ def test_failures_are_recorded_without_secrets_and_never_raise(
         "very-secret" not in errors["slack"] and "FUNNELPULSE_SLACK_WEBHOOK_URL" in errors["slack"]
     )
     assert errors["webhook"] == "FUNNELPULSE_WEBHOOK_URL is not set"
-    assert all(r["attempts"] == 2 for r in recorded)
+    # a network error is retried; a missing setting cannot be fixed by retrying
+    assert {r["sink"]: r["attempts"] for r in recorded} == {"slack": 2, "webhook": 1}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/services/T000/B000?token=SECRET TOKEN42",  # a space: InvalidURL
+        "http://127.0.0.1:9/services/T000/B000?token=SECRET\nTOKEN42",  # a control character
+        "127.0.0.1:9/services/T000/B000?token=SECRETTOKEN42",  # no scheme
+        "http://user:SECRETPASS42@127.0.0.1:9/services/T000/B000?token=SECRETTOKEN42",
+    ],
+)
+def test_no_piece_of_a_malformed_secret_url_is_recorded_or_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", url)
+    settings = load_settings(warehouse=str(tmp_path / "wh"))
+    with caplog.at_level("DEBUG"):
+        result = send_alerts(
+            settings.warehouse, settings, [anomaly(3)], sinks=["webhook"], retry_delays_s=(0.01,)
+        )
+    assert (result.sent, result.failed) == (0, 1)
+    recorded = tables.read(tables.table_path(settings.warehouse, tables.ALERTS)).to_pylist()
+    seen = " ".join(str(v) for r in recorded for v in r.values()) + caplog.text + result.problem()
+    assert "FUNNELPULSE_WEBHOOK_URL" in recorded[0]["error"]
+    for piece in ("T000", "B000", "SECRET", "TOKEN42", "services", "SECRETPASS42", "user:"):
+        assert piece.lower() not in seen.lower(), (piece, seen)
+
+
+def test_scrub_removes_every_piece_whatever_the_exception_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from funnelpulse.anomaly.sinks import scrub
+
+    monkeypatch.setenv(
+        "FUNNELPULSE_SLACK_WEBHOOK_URL", "https://hooks.example.com/services/T9ABC/B8XYZ/zk3Lq9pW"
+    )
+    monkeypatch.setenv("FUNNELPULSE_SMTP_PASSWORD", "hunter2-Secret!")
+    text = (
+        "InvalidURL: '/services/T9ABC/B8XYZ/zk3Lq9pW' or %2Fservices%2FT9ABC and B8XYZ/zk3Lq9pW; "
+        "login failed for hunter2-Secret! (hunter2)"
+    )
+    clean = scrub(text)
+    for piece in ("T9ABC", "B8XYZ", "zk3Lq9pW", "hunter2", "Secret"):
+        assert piece not in clean, clean
+    assert clean.startswith("InvalidURL: ")
+    assert "hooks.example.com" in scrub("cannot reach hooks.example.com")  # the host is no secret
+
+
+def test_window_counts_loss_and_cause_in_the_message() -> None:
+    from funnelpulse.anomaly.alerts import message
+
+    checkout = anomaly(3, step="cart_to_purchase") | {
+        "window_start": datetime(2019, 10, 10, 3, tzinfo=UTC),
+        "window_end": datetime(2019, 10, 10, 5, tzinfo=UTC),
+        "window_hours": 2,
+        "numerator": 3,
+        "denominator": 35,
+        "observed_rate": 3 / 35,
+        "expected_rate": 16 / 35,
+        "lost_purchases": 13.0,
+        "lost_revenue": 412.5,
+    }
+    rate_only = group_incidents([checkout])[0]
+    text = message(rate_only, {checkout["anomaly_id"]: checkout})
+    assert "Window that fired: 2 h (03:00-05:00)" in text
+    assert "3 of 35 carts bought, 16 expected (8.6% vs 45.7% expected" in text
+    assert "Estimated lost purchases 13.0, revenue 412.50" in text
+    assert text.endswith("Root cause: conversion: price_band <10 explains 90% (rate)")
+    # without a window_hours column an hourly row says 1 h; traffic counts are views
+    hourly = anomaly(4, step="traffic") | {"observed_rate": 40.0, "expected_rate": 400.0}
+    hourly.pop("root_cause")
+    text = message(group_incidents([hourly])[0], {hourly["anomaly_id"]: hourly})
+    assert "Window that fired: 1 h (04:00-05:00): 40 views, 400 expected" in text
+
+
+HOSTILE = "![x](http://evil.test/pixel.png) <http://evil.test|click> &amp; <!channel> *b*\n\x1b[31m"
+
+
+def test_hostile_names_are_escaped_for_slack_and_keys_sent_everywhere(
+    tmp_path: Path, http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.anomaly.alerts import idempotency_key
+
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", http_server + "/hook")
+    monkeypatch.setenv("FUNNELPULSE_SLACK_WEBHOOK_URL", http_server + "/slack")
+    settings = load_settings(warehouse=str(tmp_path / "wh"))
+    row = anomaly(3, segment=HOSTILE)
+    result = send_alerts(settings.warehouse, settings, [row], sinks=["webhook", "slack"])
+    assert result.sent == 2
+    key = idempotency_key(group_incidents([row])[0].incident_id)
+    assert key.startswith("fp-") and len(key) == 35
+    by_path = {r["path"]: r for r in Recorder.received}
+    assert by_path["/hook"]["key"] == by_path["/slack"]["key"] == key
+    assert by_path["/hook"]["body"]["idempotency_key"] == key
+    assert by_path["/hook"]["body"]["segment"] == HOSTILE  # JSON carries the value as data
+    slack = by_path["/slack"]["body"]
+    assert slack["idempotency_key"] == key and slack["mrkdwn"] is False
+    assert slack["unfurl_links"] is False and slack["unfurl_media"] is False
+    text = slack["text"]
+    assert "<" not in text and ">" not in text and "\x1b" not in text and "\n" not in text
+    assert "&lt;http://evil.test|click&gt; &amp;amp; &lt;!channel&gt;" in text
+
+
+def test_dead_webhook_gives_up_quickly_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.anomaly.alerts import GIVE_UP_AFTER
+
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", "http://127.0.0.1:9/hook")  # nothing listens
+    settings = load_settings(warehouse=str(tmp_path / "wh"))
+    rows = [anomaly(h, segment=f"b{h}") for h in range(6)]
+    steps: list[str] = []
+
+    class Seen:
+        def step(self, message: str) -> None:
+            steps.append(message)
+
+    result = send_alerts(
+        settings.warehouse,
+        settings,
+        rows,
+        sinks=["webhook"],
+        retry_delays_s=(0.01,),
+        progress=Seen(),
+    )
+    assert (result.sent, result.failed, result.pending) == (0, GIVE_UP_AFTER, 6 - GIVE_UP_AFTER)
+    assert not result.ok
+    assert "Connection refused" in result.problem() and "gave up after 3" in result.problem()
+    assert [s.split(":")[0] for s in steps] == [f"Alert {i}/6 to webhook" for i in (1, 2, 3)]
+    recorded = tables.read(tables.table_path(settings.warehouse, tables.ALERTS)).to_pylist()
+    assert sorted(r["status"] for r in recorded) == ["failed"] * GIVE_UP_AFTER
+    # a spent time budget leaves everything for the next run
+    later = send_alerts(settings.warehouse, settings, rows, sinks=["webhook"], budget_s=0)
+    assert (later.sent, later.failed, later.pending) == (0, 0, 6)
 
 
 def test_cooldown_severity_floor_console_and_file(tmp_path: Path) -> None:
@@ -206,7 +365,7 @@ def test_email_through_a_real_smtp_server(tmp_path: Path) -> None:
     mail = inbox.messages[0]
     assert mail["To"] == "oncall@example.com"
     assert mail["Subject"] == "FunnelPulse high: brand acme"
-    assert "conversion drop" in mail.get_payload()
+    assert "conversion drop" in mail.get_payload()[0].get_payload()
 
 
 def test_unknown_sink_is_a_clear_error(tmp_path: Path) -> None:

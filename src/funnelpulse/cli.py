@@ -183,11 +183,11 @@ def detect(
             f"{row['dimension']}={row['segment']:<14} {row['step']} {row['type']}: {rate} (z {row['z']:+.1f})"
         )
     if alert:
-        sent = pipeline.alert(result.anomalies, list(sinks) or None)
-        click.echo(
-            f"Alerts: {sent.sent} sent, {sent.failed} failed, {sent.skipped} already sent, "
-            f"{sent.cooldown} in cool-down"
-        )
+        with _progress(ctx) as progress:
+            sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
+        click.echo(sent.summary())
+        if not sent.ok:
+            raise FunnelPulseError(sent.problem())
 
 
 @cli.command()

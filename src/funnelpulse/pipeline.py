@@ -85,11 +85,19 @@ class Pipeline:
             engine=engine or self.settings.engine,
         )
 
-    def alert(self, anomalies: pa.Table, sinks: list[str] | None = None) -> Any:
-        """Send one alert per incident to the configured sinks (never twice)."""
+    def alert(
+        self, anomalies: pa.Table, sinks: list[str] | None = None, progress: Progress | None = None
+    ) -> Any:
+        """Send one alert per incident to the configured sinks (see README "Guarantees")."""
         from .anomaly.alerts import send_alerts
 
-        return send_alerts(self.warehouse, self.settings, anomalies.to_pylist(), sinks=sinks)
+        return send_alerts(
+            self.warehouse,
+            self.settings,
+            anomalies.to_pylist(),
+            sinks=sinks,
+            progress=progress or self.progress,
+        )
 
     def anomaly(self, anomaly_id: str) -> dict[str, Any]:
         """One anomaly row with its decoded root cause."""

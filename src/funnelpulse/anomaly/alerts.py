@@ -1,201 +1,151 @@
-"""Alert delivery: one alert per incident per sink, retried with back-off, recorded in `alerts`.
+"""Alert delivery: one alert per incident per sink, journalled before and after it is sent.
 
-Secrets (webhook URLs, SMTP credentials) come only from the environment and are scrubbed from
-every recorded error. The `alerts` table is checked before sending, so a restart never resends.
+Guarantee (see README "Guarantees"): every incident reaches every sink at least once, and a
+repeat can only follow a crash (kill -9, power loss) in the window between the receiver accepting
+a delivery and the "sent" record reaching the journal (one fsync); that repeat carries the same
+idempotency key. SIGTERM is not a crash: the delivery under way finishes and is recorded first.
+Two runs at once are serialized by the warehouse's alert lock, so they never both send.
+Secrets come only from the environment and are scrubbed from every recorded error and log line.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import smtplib
+import logging
+import signal
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any, TextIO
 
-import pyarrow as pa
-
-from .. import tables
 from ..config import Settings
-from ..errors import ConfigError
+from ..console import Progress, SilentProgress
+from ..errors import ConfigError, FunnelPulseError
+from ..faults import checkpoint
+from .alertlog import ALERT_SCHEMA, AlertLog, previous_alerts
 from .incidents import Detected, group_incidents
 from .scoring import SEVERITY_RANK
-
-SINKS = ("console", "file", "webhook", "slack", "email")
-ENV_WEBHOOK = "FUNNELPULSE_WEBHOOK_URL"
-ENV_SLACK = "FUNNELPULSE_SLACK_WEBHOOK_URL"
-ENV_SMTP_USER = "FUNNELPULSE_SMTP_USER"
-ENV_SMTP_PASSWORD = "FUNNELPULSE_SMTP_PASSWORD"
-
-ALERT_SCHEMA = pa.schema(
-    [
-        ("incident_id", pa.string()),
-        ("sink", pa.string()),
-        ("status", pa.string()),  # sent | failed | cooldown
-        ("attempts", pa.int64()),
-        ("error", pa.string()),
-        ("severity", pa.string()),
-        ("dimension", pa.string()),
-        ("segment", pa.string()),
-        ("incident_start", pa.timestamp("us", "UTC")),
-        ("incident_end", pa.timestamp("us", "UTC")),
-        ("message", pa.string()),
-        ("recorded_at", pa.timestamp("us", "UTC")),
-    ]
+from .sinks import (
+    SINKS,
+    DeliveryError,
+    Send,
+    idempotency_key,
+    incident_record,
+    message,
+    scrub,
+    sink,
 )
 
+__all__ = [
+    "ALERT_SCHEMA",
+    "SINKS",
+    "AlertResult",
+    "AlertsInterrupted",
+    "idempotency_key",
+    "incident_record",
+    "message",
+    "previous_alerts",
+    "send_alerts",
+]
 
-class DeliveryError(Exception):
-    """A sink could not deliver; the message must already be free of secrets."""
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS_S = (0.5, 2.0)
+# A sink that fails this many deliveries in a row is not tried again in this run.
+GIVE_UP_AFTER = 3
+# No new delivery starts after this long; what is left is sent by the next run.
+BUDGET_S = 60.0
+
+
+class AlertsInterrupted(FunnelPulseError):
+    """SIGTERM arrived while alerting: the delivery under way was finished and recorded."""
 
 
 @dataclass
 class AlertResult:
     sent: int = 0
     failed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # sent (or cooled down) by an earlier run
     cooldown: int = 0
+    resent: int = 0  # interrupted by a crash earlier, sent again with the same key
+    pending: int = 0  # not attempted: the sink gave up or the time budget ran out
+    errors: dict[str, str] = field(default_factory=dict)  # sink -> last error (scrubbed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.pending
+
+    def summary(self) -> str:
+        text = (
+            f"Alerts: {self.sent} sent, {self.failed} failed, {self.skipped} already sent, "
+            f"{self.cooldown} in cool-down"
+        )
+        if self.resent:
+            text += f", {self.resent} resent after an interrupted delivery (same idempotency key)"
+        if self.pending:
+            text += f", {self.pending} not attempted"
+        return text
+
+    def problem(self) -> str:
+        """One line for the user when not everything was delivered."""
+        causes = "; ".join(f"{name}: {error}" for name, error in sorted(self.errors.items()))
+        undelivered = self.failed + self.pending
+        return (
+            f"{undelivered} alert deliver{'y' if undelivered == 1 else 'ies'} did not succeed "
+            f"({causes or 'time budget spent'}). They are retried by the next "
+            "`funnelpulse detect --alert`"
+        )
 
 
-def message(incident: Detected, anomalies: dict[str, dict[str, Any]]) -> str:
-    worst = max((anomalies[a] for a in incident.anomaly_ids), key=lambda r: abs(r["z"]))
-    what = worst["step"].replace("_", " ")
-    if worst["step"] == "traffic":
-        measure = f"views {worst['observed_rate']:,.0f} vs expected {worst['expected_rate']:,.0f}"
-    else:
-        measure = f"observed {worst['observed_rate'] * 100:.1f}% vs expected {worst['expected_rate'] * 100:.1f}%"
-    text = (
-        f"[{incident.severity.upper()}] {what} {worst['type']} - {incident.dimension} {incident.segment}, "
-        f"{incident.start:%Y-%m-%d %H:%M}-{incident.end:%H:%M} UTC: {measure} (z {worst['z']:+.1f}). "
-        f"Estimated lost purchases {incident.lost_purchases:,.1f}, revenue {incident.lost_revenue:,.2f}."
-    )
-    cause = worst.get("root_cause")
-    if cause:
-        text += " Root cause: " + json.loads(cause).get("summary", "")
-    return text
-
-
-def _scrub(text: str) -> str:
-    for name in (ENV_WEBHOOK, ENV_SLACK, ENV_SMTP_PASSWORD, ENV_SMTP_USER):
-        secret = os.environ.get(name)
-        if secret:
-            text = text.replace(secret, f"${name}")
-    return text
-
-
-def _post_json(url_env: str, payload: dict[str, Any], timeout_s: float = 10.0) -> None:
-    url = os.environ.get(url_env)
-    if not url:
-        raise DeliveryError(f"{url_env} is not set")
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+@contextmanager
+def _sigterm_deferred() -> Iterator[list[int]]:
+    """While alerting, SIGTERM only asks to stop after the delivery under way is recorded."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            if response.status >= 300:
-                raise DeliveryError(f"HTTP {response.status}")
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(
-            _scrub(f"cannot reach {url_env}: {getattr(exc, 'reason', exc)}")
-        ) from None
-
-
-def incident_record(incident: Detected, text: str) -> dict[str, Any]:
-    """What the file and webhook sinks send: the incident's facts plus the readable message."""
-    return {
-        "incident_id": incident.incident_id,
-        "severity": incident.severity,
-        "dimension": incident.dimension,
-        "segment": incident.segment,
-        "start": incident.start.isoformat(),
-        "end": incident.end.isoformat(),
-        "steps": incident.steps,
-        "types": incident.types,
-        "z": incident.worst_z,
-        "lost_purchases": incident.lost_purchases,
-        "lost_revenue": incident.lost_revenue,
-        "message": text,
-    }
-
-
-def _sink(name: str, settings: Settings, stream: TextIO) -> Callable[[Detected, str], None]:
-    if name == "console":
-        return lambda incident, text: print(f"ALERT {text}", file=stream)
-    if name == "file":
-        if not settings.alert_file:
-            raise ConfigError("The file alert sink needs alert_file (FUNNELPULSE_ALERT_FILE)")
-
-        def to_file(incident: Detected, text: str) -> None:
-            with open(settings.alert_file, "a") as handle:
-                handle.write(json.dumps(incident_record(incident, text)) + "\n")
-
-        return to_file
-    if name == "webhook":
-        return lambda incident, text: _post_json(ENV_WEBHOOK, incident_record(incident, text))
-    if name == "slack":
-        return lambda incident, text: _post_json(ENV_SLACK, {"text": f":rotating_light: {text}"})
-    if name == "email":
-
-        def by_email(incident: Detected, text: str) -> None:
-            if not settings.smtp_to:
-                raise DeliveryError("smtp_to is not set")
-            mail = EmailMessage()
-            mail["Subject"] = (
-                f"FunnelPulse {incident.severity}: {incident.dimension} {incident.segment}"
-            )
-            mail["From"] = settings.smtp_from
-            mail["To"] = settings.smtp_to
-            mail.set_content(text)
-            try:
-                with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as smtp:
-                    user, password = (
-                        os.environ.get(ENV_SMTP_USER),
-                        os.environ.get(ENV_SMTP_PASSWORD),
-                    )
-                    if user and password:
-                        smtp.starttls()
-                        smtp.login(user, password)
-                    smtp.send_message(mail)
-            except (OSError, smtplib.SMTPException) as exc:
-                raise DeliveryError(
-                    _scrub(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc}")
-                ) from None
-
-        return by_email
-    raise ConfigError(f"Unknown alert sink {name!r}. Use: {', '.join(SINKS)}")
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if got and callable(previous):
+            previous(signal.SIGTERM, None)
 
 
 def _deliver(
-    send: Callable[[Detected, str], None], incident: Detected, text: str, delays_s: Sequence[float]
+    send: Send,
+    incident: Detected,
+    text: str,
+    delays_s: Sequence[float],
+    deadline: float,
+    stop: list[int],
 ) -> tuple[bool, int, str | None]:
     error = None
+    attempt = 0
     for attempt in range(1, len(delays_s) + 2):
         try:
             send(incident, text)
             return True, attempt, None
         except DeliveryError as exc:
-            error = _scrub(str(exc))
+            error = scrub(str(exc))
+            if exc.permanent:
+                break
         except Exception as exc:  # a sink must never crash the pipeline
-            error = _scrub(f"{type(exc).__name__}: {exc}")
-        if attempt <= len(delays_s):
-            time.sleep(delays_s[attempt - 1])
-    return False, len(delays_s) + 1, error
-
-
-def previous_alerts(warehouse: str) -> list[dict[str, Any]]:
-    path = tables.table_path(warehouse, tables.ALERTS)
-    return tables.read(path).to_pylist() if tables.exists(path) else []
+            error = scrub(f"{type(exc).__name__}: {exc}")
+        if attempt > len(delays_s):
+            break
+        wait_until = time.monotonic() + delays_s[attempt - 1]
+        if wait_until > deadline:
+            break
+        while time.monotonic() < wait_until and not stop:
+            time.sleep(0.05)
+        if stop:
+            break
+    return False, attempt, error
 
 
 def send_alerts(
@@ -205,67 +155,104 @@ def send_alerts(
     *,
     sinks: Sequence[str] | None = None,
     stream: TextIO | None = None,
-    retry_delays_s: Sequence[float] = (1.0, 2.0, 4.0),
+    retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+    budget_s: float = BUDGET_S,
+    progress: Progress | None = None,
 ) -> AlertResult:
-    """Group anomalies into incidents and alert each sink once per incident."""
+    """Group anomalies into incidents and alert each sink once per incident (see module doc)."""
+    progress = progress or SilentProgress()
     names = list(sinks or settings.alert_sinks)
-    senders = {name: _sink(name, settings, stream or sys.stderr) for name in names}
+    senders = {name: sink(name, settings, stream or sys.stderr) for name in names}
     floor = SEVERITY_RANK.get(settings.min_severity)
     if floor is None:
         raise ConfigError(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
     by_id = {a["anomaly_id"]: a for a in anomalies}
-    history = previous_alerts(warehouse)
-    done = {(r["incident_id"], r["sink"]) for r in history if r["status"] in ("sent", "cooldown")}
-    last_sent: dict[tuple[str, str, str], datetime] = {}
-    for r in history:
-        if r["status"] == "sent":
-            key = (r["sink"], r["dimension"], r["segment"])
-            last_sent[key] = max(last_sent.get(key, r["incident_start"]), r["incident_start"])
+    incidents = [i for i in group_incidents(anomalies) if SEVERITY_RANK[i.severity] >= floor]
     result = AlertResult()
-    records = []
-    now = datetime.now(UTC)
-    cooldown = timedelta(hours=settings.cooldown_h)
-    for incident in group_incidents(anomalies):
-        if SEVERITY_RANK[incident.severity] < floor:
-            continue
-        text = message(incident, by_id)
-        for name, send in senders.items():
-            if (incident.incident_id, name) in done:
+    with AlertLog(warehouse, on_wait=progress.step) as journal, _sigterm_deferred() as stop:
+        history = journal.history()
+        done = {
+            (r["incident_id"], r["sink"]) for r in history if r["status"] in ("sent", "cooldown")
+        }
+        interrupted = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "sending"}
+        last_sent: dict[tuple[str, str, str], datetime] = {}
+        for r in history:
+            if r["status"] == "sent":
+                key = (r["sink"], r["dimension"], r["segment"])
+                last_sent[key] = max(last_sent.get(key, r["incident_start"]), r["incident_start"])
+        deadline = time.monotonic() + budget_s
+        failures_in_row = dict.fromkeys(names, 0)
+        cooldown = timedelta(hours=settings.cooldown_h)
+        todo = [(i, n) for i in incidents for n in names]
+        for number, (incident, name) in enumerate(todo, 1):
+            pair = (incident.incident_id, name)
+            if pair in done:
                 result.skipped += 1
                 continue
+            if stop or failures_in_row[name] >= GIVE_UP_AFTER or time.monotonic() > deadline:
+                result.pending += 1
+                continue
+            text = message(incident, by_id)
+
+            def record(status: str, attempts: int = 0, error: str | None = None) -> None:
+                journal.record(
+                    {
+                        "incident_id": incident.incident_id,  # noqa: B023 (used at once)
+                        "sink": name,  # noqa: B023
+                        "status": status,
+                        "attempts": attempts,
+                        "error": error,
+                        "severity": incident.severity,  # noqa: B023
+                        "dimension": incident.dimension,  # noqa: B023
+                        "segment": incident.segment,  # noqa: B023
+                        "incident_start": incident.start,  # noqa: B023
+                        "incident_end": incident.end,  # noqa: B023
+                        "message": text,  # noqa: B023
+                        "recorded_at": datetime.now(UTC),
+                    }
+                )
+
             key = (name, incident.dimension, incident.segment)
             recent = last_sent.get(key)
             if recent is not None and timedelta(0) < incident.start - recent < cooldown:
-                status, attempts, error = "cooldown", 0, None
+                record("cooldown")
                 result.cooldown += 1
-            else:
-                ok, attempts, error = _deliver(send, incident, text, retry_delays_s)
-                status = "sent" if ok else "failed"
-                if ok:
-                    result.sent += 1
-                    last_sent[key] = incident.start
-                else:
-                    result.failed += 1
-            records.append(
-                {
-                    "incident_id": incident.incident_id,
-                    "sink": name,
-                    "status": status,
-                    "attempts": attempts,
-                    "error": error,
-                    "severity": incident.severity,
-                    "dimension": incident.dimension,
-                    "segment": incident.segment,
-                    "incident_start": incident.start,
-                    "incident_end": incident.end,
-                    "message": text,
-                    "recorded_at": now,
-                }
+                continue
+            again = pair in interrupted
+            progress.step(
+                f"Alert {number}/{len(todo)} to {name}: {incident.dimension} incident at "
+                f"{incident.start:%Y-%m-%d %H:%M} UTC" + (" (resending, same key)" if again else "")
             )
-    if records:
-        tables.write(
-            tables.table_path(warehouse, tables.ALERTS),
-            pa.Table.from_pylist(records, schema=ALERT_SCHEMA),
-            replace=(),
+            record("sending")
+            checkpoint("alerts.before_send")
+            ok, attempts, error = _deliver(
+                senders[name], incident, text, retry_delays_s, deadline, stop
+            )
+            checkpoint("alerts.after_send")
+            record("sent" if ok else "failed", attempts, error)
+            checkpoint("alerts.recorded")
+            if ok:
+                result.sent += 1
+                result.resent += again
+                last_sent[key] = incident.start
+                failures_in_row[name] = 0
+                log.info("alert %s sent to %s (%d attempts)", incident.incident_id, name, attempts)
+            else:
+                result.failed += 1
+                failures_in_row[name] += 1
+                result.errors[name] = error or "failed"
+                log.warning("alert %s to %s failed: %s", incident.incident_id, name, error)
+        if result.pending and any(n >= GIVE_UP_AFTER for n in failures_in_row.values()):
+            for name, count in failures_in_row.items():
+                if count >= GIVE_UP_AFTER:
+                    result.errors[name] = (
+                        f"{result.errors.get(name)}; gave up after {count} failed deliveries in a row"
+                    )
+        if stop:
+            progress.step("Recording the alerts sent before SIGTERM")
+    if stop and not callable(signal.getsignal(signal.SIGTERM)):
+        raise AlertsInterrupted(
+            f"Stopped by SIGTERM after {result.sent} alerts were sent and recorded; "
+            f"{result.pending} were not sent. Run `funnelpulse detect --alert` again to send them"
         )
     return result

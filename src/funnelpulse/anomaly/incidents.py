@@ -53,6 +53,28 @@ def group_incidents(anomalies: list[dict[str, Any]]) -> list[Detected]:
     return sorted(incidents, key=lambda i: (i.start, i.dimension, i.segment))
 
 
+def incident_loss(run: list[dict[str, Any]], column: str) -> float:
+    """Lost purchases (or revenue) of an incident, counting every step and no purchase twice.
+
+    Each row's loss is spread over the hours of its window; per hour, the traffic loss (fewer
+    views) adds to the rate loss, and the rate loss is the larger of `conversion` and its two
+    sub-steps `view_to_cart` + `cart_to_purchase`, which measure the same missing purchases.
+    """
+    per: dict[tuple[datetime, str], float] = {}
+    for r in run:
+        hours = max(1, round((r["window_end"] - r["window_start"]) / timedelta(hours=1)))
+        share = float(r.get(column) or 0.0) / hours
+        for h in range(hours):
+            key = (r["window_start"] + timedelta(hours=h), r["step"])
+            per[key] = per.get(key, 0.0) + share
+    total = 0.0
+    for hour in {h for h, _ in per}:
+        whole = per.get((hour, "conversion"), 0.0)
+        parts = per.get((hour, "view_to_cart"), 0.0) + per.get((hour, "cart_to_purchase"), 0.0)
+        total += per.get((hour, "traffic"), 0.0) + max(whole, parts, key=abs)
+    return total
+
+
 def _incident(dimension: str, segment: str, run: list[dict[str, Any]]) -> Detected:
     worst = max(run, key=lambda r: abs(r["z"]))
     start = run[0]["window_start"]
@@ -66,12 +88,8 @@ def _incident(dimension: str, segment: str, run: list[dict[str, Any]]) -> Detect
         types=sorted({r["type"] for r in run}),
         severity=max((r["severity"] for r in run), key=lambda s: SEVERITY_RANK[s]),
         worst_z=float(worst["z"]),
-        lost_purchases=float(
-            sum(r["lost_purchases"] or 0.0 for r in run if r["step"] in ("conversion", "traffic"))
-        ),
-        lost_revenue=float(
-            sum(r["lost_revenue"] or 0.0 for r in run if r["step"] in ("conversion", "traffic"))
-        ),
+        lost_purchases=incident_loss(run, "lost_purchases"),
+        lost_revenue=incident_loss(run, "lost_revenue"),
         anomaly_ids=[r["anomaly_id"] for r in run],
     )
 
