@@ -141,6 +141,45 @@ def report(ctx: _Context, fmt: str, top: int) -> None:
 
 @cli.command()
 @click.option(
+    "--by",
+    type=click.Choice(["brand", "category", "price_band"]),
+    default=None,
+    help="One row per value, held constant through the funnel.",
+)
+@click.option("--since", default=None, help="First UTC entry date (YYYY-MM-DD).")
+@click.option("--until", default=None, help="Last UTC entry date (YYYY-MM-DD).")
+@click.option("--window", default="24h", show_default=True, help="Conversion window: 30m, 2h, 7d.")
+@click.option(
+    "--same-product", is_flag=True, help="Cart and purchase must be of the viewed product."
+)
+@click.option("--by-user", is_flag=True, help="Count users (user_id) instead of sessions.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text")
+@click.pass_obj
+def funnel(
+    ctx: _Context,
+    by: str | None,
+    since: str | None,
+    until: str | None,
+    window: str,
+    same_product: bool,
+    by_user: bool,
+    fmt: str,
+) -> None:
+    """Ordered funnel per session: viewed, then carted, then purchased within the window."""
+    from . import funnel as fn
+
+    spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
+    result = fn.query(ctx.pipeline(None).warehouse, spec, _date(since), _date(until))
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        click.echo(
+            fn.format_csv(result) if fmt == "csv" else fn.format_text(result), nl=fmt != "csv"
+        )
+
+
+@cli.command()
+@click.option(
     "--method",
     type=click.Choice(["seasonal", "reference"]),
     default=None,

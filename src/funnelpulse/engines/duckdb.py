@@ -77,6 +77,10 @@ class DuckDBEngine:
                 )
         finally:
             con.close()
+        # Session funnels follow sessions across chunk (date) edges, so they read the new silver.
+        from ..funnel import build_gold_duckdb
+
+        result.rows.update(build_gold_duckdb(warehouse, dates, progress))
         return result
 
     @staticmethod

@@ -234,6 +234,9 @@ class SparkEngine:
             progress.step(f"Building {model.name}")
             path = tables.table_path(warehouse, model.name)
             result.rows[model.name] = _write(spark, model, path, covered)
+        from ..funnel import build_gold_spark
+
+        result.rows.update(build_gold_spark(spark, warehouse, dates, progress))
         return result
 
 

@@ -1,0 +1,420 @@
+"""Ordered session funnels (view -> cart -> purchase within a conversion window), per actor.
+
+The event-count tables answer "how many carts per view"; this answers "how many sessions that
+viewed went on to cart, then buy, in order". One SQL template (models/session_funnel.sql) serves
+the `funnel` command (any window, breakdown or unit, computed from silver at query time) and the
+gold_session_funnel_daily* tables (24 h window, per session), on DuckDB and on Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from importlib import resources
+from typing import Any
+
+import pyarrow as pa
+
+from . import tables
+from .console import Progress
+from .errors import ConfigError, WarehouseError
+
+DAY_SECONDS = 86_400
+DEFAULT_WINDOW = DAY_SECONDS
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": DAY_SECONDS}
+
+# Breakdown name -> (silver column held constant, output column name).
+BREAKDOWNS: dict[str, tuple[str, str]] = {
+    "brand": ("brand_norm", "brand"),
+    "category": ("category_root", "category_root"),
+    "price_band": ("price_band", "price_band"),
+}
+
+GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
+# Gold table name -> breakdown (None: the whole shop).
+GOLD_FUNNELS: dict[str, str | None] = {
+    GOLD_SESSION_FUNNEL: None,
+    f"{GOLD_SESSION_FUNNEL}_brand": "brand",
+    f"{GOLD_SESSION_FUNNEL}_category": "category",
+    f"{GOLD_SESSION_FUNNEL}_price_band": "price_band",
+}
+GOLD_PARTITION = "date"
+
+MEASURES = (
+    "sessions",
+    "carted",
+    "purchased",
+    "view_to_cart_rate",
+    "cart_to_purchase_rate",
+    "conversion_rate",
+    "cart_abandonment_rate",
+    "median_seconds_to_cart",
+    "p90_seconds_to_cart",
+    "median_seconds_cart_to_purchase",
+    "p90_seconds_cart_to_purchase",
+    "revenue",
+)
+
+
+def parse_window(text: str) -> int:
+    """`30m`, `2h`, `7d`, `90s` -> seconds (a typo must not silently become a different window)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text or "")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if seconds <= 0:
+        raise ConfigError(
+            f"--window {text!r} is not a duration. Use a positive number with a unit: "
+            "s, m, h or d (e.g. 30m, 2h, 7d)"
+        )
+    return seconds
+
+
+def format_window(seconds: int) -> str:
+    for unit, size in (("d", DAY_SECONDS), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0 and not (unit == "d" and seconds < 2 * DAY_SECONDS):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class FunnelSpec:
+    """Which funnel: conversion window, breakdown held constant, product held constant, unit."""
+
+    window_seconds: int = DEFAULT_WINDOW
+    by: str | None = None
+    same_product: bool = False
+    by_user: bool = False
+
+    def __post_init__(self) -> None:
+        if self.by is not None and self.by not in BREAKDOWNS:
+            raise ConfigError(f"Unknown breakdown {self.by!r}. Use brand, category or price_band")
+        if self.window_seconds <= 0:
+            raise ConfigError("The conversion window must be positive. Use e.g. 30m, 2h or 7d")
+
+    @property
+    def unit_name(self) -> str:
+        return "user" if self.by_user else "session"
+
+    @property
+    def key_column(self) -> str | None:
+        return BREAKDOWNS[self.by][1] if self.by else None
+
+    @property
+    def window_days(self) -> int:
+        """Whole days after an entry date on which its later steps can fall."""
+        return -(-self.window_seconds // DAY_SECONDS)
+
+
+def _day(value: date) -> str:
+    return f"DATE '{value.isoformat()}'"
+
+
+def _between(column: str, low: date | None, high: date | None) -> str:
+    parts = [f"{column} >= {_day(low)}" if low else "", f"{column} <= {_day(high)}" if high else ""]
+    return " AND ".join(p for p in parts if p) or "TRUE"
+
+
+def render(
+    spec: FunnelSpec,
+    since: date | None = None,
+    until: date | None = None,
+    grain: str = "total",
+) -> str:
+    """The funnel SQL (DuckDB dialect) for entries on UTC dates since..until, one row per
+    grain ('total', 'date' or 'hour') and breakdown value."""
+    template = resources.files("funnelpulse.models").joinpath("session_funnel.sql").read_text()
+    unit = "user_id" if spec.by_user else "user_session"
+    held = BREAKDOWNS[spec.by][0] if spec.by else "CAST(NULL AS VARCHAR)"
+    grains = {
+        "total": ("CAST(NULL AS DATE)", "CAST(NULL AS DATE)", ""),
+        "date": ("CAST(entry_time AS DATE)", "event_date", "grain AS date, "),
+        "hour": (
+            "DATE_TRUNC('hour', entry_time)",
+            "DATE_TRUNC('hour', event_time)",
+            "grain AS hour, ",
+        ),
+    }
+    if grain not in grains:
+        raise ConfigError(f"Unknown funnel grain {grain!r}. Use total, date or hour")
+    actor_grain, event_grain, output = grains[grain]
+    if spec.key_column:
+        output += f"held AS {spec.key_column}, "
+    step_high = until + timedelta(days=spec.window_days) if until else None
+    # With a start date, only units that viewed in the range need their first view looked up.
+    recent = (
+        f"AND unit IN (SELECT unit FROM events WHERE event_type = 'view' AND "
+        f"{_between('event_date', since, until)})"
+        if since
+        else ""
+    )
+    values = {
+        "unit": unit,
+        "held": held,
+        "product": "product_id" if spec.same_product else "CAST(0 AS BIGINT)",
+        "window_seconds": str(int(spec.window_seconds)),
+        "view_dates": _between("event_date", None, until),
+        "step_dates": _between("event_date", since, step_high),
+        "entry_dates": _between("CAST(entry_time AS DATE)", since, until),
+        "entry_event_dates": _between("event_date", since, until),
+        "recent_units": recent,
+        "actor_grain": actor_grain,
+        "event_grain": event_grain,
+        "grain_label": grain,
+        "output_columns": output,
+        "missing_column": f"events_without_{spec.unit_name}",
+    }
+    return template.format(**values)
+
+
+def spark_sql(sql: str) -> str:
+    """The funnel SQL in Spark's dialect; quantiles become Spark's exact `percentile`
+    (the same linear interpolation as DuckDB's quantile_cont)."""
+    import sqlglot
+    from sqlglot import exp
+
+    def exact_percentile(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.PercentileCont | exp.Quantile):
+            return exp.Anonymous(this="percentile", expressions=[node.this, node.expression])
+        return node
+
+    tree = sqlglot.parse_one(sql, read="duckdb").transform(exact_percentile)
+    return tree.sql(dialect="spark")
+
+
+@dataclass
+class FunnelResult:
+    """The funnel as plain rows, with what it was asked for."""
+
+    spec: FunnelSpec
+    since: date | None
+    until: date | None
+    rows: list[dict[str, Any]]
+
+    @property
+    def events_without_unit(self) -> int:
+        return sum(r[f"events_without_{self.spec.unit_name}"] for r in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.spec.unit_name,
+            "window": format_window(self.spec.window_seconds),
+            "by": self.spec.by,
+            "same_product": self.spec.same_product,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            f"events_without_{self.spec.unit_name}": self.events_without_unit,
+            "rows": self.rows,
+        }
+
+
+def silver_dataset(warehouse: str) -> Any:
+    path = tables.table_path(warehouse, tables.SILVER)
+    if not tables.exists(path):
+        raise WarehouseError(
+            f"No silver_events table in {warehouse}. Run `funnelpulse build` first"
+        )
+    return tables.dataset(path)
+
+
+def query(
+    warehouse: str,
+    spec: FunnelSpec,
+    since: date | None = None,
+    until: date | None = None,
+    grain: str = "total",
+) -> FunnelResult:
+    """Compute the funnel from silver now (DuckDB), so any window or breakdown needs no rebuild."""
+    from .engines.duckdb_conn import connect
+
+    if since and until and since > until:
+        raise ConfigError(f"--since {since} is after --until {until}. Swap them")
+    con = connect()
+    try:
+        con.register("silver_events", silver_dataset(warehouse))
+        table = con.sql(render(spec, since, until, grain)).to_arrow_table()
+    finally:
+        con.close()
+    order = [c for c in ("date", "hour") if c in table.column_names]
+    rows = table.to_pylist()
+    rows.sort(key=lambda r: (*[r[c] for c in order], -r["sessions"], str(r.get(spec.key_column))))
+    return FunnelResult(spec, since, until, rows)
+
+
+def rebuild_range(dates: Any, present: list[date]) -> tuple[date, date] | None:
+    """Entry dates a silver rebuild of `dates` can change: one window either side (a session is
+    counted on its entry date, its cart may fall on the next day). None: nothing to build."""
+    if not present:
+        return None
+    pad = timedelta(days=FunnelSpec().window_days)
+    low = dates.since - pad if dates.since else min(present)
+    high = dates.until + pad if dates.until else max(present)
+    return low, high
+
+
+def gold_sql(by: str | None, low: date | None, high: date | None) -> str:
+    """The SQL of one gold_session_funnel_daily* table for entry dates low..high."""
+    return render(FunnelSpec(by=by), low, high, grain="date")
+
+
+def _silver_dates(warehouse: str) -> list[date]:
+    from .engines.base import DateRange, rows_per_date
+
+    return sorted(rows_per_date(silver_dataset(warehouse), DateRange()))
+
+
+def _plan(warehouse: str, dates: Any) -> tuple[date | None, date | None, frozenset[str] | None]:
+    """SQL date bounds and the partitions to replace (None: replace the whole table)."""
+    span = rebuild_range(dates, _silver_dates(warehouse))
+    if dates.is_all or span is None:
+        return None, None, None
+    low, high = span
+    days = frozenset((low + timedelta(d)).isoformat() for d in range((high - low).days + 1))
+    return low, high, days
+
+
+def build_gold_duckdb(warehouse: str, dates: Any, progress: Progress) -> dict[str, int]:
+    """Write the four gold_session_funnel_daily* tables from silver with DuckDB."""
+    from .engines.duckdb_conn import connect
+
+    low, high, replace = _plan(warehouse, dates)
+    written: dict[str, int] = {}
+    con = connect()
+    try:
+        con.register("silver_events", silver_dataset(warehouse))
+        for name, by in GOLD_FUNNELS.items():
+            progress.step(f"Building {name}")
+            data = con.sql(gold_sql(by, low, high)).to_arrow_table()
+            written[name] = tables.write(
+                tables.table_path(warehouse, name),
+                data,
+                partition_by=[GOLD_PARTITION],
+                replace=None if replace is None else tables.Partitions(GOLD_PARTITION, replace),
+            )
+    finally:
+        con.close()
+    return written
+
+
+def build_gold_spark(spark: Any, warehouse: str, dates: Any, progress: Progress) -> dict[str, int]:
+    """Write the same four tables from the same SQL, run by Spark."""
+    from .engines.spark import read_table, write_delta
+
+    low, high, replace = _plan(warehouse, dates)
+    read_table(spark, tables.table_path(warehouse, tables.SILVER)).createOrReplaceTempView(
+        "silver_events"
+    )
+    written: dict[str, int] = {}
+    for name, by in GOLD_FUNNELS.items():
+        progress.step(f"Building {name}")
+        frame = spark.sql(spark_sql(gold_sql(by, low, high)))
+        written[name] = write_delta(
+            frame,
+            tables.table_path(warehouse, name),
+            GOLD_PARTITION,
+            None if replace is None else tables.Partitions(GOLD_PARTITION, replace),
+        )
+    return written
+
+
+def read_gold(warehouse: str, name: str = GOLD_SESSION_FUNNEL) -> pa.Table:
+    path = tables.table_path(warehouse, name)
+    if not tables.exists(path):
+        raise WarehouseError(
+            f"Table {name} not found in {warehouse}. Run `funnelpulse build` first"
+        )
+    return tables.read(path)
+
+
+def _duration(seconds: float | None) -> str:
+    """1h 05m, 3m 20s, 45s: times to convert a person can read."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3_600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < DAY_SECONDS:
+        return f"{s // 3_600}h {s % 3_600 // 60:02d}m"
+    return f"{s // DAY_SECONDS}d {s % DAY_SECONDS // 3_600:02d}h"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def format_text(result: FunnelResult) -> str:
+    """The funnel as a table a person can read."""
+    spec = result.spec
+    unit = f"{spec.unit_name}s"
+    held = [spec.by or "", "product" if spec.same_product else ""]
+    span = f"{result.since or 'first'}..{result.until or 'last'}"
+    lines = [
+        f"Ordered funnel view -> cart -> purchase, {unit} by entry date {span}, "
+        f"window {format_window(spec.window_seconds)}"
+        + (f", held constant: {' and '.join(h for h in held if h)}" if any(held) else "")
+    ]
+    if not spec.by:
+        row = result.rows[0] if result.rows else {m: None for m in MEASURES}
+        entered = row["sessions"] or 0
+        lines += [
+            f"  {'step':<10}{unit:>12}{'of previous':>13}{'of entered':>12}{'dropped':>10}",
+            f"  {'viewed':<10}{entered:>12,}",
+        ]
+        previous = entered
+        for step in ("carted", "purchased"):
+            count = row[step] or 0
+            lines.append(
+                f"  {step:<10}{count:>12,}{_pct(count / previous if previous else None):>13}"
+                f"{_pct(count / entered if entered else None):>12}{previous - count:>10,}"
+            )
+            previous = count
+        lines += [
+            f"  cart abandonment {_pct(row['cart_abandonment_rate'])}; revenue of completed "
+            f"funnels {row['revenue'] or 0:,.2f}",
+            f"  time view -> cart: median {_duration(row['median_seconds_to_cart'])}, "
+            f"p90 {_duration(row['p90_seconds_to_cart'])}; cart -> purchase: median "
+            f"{_duration(row['median_seconds_cart_to_purchase'])}, "
+            f"p90 {_duration(row['p90_seconds_cart_to_purchase'])}",
+        ]
+    else:
+        key = spec.key_column or ""
+        header = (
+            f"  {key:<22}{unit:>10}{'carted':>9}{'bought':>8}{'->cart':>8}{'->buy':>8}"
+            f"{'conv':>7}{'aband':>7}{'to cart':>9}{'to buy':>9}{'revenue':>13}"
+        )
+        lines.append(header)
+        for r in result.rows:
+            name = "(unknown)" if r[key] is None else str(r[key])
+            lines.append(
+                f"  {name[:21]:<22}{r['sessions']:>10,}{r['carted']:>9,}{r['purchased']:>8,}"
+                f"{_pct(r['view_to_cart_rate']):>8}{_pct(r['cart_to_purchase_rate']):>8}"
+                f"{_pct(r['conversion_rate']):>7}{_pct(r['cart_abandonment_rate']):>7}"
+                f"{_duration(r['median_seconds_to_cart']):>9}"
+                f"{_duration(r['median_seconds_cart_to_purchase']):>9}{r['revenue']:>13,.2f}"
+            )
+        lines.append(
+            f"  ({unit} are counted once per {spec.by}"
+            + (" and product" if spec.same_product else "")
+            + " they viewed; times are medians)"
+        )
+    if spec.same_product and not spec.by:
+        lines.append(f"  ({unit} are counted once per product they viewed)")
+    missing = result.events_without_unit
+    lines.append(
+        f"  {missing:,} events had no {'user' if spec.by_user else 'session'} id and are not "
+        "counted in the funnel"
+    )
+    return "\n".join(lines)
+
+
+def format_csv(result: FunnelResult) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    if result.rows:
+        writer = csv.DictWriter(out, fieldnames=list(result.rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(result.rows)
+    return out.getvalue()

@@ -1,0 +1,123 @@
+-- session_funnel: ordered view -> cart -> purchase funnel per actor, within a conversion window.
+-- One definition for the `funnel` command and the gold_session_funnel_* tables, on both engines.
+-- An actor is (unit, held, product): unit is user_session (or user_id); held is the breakdown
+-- value held constant (brand, category root, price band, or one constant); product is product_id
+-- with --same-product, else one constant. Entry: the actor's first view ever (views are read up to
+-- the last entry date). Cart: its first cart at or after the entry and at most {window_seconds} s
+-- after it. Purchase: its first purchase at or after that cart and at most {window_seconds} s after
+-- the entry. Revenue: every purchase of the actor in that same span. Counted at the entry's UTC
+-- {grain_label}. Placeholders in braces are filled by funnelpulse.funnel (numbers and fixed
+-- column expressions only, never user text).
+WITH events AS (
+    SELECT
+        {unit} AS unit,
+        {held} AS held,
+        {product} AS product,
+        event_type, event_time, price, event_date
+    FROM silver_events
+    WHERE {unit} IS NOT NULL AND ({view_dates} OR {step_dates})
+),
+entries AS (
+    SELECT unit, held, product, MIN(event_time) AS entry_time
+    FROM events
+    WHERE event_type = 'view' AND {view_dates} {recent_units}
+    GROUP BY unit, held, product
+),
+entered AS (
+    SELECT * FROM entries WHERE {entry_dates}
+),
+steps AS (
+    SELECT unit, held, product, event_type, event_time, price
+    FROM events
+    WHERE event_type IN ('cart', 'purchase') AND {step_dates}
+),
+carted AS (
+    SELECT e.unit, e.held, e.product, MIN(s.event_time) AS cart_time
+    FROM entered AS e
+    JOIN steps AS s
+        ON s.unit = e.unit AND s.held IS NOT DISTINCT FROM e.held AND s.product = e.product
+    WHERE s.event_type = 'cart' AND s.event_time >= e.entry_time
+        AND s.event_time <= e.entry_time + INTERVAL {window_seconds} SECOND
+    GROUP BY e.unit, e.held, e.product
+),
+purchased AS (
+    SELECT
+        c.unit, c.held, c.product,
+        MIN(s.event_time) AS purchase_time,
+        SUM(s.price) AS revenue
+    FROM carted AS c
+    JOIN entered AS e
+        ON e.unit = c.unit AND e.held IS NOT DISTINCT FROM c.held AND e.product = c.product
+    JOIN steps AS s
+        ON s.unit = c.unit AND s.held IS NOT DISTINCT FROM c.held AND s.product = c.product
+    WHERE s.event_type = 'purchase' AND s.event_time >= c.cart_time
+        AND s.event_time <= e.entry_time + INTERVAL {window_seconds} SECOND
+    GROUP BY c.unit, c.held, c.product
+),
+actors AS (
+    SELECT
+        e.held, e.entry_time, c.cart_time, p.purchase_time, p.revenue,
+        DATE_DIFF('microsecond', e.entry_time, c.cart_time) / 1000000.0 AS seconds_to_cart,
+        DATE_DIFF('microsecond', c.cart_time, p.purchase_time) / 1000000.0 AS seconds_to_purchase
+    FROM entered AS e
+    LEFT JOIN carted AS c
+        ON c.unit = e.unit AND c.held IS NOT DISTINCT FROM e.held AND c.product = e.product
+    LEFT JOIN purchased AS p
+        ON p.unit = e.unit AND p.held IS NOT DISTINCT FROM e.held AND p.product = e.product
+),
+funnel AS (
+    SELECT
+        {actor_grain} AS grain, held,
+        CAST(COUNT(*) AS BIGINT) AS sessions,
+        CAST(COUNT(cart_time) AS BIGINT) AS carted,
+        CAST(COUNT(purchase_time) AS BIGINT) AS purchased,
+        QUANTILE_CONT(seconds_to_cart, 0.5) AS median_seconds_to_cart,
+        QUANTILE_CONT(seconds_to_cart, 0.9) AS p90_seconds_to_cart,
+        QUANTILE_CONT(seconds_to_purchase, 0.5) AS median_seconds_cart_to_purchase,
+        QUANTILE_CONT(seconds_to_purchase, 0.9) AS p90_seconds_cart_to_purchase,
+        CAST(COALESCE(SUM(revenue), 0.0) AS DOUBLE) AS revenue,
+        CAST(0 AS BIGINT) AS events_without_unit
+    FROM actors
+    GROUP BY {actor_grain}, held
+),
+unitless AS (
+    SELECT
+        {event_grain} AS grain, {held} AS held,
+        CAST(0 AS BIGINT) AS sessions, CAST(0 AS BIGINT) AS carted,
+        CAST(0 AS BIGINT) AS purchased,
+        CAST(NULL AS DOUBLE) AS median_seconds_to_cart,
+        CAST(NULL AS DOUBLE) AS p90_seconds_to_cart,
+        CAST(NULL AS DOUBLE) AS median_seconds_cart_to_purchase,
+        CAST(NULL AS DOUBLE) AS p90_seconds_cart_to_purchase,
+        CAST(0.0 AS DOUBLE) AS revenue,
+        CAST(COUNT(*) AS BIGINT) AS events_without_unit
+    FROM silver_events
+    WHERE {unit} IS NULL AND {entry_event_dates}
+    GROUP BY {event_grain}, {held}
+),
+combined AS (
+    SELECT
+        grain, held,
+        CAST(SUM(sessions) AS BIGINT) AS sessions,
+        CAST(SUM(carted) AS BIGINT) AS carted,
+        CAST(SUM(purchased) AS BIGINT) AS purchased,
+        MAX(median_seconds_to_cart) AS median_seconds_to_cart,
+        MAX(p90_seconds_to_cart) AS p90_seconds_to_cart,
+        MAX(median_seconds_cart_to_purchase) AS median_seconds_cart_to_purchase,
+        MAX(p90_seconds_cart_to_purchase) AS p90_seconds_cart_to_purchase,
+        CAST(SUM(revenue) AS DOUBLE) AS revenue,
+        CAST(SUM(events_without_unit) AS BIGINT) AS events_without_unit
+    FROM (SELECT * FROM funnel UNION ALL SELECT * FROM unitless) AS both_parts
+    GROUP BY grain, held
+)
+SELECT
+    {output_columns}
+    sessions, carted, purchased,
+    carted / NULLIF(sessions, 0) AS view_to_cart_rate,
+    purchased / NULLIF(carted, 0) AS cart_to_purchase_rate,
+    purchased / NULLIF(sessions, 0) AS conversion_rate,
+    (carted - purchased) / NULLIF(carted, 0) AS cart_abandonment_rate,
+    median_seconds_to_cart, p90_seconds_to_cart,
+    median_seconds_cart_to_purchase, p90_seconds_cart_to_purchase,
+    revenue, events_without_unit AS {missing_column}
+FROM combined
