@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,64 +24,20 @@ import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
-from ..engines.base import GOLD_MODELS
 from ..engines.spark import spark_session
 from ..errors import FunnelPulseError
 from ..ingest import QUARANTINE_SCHEMA, RAW_COLUMNS
 from .kafka_url import parse_kafka
-
-log = logging.getLogger(__name__)
-
-APP_ID = "funnelpulse-stream"
-STREAM_SCHEMA = pa.schema(
-    [
-        ("brand", pa.string()),
-        ("views", pa.int64()),
-        ("carts", pa.int64()),
-        ("purchases", pa.int64()),
-        ("revenue", pa.float64()),
-        ("window_start", pa.timestamp("us", "UTC")),
-        ("window_end", pa.timestamp("us", "UTC")),
-        ("view_to_cart_rate", pa.float64()),
-        ("cart_to_purchase_rate", pa.float64()),
-        ("conversion_rate", pa.float64()),
-        ("window_date", pa.date32()),
-        ("is_final", pa.bool_()),
-        ("last_event_at", pa.timestamp("us", "UTC")),
-        ("updated_at", pa.timestamp("us", "UTC")),
-    ]
+from .windows import (
+    APP_ID,
+    NOT_AN_EVENT,
+    STREAM_SCHEMA,
+    WINDOW_MATCH,
+    StreamResult,
+    metric_expressions,
 )
 
-# Why a message is not an event at all; every other reason comes from the ingest step's rules.
-NOT_AN_EVENT = "not a JSON object with the raw columns"
-
-
-def metric_expressions() -> dict[str, str]:
-    """The aggregate expressions of the batch hourly-brand model, in Spark SQL: one definition."""
-    import sqlglot
-    from sqlglot import exp
-
-    model = next(m for m in GOLD_MODELS if m.name == tables.GOLD_HOURLY_BRAND)
-    tree = sqlglot.parse_one(model.sql, read="duckdb")
-    inner = next(s for s in tree.find_all(exp.Select) if s is not tree)
-    return {
-        e.alias: e.this.sql(dialect="spark")
-        for e in inner.expressions
-        if isinstance(e, exp.Alias) and e.alias in ("views", "carts", "purchases", "revenue")
-    }
-
-
-@dataclass
-class StreamResult:
-    batches: int = 0
-    input_rows: int = 0
-    late_rows_dropped: int = 0
-    quarantined: int = 0
-    windows: int = 0
-    alerts_sent: int = 0
-    alerts_failed: int = 0
-    seconds: float = 0.0
-    log: list[str] = field(default_factory=list)
+log = logging.getLogger(__name__)
 
 
 def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
@@ -103,6 +58,7 @@ def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
             .option("topic", address.topic)
             .option("maxOffsetsPerTrigger", options.get("max_rows", "500000"))
             .option("brokerTimeoutSeconds", options.get("broker_timeout_s", "60"))
+            .option("kafkaOptions", options.get("kafka_options", "{}"))
             .load()
         )
         parsed = F.from_json(F.col("value"), raw_schema, {"mode": "PERMISSIVE"})
@@ -262,7 +218,7 @@ class _Sink:
             (
                 table.merge(
                     data,
-                    predicate="t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand",
+                    predicate=WINDOW_MATCH,
                     source_alias="s",
                     target_alias="t",
                     commit_properties=commit,
@@ -295,7 +251,7 @@ class _Sink:
                 DeltaTable(self.live)
                 .merge(
                     ripe.select(["brand", "window_start"]),
-                    predicate="t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand",
+                    predicate=WINDOW_MATCH,
                     source_alias="s",
                     target_alias="t",
                 )
@@ -351,13 +307,19 @@ def run_stream(
     options: dict[str, str] | None = None,
     on_batch: Any = None,
     alert_sinks: list[str] | None = None,
+    kafka_options: dict[str, str] | None = None,
 ) -> StreamResult:
     """Run until Ctrl-C/SIGTERM, or until no new input arrived for `until_idle_s` seconds.
 
-    With `alert_sinks`, newly final windows are scored and incidents alerted to those sinks."""
+    With `alert_sinks`, newly final windows are scored and incidents alerted to those sinks;
+    `kafka_options` are the user's librdkafka options (secrets stay in the environment)."""
+    import json
+
     from pyspark.sql import functions as F
 
-    options = options or {}
+    from .kafka_client import file_options
+
+    options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
     checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
     spark = spark_session(
         settings.spark_master, settings.shuffle_partitions, app="funnelpulse-stream"

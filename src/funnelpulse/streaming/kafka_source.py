@@ -7,11 +7,14 @@ is one Spark input partition, read as Arrow record batches.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+
+from .kafka_client import client_options
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,13 @@ class KafkaDataSource(DataSource):
 
 
 def _config(options: dict[str, str]) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": options["bootstrap"],
-        "group.id": "funnelpulse-stream",  # required by the client; offsets are never committed to it
-        "enable.auto.commit": False,
-        "session.timeout.ms": 6000,
-        "max.poll.interval.ms": 10000,
-        "fetch.max.bytes": 52428800,
-        "socket.timeout.ms": 10000,
-    }
+    """The consumer settings: the user's options (secrets from this process's environment)."""
+    import json
+
+    from .kafka_client import client_options, consumer_config
+
+    user = client_options(json.loads(options.get("kafkaOptions", "{}")))
+    return consumer_config(options["bootstrap"], user)
 
 
 class KafkaStreamReader(DataSourceStreamReader):
@@ -62,27 +63,23 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._last_end: dict[str, int] | None = None
 
     def _watermarks(self) -> dict[str, tuple[int, int]]:
-        """Low and high offsets per partition, retrying while the broker is unreachable."""
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        """First and true end offsets per partition, retrying while the broker is unreachable
+        (the end is read to the end of each partition: the bundled broker misreports it)."""
+        from confluent_kafka import KafkaException
+
+        from ..errors import FunnelPulseError
+        from .kafka_client import true_ends
 
         deadline = time.time() + self.timeout_s
         delay = 0.5
         while True:
             try:
-                if self._consumer is None:
-                    self._consumer = Consumer(_config(self.options))
-                meta = self._consumer.list_topics(self.topic, timeout=5)
-                topic = meta.topics.get(self.topic)
-                if topic is None or topic.error is not None or not topic.partitions:
-                    raise KafkaException(f"topic {self.topic} not found")
-                out = {}
-                for p in sorted(topic.partitions):
-                    low, high = self._consumer.get_watermark_offsets(
-                        TopicPartition(self.topic, p), timeout=5
-                    )
-                    out[str(p)] = (low, high)
-                return out
-            except KafkaException as exc:
+                user = json.loads(self.options.get("kafkaOptions", "{}"))
+                ends = true_ends(
+                    self.options["bootstrap"], self.topic, client_options(user), timeout_s=5
+                )
+                return {str(p): marks for p, marks in sorted(ends.items())}
+            except (KafkaException, FunnelPulseError) as exc:
                 if time.time() > deadline:
                     raise RuntimeError(
                         f"Kafka broker {self.options['bootstrap']} unreachable for {self.timeout_s:.0f} s ({exc})"

@@ -1,0 +1,433 @@
+"""`funnelpulse stream` on the embedded engine: micro-batches judged and counted by DuckDB with
+the batch pipeline's own SQL, windows MERGEd into the live Delta table, exactly once.
+
+Each batch is planned (its input recorded in the state file), its bad rows committed to
+quarantine, its event keys recorded in the state, and then one MERGE commits the changed and the
+newly final windows together with the batch number (a Delta transaction version) and the source
+position (Kafka offsets or files read) in the commit's metadata. A restart reads that commit,
+rolls the state back to it and retries the next batch from its plan: whatever moment a kill -9
+hits, the tables end as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .. import tables
+from ..config import Settings
+from ..engines.duckdb_conn import connect
+from ..errors import FunnelPulseError
+from ..faults import checkpoint
+from ..ingest import QUARANTINE_SCHEMA
+from .maintenance import LIVE_TABLE_CONFIG, Maintenance
+from .sources import Batch, FileSource, KafkaSource
+from .state import StreamState
+from .windows import STREAM_SCHEMA, WINDOW_MATCH, StreamResult, metric_expressions, silver_sql
+
+log = logging.getLogger(__name__)
+
+APP_ID = "funnelpulse-embedded"  # Delta transaction app ids: {APP_ID}-windows, -quarantine
+META_KEY = "funnelpulse.stream"
+SPARK_APP_ID = "funnelpulse-stream-windows"
+_BRONZE_VIEW = """CREATE OR REPLACE TEMP VIEW bronze_events AS SELECT event_time, event_type,
+    product_id, category_id, category_code, brand, price, user_id, user_session, event_date,
+    source AS source_file, ordinal AS source_row FROM typed_in"""
+
+
+def committed(live: str) -> tuple[int, dict[str, Any]]:
+    """The last batch committed to the live table and its metadata (-1, {} for none)."""
+    from deltalake import DeltaTable
+
+    if not tables.is_delta(live):
+        return -1, {}
+    table = DeltaTable(live)
+    batch = table.transaction_version(f"{APP_ID}-windows")
+    if batch is None:
+        if table.transaction_version(SPARK_APP_ID) is not None:
+            raise FunnelPulseError(
+                f"{tables.GOLD_STREAM} was written by the Spark engine. Run the stream with "
+                "--engine spark, or delete the table to start it over on the embedded engine"
+            )
+        return -1, {}
+    for entry in table.history(200):
+        meta = entry.get(META_KEY)
+        if meta:
+            found = json.loads(meta)
+            if found.get("batch") == batch:
+                return batch, found
+    raise FunnelPulseError(
+        f"{tables.GOLD_STREAM}: the position of batch {batch} is missing from its history. "
+        "Delete the table and its checkpoint folder to start the stream over"
+    )
+
+
+class EmbeddedStream:
+    """One run of the embedded engine over one source into one warehouse."""
+
+    def __init__(
+        self,
+        warehouse: str,
+        settings: Settings,
+        source_url: str,
+        checkpoint_dir: str,
+        kafka_options: dict[str, str],
+        broker_timeout_s: float,
+        alert_sinks: list[str] | None,
+    ) -> None:
+        self.warehouse = warehouse
+        self.settings = settings
+        self.live = tables.table_path(warehouse, tables.GOLD_STREAM)
+        self.quarantine = tables.table_path(warehouse, tables.QUARANTINE)
+        self.watermark = timedelta(seconds=settings.watermark_s)
+        self.alert_sinks = alert_sinks
+        self.con = connect()
+        self.state = StreamState(self.con, str(Path(checkpoint_dir, "state.duckdb")))
+        self.batch, meta = committed(self.live)
+        self.state.rollback(self.batch)
+        # Event-time watermark (naive UTC): events before it are late, windows ending by it are
+        # final. It follows the slowest partition that is not caught up, so one partition read
+        # ahead of another makes nothing late; it never moves back.
+        mark = meta.get("watermark")
+        self.wm: datetime | None = datetime.fromisoformat(mark) if mark else None
+        self.part_max = {
+            k: datetime.fromisoformat(v) for k, v in meta.get("partition_max", {}).items()
+        }
+        self._load_open_windows()
+        self.metrics = metric_expressions("duckdb")
+        self.maintenance = Maintenance([self.live])
+        self.result = StreamResult()
+        self.alerts_checked = False
+        if source_url.startswith("kafka://"):
+            offsets = (
+                meta.get("plan", {}).get("offsets") if meta.get("source") == source_url else None
+            )
+            self.source: KafkaSource | FileSource = KafkaSource(
+                source_url, kafka_options, offsets, broker_timeout_s
+            )
+        elif source_url.startswith("files://"):
+            self.source = FileSource(source_url, self.state.files_done())
+        else:
+            raise FunnelPulseError(
+                f"Unknown source {source_url!r}. Use kafka://HOST:PORT/TOPIC or files://DIR"
+            )
+
+    def _load_open_windows(self) -> None:
+        """The windows not yet final, as the live table holds them: the running totals."""
+        empty = STREAM_SCHEMA.empty_table()
+        current = tables.read(self.live) if tables.is_delta(self.live) else empty
+        self.con.register("current_live", current)
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE open_w AS SELECT brand, window_start::TIMESTAMP AS "
+            "window_start, views, carts, purchases, revenue, last_event_at::TIMESTAMP AS "
+            "last_event_at FROM current_live WHERE NOT is_final"
+        ).fetchall()
+        self.con.unregister("current_live")
+
+    def step(self, max_rows: int, max_wait_s: float) -> Batch | None:
+        """Read, judge and commit one micro-batch; None when no input arrived."""
+        number = self.batch + 1
+        plan = self.state.plan(number, self.source.name)
+        clock = time.perf_counter()
+        batch = self.source.read(self.con, max_rows, max_wait_s, plan)
+        if batch.messages == 0 and plan is None:
+            return None
+        read_s = time.perf_counter() - clock
+        if plan is None:
+            self.state.save_plan(number, self.source.name, batch.plan)
+        checkpoint("stream.planned")
+        quarantined = self._quarantine(number, batch)
+        checkpoint("stream.quarantine_committed")
+        merged, ripe, late, dups = self._count(number, batch)
+        checkpoint("stream.state_recorded")
+        self._commit(number, merged, batch)
+        checkpoint("stream.live_committed")
+        self.batch = number
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE open_w AS SELECT brand, window_start, views, carts, "
+            "purchases, revenue, last_event_at FROM next_open"
+        ).fetchall()
+        r = self.result
+        r.batches += 1
+        r.input_rows += batch.messages
+        r.late_rows_dropped += late
+        r.duplicates_dropped += dups
+        r.quarantined += quarantined
+        took_s = time.perf_counter() - clock
+        line = (
+            f"batch {number}: {batch.messages:,} events ({late:,} late, {dups:,} repeats, "
+            f"{quarantined:,} quarantined), {merged.num_rows:,} windows merged, {ripe:,} final; "
+            f"read {read_s:.2f} s, total {took_s:.2f} s"
+        )
+        log.info(line)
+        r.log.append(line)
+        if self.batch % 50 == 0 and self.wm is not None:
+            self.state.prune(self.wm)
+        self.maintenance.after_batch(self.batch)
+        if self.alert_sinks and (ripe or not self.alerts_checked):
+            self._alert()
+        return batch
+
+    def _quarantine(self, number: int, batch: Batch) -> int:
+        """Append the batch's bad rows (once: a retried batch finds its version committed)."""
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+        rows = batch.bad.num_rows
+        app_id = f"{APP_ID}-quarantine"
+        if rows == 0:
+            return 0
+        if tables.is_delta(self.quarantine):
+            done = DeltaTable(self.quarantine).transaction_version(app_id)
+            if done is not None and done >= number:
+                return rows
+        now = datetime.now(UTC)
+        data = pa.table(
+            {
+                **{c: batch.bad.column(c) for c in ("source_file", "line_number", "raw_line")},
+                "reason": batch.bad.column("reason"),
+                "ingest_id": pa.array([f"stream-batch-{number}"] * rows, pa.string()),
+                "ingested_at": pa.array([now] * rows, pa.timestamp("us", "UTC")),
+            }
+        ).cast(QUARANTINE_SCHEMA)
+        write_deltalake(
+            self.quarantine,
+            data,
+            mode="append",
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=app_id, version=number)]
+            ),
+        )
+        return rows
+
+    def _count(self, number: int, batch: Batch) -> tuple[pa.Table, int, int, int]:
+        """The silver rules, the late and repeat checks and the window totals for one batch:
+        the rows to MERGE, how many windows became final, late events, repeats dropped."""
+        con = self.con
+        con.register("typed_in", batch.typed)
+        con.execute(_BRONZE_VIEW).fetchall()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE silver_b AS {silver_sql()}").fetchall()
+        late = 0
+        if self.wm is not None:
+            late = con.execute(
+                "SELECT count(*) FROM silver_b WHERE event_time < ?", [self.wm]
+            ).fetchall()[0][0]
+            con.execute("DELETE FROM silver_b WHERE event_time < ?", [self.wm]).fetchall()
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE fresh AS {self.state.new_events_sql('silver_b')}"
+        ).fetchall()
+        dups = con.execute(
+            "SELECT (SELECT count(*) FROM silver_b) - (SELECT count(*) FROM fresh)"
+        ).fetchall()[0][0]
+        key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
+        for part, newest in con.execute(
+            f"SELECT {key}, max(event_time) FROM bronze_events GROUP BY ALL"
+        ).fetchall():
+            if newest is not None and (part not in self.part_max or newest > self.part_max[part]):
+                self.part_max[part] = newest
+        # A partition not yet read holds the watermark back; one read to its end does not.
+        behind = [self.part_max.get(p) for p in self.source.partition_keys - batch.caught_up]
+        slowest = (
+            (None if None in behind else min(behind))  # type: ignore[type-var]
+            if behind
+            else max(self.part_max.values(), default=None)
+        )
+        if slowest is not None and (self.wm is None or slowest - self.watermark > self.wm):
+            self.wm = slowest - self.watermark
+        cutoff = self.wm or datetime(1, 1, 1)
+        metrics = ", ".join(f"{sql} AS {name}" for name, sql in self.metrics.items())
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE changed AS
+            WITH agg AS (
+                SELECT date_trunc('hour', event_time) AS window_start, brand_norm AS brand,
+                    {metrics}, max(event_time) AS last_event_at
+                FROM fresh GROUP BY ALL
+            )
+            SELECT a.brand, a.window_start,
+                CAST(coalesce(o.views, 0) + a.views AS BIGINT) AS views,
+                CAST(coalesce(o.carts, 0) + a.carts AS BIGINT) AS carts,
+                CAST(coalesce(o.purchases, 0) + a.purchases AS BIGINT) AS purchases,
+                coalesce(o.revenue, 0.0) + a.revenue AS revenue,
+                greatest(o.last_event_at, a.last_event_at) AS last_event_at
+            FROM agg AS a LEFT JOIN open_w AS o
+                ON o.window_start = a.window_start AND o.brand IS NOT DISTINCT FROM a.brand"""
+        ).fetchall()
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE all_w AS
+            SELECT *, true AS touched FROM changed
+            UNION ALL BY NAME
+            SELECT o.*, false AS touched FROM open_w AS o WHERE NOT EXISTS (
+                SELECT 1 FROM changed AS c
+                WHERE c.window_start = o.window_start AND c.brand IS NOT DISTINCT FROM o.brand)"""
+        ).fetchall()
+        final = "window_start + INTERVAL 1 HOUR <= ?"
+        merged = con.sql(
+            f"""SELECT brand, views, carts, purchases, revenue, window_start,
+                window_start + INTERVAL 1 HOUR AS window_end,
+                carts / NULLIF(views, 0) AS view_to_cart_rate,
+                purchases / NULLIF(carts, 0) AS cart_to_purchase_rate,
+                purchases / NULLIF(views, 0) AS conversion_rate,
+                CAST(window_start AS DATE) AS window_date, {final} AS is_final,
+                last_event_at, ?::TIMESTAMP AS updated_at
+            FROM all_w WHERE touched OR {final}""",
+            params=[cutoff, datetime.now(UTC).replace(tzinfo=None), cutoff],
+        ).to_arrow_table()
+        ripe = int(sum(merged.column("is_final").to_pylist()))
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE next_open AS SELECT * FROM all_w WHERE NOT ({final})",
+            [cutoff],
+        ).fetchall()
+        self.state.record(number, "fresh", batch.files)
+        con.unregister("typed_in")
+        return _as_live(merged), ripe, int(late), int(dups)
+
+    def _commit(self, number: int, merged: pa.Table, batch: Batch) -> None:
+        """One commit: the changed windows, the batch number and the source position."""
+        from deltalake import CommitProperties, DeltaTable, Transaction
+
+        if not tables.is_delta(self.live):
+            Path(self.live).mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(
+                self.live,
+                STREAM_SCHEMA,
+                partition_by=["window_date"],
+                configuration=LIVE_TABLE_CONFIG,
+            )
+        meta = {
+            "batch": number,
+            "source": self.source.name,
+            "plan": batch.plan if not batch.files else {},
+            "watermark": self.wm.isoformat() if self.wm else None,
+            "partition_max": {k: v.isoformat() for k, v in self.part_max.items()},
+        }
+        commit = CommitProperties(
+            custom_metadata={META_KEY: json.dumps(meta)},
+            app_transactions=[Transaction(app_id=f"{APP_ID}-windows", version=number)],
+        )
+        table = DeltaTable(self.live)
+        if merged.num_rows:
+            (
+                table.merge(
+                    merged,
+                    predicate=f"t.window_date = s.window_date AND {WINDOW_MATCH}",
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=commit,
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        else:  # nothing changed, but the position moved: commit it (an empty append)
+            from deltalake import write_deltalake
+
+            write_deltalake(table, merged, mode="append", commit_properties=commit)
+
+    def _alert(self) -> None:
+        """Alert on incidents in final windows (a failure is logged; the stream goes on)."""
+        from ..anomaly.live import alert_live
+
+        self.alerts_checked = True
+        try:
+            found = alert_live(self.warehouse, self.settings, sinks=self.alert_sinks)
+        except Exception as exc:  # scoring must never stop the live table
+            log.error("live alerts failed (%s: %s); the stream goes on", type(exc).__name__, exc)
+            return
+        if found.delivery:
+            self.result.alerts_sent += found.delivery.sent
+            self.result.alerts_failed += found.delivery.failed
+            log.info(
+                "alerts: %d incidents in final windows, %d sent, %d failed, %d already sent",
+                found.incidents,
+                found.delivery.sent,
+                found.delivery.failed,
+                found.delivery.skipped,
+            )
+
+    def close(self) -> None:
+        if isinstance(self.source, KafkaSource):
+            self.source.close()
+        self.con.close()
+
+
+def _as_live(merged: pa.Table) -> pa.Table:
+    """DuckDB's naive UTC timestamps as the live table's UTC-aware columns."""
+    columns = {}
+    for f in STREAM_SCHEMA:
+        column = merged.column(f.name)
+        if pa.types.is_timestamp(f.type):
+            column = column.cast(pa.timestamp("us")).cast(f.type)
+        columns[f.name] = column.cast(f.type)
+    return pa.table(columns, schema=STREAM_SCHEMA)
+
+
+def run_embedded(
+    warehouse: str,
+    settings: Settings,
+    source: str,
+    *,
+    until_idle_s: float | None = None,
+    trigger_s: float = 0.5,
+    checkpoint_dir: str | None = None,
+    max_rows: int = 500_000,
+    broker_timeout_s: float = 60.0,
+    kafka_options: dict[str, str] | None = None,
+    on_batch: Any = None,
+    alert_sinks: list[str] | None = None,
+) -> StreamResult:
+    """Run until Ctrl-C/SIGTERM (the batch in flight is committed first), or until no input
+    arrived for `until_idle_s` seconds."""
+    if "://" in warehouse and checkpoint_dir is None:
+        raise FunnelPulseError(
+            "The embedded stream keeps its state on local disk. Give --checkpoint LOCAL_DIR"
+        )
+    checkpoint_dir = checkpoint_dir or str(Path(warehouse, "_checkpoints", "stream-embedded"))
+    stopping = {"flag": False}
+
+    def stop(*_: Any) -> None:
+        stopping["flag"] = True
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.time()
+    run = None
+    try:
+        run = EmbeddedStream(
+            warehouse,
+            settings,
+            source,
+            checkpoint_dir,
+            kafka_options or {},
+            broker_timeout_s,
+            alert_sinks,
+        )
+        last_input = time.monotonic()
+        while not stopping["flag"]:
+            done = run.step(max_rows, trigger_s)
+            if done is not None:
+                last_input = time.monotonic()
+                if on_batch:
+                    on_batch(run.result.log[-1])
+            elif until_idle_s is not None and time.monotonic() - last_input >= until_idle_s:
+                break
+            if alert_sinks and not run.alerts_checked:
+                run._alert()  # what a crash kept from being sent goes out now
+        result = run.result
+        size = run.state.size()
+        result.state_keys, result.state_bytes = size.keys, size.file_bytes
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if run is not None:
+            run.close()
+    result.seconds = time.time() - started
+    if tables.is_delta(tables.table_path(warehouse, tables.GOLD_STREAM)):
+        result.windows = tables.dataset(
+            tables.table_path(warehouse, tables.GOLD_STREAM)
+        ).count_rows()
+    return result

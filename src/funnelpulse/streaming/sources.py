@@ -1,0 +1,342 @@
+"""Inputs of the embedded stream: a Kafka topic or a folder of files, read as micro-batches and
+judged by the ingest step's own typing rules (the same SQL, so a message is accepted or
+quarantined exactly as a batch ingest would do it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from .. import ingest
+from ..engines.duckdb_conn import connect
+from ..errors import FunnelPulseError
+from ..ingest import RAW_COLUMNS, typed_sql
+from .kafka_client import _confluent, consumer_config, partitions, true_ends
+from .kafka_url import parse_kafka
+from .windows import NOT_AN_EVENT
+
+log = logging.getLogger(__name__)
+
+# Read as text; the numeric raw columns are inferred by the parser and cast to text after.
+_TEXT_FIELDS = ("event_time", "event_type", "category_code", "brand", "user_session")
+JUDGED = pa.schema(
+    [(c, pa.string()) for c in ("source", "raw_text", *RAW_COLUMNS)] + [("ordinal", pa.int64())]
+)
+
+
+@dataclass
+class Batch:
+    """One micro-batch: typed rows (`reason` NULL for a good event), quarantine rows, its input."""
+
+    typed: pa.Table
+    bad: pa.Table  # source_file, line_number, raw_line, reason
+    messages: int
+    plan: dict[str, Any]
+    files: list[str] = field(default_factory=list)
+    caught_up: set[str] = field(default_factory=set)  # partitions read to their end
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
+
+
+def parse_json(values: list[bytes | None], source: list[str], ordinal: list[int]) -> pa.Table:
+    """JSON objects (one per message or line) as the raw columns in text plus `raw_text`; a value
+    that is not a JSON object gets all raw columns NULL (it is quarantined)."""
+    texts: pa.Array
+    try:
+        texts = pa.array(values, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8: keep what can be read
+        texts = pa.array([v.decode("utf-8", "replace") if v is not None else None for v in values])
+    columns: dict[str, pa.Array] | None = None
+    if values and None not in values:
+        try:
+            parsed = pajson.read_json(
+                io.BytesIO(b"\n".join(values)),  # type: ignore[arg-type]
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=pa.schema([(c, pa.string()) for c in _TEXT_FIELDS]),
+                    newlines_in_values=False,
+                ),
+            )
+            if parsed.num_rows == len(values):
+                columns = {
+                    c: parsed.column(c).cast(pa.string())
+                    if c in parsed.column_names
+                    else pa.nulls(len(values), pa.string())
+                    for c in RAW_COLUMNS
+                }
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            columns = None  # a message that is not a flat JSON object: judge one by one
+    if columns is None:
+        rows: list[dict[str, Any]] = []
+        for v in values:
+            try:
+                obj = json.loads(v) if v is not None else None
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            rows.append(obj if isinstance(obj, dict) else {})
+        columns = {c: pa.array([_text(r.get(c)) for r in rows], pa.string()) for c in RAW_COLUMNS}
+    return pa.table(
+        {"source": source, "raw_text": texts, **columns, "ordinal": pa.array(ordinal, pa.int64())},
+        schema=JUDGED,
+    )
+
+
+def judge(con: Any, raw: pa.Table) -> Batch:
+    """Judge raw JSON events with the ingest typing rules (on DuckDB connection `con`)."""
+    missing = " AND ".join(f"{c} IS NULL" for c in RAW_COLUMNS)
+    con.register("raw_in", raw)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW raw AS SELECT *,
+            CASE WHEN raw_text IS NULL OR ({missing}) THEN '{NOT_AN_EVENT}' END AS reader_reason
+            FROM raw_in"""
+    ).fetchall()
+    typed = con.sql(typed_sql(keep=("source",))).to_arrow_table()
+    con.unregister("raw_in")
+    return _split(typed, raw.num_rows, {})
+
+
+def _split(typed: pa.Table, messages: int, plan: dict[str, Any]) -> Batch:
+    bad_mask = pc.is_valid(typed.column("reason"))
+    bad = typed.filter(bad_mask)
+    return Batch(
+        typed=typed.filter(pc.invert(bad_mask)),
+        bad=pa.table(
+            {
+                "source_file": bad.column("source"),
+                "line_number": bad.column("ordinal"),
+                "raw_line": bad.column("raw_line"),
+                "reason": bad.column("reason"),
+            }
+        ),
+        messages=messages,
+        plan=plan,
+    )
+
+
+class KafkaSource:
+    """A topic read by assignment from the offsets of the last committed batch."""
+
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, str],
+        start: dict[str, int] | None,
+        broker_timeout_s: float,
+    ) -> None:
+        self.address = parse_kafka(url)
+        self.name = url
+        self.options = options
+        self.timeout_s = broker_timeout_s
+        self.kafka = _confluent()
+        self._down_since: float | None = None
+        config = consumer_config(self.address.bootstrap, options)
+        config["error_cb"] = self._error
+        config["logger"] = logging.getLogger("funnelpulse.kafka")
+        self.consumer = self.kafka.Consumer(config)
+        parts = partitions(
+            self.consumer, self.address.topic, self.address.bootstrap, self.timeout_s
+        )
+        self.at_end: set[int] = set()
+        self.position = {p: int((start or {}).get(str(p), -1)) for p in parts}
+        self.partition_keys = {f"{self.address.topic}:{p}" for p in parts}
+        self._assign(self.position)
+        ends = true_ends(self.address.bootstrap, self.address.topic, options, self.timeout_s)
+        backlog = sum(
+            max(0, end - max(low, self.position.get(p, -1))) for p, (low, end) in ends.items()
+        )
+        log.info(
+            "Kafka %s: %d partitions, %s messages to catch up", url, len(parts), f"{backlog:,}"
+        )
+
+    def _assign(self, position: dict[int, int]) -> None:
+        self.at_end.clear()  # known again once the partitions are read to their end
+        begin = self.kafka.OFFSET_BEGINNING
+        self.consumer.assign(
+            [
+                self.kafka.TopicPartition(self.address.topic, p, o if o >= 0 else begin)
+                for p, o in position.items()
+            ]
+        )
+
+    def _error(self, error: Any) -> None:
+        codes = (self.kafka.KafkaError._ALL_BROKERS_DOWN, self.kafka.KafkaError._TRANSPORT)
+        if error.code() in codes and self._down_since is None:
+            self._down_since = time.monotonic()
+        log.warning("Kafka at %s: %s", self.address.bootstrap, error.str())
+
+    def _check_broker(self) -> None:
+        """Raise once the broker has been unreachable longer than the timeout."""
+        if self._down_since is None or time.monotonic() - self._down_since < self.timeout_s:
+            return
+        try:
+            self.consumer.list_topics(self.address.topic, timeout=5)
+            self._down_since = None
+        except self.kafka.KafkaException:
+            raise FunnelPulseError(
+                f"Kafka at {self.address.bootstrap} unreachable for {self.timeout_s:.0f} s. "
+                "Start the broker and run the stream again (it resumes where it stopped)"
+            ) from None
+
+    def read(
+        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+    ) -> Batch:
+        """Messages until `max_rows`, the end of every partition, or `max_wait_s`; with `plan`,
+        exactly the messages up to its end offsets (the retry of a batch cut short by a crash)."""
+        topic = self.address.topic
+        stop = {int(p): int(o) for p, o in plan["offsets"].items()} if plan else None
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        parts: list[int] = []
+        at_end = self.at_end  # stays true until a message of the partition arrives
+        started = time.monotonic()
+        position = dict(self.position)
+        while True:
+            want = min(50_000, max_rows - len(values)) if stop is None else 50_000
+            for m in self.consumer.consume(
+                num_messages=max(want, 1), timeout=0.1 if values else 0.5
+            ):
+                p = m.partition()
+                error = m.error()
+                if error is not None:
+                    if error.code() == self.kafka.KafkaError._PARTITION_EOF:
+                        at_end.add(p)
+                        self._down_since = None
+                    else:
+                        log.warning("Kafka %s partition %s: %s", topic, p, error.str())
+                    continue
+                offset = m.offset()
+                if stop is not None and offset >= stop.get(p, 0):
+                    continue
+                at_end.discard(p)
+                values.append(m.value())
+                offsets.append(offset)
+                parts.append(p)
+                position[p] = offset + 1
+            self._check_broker()
+            if stop is not None:
+                if all(position.get(p, -1) >= o or o <= 0 for p, o in stop.items()):
+                    position.update({p: o for p, o in stop.items() if o > 0})
+                    self._assign(position)  # messages read past the plan are read again next
+                    break
+                if time.monotonic() - started > self.timeout_s:
+                    raise FunnelPulseError(
+                        f"Kafka {topic}: the messages of the interrupted batch (up to offsets "
+                        f"{stop}) are no longer readable. Was the topic deleted or the broker "
+                        "restarted without its data?"
+                    )
+                continue
+            if len(values) >= max_rows or (values and at_end >= set(position)):
+                break
+            if time.monotonic() - started >= max_wait_s:
+                break
+        self.position = position
+        raw = parse_json(values, [f"{topic}:{p}" for p in parts], offsets)
+        batch = judge(con, raw)
+        batch.plan = {"offsets": {str(p): o for p, o in position.items() if o >= 0}}
+        batch.caught_up = {f"{topic}:{p}" for p in at_end}
+        return batch
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class FileSource:
+    """A folder whose new files (CSV, CSV.gz, Parquet, JSON lines) are read once each, in order of
+    modification time; a file is judged exactly as `ingest` judges it, line numbers included."""
+
+    def __init__(self, url: str, done: set[str], max_files: int = 10) -> None:
+        folder = Path(url[len("files://") :])
+        if not folder.is_dir():
+            raise FunnelPulseError(
+                f"{folder}: no such folder. Give files://DIR with CSV, JSON lines or Parquet files"
+            )
+        self.name = url
+        self.folder = folder
+        self.done = set(done)
+        self.max_files = max_files
+        self.partition_keys = {"files"}
+
+    def _new_files(self) -> list[Path]:
+        found = [
+            p
+            for p in self.folder.iterdir()
+            if p.is_file()
+            and not p.name.startswith((".", "_"))
+            and str(p.resolve()) not in self.done
+        ]
+        return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))[: self.max_files]
+
+    def read(
+        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+    ) -> Batch:
+        if plan is not None:
+            files = [Path(f) for f in plan["files"]]
+        else:
+            files = self._new_files()
+            if not files:
+                time.sleep(max_wait_s)
+                files = self._new_files()
+        parts = [judge_file(con, f) for f in files]
+        names = [str(f.resolve()) for f in files]
+        self.done.update(names)
+        typed = pa.concat_tables([b.typed for b in parts]) if parts else _empty(con)
+        bad = pa.concat_tables([b.bad for b in parts]) if parts else _split(typed, 0, {}).bad
+        return Batch(typed, bad, sum(b.messages for b in parts), {"files": names}, names, {"files"})
+
+
+def _empty(con: Any) -> pa.Table:
+    return judge(con, parse_json([], [], [])).typed
+
+
+def judge_file(con: Any, path: Path) -> Batch:
+    """One file judged as `ingest` judges it: the same reader, typing rules and line numbers."""
+    source = str(path.resolve())
+    name = path.name.lower()
+    if name.endswith((".json", ".jsonl", ".ndjson")):
+        lines = path.read_bytes().splitlines()
+        kept = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+        raw = parse_json([line for _, line in kept], [source] * len(kept), [i for i, _ in kept])
+        return judge(con, raw)
+    try:
+        header = ingest.check_file(path)
+    except FunnelPulseError as exc:
+        log.warning("%s", exc)
+        reason = str(exc).split(": ", 1)[-1].split(". ")[0]
+        bad = pa.table(
+            {
+                "source_file": [source],
+                "line_number": pa.array([None], pa.int64()),
+                "raw_line": pa.array([None], pa.string()),
+                "reason": [reason],
+            }
+        )
+        return Batch(_empty(con), bad, 1, {})
+    own = connect()  # its own connection: the file's reader registers its own views
+    try:
+        accounts = ingest._raw_view(own, path, header)
+        typed = own.sql(typed_sql(keep=())).to_arrow_table()
+    finally:
+        own.close()
+    typed = typed.append_column("source", pa.array([source] * typed.num_rows, pa.string()))
+    split = _split(typed, typed.num_rows, {})
+    bad_batches = typed.filter(pc.is_valid(typed.column("reason"))).to_batches()
+    accounts.check(split.typed.num_rows, split.bad.num_rows)
+    quarantine = ingest._quarantine_rows(None, bad_batches, source, "", header, [])
+    split.bad = quarantine.select(["source_file", "line_number", "raw_line", "reason"])
+    return split

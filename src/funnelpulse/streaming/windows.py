@@ -1,0 +1,78 @@
+"""The live table's contract, shared by both stream engines: its schema, the metric expressions
+(taken from the batch hourly-brand model, so live and batch gold count the same way) and the key
+that identifies a repeated event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from .. import tables
+from ..engines.base import GOLD_MODELS
+
+APP_ID = "funnelpulse-stream"
+STREAM_SCHEMA = pa.schema(
+    [
+        ("brand", pa.string()),
+        ("views", pa.int64()),
+        ("carts", pa.int64()),
+        ("purchases", pa.int64()),
+        ("revenue", pa.float64()),
+        ("window_start", pa.timestamp("us", "UTC")),
+        ("window_end", pa.timestamp("us", "UTC")),
+        ("view_to_cart_rate", pa.float64()),
+        ("cart_to_purchase_rate", pa.float64()),
+        ("conversion_rate", pa.float64()),
+        ("window_date", pa.date32()),
+        ("is_final", pa.bool_()),
+        ("last_event_at", pa.timestamp("us", "UTC")),
+        ("updated_at", pa.timestamp("us", "UTC")),
+    ]
+)
+METRICS = ("views", "carts", "purchases", "revenue")
+# Two events with these equal are one event (the silver model's rule).
+DEDUP_KEY = ("event_time", "user_id", "user_session", "product_id", "event_type")
+# Why a message is not an event at all; every other reason comes from the ingest step's rules.
+NOT_AN_EVENT = "not a JSON object with the raw columns"
+WINDOW_MATCH = "t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand"
+
+
+def metric_expressions(dialect: str = "spark") -> dict[str, str]:
+    """The aggregate expressions of the batch hourly-brand model, in `dialect`: one definition."""
+    import sqlglot
+    from sqlglot import exp
+
+    model = next(m for m in GOLD_MODELS if m.name == tables.GOLD_HOURLY_BRAND)
+    tree = sqlglot.parse_one(model.sql, read="duckdb")
+    inner = next(s for s in tree.find_all(exp.Select) if s is not tree)
+    return {
+        e.alias: e.this.sql(dialect=dialect)
+        for e in inner.expressions
+        if isinstance(e, exp.Alias) and e.alias in METRICS
+    }
+
+
+def silver_sql() -> str:
+    """The silver model's SQL (reads `bronze_events`), as the batch build runs it."""
+    from ..engines.base import SILVER_MODEL
+
+    return str(SILVER_MODEL.sql)
+
+
+@dataclass
+class StreamResult:
+    """What a stream run did, whichever engine ran it."""
+
+    batches: int = 0
+    input_rows: int = 0
+    late_rows_dropped: int = 0
+    quarantined: int = 0
+    windows: int = 0
+    alerts_sent: int = 0
+    alerts_failed: int = 0
+    seconds: float = 0.0
+    duplicates_dropped: int = 0
+    state_keys: int = 0
+    state_bytes: int = 0
+    log: list[str] = field(default_factory=list)

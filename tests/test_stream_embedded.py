@@ -1,0 +1,416 @@
+"""The embedded stream engine (the default, no JVM) end to end: the real CLI in a subprocess, a real
+Kafka-protocol broker (tansu), real Delta tables; kill -9 at every commit boundary, SIGTERM, a dead
+broker, and the same judgement of files as `ingest`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import row, write_csv
+
+from funnelpulse import Pipeline, generate_events, tables, write_events
+from funnelpulse.errors import FunnelPulseError
+from funnelpulse.pipeline import sample_files
+from funnelpulse.streaming.sources import parse_json
+
+KILL_POINTS = (
+    "stream.planned",
+    "stream.quarantine_committed",
+    "stream.state_recorded",
+    "stream.live_committed",
+)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    from funnelpulse.streaming.broker import local_broker
+
+    with local_broker() as bootstrap:
+        yield bootstrap
+
+
+def fp(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def stream(warehouse: str, source: str, *extra: str, env: dict[str, str] | None = None) -> Any:
+    return fp(
+        "--warehouse", warehouse, "stream", "--source", source, "--until-idle", "2", *extra, env=env
+    )
+
+
+def live_rows(warehouse: str) -> list[tuple[Any, ...]]:
+    """The live table without its commit times, revenue rounded (sums in another order)."""
+    rows = tables.read(tables.table_path(warehouse, tables.GOLD_STREAM)).to_pylist()
+    return sorted(
+        (
+            r["window_start"],
+            r["brand"] or "",
+            r["views"],
+            r["carts"],
+            r["purchases"],
+            round(r["revenue"], 6),
+            r["is_final"],
+            r["last_event_at"],
+            r["conversion_rate"],
+        )
+        for r in rows
+    )
+
+
+def quarantine_rows(warehouse: str) -> Counter[tuple[Any, ...]]:
+    path = tables.table_path(warehouse, tables.QUARANTINE)
+    if not tables.exists(path):
+        return Counter()
+    return Counter(  # a Kafka source is topic:partition; topics differ between runs
+        (r["source_file"].rsplit(":", 1)[-1], r["line_number"], r["raw_line"], r["reason"])
+        for r in tables.read(path).to_pylist()
+    )
+
+
+def assert_live_equals_batch(p: Pipeline) -> None:
+    batch = {
+        (r["window_start"], r["brand"]): r for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    }
+    live = p.table(tables.GOLD_STREAM).to_pylist()
+    assert len(live) == len(batch)
+    for r in live:
+        b = batch[(r["window_start"], r["brand"])]
+        assert (r["views"], r["carts"], r["purchases"]) == (b["views"], b["carts"], b["purchases"])
+        assert abs(r["revenue"] - b["revenue"]) < 1e-6
+        assert r["conversion_rate"] == b["conversion_rate"]
+    latest = max(r["last_event_at"] for r in live)
+    for r in live:
+        assert r["is_final"] == (r["window_end"] <= latest - timedelta(hours=2))
+
+
+def messages_of(events: Any) -> list[tuple[str, str | None, float]]:
+    out = []
+    for r in events.to_pylist():
+        r["event_time"] = r["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC")
+        out.append((json.dumps(r), r["user_session"], 0.0))
+    return out
+
+
+# ---------------------------------------------------------------- fast: no broker, no subprocess
+
+
+def test_parse_json_reads_objects_and_marks_what_is_not_one() -> None:
+    good = json.dumps({"event_time": "2019-10-01 00:00:00 UTC", "product_id": 5, "price": 2.5})
+    fast = parse_json([good.encode()] * 2, ["t:0", "t:0"], [0, 1])
+    assert fast.column("product_id").to_pylist() == ["5", "5"]
+    assert float(fast.column("price")[0].as_py()) == 2.5
+    assert fast.column("brand").to_pylist() == [None, None]
+    mixed = parse_json([good.encode(), b"not json", b"[1, 2]", None], ["t:0"] * 4, [0, 1, 2, 3])
+    assert mixed.column("product_id").to_pylist() == ["5", None, None, None]
+    assert mixed.column("raw_text").to_pylist()[1:3] == ["not json", "[1, 2]"]
+
+
+def test_files_source_judges_like_ingest(tmp_path: Path) -> None:
+    """Missing and extra columns, bad values and blank lines: the stream quarantines exactly the
+    rows a batch ingest quarantines, with the same reasons and line numbers."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    lines = [
+        row("2019-10-01 10:00:00"),
+        "",
+        row("2019-10-01 10:05:00", etype="cart"),
+        "2019-10-01 10:06:00 UTC,view,1,7",  # missing columns
+        row("2019-10-01 10:07:00") + ",extra",  # one column too many
+        row("2019-10-01 10:08:00", etype="click"),
+        row("2019-10-01 10:09:00", price="-1"),
+        row("2019-10-01 10:10:00", etype="purchase", price="9.50"),
+    ]
+    path = write_csv(folder / "a.csv", lines)
+    done = stream(str(tmp_path / "wh"), f"files://{folder}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    batch = Pipeline(warehouse=str(tmp_path / "batch"))
+    batch.ingest([path])
+    batch.build()
+    streamed = quarantine_rows(str(tmp_path / "wh"))
+    ingested = quarantine_rows(batch.warehouse)
+    assert len(ingested) == 4 and streamed == ingested
+    assert all(line is not None for _, line, _, _ in streamed)
+    assert "4 quarantined" in done.stdout
+    assert_live_equals_batch(_merged(batch, tmp_path / "wh"))
+
+
+def _merged(batch: Pipeline, live_warehouse: Path) -> Pipeline:
+    """A pipeline view whose batch gold is `batch`'s and whose live table is the stream's."""
+    import shutil
+
+    target = Path(batch.warehouse, tables.GOLD_STREAM)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(live_warehouse, tables.GOLD_STREAM), target)
+    return batch
+
+
+# ---------------------------------------------------------------- with the broker
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_real_sample_through_kafka_equals_batch(broker: str, tmp_path: Path) -> None:
+    from funnelpulse.streaming.broker import create_topic
+
+    topic = "embedded-real-sample"
+    create_topic(broker, topic)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest(sample_files())
+    p.build()
+    sent = fp("--warehouse", p.warehouse, "replay", "--to", f"kafka://{broker}/{topic}")
+    assert sent.returncode == 0, sent.stderr
+    assert "Published 42,569 events" in sent.stdout and "all delivered" in sent.stdout
+    done = stream(p.warehouse, f"kafka://{broker}/{topic}", "--max-rows-per-batch", "5000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "42,569 events in, 0 late events dropped" in done.stdout
+    assert "Java" not in done.stderr and "spark" not in done.stderr.lower()
+    assert_live_equals_batch(p)
+
+
+def _bad_messages(offset_h: int) -> list[tuple[str, str | None, float]]:
+    return [
+        ("this is not json", "s1", 0.0),
+        (
+            json.dumps(
+                {
+                    "event_time": f"2019-10-02 {offset_h:02d}:31:00 UTC",
+                    "event_type": "click",
+                    "product_id": 1,
+                    "price": 2.0,
+                    "user_id": 5,
+                }
+            ),
+            "s1",
+            0.0,
+        ),
+        (
+            json.dumps(
+                {
+                    "event_time": f"2019-10-02 {offset_h:02d}:32:00 UTC",
+                    "event_type": "view",
+                    "product_id": "x1",
+                    "price": 2.0,
+                    "user_id": 5,
+                }
+            ),
+            "s1",
+            0.0,
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def kill_topic(broker: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A topic in two parts (the second repeats 500 events of the first and has bad messages),
+    and the tables of an uninterrupted run over all of it."""
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.replay import publish
+
+    events = generate_events(24_000, seed=11, days=2, brands=20)
+    first, second = events.slice(0, 12_000), events.slice(12_000)
+    part1 = messages_of(first) + _bad_messages(1)
+    part2 = messages_of(first.slice(11_500)) + messages_of(second) + _bad_messages(20)
+    topics = {}
+    for name in ("reference", *KILL_POINTS):
+        topic = f"kill-{name.replace('.', '-')}"
+        create_topic(broker, topic)
+        publish(f"kafka://{broker}/{topic}", iter(part1))
+        topics[name] = topic
+    ref = str(tmp_path_factory.mktemp("ref") / "wh")
+    url = f"kafka://{broker}/{topics['reference']}"
+    publish(url, iter(part2))
+    done = stream(ref, url, "--max-rows-per-batch", "4000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "24,506 events in" in done.stdout, done.stdout  # 23,000 + 500 repeats + 6 bad
+    return {"topics": topics, "part2": part2, "reference": ref, "stdout": done.stdout}
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_at_each_commit_boundary_then_restart_equals_uninterrupted(
+    broker: str, kill_topic: dict[str, Any], point: str, tmp_path: Path
+) -> None:
+    from funnelpulse.streaming.replay import publish
+
+    url = f"kafka://{broker}/{kill_topic['topics'][point]}"
+    wh = str(tmp_path / "wh")
+    first = stream(wh, url, "--max-rows-per-batch", "4000")
+    assert first.returncode == 0, first.stderr[-2000:]
+    publish(url, iter(kill_topic["part2"]))
+    killed = stream(wh, url, "--max-rows-per-batch", "4000", env={"FUNNELPULSE_KILL_AT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    again = stream(wh, url, "--max-rows-per-batch", "4000")
+    assert again.returncode == 0, again.stderr[-2000:]
+    ref = kill_topic["reference"]
+    assert live_rows(wh) == live_rows(ref)
+    assert quarantine_rows(wh) == quarantine_rows(ref)
+    assert sum(quarantine_rows(wh).values()) == 6
+    views = sum(r[2] for r in live_rows(wh))
+    assert views == sum(r[2] for r in live_rows(ref)) > 0
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_repeats_across_a_restart_are_dropped_once(broker: str, tmp_path: Path) -> None:
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.replay import publish
+
+    topic = "repeats"
+    create_topic(broker, topic)
+    url = f"kafka://{broker}/{topic}"
+    events = generate_events(3_000, seed=3, days=1, brands=5)
+    publish(url, iter(messages_of(events)))
+    wh = str(tmp_path / "wh")
+    assert stream(wh, url).returncode == 0
+    before = live_rows(wh)
+    repeated = events.slice(2_900)  # the last 100 events (within the watermark) sent again
+    publish(url, iter(messages_of(repeated)))
+    again = stream(wh, url)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "100 events in, 0 late" in again.stdout
+    valid = {
+        (r["event_time"], r["user_id"], r["user_session"], r["product_id"], r["event_type"])
+        for r in repeated.to_pylist()
+        if r["price"] is not None and r["price"] > 0
+    }
+    assert f"(0 late, {len(valid)} repeats" in again.stderr
+    assert live_rows(wh) == before
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_sigterm_commits_the_batch_in_flight_and_stops(broker: str, tmp_path: Path) -> None:
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.replay import publish
+
+    topic = "sigterm"
+    create_topic(broker, topic)
+    url = f"kafka://{broker}/{topic}"
+    events = generate_events(30_000, seed=8, days=2, brands=10)
+    publish(url, iter(messages_of(events)))
+    wh = str(tmp_path / "wh")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            wh,
+            "stream",
+            "--source",
+            url,
+            "--max-rows-per-batch",
+            "2000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "batch 1:" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    stopped = int(out.split(" batches")[0].rsplit(" ", 1)[-1])
+    events_in = int(out.split(" events in")[0].rsplit(" ", 1)[-1].replace(",", ""))
+    assert stopped >= 2 and 0 < events_in < 30_000
+    # every event the run reported is in the live table, committed with its position
+    assert sum(r[2] + r[3] + r[4] for r in live_rows(wh)) <= events_in
+    rest = stream(wh, url)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    assert f"{30_000 - events_in:,} events in" in rest.stdout
+    p = Pipeline(warehouse=str(tmp_path / "batch"))
+    p.ingest([write_events(events, tmp_path / "e.csv")])
+    p.build()
+    assert_live_equals_batch(_merged(p, Path(wh)))
+
+
+@pytest.mark.kafka
+def test_unreachable_broker_gives_a_clean_error(tmp_path: Path) -> None:
+    from funnelpulse.streaming.broker import free_port
+
+    started = time.time()
+    done = stream(
+        str(tmp_path / "wh"), f"kafka://127.0.0.1:{free_port()}/nothing", "--broker-timeout-s", "4"
+    )
+    assert done.returncode == 1
+    assert "Error: Kafka at 127.0.0.1:" in done.stderr and "Start the broker" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "retrying" in done.stderr  # log lines while it waits
+    assert time.time() - started < 60
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_broker_dying_mid_stream_gives_log_lines_then_a_clean_error(tmp_path: Path) -> None:
+    from funnelpulse.streaming.broker import create_topic, free_port, start_broker
+    from funnelpulse.streaming.replay import publish
+
+    port = free_port()
+    proc = start_broker(port)
+    url = f"kafka://127.0.0.1:{port}/dying"
+    try:
+        create_topic(f"127.0.0.1:{port}", "dying")
+        publish(url, iter(messages_of(generate_events(2_000, seed=2, days=1))))
+        runner = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "funnelpulse",
+                "--warehouse",
+                str(tmp_path / "wh"),
+                "stream",
+                "--source",
+                url,
+                "--broker-timeout-s",
+                "5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert runner.stderr is not None
+        for line in runner.stderr:
+            if "batch 0:" in line:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 1, err[-2000:]
+    assert "Kafka at 127.0.0.1" in err and "unreachable" in err
+    assert "Traceback" not in err
+    assert len(tables.read(str(tmp_path / "wh" / tables.GOLD_STREAM))) > 0
+
+
+@pytest.mark.kafka
+def test_replay_that_cannot_deliver_says_so() -> None:
+    from funnelpulse.streaming.broker import free_port
+    from funnelpulse.streaming.replay import publish
+
+    messages = iter([("{}", None, 0.0)] * 50)
+    with pytest.raises(FunnelPulseError, match=r"50 of 50 events were not delivered"):
+        publish(
+            f"kafka://127.0.0.1:{free_port()}/t", messages, options={"message.timeout.ms": "2000"}
+        )
