@@ -241,7 +241,7 @@ def test_window_counts_loss_and_cause_in_the_message() -> None:
     }
     rate_only = group_incidents([checkout])[0]
     text = message(rate_only, {checkout["anomaly_id"]: checkout})
-    assert "Window that fired: 2 h (03:00-05:00)" in text
+    assert "brand acme, 2019-10-10 03:00-05:00 UTC. Window that fired: 2 h (2019-10-10 03:00-05:00)" in text
     assert "3 of 35 carts bought, 16 expected (8.6% vs 45.7% expected" in text
     assert "Estimated lost purchases 13.0, revenue 412.50" in text
     assert text.endswith("Root cause: conversion: price_band <10 explains 90% (rate)")
@@ -249,7 +249,7 @@ def test_window_counts_loss_and_cause_in_the_message() -> None:
     hourly = anomaly(4, step="traffic") | {"observed_rate": 40.0, "expected_rate": 400.0}
     hourly.pop("root_cause")
     text = message(group_incidents([hourly])[0], {hourly["anomaly_id"]: hourly})
-    assert "Window that fired: 1 h (04:00-05:00): 40 views, 400 expected" in text
+    assert "Window that fired: 1 h (2019-10-10 04:00-05:00): 40 views, 400 expected" in text
 
 
 HOSTILE = "![x](http://evil.test/pixel.png) <http://evil.test|click> &amp; <!channel> *b*\n\x1b[31m"

@@ -7,6 +7,7 @@ that file produced before, so running an ingest twice never duplicates anything.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 from collections import Counter
@@ -19,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import tables
+from . import faults, tables
 from .console import Progress, SilentProgress
 from .engines.duckdb_conn import connect
 from .errors import InputError
@@ -352,22 +353,60 @@ def _line_numbers(ordinals: list[int], skipped: list[int], header: bool) -> list
 
 
 def ingest_file(
-    warehouse: str, path: Path, progress: Progress | None = None, source: str | None = None
+    warehouse: str,
+    path: Path,
+    progress: Progress | None = None,
+    source: str | None = None,
+    *,
+    recovering: bool = False,
 ) -> FileResult:
     """Ingest one raw file, replacing whatever an earlier ingest of it produced.
 
-    `source` names the file in the tables when it was staged from a URI.
+    `source` names the file in the tables when it was staged from a URI. All or nothing as users
+    see it: under the writer lock, journaled from before the first commit to after the last, so
+    a crash in between is finished or undone by the next command (see warehouse.py).
     """
+    from . import warehouse as wh
+
     progress = progress or SilentProgress()
     header = check_file(path)
     source = source or str(path.resolve())
     ingest_id = fingerprint(path)
-    progress.step(f"Reading {path.name}")
+    with wh.writer_lock(warehouse, progress):
+        if not recovering:
+            wh.recover(warehouse, progress, superseded=lambda r: r.get("source") == source)
+        progress.step(f"Reading {path.name}")
+        local = None if "://" in source else str(path.resolve())
+        with wh.journal(
+            warehouse,
+            "ingest",
+            source=source,
+            path=local,
+            ingest_id=ingest_id,
+            versions=wh.versions(warehouse, wh.INGEST_TABLES),
+        ):
+            result = _ingest_connected(warehouse, path, source, ingest_id, header, progress)
+            faults.checkpoint("ingest.quarantine_committed")
+        # Same source, ingested again in full: interrupted ingests of it need nothing more.
+        wh.drop_superseded(warehouse, lambda r: r.get("source") == source)
+    return result
+
+
+def _ingest_connected(
+    warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
+) -> FileResult:
     con = connect()
     try:
-        return _ingest_with(con, warehouse, path, source, ingest_id, header, progress)
-    finally:
-        con.close()
+        result = _ingest_with(con, warehouse, path, source, ingest_id, header, progress)
+    except BaseException:
+        # Closing a connection whose result stream is still open raises its own "connection
+        # is busy" error, which would hide the real one (e.g. a full disk): keep the real one.
+        with contextlib.suppress(Exception):
+            con.interrupt()
+            con.close()
+        raise
+    con.close()
+    return result
 
 
 def _ingest_with(  # type: ignore[no-untyped-def]
@@ -407,9 +446,12 @@ def _ingest_with(  # type: ignore[no-untyped-def]
             bronze_path, stream, partition_by=["event_date"], replace=replace
         )
     except Exception as exc:
+        stream.close()
+        reader.close()
         if "duckdb" in type(exc).__module__ or "Invalid Input" in str(exc):
             raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
         raise
+    faults.checkpoint("ingest.bronze_committed")
     progress.step(f"Quarantining bad rows of {path.name}")
     blank = _blank_lines(path) if bad and keeps_rejects else []
     quarantine = _quarantine_rows(
@@ -473,18 +515,24 @@ def ingest(
     warehouse: str, paths: list[str | Path], progress: Progress | None = None
 ) -> IngestResult:
     """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
+    from . import warehouse as wh
+
     if not paths:
         raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
     result = IngestResult()
-    for path in paths:
-        text = str(path)
-        if "://" not in text:
-            result.files.append(ingest_file(warehouse, Path(text), progress))
-            continue
-        for uri, local in _staged(text, progress or SilentProgress()):
-            done = ingest_file(warehouse, local, progress, source=uri)
-            local.unlink(missing_ok=True)
-            result.files.append(done)
+    given = {str(Path(str(p)).resolve()) for p in paths if "://" not in str(p)}
+    with wh.writer_lock(warehouse, progress):
+        # Finish what a killed ingest or build left, except files this command ingests anyway.
+        wh.recover(warehouse, progress, superseded=lambda r: r.get("source") in given)
+        for path in paths:
+            text = str(path)
+            if "://" not in text:
+                result.files.append(ingest_file(warehouse, Path(text), progress))
+                continue
+            for uri, local in _staged(text, progress or SilentProgress()):
+                done = ingest_file(warehouse, local, progress, source=uri)
+                local.unlink(missing_ok=True)
+                result.files.append(done)
     return result
 
 

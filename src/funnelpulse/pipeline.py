@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import report, tables
+from . import warehouse as safety
 from .config import Settings, load_settings
 from .console import Progress, SilentProgress
 from .engines import get_engine
@@ -47,13 +48,14 @@ class Pipeline:
         if (engine or self.settings.engine) == "spark":
             from .engines.spark_ingest import ingest_spark
 
-            return ingest_spark(
-                self.warehouse,
-                list(paths),
-                self.progress,
-                self.settings.spark_master,
-                self.settings.shuffle_partitions,
-            )
+            with safety.writing(self.warehouse, self.progress):
+                return ingest_spark(
+                    self.warehouse,
+                    list(paths),
+                    self.progress,
+                    self.settings.spark_master,
+                    self.settings.shuffle_partitions,
+                )
         return ingest(self.warehouse, list(paths), self.progress)
 
     def build(
@@ -66,8 +68,8 @@ class Pipeline:
                 "master": self.settings.spark_master,
                 "shuffle_partitions": self.settings.shuffle_partitions,
             }
-        return get_engine(name, **options).build(
-            self.warehouse, DateRange(since, until), self.progress
+        return safety.build(
+            get_engine(name, **options), self.warehouse, DateRange(since, until), self.progress
         )
 
     def detect(
@@ -76,14 +78,15 @@ class Pipeline:
         """Score every segment-hour and write the anomalies table (returns a DetectResult)."""
         from .anomaly.detect import detect
 
-        return detect(
-            self.warehouse,
-            self.settings,
-            method,
-            since,
-            self.progress,
-            engine=engine or self.settings.engine,
-        )
+        with safety.writing(self.warehouse, self.progress):
+            return detect(
+                self.warehouse,
+                self.settings,
+                method,
+                since,
+                self.progress,
+                engine=engine or self.settings.engine,
+            )
 
     def alert(
         self, anomalies: pa.Table, sinks: list[str] | None = None, progress: Progress | None = None
@@ -135,10 +138,17 @@ class Pipeline:
         return scores
 
     def report(self, top: int = 5) -> dict[str, Any]:
+        safety.check_consistent(self.warehouse)
         return report.summary(self.warehouse, top)
 
     def table(self, name: str) -> pa.Table:
         return tables.read(tables.table_path(self.warehouse, name))
+
+    def vacuum(
+        self, retain_hours: float = safety.DEFAULT_RETAIN_HOURS, dry_run: bool = False
+    ) -> dict[str, tuple[int, int]]:
+        """Delete files of old table versions and of failed writes: (files, bytes) per table."""
+        return safety.vacuum(self.warehouse, retain_hours, dry_run, self.progress)
 
     def demo(self) -> dict[str, Any]:
         """Ingest the bundled real sample, build every table and return the report."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,18 +53,36 @@ def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"
 
 
+# Set by a journaled step (warehouse.journal): its data files carry the tag in their names, so
+# the files a killed write left uncommitted can be found and deleted.
+FILE_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("funnelpulse_file_tag", default="")
+
+_COMMIT_FILE = re.compile(r"^\d{20}\.json$|\.checkpoint(\.\d+\.\d+)?\.parquet$|^_last_checkpoint$")
+
+
 def is_delta(path: str) -> bool:
+    """True when the table has at least one commit (a log folder without one is no table)."""
     if "://" in path:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(path)
-    return Path(path, "_delta_log").is_dir()
+    try:
+        with os.scandir(Path(path, "_delta_log")) as entries:
+            return any(_COMMIT_FILE.search(e.name) and e.stat().st_size > 0 for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _has_log_folder(path: str) -> bool:
+    return "://" not in path and Path(path, "_delta_log").is_dir()
 
 
 def exists(path: str) -> bool:
     if is_delta(path):
         return True
-    return "://" not in path and Path(path).is_dir() and any(Path(path).rglob("*.parquet"))
+    if "://" in path or _has_log_folder(path):  # a log without commits: debris of a failed create
+        return False
+    return Path(path).is_dir() and any(Path(path).rglob("*.parquet"))
 
 
 def dataset(path: str, name: str | None = None) -> ds.Dataset:
@@ -90,9 +112,7 @@ def _delta_dataset(path: str) -> ds.Dataset:
     deltalake's own dataset wrapper left a Rust thread that aborted the interpreter at exit,
     and the project writes no deletion vectors, so the file list is the whole truth.
     """
-    from deltalake import DeltaTable
-
-    table = DeltaTable(path)
+    table = _open(path)
     schema = pa.schema(table.schema().to_arrow())
     parts = table.metadata().partition_columns
     partitioning = (
@@ -167,13 +187,36 @@ def commit(
     them with the removal of the files they replace, as one Delta transaction. Returns rows added.
 
     Any writer can produce the files (Arrow here, Spark executors in the Spark engine): only this
-    commit, on the driver, touches the log, so Delta needs no jars on the Spark side.
+    commit, on the driver, touches the log, so Delta needs no jars on the Spark side. It runs
+    under the warehouse's writer lock, so two processes never compute their replacements from the
+    same old state (which duplicated rows). Files of a failed commit are deleted.
     """
+    from .warehouse import writer_lock
+
+    with writer_lock(_warehouse_of(path)):
+        return _commit(path, schema, write_files, partition_by, replace)
+
+
+def _warehouse_of(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
+
+
+def _commit(
+    path: str,
+    schema: pa.Schema,
+    write_files: Callable[[], list[Any]],
+    partition_by: Sequence[str],
+    replace: Replace,
+) -> int:
     from deltalake import DeltaTable
     from deltalake.transaction import RemoveAction
 
+    from . import faults
+
+    adds: list[Any] = []
     try:
         if not is_delta(path):
+            _clear_debris(path)
             DeltaTable.create(path, schema, partition_by=list(partition_by) or None)
         table = DeltaTable(path)
         now_ms = int(time.time() * 1000)
@@ -190,14 +233,203 @@ def commit(
             for row in _replaced_files(table, replace)
         ]
         adds = write_files()
+        faults.checkpoint("commit.files_written")
         table.create_write_transaction(
             [*adds, *removes], mode="append", schema=schema, partition_by=list(partition_by) or None
         )
-    except OSError as exc:
-        raise WarehouseError(
-            f"Could not write table {path}: {exc}. Check free disk space and permissions"
-        ) from exc
+    except Exception as exc:
+        _delete_uncommitted(path, [a.path for a in adds])
+        raise user_error(path, exc) from exc
     return sum(json.loads(a.stats)["numRecords"] for a in adds)
+
+
+def _no_space(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen) or "errno 28]" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def storage_error(where: str, exc: BaseException) -> Exception:
+    """The user's version of a failed write: a full disk says so (never a library's words)."""
+    from .errors import FunnelPulseError
+
+    if isinstance(exc, FunnelPulseError):
+        return exc
+    if _no_space(exc):
+        return WarehouseError(
+            f"No space left on the disk holding {where}. Free some space (`funnelpulse vacuum` "
+            "removes old table versions) and re-run the same command"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return WarehouseError(
+        f"Could not write {where}: {reason}. Check the path, its permissions and free disk space"
+    )
+
+
+def user_error(path: str, exc: Exception) -> Exception:
+    """Map an error of a table write to one a user can act on; others pass through unchanged."""
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    name = os.path.basename(path.rstrip("/"))
+    if isinstance(exc, OSError) or _no_space(exc):
+        return storage_error(f"table {name} ({path})", exc)
+    if isinstance(exc, CommitFailedError):
+        return WarehouseError(
+            f"Another process changed table {name} at the same moment, so this change was not "
+            "saved. Re-run the command"
+        )
+    if isinstance(exc, DeltaError):
+        return WarehouseError(
+            f"Could not write table {name} at {path}: its log refused the change. Re-run the "
+            "command; if it fails again, re-run it with --debug and report the message"
+        )
+    return exc
+
+
+def _open(path: str) -> Any:
+    """The Delta table at `path`, with a user's error when it cannot be opened."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    try:
+        return DeltaTable(path)
+    except (DeltaError, OSError) as exc:
+        name = os.path.basename(path.rstrip("/"))
+        raise WarehouseError(
+            f"Table {name} at {path} cannot be read (it is missing or incomplete). Re-run the "
+            "step that writes it (`funnelpulse ingest` for bronze_events and quarantine_events, "
+            "`funnelpulse build` for the others)"
+        ) from exc
+
+
+def _clear_debris(path: str) -> None:
+    """Remove what a failed first commit left (a log folder without a commit, data files):
+    with no commit there never was a table, so nothing here is anyone's data."""
+    if not _has_log_folder(path):
+        return
+    import shutil
+
+    shutil.rmtree(Path(path, "_delta_log"), ignore_errors=True)
+    for file in Path(path).rglob("*.parquet"):
+        file.unlink(missing_ok=True)
+    _remove_empty_folders(path)
+
+
+def _remove_empty_folders(path: str) -> None:
+    if "://" in path:
+        return
+    for folder in sorted(Path(path).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and folder.name != "_delta_log":
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+
+
+def _filesystem(path: str) -> tuple[Any, str]:
+    from pyarrow import fs
+
+    if "://" in path:
+        return fs.FileSystem.from_uri(path)
+    return fs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _delete_matching(path: str, keep: Callable[[str], bool], pick: Callable[[str], bool]) -> list[str]:
+    """Delete the data files under `path` whose name `pick`s and that `keep` does not hold."""
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(path)
+    try:
+        found = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:
+        return []
+    deleted = []
+    for info in found:
+        if info.type != fs.FileType.File or "_delta_log" in info.path:
+            continue
+        relative = info.path[len(root.rstrip("/")) + 1 :]
+        if pick(info.base_name) and not keep(relative):
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(info.path)
+                deleted.append(relative)
+    if deleted:
+        _remove_empty_folders(path)
+    return deleted
+
+
+def _logged_names(path: str) -> str:
+    """The text of every commit in the table's log (file names of all versions are in it)."""
+    if "://" in path or not Path(path, "_delta_log").is_dir():
+        return ""
+    return "".join(
+        p.read_text(errors="replace") for p in Path(path, "_delta_log").glob("*.json")
+    )
+
+
+def _delete_uncommitted(path: str, relatives: list[str]) -> None:
+    """After a failed commit: delete its files, unless the commit did land after all."""
+    if not relatives:
+        return
+    names = {unquote(r).rsplit("/", 1)[-1] for r in relatives}
+    try:
+        logged = _logged_names(path)
+    except OSError:
+        return
+    _delete_matching(path, lambda rel: rel.rsplit("/", 1)[-1] in logged, lambda n: n in names)
+
+
+def drop_uncommitted(path: str, tag: str) -> list[str]:
+    """Delete the data files of the journaled step `tag` that no commit of the table mentions.
+
+    Call with the writer lock held: then no other write is in flight.
+    """
+    if "://" not in path and not Path(path).is_dir():
+        return []
+    logged = _logged_names(path)
+    return _delete_matching(
+        path, lambda rel: rel.rsplit("/", 1)[-1] in logged, lambda n: f"-{tag}-" in n
+    )
+
+
+def restore(path: str, version: int | None) -> None:
+    """Put a table back to `version` (None: back to no rows) with a new commit."""
+    if version is None:
+        table = _open(path)
+        commit(path, pa.schema(table.schema().to_arrow()), list, table.metadata().partition_columns)
+        return
+    from deltalake.exceptions import DeltaError
+
+    try:
+        _open(path).restore(version)
+    except (DeltaError, OSError) as exc:
+        raise user_error(path, exc) from exc
+
+
+def file_size(path: str, relative: str) -> int:
+    """Bytes of one file of the table (0 when it is gone)."""
+    filesystem, root = _filesystem(path)
+    info = filesystem.get_file_info(f"{root.rstrip('/')}/{unquote(relative)}")
+    return int(info.size or 0)
+
+
+def vacuum(path: str, retain_hours: float, dry_run: bool) -> list[str]:
+    """Delete (or, dry, list) files of versions older than `retain_hours` and files no commit made."""
+    from deltalake.exceptions import DeltaError
+
+    try:
+        return list(
+            _open(path).vacuum(
+                retention_hours=int(retain_hours),
+                dry_run=dry_run,
+                enforce_retention_duration=False,
+                full=True,
+            )
+        )
+    except (DeltaError, OSError) as exc:
+        raise user_error(path, exc) from exc
 
 
 def _partition_text(value: object) -> str | None:
@@ -235,17 +467,24 @@ def _write_files(
         if partition_by
         else None
     )
-    ds.write_dataset(
-        data,
-        path,
-        format="parquet",
-        partitioning=partitioning,
-        basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
-        existing_data_behavior="overwrite_or_ignore",
-        file_options=ds.ParquetFileFormat().make_write_options(compression="snappy"),
-        max_rows_per_group=1 << 20,
-        file_visitor=visit,
-    )
+    tag = FILE_TAG.get()
+    unique = uuid.uuid4().hex
+    try:
+        ds.write_dataset(
+            data,
+            path,
+            format="parquet",
+            partitioning=partitioning,
+            basename_template=f"part-{tag + '-' if tag else ''}{unique}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            file_options=ds.ParquetFileFormat().make_write_options(compression="snappy"),
+            max_rows_per_group=1 << 20,
+            file_visitor=visit,
+        )
+    except BaseException:
+        # Nothing refers to these files yet: a failed write leaves no data behind.
+        _delete_matching(path, lambda rel: False, lambda n: unique in n)
+        raise
     root = path.rstrip("/") + "/"
     return [
         add_action(f[len(root) :] if f.startswith(root) else f, size, meta, partition_by)
@@ -303,9 +542,7 @@ def _stats(meta: pq.FileMetaData) -> dict[str, Any]:
 def version(path: str) -> int | None:
     if not is_delta(path):
         return None
-    from deltalake import DeltaTable
-
-    return DeltaTable(path).version()
+    return int(_open(path).version())
 
 
 def sql_quote(value: str) -> str:

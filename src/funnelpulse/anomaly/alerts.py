@@ -241,7 +241,7 @@ def send_alerts(
                 result.failed += 1
                 failures_in_row[name] += 1
                 result.errors[name] = error or "failed"
-                log.warning("alert %s to %s failed: %s", incident.incident_id, name, error)
+                log.info("alert %s to %s failed: %s", incident.incident_id, name, error)
         if result.pending and any(n >= GIVE_UP_AFTER for n in failures_in_row.values()):
             for name, count in failures_in_row.items():
                 if count >= GIVE_UP_AFTER:

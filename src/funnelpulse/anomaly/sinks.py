@@ -18,7 +18,7 @@ import smtplib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, TextIO
@@ -127,6 +127,13 @@ def _count(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 10 else f"{x:,.1f}".replace(".0", "")
 
 
+def span(start: datetime, end: datetime) -> str:
+    """`2019-10-10 03:00-05:00`, or with both dates when the span crosses midnight."""
+    if (end - timedelta(microseconds=1)).date() == start.date():
+        return f"{start:%Y-%m-%d %H:%M}-{end:%H:%M}"
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+
+
 def window_hours(row: dict[str, Any]) -> int:
     """The length of the window that fired: the row's `window_hours`, else its span, else 1."""
     hours = row.get("window_hours")
@@ -158,8 +165,8 @@ def message(incident: Detected, anomalies: dict[str, dict[str, Any]]) -> str:
     word = "lost" if lost >= 0 else "extra"
     text = (
         f"[{incident.severity.upper()}] {what} {worst['type']} - {incident.dimension} "
-        f"{plain(incident.segment)}, {incident.start:%Y-%m-%d %H:%M}-{incident.end:%H:%M} UTC. "
-        f"Window that fired: {hours} h ({worst['window_start']:%H:%M}-{worst['window_end']:%H:%M}): "
+        f"{plain(incident.segment)}, {span(incident.start, incident.end)} UTC. "
+        f"Window that fired: {hours} h ({span(worst['window_start'], worst['window_end'])}): "
         f"{evidence(worst)}, z {worst['z']:+.1f}. "
         f"Estimated {word} purchases {abs(lost):,.1f}, revenue {abs(revenue):,.2f} (all steps)."
     )

@@ -12,7 +12,7 @@ from datetime import date
 
 import pyarrow as pa
 
-from .. import tables
+from .. import faults, tables
 from ..console import Progress
 from ..errors import WarehouseError
 from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange, covered_dates, rows_per_date
@@ -66,6 +66,7 @@ class DuckDBEngine:
                 partition_by=[SILVER_MODEL.partition_by],
                 replace=_replace(SILVER_MODEL.partition_by, replace_dates),
             )
+            faults.checkpoint("build.silver_committed")
             progress.step("Writing gold tables")
             for model in GOLD_MODELS:
                 data = pa.concat_tables(gold[model.name]).combine_chunks()
@@ -75,6 +76,7 @@ class DuckDBEngine:
                     partition_by=[model.partition_by],
                     replace=_replace(model.partition_by, replace_dates),
                 )
+                faults.checkpoint("build.gold_committed")
         finally:
             con.close()
         # Session funnels follow sessions across chunk (date) edges, so they read the new silver.

@@ -1,0 +1,493 @@
+"""What keeps a warehouse consistent when processes die or race: one writer at a time, a journal
+for every step that commits several tables, and recovery of a step a killed process left half done.
+
+- The writer lock is ``fcntl.flock`` on ``<warehouse>/_funnelpulse/writer.lock``: the kernel drops it
+  the moment its process dies, so a ``kill -9`` can never leave a warehouse locked. It is re-entrant
+  within a process. For a ``gs://``/``s3://`` warehouse the lock file is in the local temp folder, so
+  it serializes the writers of one machine; writers on different machines are caught by the table
+  log's own commit check and the loser stops with an ``Error:`` asking to re-run.
+- A journal ``_funnelpulse/pending/<kind>-<id>.json`` is written before a step's first commit and
+  removed after its last. One left behind means the step died in between; the next writing command
+  finishes it (re-ingests the file, re-builds the range) or, when the input is gone, undoes its
+  commits and says what to re-run. Readers refuse to show the half-written state and say what to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from . import faults, tables
+from .console import Progress, SilentProgress
+from .errors import WarehouseError
+
+META = "_funnelpulse"
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer lock
+
+
+@dataclass
+class _Held:
+    guard: threading.RLock
+    fd: int = -1
+    depth: int = 0
+
+
+_locks: dict[str, _Held] = {}
+_locks_guard = threading.Lock()
+
+
+def _meta_dir(warehouse: str) -> Path | None:
+    """The local folder of the warehouse's own bookkeeping; None for an object-store warehouse."""
+    if "://" in warehouse and not warehouse.startswith("file://"):
+        return None
+    root = warehouse[len("file://") :] if warehouse.startswith("file://") else warehouse
+    return Path(root, META)
+
+
+def lock_file(warehouse: str) -> Path:
+    meta = _meta_dir(warehouse)
+    if meta is not None:
+        return meta / "writer.lock"
+    digest = hashlib.sha256(warehouse.rstrip("/").encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir(), f"funnelpulse-{digest}.lock")
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another funnelpulse process"
+    if not info:
+        return "another funnelpulse process"
+    return f"funnelpulse `{info.get('command', '?')}` (pid {info.get('pid', '?')})"
+
+
+@contextlib.contextmanager
+def writer_lock(
+    warehouse: str, progress: Progress | None = None, timeout: float | None = None
+) -> Iterator[None]:
+    """Hold the warehouse's writer lock (waiting for the current writer, if any, to finish)."""
+    path = lock_file(warehouse)
+    key = str(path.absolute())
+    with _locks_guard:
+        held = _locks.setdefault(key, _Held(threading.RLock()))
+    held.guard.acquire()
+    try:
+        if held.depth == 0:
+            held.fd = _acquire(path, progress or SilentProgress(), timeout)
+        held.depth += 1
+        try:
+            yield
+        finally:
+            held.depth -= 1
+            if held.depth == 0:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(held.fd, 0)
+                os.close(held.fd)  # closing the descriptor drops the flock
+                held.fd = -1
+    finally:
+        held.guard.release()
+
+
+def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WarehouseError(
+            f"Cannot write to the warehouse at {path.parent.parent}: {exc.strerror or exc}. "
+            "Check the path, its permissions and free disk space"
+        ) from exc
+    started = time.monotonic()
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if not told:
+                progress.step(f"Waiting for {_holder(path)} to finish writing this warehouse")
+                told = True
+            if timeout is not None and time.monotonic() - started > timeout:
+                os.close(fd)
+                raise WarehouseError(
+                    f"{_holder(path)} is still writing this warehouse. Wait for it to finish "
+                    "and re-run"
+                ) from None
+            time.sleep(0.1)
+    import sys
+
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
+    info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat()}
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd
+
+
+def writer_active(warehouse: str) -> bool:
+    """True while some process (this one included) holds the warehouse's writer lock."""
+    path = lock_file(warehouse)
+    held = _locks.get(str(path.absolute()))
+    if held is not None and held.depth > 0:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+
+
+# ---------------------------------------------------------------------------------------------
+# Journals
+
+
+def _pending_dir(warehouse: str) -> str:
+    meta = _meta_dir(warehouse)
+    return str(meta / "pending") if meta is not None else f"{warehouse.rstrip('/')}/{META}/pending"
+
+
+def _write_json(location: str, record: dict[str, Any]) -> None:
+    data = json.dumps(record, indent=1, default=str).encode()
+    if "://" in location:
+        from pyarrow import fs
+
+        filesystem, inner = fs.FileSystem.from_uri(location)
+        with filesystem.open_output_stream(inner) as out:  # an object appears whole or not at all
+            out.write(data)
+        return
+    folder = os.path.dirname(location)
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{location}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, location)  # atomic: a reader sees the old state or the whole journal
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove(location: str) -> None:
+    if "://" in location:
+        from pyarrow import fs
+
+        filesystem, inner = fs.FileSystem.from_uri(location)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            filesystem.delete_file(inner)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(location)
+
+
+def pending(warehouse: str) -> list[dict[str, Any]]:
+    """The journals of steps that started and have not finished (oldest first)."""
+    folder = _pending_dir(warehouse)
+    found: list[dict[str, Any]] = []
+    if "://" in folder:
+        from pyarrow import fs
+
+        filesystem, inner = fs.FileSystem.from_uri(folder)
+        infos = filesystem.get_file_info(fs.FileSelector(inner, allow_not_found=True))
+        names = [(i.path, f"{folder.split('://')[0]}://{i.path}") for i in infos]
+        for inner_path, uri in sorted(names):
+            if not inner_path.endswith(".json"):
+                continue
+            with filesystem.open_input_stream(inner_path) as handle:
+                record = json.loads(handle.read())
+            record["_journal"] = uri
+            found.append(record)
+    elif os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if not name.endswith(".json"):
+                continue  # a .tmp is a journal whose writing died: its step never committed
+            location = os.path.join(folder, name)
+            try:
+                with open(location, "rb") as handle:
+                    record = json.loads(handle.read())
+            except (OSError, ValueError):
+                continue
+            record["_journal"] = location
+            found.append(record)
+    return sorted(found, key=lambda r: str(r.get("started", "")))
+
+
+@contextlib.contextmanager
+def journal(warehouse: str, kind: str, **record: Any) -> Iterator[dict[str, Any]]:
+    """Journal one multi-table step: written before its first commit, removed after its last.
+
+    The step's data files carry the journal's tag in their names, so recovery can tell the
+    files a killed write left behind from everything else. On an exception the journal stays:
+    the next command finishes or undoes the step.
+    """
+    tag = uuid.uuid4().hex[:12]
+    entry = {"kind": kind, "tag": tag, "started": datetime.now(UTC).isoformat(), **record}
+    location = f"{_pending_dir(warehouse)}/{kind}-{tag}.json"
+    try:
+        _write_json(location, entry)
+    except OSError as exc:
+        raise tables.storage_error(warehouse, exc) from exc
+    faults.checkpoint(f"{kind}.journal_written")
+    token = tables.FILE_TAG.set(tag)
+    try:
+        yield entry
+    except Exception:
+        # A step that failed (not died) is undone at once when possible; else the journal stays
+        # and the next command finishes or undoes it.
+        with contextlib.suppress(Exception):
+            entry["_journal"] = location
+            _undo(warehouse, entry)
+            _drop_orphans(warehouse, entry)
+            _remove(location)
+        raise
+    finally:
+        tables.FILE_TAG.reset(token)
+    _remove(location)
+
+
+def finish(record: dict[str, Any]) -> None:
+    _remove(record["_journal"])
+
+
+def versions(warehouse: str, names: tuple[str, ...]) -> dict[str, int | None]:
+    """Each table's current version (None: no table yet): what an undo goes back to."""
+    return {name: tables.version(tables.table_path(warehouse, name)) for name in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery
+
+
+INGEST_TABLES = (tables.BRONZE, tables.QUARANTINE)
+
+
+def _build_tables() -> tuple[str, ...]:
+    from .engines.base import MODELS
+
+    return tuple(m.name for m in MODELS)
+
+
+def recover(
+    warehouse: str,
+    progress: Progress | None = None,
+    *,
+    superseded: Callable[[dict[str, Any]], bool] = lambda record: False,
+) -> None:
+    """Finish or undo every step a killed process left half done. Call with the writer lock held.
+
+    `superseded(record)` says the current command redoes that step anyway: its journal is then
+    left for the command to drop when it has done so.
+    """
+    progress = progress or SilentProgress()
+    for record in pending(warehouse):
+        if superseded(record):
+            continue
+        kind = record.get("kind")
+        if kind == "ingest":
+            _recover_ingest(warehouse, record, progress)
+        elif kind == "build":
+            _recover_build(warehouse, record, progress)
+        _drop_orphans(warehouse, record)
+        finish(record)
+
+
+def drop_superseded(warehouse: str, done: Callable[[dict[str, Any]], bool]) -> None:
+    """Remove the journals of interrupted steps that the step just finished has redone."""
+    for record in pending(warehouse):
+        if done(record):
+            _drop_orphans(warehouse, record)
+            finish(record)
+
+
+def _recover_ingest(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
+    from .ingest import fingerprint, ingest_file
+
+    source, local = record["source"], record.get("path")
+    if local and os.path.isfile(local) and fingerprint(local) == record["ingest_id"]:
+        progress.step(f"Completing the interrupted ingest of {source}")
+        ingest_file(warehouse, Path(local), progress, source=source, recovering=True)
+        return
+    progress.step(f"Undoing the interrupted ingest of {source}")
+    _undo(warehouse, record)
+    warnings.warn(
+        f"the ingest of {source} was interrupted and has been undone, because the file is no "
+        f"longer there or has changed. Run `funnelpulse ingest {source}` to load it",
+        stacklevel=2,
+    )
+
+
+def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
+    from .engines.base import DateRange
+    from .engines.duckdb import DuckDBEngine
+
+    since, until = record.get("since"), record.get("until")
+    label = f"{since or 'start'}..{until or 'end'}"
+    progress.step(f"Completing the interrupted build of {label}")
+    dates = DateRange(
+        date.fromisoformat(since) if since else None, date.fromisoformat(until) if until else None
+    )
+    DuckDBEngine().build(warehouse, dates, progress)
+
+
+def _undo(warehouse: str, record: dict[str, Any]) -> None:
+    """Put each table the step changed back to its version before the step."""
+    for name, before in record.get("versions", {}).items():
+        path = tables.table_path(warehouse, name)
+        now = tables.version(path)
+        if now is None or now == before:
+            continue
+        tables.restore(path, before)
+
+
+def _drop_orphans(warehouse: str, record: dict[str, Any]) -> None:
+    """Delete the data files the step wrote but never committed (a killed write leaves them)."""
+    tag = record.get("tag")
+    if not tag:
+        return
+    names = INGEST_TABLES if record.get("kind") == "ingest" else _build_tables()
+    for name in names:
+        tables.drop_uncommitted(tables.table_path(warehouse, name), tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# What readers check
+
+
+def problems(warehouse: str) -> list[str]:
+    """What a reader would get wrong now: steps a killed process left half done (and what to run).
+
+    Empty while a writer is running: its journals are work in progress, not damage.
+    """
+    records = pending(warehouse)
+    if not records or writer_active(warehouse):
+        return []
+    out = []
+    for record in records:
+        if record.get("kind") == "ingest":
+            out.append(
+                f"the ingest of {record.get('source')} was interrupted before it finished, so "
+                "bronze_events and quarantine_events may be incomplete. Run "
+                f"`funnelpulse ingest {record.get('source')}` to complete it"
+            )
+        elif record.get("kind") == "build":
+            flags = "".join(
+                f" --{k} {record[k]}" for k in ("since", "until") if record.get(k) is not None
+            )
+            out.append(
+                "a build was interrupted before every table was written, so the gold tables may "
+                f"be stale against silver_events. Run `funnelpulse build{flags}` to finish it"
+            )
+    return out
+
+
+def check_consistent(warehouse: str) -> None:
+    """Refuse to read a warehouse a killed step left half written; say what to run instead."""
+    found = problems(warehouse)
+    if found:
+        text = "; ".join(found)
+        raise WarehouseError(text[0].upper() + text[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The build as one step
+
+
+def _covers(since: date | None, until: date | None, record: dict[str, Any]) -> bool:
+    """True when a build of since..until redoes everything the journaled build would have."""
+    if record.get("kind") != "build":
+        return False
+    old_since, old_until = record.get("since"), record.get("until")
+    low = since is None or (old_since is not None and date.fromisoformat(old_since) >= since)
+    high = until is None or (old_until is not None and date.fromisoformat(old_until) <= until)
+    return low and high
+
+
+def build(engine: Any, warehouse: str, dates: Any, progress: Progress | None = None) -> Any:
+    """Run `engine.build` as one journaled step under the writer lock (silver and gold together)."""
+    progress = progress or SilentProgress()
+    since, until = dates.since, dates.until
+    with writer_lock(warehouse, progress):
+        recover(warehouse, progress, superseded=lambda r: _covers(since, until, r))
+        with journal(
+            warehouse,
+            "build",
+            engine=engine.name,
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            versions=versions(warehouse, _build_tables()),
+        ):
+            result = engine.build(warehouse, dates, progress)
+            faults.checkpoint("build.all_committed")
+        drop_superseded(warehouse, lambda r: _covers(since, until, r))
+    return result
+
+
+@contextlib.contextmanager
+def writing(warehouse: str, progress: Progress | None = None) -> Iterator[None]:
+    """For a command that writes: hold the lock and first repair what a killed step left."""
+    with writer_lock(warehouse, progress):
+        recover(warehouse, progress)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Vacuum
+
+DEFAULT_RETAIN_HOURS = 168  # a week, as the table format itself recommends
+
+
+def vacuum(
+    warehouse: str,
+    retain_hours: float = DEFAULT_RETAIN_HOURS,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Delete the files of table versions older than `retain_hours` and files no commit made.
+
+    Returns, per table, the number of files and bytes deleted (or, dry, that would be). Versions
+    newer than the retention stay readable; a smaller retention frees more and keeps less history.
+    """
+    if retain_hours < 0:
+        raise WarehouseError("--retain-hours must be 0 or more. Give the hours of history to keep")
+    out: dict[str, tuple[int, int]] = {}
+    with writing(warehouse, progress):
+        for name in tables.ALL_TABLES:
+            path = tables.table_path(warehouse, name)
+            if not tables.is_delta(path):
+                continue
+            sizes = [tables.file_size(path, f) for f in tables.vacuum(path, retain_hours, True)]
+            sizes = [s for s in sizes if s > 0]  # the log may still list files already deleted
+            if sizes and not dry_run:
+                tables.vacuum(path, retain_hours, dry_run=False)
+            out[name] = (len(sizes), sum(sizes))
+    return out
