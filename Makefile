@@ -3,17 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CORE_STAMP := $(VENV)/.core
 WAREHOUSE ?= ./warehouse
 
-.PHONY: demo test lint bench clean test-deps
+.PHONY: demo test test-fast lint bench clean test-deps
+
+# The demo needs only the core install (DuckDB engine, no pyspark, streamlit or Kafka client);
+# the tests need every extra.
+$(CORE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(CORE_STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,dashboard,spark,kafka]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,all]'
+	touch $(STAMP) $(CORE_STAMP)
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(BIN)/funnelpulse --warehouse $(WAREHOUSE) demo
 
 # System tools the tests use: Debian's chromium for the browser tests (never a downloaded
@@ -30,6 +39,10 @@ test-deps:
 
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
+
+# The edit loop: no Spark, no broker, no browser.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

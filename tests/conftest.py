@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,13 @@ def new_york_tz() -> Iterator[None]:
     else:
         os.environ["TZ"] = old
     time.tzset()
+
+
+@pytest.fixture(scope="session")
+def shared_spark() -> Iterator[Any]:
+    """One local Spark session for the whole run: the engine finds it active and reuses it."""
+    from funnelpulse.engines.spark import spark_session
+
+    session = spark_session("local[2]")
+    yield session
+    session.stop()

@@ -16,7 +16,7 @@ from conftest import row, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.usefixtures("shared_spark")]
 GOLD = (
     tables.GOLD_HOURLY_BRAND,
     tables.GOLD_DAILY_BRAND,
@@ -197,14 +197,19 @@ def test_spark_submit_runs_ingest_build_and_detect(awkward: Pipeline, tmp_path: 
     """The whole batch job on spark-submit with the project shipped as a wheel, every step on Spark."""
     warehouse = str(tmp_path / "cluster-warehouse")
     raw = [str(Path(awkward.warehouse).parent / n) for n in ("awkward.csv", "gen.csv")]
+    out = {}
     for step in (["ingest", *raw], ["build"], ["detect"]):
         done = _spark_submit("--warehouse", warehouse, *step, tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Starting Spark" not in done.stderr  # the engine used spark-submit's session
-    assert "silver_events:" in done.stdout or "anomalies" in done.stdout
+        out[step[0]] = done.stdout
     spark = Pipeline(warehouse=warehouse)
     assert_same_tables(awkward, spark)
-    assert tables.exists(str(Path(warehouse, tables.ANOMALIES)))
+    silver_rows = spark.table(tables.SILVER).num_rows
+    assert f"{tables.SILVER}: {silver_rows:,} rows" in out["build"]
+    found = spark.table(tables.ANOMALIES).num_rows
+    lines = out["detect"].splitlines()
+    assert any(line.startswith(f"{found:,} anomalies") for line in lines), out["detect"][:600]
 
 
 def _frame(p: Pipeline, name: str, drop: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import tables
+from .. import faults, tables
 from ..console import Progress
 from ..errors import MissingDependencyError, WarehouseError
 from .base import (
@@ -62,7 +62,8 @@ def spark_session(
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
-    session.sparkContext.setLogLevel("ERROR")
+    if active is None:  # a caller's session keeps the log level its owner chose
+        session.sparkContext.setLogLevel("ERROR")
     return session
 
 
@@ -223,6 +224,7 @@ class SparkEngine:
         progress.step("Building silver_events")
         silver_path = tables.table_path(warehouse, SILVER_MODEL.name)
         result.rows[SILVER_MODEL.name] = _write(spark, SILVER_MODEL, silver_path, covered)
+        faults.checkpoint("build.silver_committed")
         # Gold reads the silver just written (columnar, pruned) instead of recomputing or caching it.
         silver = read_table(spark, silver_path)
         if dates.since:
@@ -234,6 +236,7 @@ class SparkEngine:
             progress.step(f"Building {model.name}")
             path = tables.table_path(warehouse, model.name)
             result.rows[model.name] = _write(spark, model, path, covered)
+            faults.checkpoint("build.gold_committed")
         from ..funnel import build_gold_spark
 
         result.rows.update(build_gold_spark(spark, warehouse, dates, progress))
