@@ -414,3 +414,140 @@ def test_replay_that_cannot_deliver_says_so() -> None:
         publish(
             f"kafka://127.0.0.1:{free_port()}/t", messages, options={"message.timeout.ms": "2000"}
         )
+
+
+@pytest.mark.slow
+def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> None:
+    """Eleven days in batch gold are the history; the twelfth streams in (embedded engine) with a
+    shop-wide tracking outage at 08:00-10:00. The stream alerts on it once final, and a restart
+    does not alert again."""
+    from datetime import UTC, datetime
+
+    import pyarrow.compute as pc
+
+    from funnelpulse.generate import Incident
+
+    start = datetime(2019, 10, 1, tzinfo=UTC)
+    last_day = start + timedelta(days=11)
+    outage = Incident(
+        "out", "outage", "shop", "all", "views", last_day + timedelta(hours=8), 2, 0.15
+    )
+    events = generate_events(700_000, seed=5, days=12, brands=30, incidents=[outage])
+    before = pc.less(events.column("event_time"), last_day)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest([write_events(events.filter(before), tmp_path / "history.csv")])
+    p.build()
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_events(events.filter(pc.invert(before)), folder / "day12.csv")
+    alerts = tmp_path / "alerts.jsonl"
+    env = {"FUNNELPULSE_ALERT_FILE": str(alerts)}
+    args = ["--warehouse", p.warehouse, "stream", "--source", f"files://{folder}"]
+    args += ["--until-idle", "2", "--alert", "--sink", "file"]
+
+    first = fp(*args, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
+    shop = [a for a in sent if a["dimension"] == "shop"]
+    # one shop incident, covering the outage (its exact bounds are the detector's business)
+    assert len(shop) == 1, sent
+    assert shop[0]["start"] <= outage.start.isoformat() < shop[0]["end"], shop
+    assert all(a["start"] >= last_day.isoformat() for a in sent)
+    assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
+
+    again = fp(*args, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Alerts: 0 sent, 0 failed" in again.stdout
+    assert len(alerts.read_text().splitlines()) == len(sent)
+
+
+CONFLUENT_STYLE = """
+[funnelpulse]
+warehouse = "./wh"
+
+[kafka]
+security.protocol = "SASL_SSL"
+sasl.mechanism = "PLAIN"
+sasl.username = "API_KEY"
+"group.id" = "funnelpulse-live"
+"""
+
+
+def test_kafka_options_from_the_config_file_and_secrets_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.config import load_settings
+    from funnelpulse.errors import ConfigError
+    from funnelpulse.streaming.kafka_client import (
+        consumer_config,
+        producer_config,
+        redacted,
+        settings_options,
+    )
+
+    config = tmp_path / "funnelpulse.toml"
+    config.write_text(CONFLUENT_STYLE)
+    assert load_settings(str(config)).warehouse == "./wh"  # the [kafka] table is not a setting
+    monkeypatch.setenv("FUNNELPULSE_KAFKA_SASL_PASSWORD", "s3cret-value")
+    options = settings_options(str(config))
+    assert options == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "API_KEY",
+        "group.id": "funnelpulse-live",
+        "sasl.password": "s3cret-value",
+    }
+    consumer = consumer_config("broker:9092", options)
+    assert (
+        consumer["group.id"] == "funnelpulse-live" and consumer["sasl.password"] == "s3cret-value"
+    )
+    assert consumer["enable.auto.commit"] is False  # ours, whatever the file says
+    producer = producer_config("broker:9092", options)
+    assert producer["security.protocol"] == "SASL_SSL" and "group.id" not in producer
+    assert "s3cret-value" not in json.dumps(redacted(consumer))
+    config.write_text(CONFLUENT_STYLE + 'sasl.password = "in-the-file"\n')
+    with pytest.raises(ConfigError, match="FUNNELPULSE_KAFKA_SASL_PASSWORD"):
+        settings_options(str(config))
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kafka_options_reach_the_real_clients(broker: str, tmp_path: Path) -> None:
+    """The same broker and topic: readable without options, refused once the config file asks
+    for SASL (the bundled broker has none), and an option the client refuses is a clean error.
+    The secret never shows."""
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.replay import publish
+
+    topic = "options"
+    create_topic(broker, topic)
+    url = f"kafka://{broker}/{topic}"
+    publish(url, iter(messages_of(generate_events(500, seed=1, days=1))))
+    plain = fp("--warehouse", str(tmp_path / "a"), "stream", "--source", url, "--until-idle", "1")
+    assert plain.returncode == 0 and "500 events in" in plain.stdout, plain.stderr[-2000:]
+    config = tmp_path / "sasl.toml"
+    config.write_text(
+        '[kafka]\nsecurity.protocol = "SASL_PLAINTEXT"\nsasl.mechanism = "PLAIN"\n'
+        'sasl.username = "fp"\n'
+    )
+    env = {"FUNNELPULSE_KAFKA_SASL_PASSWORD": "TopSecret42"}
+    sasl = fp(
+        "--config",
+        str(config),
+        "--warehouse",
+        str(tmp_path / "b"),
+        "stream",
+        "--source",
+        url,
+        "--broker-timeout-s",
+        "3",
+        env=env,
+    )
+    assert sasl.returncode == 1 and "Error: Kafka at" in sasl.stderr, sasl.stderr[-2000:]
+    assert "TopSecret42" not in sasl.stdout + sasl.stderr
+    config.write_text('[kafka]\ncompression.type = "bogus"\n')
+    bad = fp(
+        "--config", str(config), "replay", "--to", url, "--synthetic", "--seconds", "1", env=env
+    )
+    assert bad.returncode == 1 and "Error: Kafka refused an option" in bad.stderr, bad.stderr
+    assert "compression" in bad.stderr and "Traceback" not in bad.stderr

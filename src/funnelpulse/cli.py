@@ -489,7 +489,7 @@ def stream(
         ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
     )
     alert_sinks = (list(sinks) or list(settings.alert_sinks)) if alert else None
-    kafka_options = settings_options(settings)
+    kafka_options = settings_options(ctx.config)
     if (engine or settings.engine) == "spark":
         from .streaming.job import run_stream
 
@@ -580,7 +580,7 @@ def replay(
     from .streaming.kafka_client import settings_options
 
     settings = load_settings(ctx.config, warehouse=ctx.warehouse)
-    options = settings_options(settings)
+    options = settings_options(ctx.config)
     with _progress(ctx) as progress:
         if synthetic:
             result = replaying.synthetic(target, rate, seconds, options=options)

@@ -77,6 +77,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the file") from exc
         table = data.get("funnelpulse", data)
+        data.pop("kafka", None)  # librdkafka options: streaming.kafka_client.file_kafka_options
         for key, value in table.items():
             if key not in known:
                 raise ConfigError(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, FunnelPulseError, MissingDependencyError
@@ -66,6 +68,22 @@ def _confluent() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("confluent-kafka", "kafka") from exc
     return confluent_kafka
+
+
+def client(kind: str, config: dict[str, Any]) -> Any:
+    """A confluent-kafka Consumer or Producer; an option librdkafka refuses is a clean error
+    (with any secret value masked)."""
+    kafka = _confluent()
+    try:
+        return getattr(kafka, kind)(config)
+    except kafka.KafkaException as exc:
+        text = str(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc)
+        for key in SECRET_KEYS:
+            if config.get(key):
+                text = text.replace(str(config[key]), "***")
+        raise ConfigError(
+            f"Kafka refused an option: {text}. Fix the [kafka] table of the config file"
+        ) from None
 
 
 def consumer_config(bootstrap: str, options: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -135,7 +153,7 @@ def true_ends(
     on Kafka that reads nothing new; the bundled tansu broker answers with the first offset of the
     newest record batch + 1, and reading on finds the true end."""
     kafka = _confluent()
-    consumer = kafka.Consumer(consumer_config(bootstrap, options))
+    consumer = client("Consumer", consumer_config(bootstrap, options))
     try:
         found = partitions(consumer, topic, bootstrap, timeout_s)
         marks: dict[int, tuple[int, int]] = {}
@@ -171,9 +189,39 @@ def true_ends(
         consumer.close()
 
 
-def settings_options(settings: Any) -> dict[str, str]:
-    """The librdkafka options of the settings' `kafka` table, with secrets from the environment."""
-    return client_options(dict(getattr(settings, "kafka", None) or {}))
+def settings_options(config_file: str | Path | None = None) -> dict[str, str]:
+    """The librdkafka options of the config file's [kafka] table, with secrets from the
+    environment (the same options reach every consumer and producer, on both engines)."""
+    return client_options(file_kafka_options(config_file))
+
+
+def file_kafka_options(config_file: str | Path | None = None) -> dict[str, str]:
+    """The [kafka] table of the config file (default ./funnelpulse.toml), dotted keys joined:
+    `security.protocol = "SASL_SSL"` and `"security.protocol" = "SASL_SSL"` are the same."""
+    path = Path(config_file) if config_file else Path("funnelpulse.toml")
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("kafka", {})
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path} ({exc}). Fix the file") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"In {path}, kafka must be a table: write [kafka]")
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, bool):
+            out[prefix] = "true" if value else "false"
+        elif isinstance(value, list):
+            out[prefix] = ",".join(str(v) for v in value)
+        else:
+            out[prefix] = str(value)
+
+    walk("", table)
+    return out
 
 
 def file_options(options: Mapping[str, str]) -> dict[str, str]:

@@ -16,9 +16,9 @@ import pyarrow as pa
 from .. import tables
 from ..console import Progress, SilentProgress
 from ..engines.duckdb_conn import connect
-from ..errors import FunnelPulseError, InputError, MissingDependencyError
+from ..errors import FunnelPulseError, InputError
 from ..ingest import RAW_COLUMNS
-from .kafka_client import producer_config
+from .kafka_client import client, producer_config
 from .kafka_url import parse_kafka
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,10 @@ def _events(warehouse: str, sources: list[str]) -> pa.Table:
 def _producer(bootstrap: str, options: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     """A batching producer (lz4, linger): every record batch of the bundled broker is read back
     whole, and batching is what makes publishing fast."""
-    try:
-        from confluent_kafka import Producer
-    except ImportError as exc:
-        raise MissingDependencyError("confluent-kafka", "kafka") from exc
     config = producer_config(bootstrap, options)
     config["error_cb"] = lambda error: log.warning("Kafka at %s: %s", bootstrap, error.str())
     config["logger"] = logging.getLogger("funnelpulse.kafka")
-    return Producer(config)
+    return client("Producer", config)
 
 
 def publish(

@@ -20,7 +20,7 @@ from .. import ingest
 from ..engines.duckdb_conn import connect
 from ..errors import FunnelPulseError
 from ..ingest import RAW_COLUMNS, typed_sql
-from .kafka_client import _confluent, consumer_config, partitions, true_ends
+from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
 from .kafka_url import parse_kafka
 from .windows import NOT_AN_EVENT
 
@@ -148,7 +148,7 @@ class KafkaSource:
         config = consumer_config(self.address.bootstrap, options)
         config["error_cb"] = self._error
         config["logger"] = logging.getLogger("funnelpulse.kafka")
-        self.consumer = self.kafka.Consumer(config)
+        self.consumer = client("Consumer", config)
         parts = partitions(
             self.consumer, self.address.topic, self.address.bootstrap, self.timeout_s
         )
