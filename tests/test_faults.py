@@ -278,9 +278,7 @@ def test_concurrent_ingest_of_two_files_and_a_build_keep_every_row(
 ) -> None:
     wh = tmp_path / "wh"
     ok(cli(wh, "ingest", str(files["oct"])))
-    results = _race(
-        wh, ["ingest", str(files["nov"])], ["ingest", str(files["oct"])], ["build"]
-    )
+    results = _race(wh, ["ingest", str(files["nov"])], ["ingest", str(files["oct"])], ["build"])
     for result in results:
         ok(result)
         no_jargon(result.stderr)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
+from funnelpulse.anomaly.detect import seasonal
+from funnelpulse.anomaly.scoring import STEPS, rate_baseline, scan_rate
+from funnelpulse.anomaly.series import Series
+from funnelpulse.config import Settings
 
 
 @settings(
@@ -101,3 +106,75 @@ def test_blank_lines_are_found_whatever_the_chunking(
     path.write_bytes(data)
     expected = [number for number, (text, _) in enumerate(lines, start=1) if text == b""]
     assert _blank_lines(path, chunk=chunk) == expected
+
+
+def _funnel(rng: np.random.Generator, segments: int, hours: int, scale: float) -> Series:
+    """Random hourly funnels with a daily cycle and, sometimes, a broken stretch."""
+    size = rng.uniform(5, scale, (segments, 1))
+    cycle = 1 + 0.6 * np.sin(2 * np.pi * np.arange(hours) / 24)
+    views = rng.poisson(size * cycle).astype(float)
+    carts = rng.binomial(views.astype(int), rng.uniform(0.2, 0.7, (segments, 1))).astype(float)
+    purchases = rng.binomial(carts.astype(int), rng.uniform(0.1, 0.6, (segments, 1))).astype(float)
+    if rng.random() < 0.7:
+        s, t = rng.integers(0, segments), rng.integers(hours // 2, hours)
+        purchases[s, t : t + rng.integers(1, 8)] = 0
+    start = np.datetime64("2019-10-01T00:00", "us")
+    return Series(
+        hours=start + np.arange(hours) * np.timedelta64(1, "h"),
+        dimension=["shop"] + ["brand"] * (segments - 1),
+        segment=["all"] + [f"b{i}" for i in range(1, segments)],
+        values={
+            "views": views,
+            "carts": carts,
+            "purchases": purchases,
+            "revenue": purchases * 12.5,
+        },
+    )
+
+
+def _cut(series: Series, hours: int) -> Series:
+    return Series(
+        series.hours[:hours],
+        series.dimension,
+        series.segment,
+        {k: v[:, :hours] for k, v in series.values.items()},
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    segments=st.integers(1, 6),
+    days=st.integers(4, 12),
+    extra=st.integers(1, 60),
+    scale=st.sampled_from([20.0, 300.0, 3000.0]),
+)
+def test_no_look_ahead_scores_never_change_when_later_hours_arrive(
+    seed: int, segments: int, days: int, extra: int, scale: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    full = _funnel(rng, segments, days * 24 + extra, scale)
+    cut = days * 24
+    settings_ = Settings(false_alarms_per_week=50.0)  # a loose budget, so rows do appear
+    early = [_comparable(r) for r in seasonal(_cut(full, cut), settings_)]
+    later = [
+        _comparable(r)
+        for r in seasonal(full, settings_)
+        if r["window_end"]
+        <= full.hours[cut - 1].astype(datetime).replace(tzinfo=UTC) + timedelta(hours=1)
+    ]
+    assert early == later
+    for name, (num, den) in STEPS.items():
+        v = full.values
+        base_full = rate_baseline(v[num], v[den], 14)
+        base_cut = rate_baseline(v[num][:, :cut], v[den][:, :cut], 14)
+        a = scan_rate(v[num], v[den], base_full, alpha=1e-3, min_change=0.25, min_trials=20)
+        b = scan_rate(
+            v[num][:, :cut], v[den][:, :cut], base_cut, alpha=1e-3, min_change=0.25, min_trials=20
+        )
+        for field in ("fired", "window", "p", "z", "observed", "expected"):
+            np.testing.assert_array_equal(getattr(a, field)[:, :cut], getattr(b, field), name)
+
+
+def _comparable(row: dict) -> dict:  # type: ignore[type-arg]
+    return {k: v for k, v in row.items() if k != "detected_at"}

@@ -272,7 +272,7 @@ def explain(ctx: _Context, anomaly_id: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
 def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
-    """Precision, recall, F1 and detection delay of each method against known incidents."""
+    """Recall (all and detectable labels), precision, F1, delays and false incidents per week of each method."""
     from dataclasses import asdict
 
     with _progress(ctx) as progress:
@@ -281,20 +281,35 @@ def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
         click.echo(json.dumps([asdict(s) for s in scores], indent=2, default=str))
         return
     click.echo(
-        f"{'method':<10} {'incidents':>9} {'found':>6} {'alerts':>7} {'precision':>9} {'recall':>7} {'F1':>6} {'median delay':>13}"
+        f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'found':>5} "
+        f"{'incidents':>9} {'precision':>9} {'recall':>6} {'recall(det)':>11} {'F1(det)':>7} "
+        f"{'delay p50/p90':>13} {'false/week':>10}"
     )
     for s in scores:
-        delay = "n/a" if s.median_delay_h is None else f"{s.median_delay_h:.1f} h"
+        delay = (
+            "n/a"
+            if s.median_delay_h is None
+            else f"{s.median_delay_h:.1f}/{s.p90_delay_h:.1f} h"
+        )
         click.echo(
-            f"{s.method:<10} {s.labels:>9} {s.detected_labels:>6} {s.predicted:>7} {s.precision:>9.2f} "
-            f"{s.recall:>7.2f} {s.f1:>6.2f} {delay:>13}"
+            f"{s.method:<10} {s.labels:>6} {s.detected_labels:>5} {s.detectable:>10} "
+            f"{s.detected_detectable:>5} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
+            f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f}"
         )
     for s in scores:
-        missed = [r for r in s.per_label if not r["detected"]]
+        kinds = ", ".join(
+            f"{kind} {k['found']}/{k['labels']} (detectable {k['found_detectable']}/{k['detectable']})"
+            for kind, k in sorted(s.per_kind.items())
+        )
+        click.echo(f"{s.method} per kind: {kinds}")
+        missed = [r for r in s.per_label if not r["detected"] and r["detectable"]]
         if missed:
             click.echo(
-                f"{s.method} missed: "
-                + ", ".join(f"{r['id']} ({r['kind']} {r['segment']})" for r in missed)
+                f"{s.method} missed detectable: "
+                + ", ".join(
+                    f"{r['id']} ({r['kind']} {r['segment']}, ideal z {r['ideal_z']:+.1f})"
+                    for r in missed
+                )
             )
 
 
@@ -345,7 +360,7 @@ def generate(
 ) -> None:
     """Write realistic synthetic events in the raw REES46 format (deterministic for a seed)."""
     from .anomaly.incidents import load_labels, plan_incidents, save_labels
-    from .generate import generate_events, ranked_brands, write_events
+    from .generate import generate_labelled, ranked_brands, write_events
 
     first = _date(start)
     assert first is not None
@@ -364,7 +379,7 @@ def generate(
             incidents = load_labels(Path(inject))
     with _progress(ctx) as progress:
         progress.step(f"Generating {rows:,} events")
-        table = generate_events(
+        table, incidents = generate_labelled(
             rows, seed=seed, start=begin, days=days, brands=brands, incidents=incidents
         )
         progress.step(f"Writing {out}")

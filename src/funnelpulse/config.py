@@ -27,6 +27,7 @@ class Settings:
     history_days: int = 14
     min_views: int = 50
     alpha: float = 1e-5
+    false_alarms_per_week: float = 1.0  # target false incidents per week (detection)
     min_severity: str = "medium"
     cooldown_h: int = 6
     alert_sinks: tuple[str, ...] = ("console",)

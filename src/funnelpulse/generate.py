@@ -7,7 +7,7 @@ probabilities of one segment for a while, which gives labelled data for the dete
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -83,8 +83,10 @@ CATEGORY_SHARE = 0.02
 class Incident:
     """A known change injected into generated data: `step` of `segment` is multiplied by `factor`.
 
-    kind: drop | spike | outage | decline. step: cart | purchase | traffic | views.
-    dimension: brand | price_band | shop. For `decline` the factor is reached linearly at the end.
+    kind: checkout_broken | checkout_partial | cart_drop | spike | outage | decline (older
+    labels: drop). step: cart | purchase | traffic | views. dimension: brand | price_band | shop.
+    For `decline` the factor is reached linearly at the end. `ideal_z` is how detectable it is:
+    the combined z over its hours of an ideal test that knows the true rates (None if unknown).
     """
 
     id: str
@@ -95,10 +97,17 @@ class Incident:
     start: datetime
     hours: int
     factor: float
+    ideal_z: float | None = None
 
     @property
     def end(self) -> datetime:
         return self.start + timedelta(hours=self.hours)
+
+
+def _zipf(count: int, exponent: float = 1.0) -> np.ndarray:
+    """Traffic shares of `count` brands by rank: the top brand ~ 1/H(count), the 100th ~ 1/100 of it."""
+    weights = 1.0 / np.arange(1, count + 1) ** exponent
+    return weights / weights.sum()
 
 
 def brand_names(count: int, rng: np.random.Generator) -> list[str]:
@@ -133,9 +142,11 @@ def _incident_multipliers(
     brand: np.ndarray,
     band: np.ndarray,
     brands: list[str],
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Per-interaction multipliers of each step, and per incident (hit mask, its factor there)."""
     mult = {step: np.ones(len(t_s)) for step in ("cart", "purchase", "traffic", "views")}
     brand_index = {name: i for i, name in enumerate(brands)}
+    hits = []
     for inc in incidents:
         start = inc.start.timestamp()
         end = inc.end.timestamp()
@@ -151,7 +162,39 @@ def _incident_multipliers(
             progress = np.clip((t_s[hit] - start) / max(end - start, 1), 0, 1)
             factor = 1 + (inc.factor - 1) * progress
         mult[inc.step][hit] *= factor
-    return mult
+        hits.append((hit, np.broadcast_to(np.asarray(factor, dtype=float), (int(hit.sum()),))))
+    return mult, hits
+
+
+def _ideal_z(
+    inc: Incident,
+    hit: np.ndarray,
+    factor: np.ndarray,
+    p_cart0: np.ndarray,
+    p_buy0: np.ndarray,
+    kept: float,
+) -> float:
+    """Combined z over the incident of the best test that knows the true per-event rates.
+
+    Expected counts under the incident minus under normal operation, over the binomial (or
+    Poisson for traffic) standard deviation under normal operation; `kept` is the share of
+    drawn interactions that end up in the output.
+    """
+    if inc.step == "purchase":  # purchases among carts
+        pc, pb = p_cart0[hit], p_buy0[hit]
+        shift = np.sum(pc * (np.clip(pb * factor, 0, 0.98) - pb))
+        var = np.sum(pc * pb * (1 - pb))
+    elif inc.step == "cart":  # carts among views
+        pc = p_cart0[hit]
+        shift = np.sum(np.clip(pc * factor, 0, 0.98) - pc)
+        var = np.sum(pc * (1 - pc))
+    else:  # views / traffic: a count against its Poisson expectation
+        base = (1 - SKIP_VIEW) * hit.sum()
+        shift = (1 - SKIP_VIEW) * np.sum(factor - 1)
+        var = base
+    if var <= 0:
+        return 0.0
+    return float(np.sqrt(kept) * shift / np.sqrt(var))
 
 
 def generate_events(
@@ -162,9 +205,24 @@ def generate_events(
     days: int = 61,
     brands: int = 250,
     incidents: Sequence[Incident] = (),
-    oversample: float = 1.12,
 ) -> pa.Table:
-    """Return exactly `rows` events sorted by time, deterministic for a seed.
+    """Return exactly `rows` events sorted by time, deterministic for a seed."""
+    return generate_labelled(
+        rows, seed=seed, start=start, days=days, brands=brands, incidents=incidents
+    )[0]
+
+
+def generate_labelled(
+    rows: int,
+    *,
+    seed: int = 0,
+    start: datetime = datetime(2019, 10, 1, tzinfo=UTC),
+    days: int = 61,
+    brands: int = 250,
+    incidents: Sequence[Incident] = (),
+    oversample: float = 1.12,
+) -> tuple[pa.Table, list[Incident]]:
+    """Events as `generate_events`, and the incidents with their `ideal_z` filled in.
 
     `oversample` is how many more events than `rows` to draw before sampling exactly `rows`.
     """
@@ -191,6 +249,14 @@ def generate_events(
     )
     product_ids = rng.choice(np.arange(3_750_000, 5_950_000), size=n_products, replace=False)
     popularity = 1.0 / np.arange(1, n_products + 1) ** 0.9
+    # Brand traffic is Zipf (share ~ 1/rank, a long tail); products share their brand's traffic.
+    brand_traffic = np.append(
+        (1 - NULL_BRAND_SHARE) * _zipf(brands),
+        NULL_BRAND_SHARE,
+    )
+    slot = np.where(product_brand < 0, brands, product_brand)
+    within = np.bincount(slot, weights=popularity, minlength=brands + 1)
+    popularity = popularity * brand_traffic[slot] / within[slot]
     popularity /= popularity.sum()
     brand_cart = np.clip(rng.normal(BASE_CART, 0.08, brands + 1), 0.2, 0.85)
     brand_buy = np.clip(rng.normal(BASE_PURCHASE, 0.06, brands + 1), 0.08, 0.6)
@@ -225,11 +291,13 @@ def generate_events(
     hod = ((t // 3600) % 24).astype(int)
     daily_conv = 1 + 0.08 * np.sin(2 * np.pi * (hod - 14) / 24)
 
-    mult = _incident_multipliers(incidents, t, brand, band, names)
+    mult, hits = _incident_multipliers(incidents, t, brand, band, names)
     keep = rng.random(len(t)) < np.minimum(mult["traffic"], 1.0)
     extra = rng.random(len(t)) < np.maximum(mult["traffic"] - 1.0, 0.0)
-    p_cart = np.clip(brand_cart[brand] * daily_conv * mult["cart"], 0, 0.98)
-    p_buy = np.clip(brand_buy[brand] * daily_conv * mult["purchase"], 0, 0.98)
+    p_cart0 = np.clip(brand_cart[brand] * daily_conv, 0, 0.98)
+    p_buy0 = np.clip(brand_buy[brand] * daily_conv, 0, 0.98)
+    p_cart = np.clip(p_cart0 * mult["cart"], 0, 0.98)
+    p_buy = np.clip(p_buy0 * mult["purchase"], 0, 0.98)
     carted = rng.random(len(t)) < p_cart
     bought = carted & (rng.random(len(t)) < p_buy)
     removed = carted & ~bought & (rng.random(len(t)) < REMOVE_GIVEN_ABANDON)
@@ -263,7 +331,7 @@ def generate_events(
         # Random session lengths fell short (small runs): draw again with more sessions.
         if oversample > 20:
             raise InputError(f"Could not generate {rows} rows for {days} days; raise --days")
-        return generate_events(
+        return generate_labelled(
             rows,
             seed=seed,
             start=start,
@@ -272,6 +340,11 @@ def generate_events(
             incidents=incidents,
             oversample=oversample * 1.5,
         )
+    kept = rows / len(inside)
+    labelled = [
+        replace(inc, ideal_z=round(_ideal_z(inc, hit, factor, p_cart0, p_buy0, kept), 2))
+        for inc, (hit, factor) in zip(incidents, hits, strict=True)
+    ]
     chosen = np.sort(rng.choice(inside, size=rows, replace=False))
     ev, ev_type, ev_time = ev[chosen], ev_type[chosen], ev_time[chosen]
     order = np.argsort(ev_time, kind="stable")
@@ -285,7 +358,7 @@ def generate_events(
     type_dict = pa.array(["view", "cart", "remove_from_cart", "purchase"])
     pb = product_brand[prod]
     pc = product_code[prod]
-    return pa.table(
+    table = pa.table(
         {
             "event_time": pa.array(
                 (ev_time * 1_000_000).astype("int64"), pa.timestamp("us", "UTC")
@@ -300,6 +373,7 @@ def generate_events(
             "user_session": session_ids.take(pa.array(sess)),
         }
     )
+    return table, labelled
 
 
 def write_events(table: pa.Table, out: str | Path) -> Path:

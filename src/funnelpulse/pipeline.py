@@ -134,7 +134,9 @@ class Pipeline:
         scores = []
         for method in methods:
             found = detect(self.warehouse, self.settings, method, None, self.progress, write=False)
-            scores.append(evaluate(method, group_incidents(found.anomalies.to_pylist()), labels))
+            scored = max(found.hours - 24 * 3, 0)  # the first 3 days are history, never scored
+            incidents = group_incidents(found.anomalies.to_pylist())
+            scores.append(evaluate(method, incidents, labels, scored))
         return scores
 
     def report(self, top: int = 5) -> dict[str, Any]:

@@ -31,6 +31,9 @@ GOLD_DAILY_CATEGORY = "gold_funnel_daily_category"
 GOLD_HOURLY_PRICE_BAND = "gold_funnel_hourly_price_band"
 GOLD_STREAM = "gold_stream_funnel_hourly_brand"
 GOLD_STREAM_5MIN = "gold_stream_funnel_5min"  # live 5-minute buckets (streaming/buckets.py)
+LIVE_INCIDENTS = (
+    "live_incidents"  # open-window incidents of the last day (anomaly/live_incidents.py)
+)
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
 
@@ -45,6 +48,7 @@ ALL_TABLES = (
     GOLD_STREAM,
     GOLD_STREAM_5MIN,
     ANOMALIES,
+    LIVE_INCIDENTS,
     ALERTS,
 )
 
@@ -337,13 +341,17 @@ def _filesystem(path: str) -> tuple[Any, str]:
     return fs.LocalFileSystem(), os.path.abspath(path)
 
 
-def _delete_matching(path: str, keep: Callable[[str], bool], pick: Callable[[str], bool]) -> list[str]:
+def _delete_matching(
+    path: str, keep: Callable[[str], bool], pick: Callable[[str], bool]
+) -> list[str]:
     """Delete the data files under `path` whose name `pick`s and that `keep` does not hold."""
     from pyarrow import fs
 
     filesystem, root = _filesystem(path)
     try:
-        found = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+        found = filesystem.get_file_info(
+            fs.FileSelector(root, recursive=True, allow_not_found=True)
+        )
     except OSError:
         return []
     deleted = []
@@ -364,9 +372,7 @@ def _logged_names(path: str) -> str:
     """The text of every commit in the table's log (file names of all versions are in it)."""
     if "://" in path or not Path(path, "_delta_log").is_dir():
         return ""
-    return "".join(
-        p.read_text(errors="replace") for p in Path(path, "_delta_log").glob("*.json")
-    )
+    return "".join(p.read_text(errors="replace") for p in Path(path, "_delta_log").glob("*.json"))
 
 
 def _delete_uncommitted(path: str, relatives: list[str]) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
 from .. import tables
 from ..config import Settings
@@ -53,6 +52,7 @@ ANOMALY_SCHEMA = pa.schema(
         ("root_cause", pa.string()),
         ("detected_at", pa.timestamp("us", "UTC")),
         ("window_date", pa.date32()),
+        ("window_hours", pa.int64()),
     ]
 )
 
@@ -65,8 +65,11 @@ class DetectResult:
     hours: int
 
 
-def anomaly_id(method: str, dimension: str, segment: str, step: str, start: datetime) -> str:
+def anomaly_id(
+    method: str, dimension: str, segment: str, step: str, start: datetime, hours: int = 1
+) -> str:
     key = f"{method}|{dimension}|{segment}|{step}|{start.isoformat()}"
+    key += f"|{hours}h" if hours != 1 else ""
     return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
@@ -108,12 +111,13 @@ def detect(
             rows = [r for r in rows if r["window_start"] >= cutoff]
         if rows and method == "seasonal" and write:
             progress.step(f"Explaining {len(rows):,} anomalies")
-            cube = Cube(_cube_columns(con))
+            cube = Cube(*_cube_columns(con))
             for r in rows:
-                hour = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
+                opened = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
+                window = opened + np.arange(r["window_hours"]) * np.timedelta64(1, "h")
                 r["root_cause"] = json.dumps(
                     explain(
-                        cube, hour, settings.history_days, r["dimension"], r["segment"], r["step"]
+                        cube, window, settings.history_days, r["dimension"], r["segment"], r["step"]
                     ),
                     default=float,
                 )
@@ -153,38 +157,45 @@ def _spark_cube(
         return spark.sql(sqlglot.transpile(CUBE_SELECT, read="duckdb", write="spark")[0]).toArrow()
 
 
-def _cube_columns(con) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
+    """The cube as numpy columns, its text labels as integer codes plus their names."""
     t = con.sql(
         "SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube"
     ).to_arrow_table()
-    out = {
-        name: t.column(name).to_numpy(zero_copy_only=False)
-        for name in t.column_names
-        if name != "hour"
-    }
+    out: dict[str, np.ndarray] = {}
+    names: dict[str, list[str]] = {}
+    for name in ("brand", "price_band", "category_root"):
+        coded = t.column(name).fill_null("(none)").combine_chunks().dictionary_encode()
+        out[name] = coded.indices.to_numpy(zero_copy_only=False)
+        names[name] = [str(x) for x in coded.dictionary.to_pylist()]
+    for name in ("views", "carts", "purchases"):
+        out[name] = t.column(name).to_numpy()
     out["hour"] = t.column("hour").cast(pa.timestamp("us")).to_numpy()
-    return out
+    return out, names
 
 
 def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
+    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step."""
     if not series.segment:
         return []
     v = series.values
-    z_limit = float(stats.norm.isf(settings.alpha / 2))
     history = settings.history_days
+    windows = scoring.WINDOWS
+    alpha = scoring.per_test_alpha(
+        settings.false_alarms_per_week, len(series.segment), 1 + len(scoring.STEPS), len(windows)
+    )
     now = datetime.now(UTC)
     found: list[dict[str, Any]] = []
 
     traffic = scoring.count_baseline(v["views"], history)
-    tz = scoring.count_z(v["views"], traffic.expected, traffic.cv)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_rel = v["views"] / traffic.expected - 1
-    traffic_hit = (
-        (np.abs(tz) >= z_limit)
-        & (traffic.expected >= settings.min_views)
-        & (np.abs(t_rel) >= MIN_TRAFFIC_CHANGE)
+    traffic_scan = scoring.scan_count(
+        v["views"],
+        traffic,
+        alpha=alpha,
+        min_change=MIN_TRAFFIC_CHANGE,
+        min_expected=settings.min_views,
+        windows=windows,
     )
-
     conv = scoring.rate_baseline(v["purchases"], v["views"], history)
     c2p = scoring.rate_baseline(v["purchases"], v["carts"], history)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -192,96 +203,102 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
         buys_hist = scoring.past_same_hour(v["purchases"], history)
         aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
     aov = np.where(np.isfinite(aov), aov, 0.0)
-
-    def emit(
-        step: str,
-        s: int,
-        t: int,
-        kind: str,
-        obs: float,
-        exp: float,
-        num: float,
-        den: float | None,
-        z: float,
-        lost_purchases: float,
-    ) -> None:
-        start = series.hours[t].astype(datetime).replace(tzinfo=UTC)
-        found.append(
-            {
-                "anomaly_id": anomaly_id(
-                    "seasonal", series.dimension[s], series.segment[s], step, start
-                ),
-                "method": "seasonal",
-                "window_start": start,
-                "window_end": start + timedelta(hours=1),
-                "dimension": series.dimension[s],
-                "segment": series.segment[s],
-                "step": step,
-                "type": kind,
-                "observed_rate": float(obs),
-                "expected_rate": float(exp),
-                "numerator": int(num),
-                "denominator": None if den is None else int(den),
-                "z": float(z),
-                "p_value": float(scoring.p_value(np.array(z))),
-                "severity": str(scoring.severity(z)),
-                "lost_purchases": float(lost_purchases),
-                "lost_revenue": float(lost_purchases * aov[s, t]),
-                "root_cause": None,
-                "detected_at": now,
-                "window_date": start.date(),
-            }
-        )
-
-    for s, t in zip(*np.nonzero(traffic_hit), strict=True):
-        lost_views = traffic.expected[s, t] - v["views"][s, t]
-        rate = conv.expected[s, t] if np.isfinite(conv.expected[s, t]) else 0.0
-        kind = "traffic_drop" if tz[s, t] < 0 else "traffic_spike"
-        emit(
-            "traffic",
-            s,
-            t,
-            kind,
-            v["views"][s, t],
-            traffic.expected[s, t],
-            v["views"][s, t],
-            None,
-            tz[s, t],
-            lost_views * rate,
-        )
-
+    follow = np.nan_to_num(c2p.expected)
+    # Purchases lost in each hour, per step; an incident's loss sums hours, each counted once.
+    lost_views = np.nan_to_num(traffic.expected - v["views"])
+    losses = {"traffic": lost_views * np.nan_to_num(conv.expected)}
+    scans = {"traffic": traffic_scan}
     for step, (num_name, den_name) in scoring.STEPS.items():
         num, den = v[num_name], v[den_name]
         base = {"conversion": conv, "cart_to_purchase": c2p}.get(step) or scoring.rate_baseline(
             num, den, history
         )
-        z = scoring.rate_z(num, den, base.expected, base.rho)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            observed = np.where(den > 0, num / den, np.nan)
-            rel = observed / base.expected - 1
-        min_den = settings.min_views if den_name == "views" else MIN_CARTS
-        hit = (np.abs(z) >= z_limit) & (den >= min_den) & (np.abs(rel) >= MIN_REL_CHANGE)
-        # A rate that moves only because its denominator collapsed or jumped is the traffic incident.
-        hit &= ~traffic_hit
-        for s, t in zip(*np.nonzero(hit), strict=True):
-            expected_num = den[s, t] * base.expected[s, t]
-            lost = expected_num - num[s, t]
-            if step == "view_to_cart":
-                follow = c2p.expected[s, t] if np.isfinite(c2p.expected[s, t]) else 0.0
-                lost = lost * follow
-            emit(
-                step,
-                s,
-                t,
-                "drop" if z[s, t] < 0 else "spike",
-                observed[s, t],
-                base.expected[s, t],
-                num[s, t],
-                den[s, t],
-                z[s, t],
-                lost,
+        scans[step] = scoring.scan_rate(
+            num,
+            den,
+            base,
+            alpha=alpha,
+            min_change=MIN_REL_CHANGE,
+            min_trials=settings.min_views if den_name == "views" else MIN_CARTS,
+            windows=windows,
+        )
+        lost = np.nan_to_num(den * base.expected - num)
+        losses[step] = lost * follow if step == "view_to_cart" else lost
+    # A rate that moves only because its denominator collapsed or jumped is the traffic incident.
+    traffic_hit = traffic_scan.fired
+    for step, scan in scans.items():
+        hit = scan.fired if step == "traffic" else scan.fired & ~traffic_hit
+        lost_c = scoring._cumsum0(losses[step])
+        revenue_c = scoring._cumsum0(losses[step] * aov)
+        covered: dict[int, int] = {}
+        for s, t in sorted(zip(*np.nonzero(hit), strict=True), key=lambda st: (st[0], st[1])):
+            k = int(scan.window[s, t])
+            first = max(t - k + 1, covered.get(s, -1) + 1)
+            covered[s] = t
+            found.append(
+                _row(
+                    series,
+                    s,
+                    t,
+                    k,
+                    step,
+                    scan,
+                    now,
+                    lost_c[s, t + 1] - lost_c[s, first],
+                    revenue_c[s, t + 1] - revenue_c[s, first],
+                )
             )
     return found
+
+
+def _row(
+    series: Series,
+    s: int,
+    t: int,
+    k: int,
+    step: str,
+    scan: scoring.Scan,
+    now: datetime,
+    lost_purchases: float,
+    lost_revenue: float,
+) -> dict[str, Any]:
+    """One anomaly row: the window of k hours ending at hour t that fired for segment s."""
+    start = series.hours[t - k + 1].astype(datetime).replace(tzinfo=UTC)
+    end = series.hours[t].astype(datetime).replace(tzinfo=UTC) + timedelta(hours=1)
+    obs, exp, trials = scan.observed[s, t], scan.expected[s, t], scan.trials[s, t]
+    drop = scan.sign[s, t] < 0
+    if step == "traffic":
+        kind = "traffic_drop" if drop else "traffic_spike"
+        observed_rate, expected_rate, denominator = obs, exp, None
+    else:
+        kind = "drop" if drop else "spike"
+        observed_rate, expected_rate, denominator = obs / trials, exp / trials, int(trials)
+    z = float(scan.z[s, t])
+    return {
+        "anomaly_id": anomaly_id(
+            "seasonal", series.dimension[s], series.segment[s], step, start, k
+        ),
+        "method": "seasonal",
+        "window_start": start,
+        "window_end": end,
+        "dimension": series.dimension[s],
+        "segment": series.segment[s],
+        "step": step,
+        "type": kind,
+        "observed_rate": float(observed_rate),
+        "expected_rate": float(expected_rate),
+        "numerator": int(obs),
+        "denominator": denominator,
+        "z": z,
+        "p_value": float(scan.p[s, t]),
+        "severity": str(scoring.severity(z)),
+        "lost_purchases": float(lost_purchases),
+        "lost_revenue": float(lost_revenue),
+        "root_cause": None,
+        "detected_at": now,
+        "window_date": start.date(),
+        "window_hours": k,
+    }
 
 
 REFERENCE_SQL = """
@@ -349,6 +366,7 @@ def _reference(warehouse: str, con) -> list[dict[str, Any]]:  # type: ignore[no-
                 "root_cause": None,
                 "detected_at": now,
                 "window_date": start.date(),
+                "window_hours": 1,
             }
         )
     return rows

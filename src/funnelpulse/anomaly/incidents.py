@@ -32,10 +32,11 @@ class Detected:
     lost_purchases: float
     lost_revenue: float
     anomaly_ids: list[str]
+    first_hour: datetime | None = None  # the hour whose data first fired (for detection delay)
 
 
 def group_incidents(anomalies: list[dict[str, Any]]) -> list[Detected]:
-    """Consecutive hours (any step) of the same segment form one incident."""
+    """Touching or overlapping windows (any step) of the same segment form one incident."""
     by_segment: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for a in anomalies:
         by_segment.setdefault((a["dimension"], a["segment"]), []).append(a)
@@ -43,11 +44,13 @@ def group_incidents(anomalies: list[dict[str, Any]]) -> list[Detected]:
     for (dimension, segment), rows in by_segment.items():
         rows.sort(key=lambda r: r["window_start"])
         run: list[dict[str, Any]] = []
+        run_end = None
         for row in rows:
-            if run and row["window_start"] > run[-1]["window_start"] + timedelta(hours=1):
+            if run and run_end is not None and row["window_start"] > run_end:
                 incidents.append(_incident(dimension, segment, run))
                 run = []
             run.append(row)
+            run_end = max(r["window_end"] for r in run)
         if run:
             incidents.append(_incident(dimension, segment, run))
     return sorted(incidents, key=lambda i: (i.start, i.dimension, i.segment))
@@ -91,19 +94,23 @@ def _incident(dimension: str, segment: str, run: list[dict[str, Any]]) -> Detect
         lost_purchases=incident_loss(run, "lost_purchases"),
         lost_revenue=incident_loss(run, "lost_revenue"),
         anomaly_ids=[r["anomaly_id"] for r in run],
+        first_hour=min(r["window_end"] for r in run) - timedelta(hours=1),
     )
 
 
 # ---- known incidents for the labelled benchmark ------------------------------------------
 
 KINDS = (
-    # kind, dimension, step, factor, hours
-    ("drop", "brand", "purchase", 0.2, 3),  # checkout broken for one brand
-    ("drop", "price_band", "cart", 0.45, 4),  # a price band's carts drop
-    ("spike", "brand", "purchase", 2.2, 3),  # a campaign converts unusually well
-    ("outage", "shop", "views", 0.15, 2),  # tracking outage: views vanish shop-wide
-    ("decline", "brand", "purchase", 0.15, 8),  # slow decline towards -85%
+    # kind, dimension, step, factor, shortest and longest hours
+    ("checkout_broken", "brand", "purchase", 0.0, 1, 8),  # nobody can pay
+    ("checkout_partial", "brand", "purchase", 0.2, 1, 8),  # most payments fail
+    ("cart_drop", "brand", "cart", 0.3, 1, 8),  # add-to-cart broken for most
+    ("spike", "brand", "purchase", 2.2, 1, 8),  # a campaign converts unusually well
+    ("outage", "shop", "views", 0.1, 1, 6),  # tracking outage: 90% of views vanish shop-wide
+    ("decline", "brand", "purchase", 0.15, 4, 8),  # slow decline towards -85%
 )
+DETECTABLE_Z = 5.0  # a label is detectable when the ideal test reaches |z| >= 5
+SPACING_H = 16  # labels start at least this far apart
 
 
 def plan_incidents(
@@ -114,21 +121,29 @@ def plan_incidents(
     brands: list[str],
     seed: int,
     quiet_days: int = 8,
-    top_brands: int = 3,
+    top_brands: int = 60,
 ) -> list[Incident]:
-    """Place `count` incidents of every kind after `quiet_days` of clean history, never overlapping."""
+    """Place `count` incidents of every kind after `quiet_days` of clean history, never overlapping.
+
+    Brands are drawn log-uniformly over the `top_brands` busiest, so the head and the tail both
+    get incidents; durations are uniform between each kind's shortest and longest.
+    """
     rng = np.random.default_rng(seed + 7919)
     free_hours = (days - quiet_days) * 24
-    if free_hours < count * 14:
+    if free_hours < count * SPACING_H:
+        need = quiet_days + (count * SPACING_H) // 24 + 2
         raise InputError(
-            f"{days} days is too short for {count} incidents; use --days {quiet_days + count + 2} or more"
+            f"{days} days is too short for {count} incidents; use --days {need} or more"
         )
-    slots = np.sort(rng.choice(np.arange(free_hours // 14), size=count, replace=False)) * 14
+    slots = np.sort(rng.choice(np.arange(free_hours // SPACING_H), size=count, replace=False))
+    kinds = [KINDS[i % len(KINDS)] for i in rng.permutation(count)]
+    ranks = min(top_brands, len(brands))
     out = []
-    for i, slot in enumerate(slots):
-        kind, dimension, step, factor, hours = KINDS[i % len(KINDS)]
+    for i, (slot, (kind, dimension, step, factor, shortest, longest)) in enumerate(
+        zip(slots * SPACING_H, kinds, strict=True)
+    ):
         if dimension == "brand":
-            segment = brands[int(rng.integers(0, top_brands))]
+            segment = brands[int(np.exp(rng.uniform(0, np.log(ranks)))) - 1]
         elif dimension == "price_band":
             segment = BAND_LABELS[int(rng.integers(0, 2))]
         else:
@@ -142,7 +157,7 @@ def plan_incidents(
                 segment=segment,
                 step=step,
                 start=start + timedelta(hours=hour),
-                hours=hours,
+                hours=int(rng.integers(shortest, longest + 1)),
                 factor=factor,
             )
         )
@@ -169,6 +184,7 @@ def load_labels(path: Path) -> list[Incident]:
                 start=datetime.fromisoformat(r["start"]).astimezone(UTC),
                 hours=int(r["hours"]),
                 factor=float(r["factor"]),
+                ideal_z=None if r.get("ideal_z") is None else float(r["ideal_z"]),
             )
             for r in rows
         ]
@@ -182,13 +198,19 @@ def load_labels(path: Path) -> list[Incident]:
 class Score:
     method: str
     labels: int
+    detectable: int  # labels whose ideal z reaches DETECTABLE_Z
     detected_labels: int
+    detected_detectable: int
     predicted: int
     true_predicted: int
     precision: float
-    recall: float
-    f1: float
+    recall: float  # over every label
+    recall_detectable: float
+    f1: float  # precision with recall over detectable labels
     median_delay_h: float | None
+    p90_delay_h: float | None
+    false_per_week: float
+    per_kind: dict[str, dict[str, int]]
     per_label: list[dict[str, Any]]
 
 
@@ -199,12 +221,25 @@ def _related(pred: Detected, label: Incident) -> bool:
     return overlaps and not same_dim_other
 
 
-def evaluate(method: str, predicted: list[Detected], labels: list[Incident]) -> Score:
-    per_label = []
+def is_detectable(label: Incident) -> bool:
+    return label.ideal_z is not None and abs(label.ideal_z) >= DETECTABLE_Z
+
+
+def evaluate(
+    method: str, predicted: list[Detected], labels: list[Incident], scored_hours: int = 0
+) -> Score:
+    """Recall over all and over detectable labels, precision, delays and false incidents per week.
+
+    A label is found when a predicted incident overlaps it (see `_related`); its delay is the
+    hour whose data first fired minus the label's first hour. A prediction related to no label
+    is a false incident; `scored_hours` (hours with enough history to score) turns their count
+    into a weekly rate.
+    """
+    per_label: list[dict[str, Any]] = []
     delays = []
     for label in labels:
         hits = [p for p in predicted if _related(p, label)]
-        first = min((p.start for p in hits), default=None)
+        first = min((p.first_hour or p.start for p in hits), default=None)
         delay = None if first is None else max(0.0, (first - label.start).total_seconds() / 3600)
         if delay is not None:
             delays.append(delay)
@@ -214,24 +249,46 @@ def evaluate(method: str, predicted: list[Detected], labels: list[Incident]) -> 
                 "kind": label.kind,
                 "segment": f"{label.dimension}:{label.segment}",
                 "start": label.start.isoformat(),
+                "hours": label.hours,
+                "ideal_z": label.ideal_z,
+                "detectable": is_detectable(label),
                 "detected": first is not None,
                 "delay_h": delay,
             }
         )
     true_pred = sum(any(_related(p, lab) for lab in labels) for p in predicted)
     detected = sum(1 for r in per_label if r["detected"])
+    detectable = [r for r in per_label if r["detectable"]]
+    found_detectable = sum(1 for r in detectable if r["detected"])
     precision = true_pred / len(predicted) if predicted else 0.0
     recall = detected / len(labels) if labels else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    recall_d = found_detectable / len(detectable) if detectable else 0.0
+    f1 = 2 * precision * recall_d / (precision + recall_d) if precision + recall_d else 0.0
+    per_kind: dict[str, dict[str, int]] = {}
+    for r in per_label:
+        k = per_kind.setdefault(
+            r["kind"], {"labels": 0, "found": 0, "detectable": 0, "found_detectable": 0}
+        )
+        k["labels"] += 1
+        k["found"] += int(r["detected"])
+        k["detectable"] += int(r["detectable"])
+        k["found_detectable"] += int(r["detected"] and r["detectable"])
+    weeks = max(scored_hours, 1) / 168
     return Score(
-        method,
-        len(labels),
-        detected,
-        len(predicted),
-        true_pred,
-        precision,
-        recall,
-        f1,
-        statistics.median(delays) if delays else None,
-        per_label,
+        method=method,
+        labels=len(labels),
+        detectable=len(detectable),
+        detected_labels=detected,
+        detected_detectable=found_detectable,
+        predicted=len(predicted),
+        true_predicted=true_pred,
+        precision=precision,
+        recall=recall,
+        recall_detectable=recall_d,
+        f1=f1,
+        median_delay_h=statistics.median(delays) if delays else None,
+        p90_delay_h=float(np.percentile(delays, 90)) if delays else None,
+        false_per_week=(len(predicted) - true_pred) / weeks,
+        per_kind=per_kind,
+        per_label=per_label,
     )

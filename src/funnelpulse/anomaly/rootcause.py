@@ -21,18 +21,34 @@ BREAKDOWNS = {
 
 
 class Cube:
-    """Hourly counts by brand x price band x category, sorted by hour for fast slicing."""
+    """Hourly counts by brand x price band x category, sorted by hour, labels coded as integers once."""
 
-    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+    LABELS = ("brand", "price_band", "category_root")
+
+    def __init__(
+        self, columns: dict[str, np.ndarray], names: dict[str, list[str]] | None = None
+    ) -> None:
+        """`columns` holds labels as text, or as integer codes into `names[label]` when given."""
         order = np.argsort(columns["hour"], kind="stable")
         self.c = {k: v[order] for k, v in columns.items()}
+        self.names: dict[str, np.ndarray] = {}
+        self.codes: dict[str, np.ndarray] = {}
+        for label in self.LABELS:
+            if names and label in names:
+                self.names[label] = np.array(names[label], dtype=object)
+                self.codes[label] = self.c[label].astype(np.int64)
+            else:
+                values = np.array([str(x) for x in self.c[label]], dtype=object)
+                self.names[label], self.codes[label] = np.unique(values, return_inverse=True)
+        self.lookup = {
+            label: {str(n): i for i, n in enumerate(self.names[label])} for label in self.LABELS
+        }
 
     def _rows(self, hours: np.ndarray) -> np.ndarray:
         hour = self.c["hour"]
-        parts = [
-            np.arange(np.searchsorted(hour, h, "left"), np.searchsorted(hour, h, "right"))
-            for h in hours
-        ]
+        left = np.searchsorted(hour, hours, "left")
+        right = np.searchsorted(hour, hours, "right")
+        parts = [np.arange(a, b) for a, b in zip(left, right, strict=True)]
         return np.concatenate(parts) if parts else np.array([], dtype=np.int64)
 
     def totals(
@@ -40,30 +56,41 @@ class Cube:
     ) -> dict[str, dict[str, float]]:
         rows = self._rows(hours)
         if dimension != "shop":
-            rows = rows[self.c[dimension][rows] == segment]
-        out: dict[str, dict[str, float]] = {}
-        keys = self.c[by][rows]
-        for metric in ("views", "carts", "purchases"):
-            values = self.c[metric][rows]
-            for key in np.unique(keys):
-                out.setdefault(str(key), {})[metric] = float(values[keys == key].sum())
-        return out
+            code = self.lookup[dimension].get(segment)
+            if code is None:
+                return {}
+            rows = rows[self.codes[dimension][rows] == code]
+        which = self.codes[by][rows]
+        size = len(self.names[by])
+        sums = {
+            metric: np.bincount(which, weights=self.c[metric][rows], minlength=size)
+            for metric in ("views", "carts", "purchases")
+        }
+        present = np.flatnonzero(np.bincount(which, minlength=size))
+        return {
+            str(self.names[by][i]): {metric: float(sums[metric][i]) for metric in sums}
+            for i in present
+        }
 
 
 def explain(
     cube: Cube,
-    hour: np.datetime64,
+    hours: np.datetime64 | np.ndarray,
     history_days: int,
     dimension: str,
     segment: str,
     step: str,
     top: int = 5,
 ) -> dict[str, Any]:
-    """Rank the sub-segments that explain the change of `step` at `hour` against past same hours."""
-    past = np.array([hour - np.timedelta64(24 * k, "h") for k in range(1, history_days + 1)])
+    """Rank the sub-segments that explain the change of `step` over `hours` (one hour or a window)
+    against the same hours on past days."""
+    window = np.atleast_1d(np.asarray(hours, dtype="datetime64[us]"))
+    past = np.concatenate(
+        [window - np.timedelta64(24 * k, "h") for k in range(1, history_days + 1)]
+    )
     result: dict[str, Any] = {}
     for by in BREAKDOWNS[dimension]:
-        now = cube.totals(np.array([hour]), dimension, segment, by)
+        now = cube.totals(window, dimension, segment, by)
         before = cube.totals(past, dimension, segment, by)
         result[by] = _decompose(now, before, step, history_days)[:top]
     result["summary"] = _summary(result, step)

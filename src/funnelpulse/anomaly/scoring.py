@@ -1,17 +1,19 @@
-"""Pure scoring maths: trailing seasonal baselines and overdispersed binomial / count z-scores.
+"""Pure scoring maths: trailing seasonal baselines and exact-tail scans over windows of hours.
 
-Every function takes hourly series shaped (segments, hours); the baseline of hour t uses only
-hours t - 24k (k = 1..history_days), never t itself or anything later, so batch and live
-scoring give the same answer for the same hour.
+Every function takes hourly series shaped (segments, hours). Everything computed for hour t
+uses only hours <= t: baselines come from the same hour on past days (t - 24k), dispersion from
+the trailing week of those comparisons, and a window of k hours ends at t. Adding later hours
+therefore never changes an earlier score, so batch and live scoring agree.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 STEPS = {
     # step: (numerator, denominator)
@@ -19,6 +21,11 @@ STEPS = {
     "cart_to_purchase": ("purchases", "carts"),
     "conversion": ("purchases", "views"),
 }
+WINDOWS = (1, 2, 3, 4, 6, 8, 12, 24)
+# Pseudo-trials of the fallback rate mixed into every baseline: a rate seen as 0 of 3 becomes small, not 0.
+PRIOR_WEIGHT = 10.0
+DISPERSION_HOURS = 168  # dispersion is estimated over the trailing week
+MIN_P = 1e-300
 
 
 def past_same_hour(series: np.ndarray, history_days: int) -> np.ndarray:
@@ -45,76 +52,109 @@ def _trim_mask(values: np.ndarray) -> np.ndarray:
     return valid & ~trimmed
 
 
-CHI2_1_MEDIAN = float(stats.chi2.median(1))
+def _cumsum0(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(x, axis=-1)], axis=-1)
 
 
-def _excess_per_row(dev2: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Per row: robust mean of squared deviations minus the mean sampling noise.
+def window_sum(x: np.ndarray, k: int) -> np.ndarray:
+    """Sum over the k hours ending at each hour; NaN when the window starts before the series or holds a NaN."""
+    t = x.shape[-1]
+    c = _cumsum0(np.nan_to_num(x, nan=0.0))
+    bad = _cumsum0(np.isnan(x).astype(float))
+    out = np.full(x.shape, np.nan)
+    if k <= t:
+        total = c[..., k:] - c[..., : t + 1 - k]
+        holes = bad[..., k:] - bad[..., : t + 1 - k]
+        out[..., k - 1 :] = np.where(holes > 0, np.nan, total)
+    return out
 
-    Squared deviations are chi-square(1) shaped, so their median divided by median(chi2_1)
-    estimates their mean while staying immune to a few incident hours in the history.
-    """
-    rows = dev2.shape[0]
-    if dev2.size == 0:
-        return np.zeros(rows)
-    dev2 = np.where(np.isfinite(dev2), dev2, np.nan).reshape(rows, -1)
-    noise = np.where(np.isfinite(noise), noise, np.nan).reshape(rows, -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(dev2, axis=1) / CHI2_1_MEDIAN - np.nanmean(noise, axis=1)
+
+def _trailing_mean(x: np.ndarray, width: int) -> np.ndarray:
+    """Mean of the finite values among the `width` hours ending at each hour (NaN if none)."""
+    finite = np.isfinite(x)
+    c = _cumsum0(np.where(finite, x, 0.0))
+    n = _cumsum0(finite.astype(float))
+    t = x.shape[-1]
+    lo = np.maximum(np.arange(1, t + 1) - width, 0)
+    total = c[..., 1:] - c[..., lo]
+    count = n[..., 1:] - n[..., lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def _past_days_total(x: np.ndarray, history_days: int) -> np.ndarray:
+    """Sum of every hour from 24*D hours back up to 24 hours back (a day before t, so an ongoing incident is out)."""
+    t = x.shape[-1]
+    c = _cumsum0(x)
+    idx = np.arange(t)
+    hi = np.clip(idx - 23, 0, t)  # exclusive end: hours <= t - 24
+    lo = np.clip(idx - 24 * history_days, 0, t)
+    return c[..., hi] - c[..., lo]
 
 
 @dataclass(frozen=True)
 class RateBaseline:
     expected: np.ndarray  # expected rate, (S, T); NaN when there is not enough history
-    rho: np.ndarray  # overdispersion (intra-class correlation) per segment, (S, 1)
+    rho: np.ndarray  # day-to-day overdispersion (intra-class correlation), trailing, (S, T)
     days: np.ndarray  # past days used, (S, T)
+    strength: np.ndarray  # trials behind the expected rate (past denominator + prior), (S, T)
 
 
 def rate_baseline(
     num: np.ndarray, den: np.ndarray, history_days: int, min_days: int = 3
 ) -> RateBaseline:
-    """Expected rate of num/den from the same hour on past days, pooled after trimming extremes."""
-    past_num = past_same_hour(num.astype(float), history_days)
-    past_den = past_same_hour(den.astype(float), history_days)
+    """Expected rate of num/den from the same hour on past days, pooled after trimming extremes.
+
+    A small pseudo-count of the segment's own all-hours rate (itself shrunk to the rate of every
+    series together) keeps the expected rate sound when the past same hours saw no trials or 0 successes.
+    """
+    num = num.astype(float)
+    den = den.astype(float)
+    past_num = past_same_hour(num, history_days)
+    past_den = past_same_hour(den, history_days)
     with np.errstate(invalid="ignore", divide="ignore"):
         past_rate = np.where(past_den > 0, past_num / past_den, np.nan)
     keep = _trim_mask(past_rate)
     pooled_num = np.where(keep, past_num, 0).sum(axis=-1)
     pooled_den = np.where(keep, past_den, 0).sum(axis=-1)
-    days = keep.sum(axis=-1)
+    day_num = _past_days_total(num, history_days)
+    day_den = _past_days_total(den, history_days)
+    # Enough history = the shop saw trials at this hour on min_days past days (a segment may not).
+    watched = (past_same_hour(den.sum(axis=0, keepdims=True), history_days) > 0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        expected = np.where((days >= min_days) & (pooled_den > 0), pooled_num / pooled_den, np.nan)
+        every = np.where(day_den.sum(axis=0) > 0, day_num.sum(axis=0) / day_den.sum(axis=0), np.nan)
+        prior = (day_num + PRIOR_WEIGHT * every) / (day_den + PRIOR_WEIGHT)
+        enough = watched >= min_days
+        expected = np.where(
+            enough, (pooled_num + PRIOR_WEIGHT * prior) / (pooled_den + PRIOR_WEIGHT), np.nan
+        )
         # Method of moments: how much more the past daily rates vary than binomial noise explains.
         p = expected[..., None]
-        binom_var = p * (1 - p) / past_den
         used = keep & (past_den > 0)
-        dev2 = np.where(used, (past_rate - p) ** 2 / (p * (1 - p)), np.nan)
-        noise = np.where(used, binom_var / (p * (1 - p)), np.nan)
-    rho = _excess_per_row(dev2, noise)
-    rho = np.clip(np.nan_to_num(rho, nan=0.0), 0.0, 0.2)[:, None]
-    return RateBaseline(expected=expected, rho=rho, days=days)
+        dev2 = np.where(used, np.minimum((past_rate - p) ** 2 / (p * (1 - p)), 1.0), np.nan)
+        noise = np.where(used, 1 / past_den, np.nan)
+    rho = _cell_excess(dev2, noise)
+    return RateBaseline(
+        expected=expected,
+        rho=np.clip(np.nan_to_num(rho, nan=0.0), 0.0, 0.2),
+        days=keep.sum(axis=-1),
+        strength=pooled_den + PRIOR_WEIGHT,
+    )
 
 
-def rate_z(
-    observed: np.ndarray, trials: np.ndarray, expected: np.ndarray, rho: np.ndarray | float
-) -> np.ndarray:
-    """z of `observed` successes in `trials` against rate `expected`, with beta-binomial variance.
-
-    Variance n p (1 - p) (1 + (n - 1) rho): with rho = 0 this is the binomial test; with rho > 0 a
-    big segment is not judged on sampling noise alone, yet more trials still mean more evidence.
-    """
-    n = trials.astype(float)
-    p = np.clip(expected, 1e-9, 1 - 1e-9)
-    var = n * p * (1 - p) * (1 + np.maximum(n - 1, 0) * rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (observed - n * expected) / np.sqrt(var), np.nan)
+def _cell_excess(dev2: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Per hour: mean squared deviation minus the sampling noise, averaged over the trailing week."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cell = np.nanmean(dev2 - noise, axis=-1)
+    return _trailing_mean(cell, DISPERSION_HOURS)
 
 
 @dataclass(frozen=True)
 class CountBaseline:
     expected: np.ndarray  # expected count, (S, T)
-    cv: np.ndarray  # extra relative spread per segment, (S, 1)
+    cv: np.ndarray  # extra relative day-to-day spread, trailing, (S, T)
+    days: np.ndarray  # past days used, (S, T)
 
 
 def count_baseline(counts: np.ndarray, history_days: int, min_days: int = 3) -> CountBaseline:
@@ -123,30 +163,230 @@ def count_baseline(counts: np.ndarray, history_days: int, min_days: int = 3) -> 
     days = keep.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = np.where(days >= min_days, np.where(keep, past, 0).sum(axis=-1) / days, np.nan)
-        rel = (past - expected[..., None]) / expected[..., None]
-        used = keep & (expected[..., None] > 0)
-        spread = np.where(used, rel**2, np.nan)
-        poisson = np.where(used, 1 / np.maximum(expected[..., None], 1e-9), np.nan)
-    cv2 = _excess_per_row(spread, poisson)
-    cv = np.sqrt(np.clip(np.nan_to_num(cv2, nan=0.0), 0.0, 1.0))[:, None]
-    return CountBaseline(expected=expected, cv=np.maximum(cv, 0.05))
+        e = expected[..., None]
+        used = keep & (e > 0)
+        spread = np.where(used, np.minimum(((past - e) / e) ** 2, 1.0), np.nan)
+        poisson = np.where(used, 1 / np.maximum(e, 1e-9), np.nan)
+    cv2 = _cell_excess(spread, poisson)
+    cv = np.sqrt(np.clip(np.nan_to_num(cv2, nan=0.0), 0.0, 1.0))
+    return CountBaseline(expected=expected, cv=np.maximum(cv, 0.05), days=days)
 
 
-def count_z(observed: np.ndarray, expected: np.ndarray, cv: np.ndarray | float) -> np.ndarray:
-    """z of an hourly count against its expectation: Poisson noise plus a relative spread `cv`."""
-    var = expected + (cv * expected) ** 2
+# Exact beta-binomial sums cost O(n); above this many trials the design-effect binomial is used.
+EXACT_MAX_TRIALS = 5_000
+
+
+def rate_tails(
+    x: np.ndarray, n: np.ndarray, p: np.ndarray, icc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(X <= x) and P(X >= x) for x successes in n trials at rate p with intra-class correlation icc.
+
+    Exact beta-binomial tails (mean p, concentration 1/icc - 1) up to EXACT_MAX_TRIALS trials;
+    beyond, where counts are large, the binomial tail of x/d successes in n/d trials with the
+    beta-binomial's design effect d = 1 + (n-1) icc. With icc = 0 both are the binomial test.
+    """
+    x, n, p, icc = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (x, n, p, icc)))
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    low, high = np.ones(x.shape), np.ones(x.shape)
+    small = (n <= EXACT_MAX_TRIALS) & (icc > 1e-9)
+    if small.any():
+        conc = 1 / np.minimum(icc[small], 0.5) - 1
+        a, b = p[small] * conc, (1 - p[small]) * conc
+        xs, ns = np.round(x[small]), np.round(n[small])
+        low[small] = stats.betabinom.cdf(xs, ns, a, b)
+        high[small] = np.where(xs <= 0, 1.0, stats.betabinom.sf(xs - 1, ns, a, b))
+    big = ~small
+    if big.any():
+        d = 1 + (n[big] - 1) * icc[big]
+        low[big], high[big] = binomial_tails(x[big] / d, n[big] / d, p[big])
+    return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+
+
+def binomial_tails(x: np.ndarray, n: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binomial P(X <= x) and P(X >= x) through the regularised incomplete beta (real x, n allowed)."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(expected > 0, (observed - expected) / np.sqrt(var), np.nan)
+        low = np.where(x >= n, 1.0, special.betainc(np.maximum(n - x, 1e-12), x + 1, 1 - p))
+        high = np.where(x <= 0, 1.0, special.betainc(np.maximum(x, 1e-12), n - x + 1, p))
+    return low, high
 
 
-def p_value(z: np.ndarray) -> np.ndarray:
-    return 2 * stats.norm.sf(np.abs(z))
+def count_tails(x: np.ndarray, mu: np.ndarray, r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(X <= x) and P(X >= x) for a count with mean mu and variance mu + r2 mu^2 (negative binomial)."""
+    size = 1 / np.maximum(r2, 1e-9)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = size / (size + mu)
+        low = special.betainc(size, x + 1, q)
+        high = np.where(x <= 0, 1.0, special.betainc(np.maximum(x, 1e-12), size, 1 - q))
+    return low, high
+
+
+def z_of(p_one_sided: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    """Signed normal score of a one-sided tail probability (|z| <= 37, however small the p)."""
+    return sign * stats.norm.isf(np.clip(p_one_sided, MIN_P, 0.5))
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The most significant firing window ending at each (segment, hour); NaN / 0 where none fired."""
+
+    fired: np.ndarray  # bool (S, T)
+    sign: np.ndarray  # -1 drop, +1 spike
+    window: np.ndarray  # hours in the window that fired (int, 0 when none)
+    p: np.ndarray  # one-sided tail probability of that window
+    z: np.ndarray  # signed normal score of p
+    observed: np.ndarray  # numerator (or count) summed over the window
+    trials: np.ndarray  # denominator summed over the window (NaN for counts)
+    expected: np.ndarray  # expected numerator (or count) over the window
+
+
+def _best(fields: list[tuple[Any, ...]], windows: tuple[int, ...], shape: tuple[int, ...]) -> Scan:
+    fired = np.zeros(shape, bool)
+    out = {k: np.full(shape, np.nan) for k in ("sign", "p", "observed", "trials", "expected")}
+    window = np.zeros(shape, np.int64)
+    for k, (fire, sign, p, obs, trials, exp) in zip(windows, fields, strict=True):
+        better = fire & (~fired | (p < out["p"]))
+        fired |= fire
+        window = np.where(better, k, window)
+        for name, value in (
+            ("sign", sign),
+            ("p", p),
+            ("observed", obs),
+            ("trials", trials),
+            ("expected", exp),
+        ):
+            out[name] = np.where(better, value, out[name])
+    sign = np.nan_to_num(out["sign"])
+    return Scan(
+        fired=fired,
+        sign=sign,
+        window=window,
+        p=out["p"],
+        z=np.where(fired, z_of(np.nan_to_num(out["p"], nan=0.5), sign), np.nan),
+        observed=out["observed"],
+        trials=out["trials"],
+        expected=out["expected"],
+    )
+
+
+def scan_rate(
+    num: np.ndarray,
+    den: np.ndarray,
+    base: RateBaseline,
+    *,
+    alpha: float,
+    min_change: float,
+    min_trials: float,
+    windows: tuple[int, ...] = WINDOWS,
+) -> Scan:
+    """Windows of k hours ending at each hour: observed successes against sum(trials x expected rate).
+
+    A window fires when a one-sided tail is below `alpha`, the relative change is at least
+    `min_change`, it holds `min_trials`, and its last hour moves the same way (so a window does not
+    keep firing for a day after the incident ended).
+    """
+    num = num.astype(float)
+    den = den.astype(float)
+    exp_h = den * base.expected
+    last_dir = np.sign(num - exp_h)
+    fields = []
+    for k in windows:
+        x = window_sum(num, k)
+        n = window_sum(den, k)
+        e = window_sum(exp_h, k)
+        strength = window_sum(den * base.strength, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_bar = e / n
+            strength = np.where(n > 0, strength / n, np.inf)
+            rel = x / e - 1
+        icc = base.rho + 1 / (strength + 1)
+        ok = np.isfinite(e) & (n >= min_trials) & (e > 0)
+        # Exact tails only where the effect is big enough and the last hour agrees (cheap screen).
+        down = ok & (rel <= -min_change) & (last_dir < 0)
+        up = ok & (rel >= min_change) & (last_dir > 0)
+        low, high = np.ones(num.shape), np.ones(num.shape)
+        for side, out, which in ((down, low, 0), (up, high, 1)):
+            cells = np.nonzero(side)
+            if not cells[0].size:
+                continue
+            # The binomial tail (no overdispersion) is lighter than the beta-binomial's: a cheap
+            # screen, so the exact tail is computed only where it can fire.
+            plain = binomial_tails(x[cells], n[cells], p_bar[cells])
+            keep = plain[which] < alpha
+            cells = tuple(c[keep] for c in cells)
+            out[cells] = rate_tails(x[cells], n[cells], p_bar[cells], icc[cells])[which]
+        drop = down & (low < alpha)
+        spike = up & (high < alpha)
+        fields.append((drop | spike, np.where(drop, -1.0, 1.0), np.where(drop, low, high), x, n, e))
+    return _best(fields, windows, num.shape)
+
+
+def scan_count(
+    counts: np.ndarray,
+    base: CountBaseline,
+    *,
+    alpha: float,
+    min_change: float,
+    min_expected: float,
+    windows: tuple[int, ...] = WINDOWS,
+) -> Scan:
+    """Windows of k hours ending at each hour: observed count against the summed expected counts.
+
+    Negative-binomial tails: Poisson noise, the segment's day-to-day spread, and the uncertainty
+    of a baseline averaged over a few past days.
+    """
+    counts = counts.astype(float)
+    last_dir = np.sign(counts - base.expected)
+    days = np.maximum(base.days, 1)
+    fields = []
+    for k in windows:
+        x = window_sum(counts, k)
+        mu = window_sum(base.expected, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = base.cv**2 * (1 + 1 / days) + 1 / (days * mu)
+            rel = x / mu - 1
+        ok = np.isfinite(mu) & (mu >= min_expected)
+        down = ok & (rel <= -min_change) & (last_dir < 0)
+        up = ok & (rel >= min_change) & (last_dir > 0)
+        low, high = np.ones(counts.shape), np.ones(counts.shape)
+        for side, out, which in ((down, low, 0), (up, high, 1)):
+            cells = np.nonzero(side)
+            if cells[0].size:
+                out[cells] = count_tails(x[cells], mu[cells], r2[cells])[which]
+        drop = down & (low < alpha)
+        spike = up & (high < alpha)
+        fields.append(
+            (
+                drop | spike,
+                np.where(drop, -1.0, 1.0),
+                np.where(drop, low, high),
+                x,
+                np.full(x.shape, np.nan),
+                mu,
+            )
+        )
+    return _best(fields, windows, counts.shape)
+
+
+def per_test_alpha(false_per_week: float, segments: int, steps: int, windows: int) -> float:
+    """Bonferroni: a week holds segments x steps x windows x 168 hours x 2 directions tests.
+
+    If every test has this false-positive probability, the expected number of false firings in a
+    week - an upper bound on false incidents, which group firings - is at most `false_per_week`.
+    """
+    tests = max(segments, 1) * steps * windows * 168 * 2
+    return false_per_week / tests
 
 
 def severity(z: np.ndarray | float) -> np.ndarray:
     """low < medium (|z| >= 4) < high (|z| >= 6) < critical (|z| >= 10)."""
     a = np.abs(np.asarray(z, dtype=float))
     return np.select([a >= 10, a >= 6, a >= 4], ["critical", "high", "medium"], default="low")
+
+
+def p_value(z: np.ndarray) -> np.ndarray:
+    """Two-sided normal p-value of a z-score (used by the reference method)."""
+    return 2 * stats.norm.sf(np.abs(z))
 
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
