@@ -314,6 +314,29 @@ def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--retain-hours",
+    type=click.IntRange(min=0),
+    default=168,
+    show_default=True,
+    help="Keep the files table versions of the last N hours need (time travel, running readers).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.pass_obj
+def vacuum(ctx: _Context, retain_hours: int, dry_run: bool) -> None:
+    """Free disk space: delete files of old table versions and files left by failed writes."""
+    with _progress(ctx) as progress:
+        found = ctx.pipeline(progress).vacuum(retain_hours, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for name, (files, size) in found.items():
+        click.echo(f"{name}: {verb} {files:,} files ({size / 1e6:,.1f} MB)")
+    total = sum(size for _, size in found.values())
+    click.echo(
+        f"Total: {verb} {total / 1e6:,.1f} MB (kept every version of the last {retain_hours} h)"
+    )
+
+
+@cli.command()
 @click.pass_obj
 def demo(ctx: _Context) -> None:
     """Ingest the bundled real REES46 sample, build every table and print the report."""
