@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,19 +60,21 @@ def test_ingest_build_report_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["ingest", "/nonexistent/file.csv"], "no such file"),
-        (["build"], "Run `funnelpulse ingest"),
-        (["build", "--since", "yesterday"], "is not a date"),
-        (["generate", "--rows", "0", "--out", "x.csv"], "--rows must be a positive"),
+        (["ingest", "/nonexistent/file.csv"], "no such file", 1),
+        (["build"], "Run `funnelpulse ingest", 1),
+        (["report"], "No warehouse at", 1),
+        (["build", "--since", "yesterday"], "is not a date", 2),
+        (["generate", "--rows", "0", "--out", "x.csv"], "Invalid value for '--rows'", 2),
+        (["report", "--tpo", "3"], "Did you mean '--top'?", 2),
     ],
 )
 def test_errors_are_one_line_without_traceback(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, code: int
 ) -> None:
     result = run("--warehouse", str(tmp_path / "wh"), *args, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == code
     assert result.stderr.startswith("Error: ")
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -109,3 +113,144 @@ def test_help_needs_only_core_dependencies() -> None:
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
+
+
+# --- in-process: flags are checked by the parser, before any work --------------------------
+
+
+@pytest.fixture
+def cli_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """Run `funnelpulse ARGS` in this process; returns (exit code, stdout, stderr)."""
+    from funnelpulse.cli import run as run_cli
+
+    for name in list(os.environ):
+        if name.startswith("FUNNELPULSE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run_cli(["--quiet", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def one_error(err: str, *parts: str) -> None:
+    """Exactly one `Error:` line, no traceback, naming what is wrong."""
+    assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "unexpected" not in err
+    for part in parts:
+        assert part in err
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["report", "--top", "-1"], "--top"),
+        (["report", "--top", "0"], "--top"),
+        (["generate", "--rows", "10", "--out", "g.csv", "--brands", "0"], "--brands"),
+        (["generate", "--rows", "10", "--out", "g.csv", "--seed", "-1"], "--seed"),
+        (["generate", "--rows", "10", "--out", "g.csv", "--days", "0"], "--days"),
+        (["generate", "--rows", "10", "--out", "g.csv", "--start", "2019-13-01"], "--start"),
+        (["generate", "--rows", "10", "--out", "g.csv", "--inject", "auto:-1"], "--inject"),
+        (
+            ["generate", "--rows", "10", "--out", "g.csv", "--brands", "2", "--inject", "auto:3"],
+            "--inject",
+        ),
+        (["detect", "--alert", "--sink", "pager"], "--sink"),
+        (["detect", "--since", "2019-02-30"], "--since"),
+        (["dashboard", "--port", "0"], "--port"),
+        (["stream", "--source", "files://x", "--trigger-s", "0"], "--trigger-s"),
+        (["stream", "--source", "files://x", "--max-rows-per-batch", "0"], "--max-rows-per-batch"),
+        (["replay", "--to", "kafka://h:1/t", "--rate", "-5", "--synthetic"], "--rate"),
+        (["broker", "--partitions", "0"], "--partitions"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(
+    cli_run: Callable[..., tuple[int, str, str]], tmp_path: Path, args: list[str], flag: str
+) -> None:
+    code, out, err = cli_run("--warehouse", str(tmp_path / "wh"), *args)
+    assert code == 2
+    one_error(err, flag, f"See `funnelpulse {args[0]} --help`")
+    assert out == ""
+    assert not (tmp_path / "g.csv").exists() and not (tmp_path / "wh").exists()
+
+
+def test_reversed_date_range_is_refused_before_building(
+    cli_run: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    wh = str(tmp_path / "wh")
+    src = write_csv(tmp_path / "a.csv", [row("2019-10-01 10:00:00"), row("2019-11-02 10:00:00")])
+    assert cli_run("--warehouse", wh, "ingest", str(src))[0] == 0
+    for command in ("build", "report"):
+        code, _, err = cli_run(
+            "--warehouse", wh, command, "--since", "2019-12-31", "--until", "2019-10-01"
+        )
+        assert code == 2
+        one_error(err, "--since 2019-12-31 is after --until 2019-10-01")
+    assert not (tmp_path / "wh" / "silver_events").exists()  # nothing was built
+
+
+def test_missing_warehouse_is_an_error_saying_what_to_run(
+    cli_run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_WAREHOUSE", "/nonexistent/x")
+    code, out, err = cli_run("report")
+    assert code == 1 and out == ""
+    one_error(err, "No warehouse at /nonexistent/x", "funnelpulse ingest")
+
+
+def test_a_foreign_file_among_several_is_refused_before_any_is_committed(
+    cli_run: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    good = write_csv(tmp_path / "good.csv", [row("2019-10-01 10:00:00")])
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("garbage here\n")
+    code, out, err = cli_run("--warehouse", str(tmp_path / "wh"), "ingest", str(good), str(garbage))
+    assert code == 1 and out == ""
+    one_error(err, "garbage.csv: not in the REES46 format")
+    assert not (tmp_path / "wh" / "bronze_events").exists()
+
+
+def test_a_failure_after_a_committed_file_says_what_was_committed(
+    cli_run: Callable[..., tuple[int, str, str]], tmp_path: Path, real_sample: list[Path]
+) -> None:
+    import gzip
+
+    good = write_csv(
+        tmp_path / "good.csv", [row("2019-10-01 10:00:00"), row("2019-10-01 11:00:00")]
+    )
+    # A gzip file cut short: its start reads as REES46 events, the rest fails mid-way.
+    text = gzip.decompress(real_sample[0].read_bytes())[: 3 << 20]
+    whole = gzip.compress(text)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    wh = str(tmp_path / "wh")
+    code, out, err = cli_run("--warehouse", wh, "ingest", str(good), str(cut))
+    assert code != 0
+    assert out.splitlines() == [f"{good}: 2 rows to bronze_events, 0 to quarantine_events"]
+    lines = err.strip().splitlines()
+    assert lines[0] == "1 file(s) committed before the error (listed above)."
+    assert lines[1].startswith("Error: ")  # the failure itself, after the summary
+    assert len(lines) == 2
+    assert (
+        cli_run("--warehouse", wh, "report", "--format", "json")[1].count('"bronze_events": 2') == 1
+    )
+
+
+def test_unexpected_failures_exit_3(
+    cli_run: Callable[..., tuple[int, str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse import report
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(report, "summary", broken)
+    code, _, err = cli_run("--warehouse", str(tmp_path / "wh"), "report")
+    assert code == 3
+    assert err.strip() == "Error: unexpected RuntimeError: boom. Re-run with --debug for details"

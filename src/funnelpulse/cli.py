@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .config import SINKS
 from .errors import FunnelPulseError
 
 
@@ -70,8 +71,34 @@ SINK_OPTION = click.option(
     "--sink",
     "sinks",
     multiple=True,
-    help="Override the alert sinks: console, file, webhook, slack, email.",
+    type=click.Choice(SINKS),
+    help="Override the alert sinks (repeat for several).",
 )
+PORT = click.IntRange(1, 65_535)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+class _IsoDate(click.ParamType):
+    """A UTC calendar date flag (YYYY-MM-DD), refused by the parser before any work."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date. Use YYYY-MM-DD", param, ctx)
+
+
+DATE = _IsoDate()
+
+
+def _check_range(since: date | None, until: date | None) -> None:
+    """An empty date range is a mistake, never a silent no-op."""
+    if since and until and since > until:
+        raise click.UsageError(f"--since {since} is after --until {until}. Swap them")
 
 
 @cli.command()
@@ -86,8 +113,22 @@ def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: st
     means every file in that folder. With --engine spark, Spark's executors read the files
     (URIs directly, e.g. gs:// on Dataproc).
     """
-    with _progress(ctx) as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
+    from .pipeline import IngestIncomplete
+
+    try:
+        with _progress(ctx) as progress:
+            result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
+    except IngestIncomplete as exc:  # say what is already in: re-running only the rest is enough
+        _ingested(exc.committed)
+        click.echo(
+            f"{len(exc.committed.files)} file(s) committed before the error (listed above).",
+            err=True,
+        )
+        raise exc.error from None
+    _ingested(result)
+
+
+def _ingested(result: Any) -> None:
     for f in result.files:
         reasons = ", ".join(f"{k} {v:,}" for k, v in f.reasons.items())
         click.echo(
@@ -100,9 +141,9 @@ def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: st
         )
 
 
-def _date(value: str | None) -> date | None:
-    if value is None:
-        return None
+def _date(value: str | date | None) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
@@ -112,13 +153,14 @@ def _date(value: str | None) -> date | None:
 @cli.command()
 @ENGINE_OPTION
 @MASTER_OPTION
-@click.option("--since", default=None, help="First UTC date to rebuild (YYYY-MM-DD).")
-@click.option("--until", default=None, help="Last UTC date to rebuild (YYYY-MM-DD).")
+@click.option("--since", type=DATE, default=None, help="First UTC date to rebuild.")
+@click.option("--until", type=DATE, default=None, help="Last UTC date to rebuild.")
 @click.pass_obj
 def build(
-    ctx: _Context, engine: str | None, master: str | None, since: str | None, until: str | None
+    ctx: _Context, engine: str | None, master: str | None, since: date | None, until: date | None
 ) -> None:
     """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
+    _check_range(since, until)
     with _progress(ctx) as progress:
         result = ctx.pipeline(progress, engine=engine, spark_master=master).build(
             _date(since), _date(until)
@@ -129,13 +171,18 @@ def build(
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--top", default=5, show_default=True, help="Rows per segment list.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows per segment list."
+)
+@click.option("--since", type=DATE, default=None, help="First UTC date counted.")
+@click.option("--until", type=DATE, default=None, help="Last UTC date counted.")
 @click.pass_obj
-def report(ctx: _Context, fmt: str, top: int) -> None:
+def report(ctx: _Context, fmt: str, top: int, since: date | None, until: date | None) -> None:
     """Print the summary: table sizes, date range, funnel, top brands, categories, price bands."""
     from .report import format_text
 
-    data = ctx.pipeline(None).report(top)
+    _check_range(since, until)
+    data = ctx.pipeline(None).report(top, since, until)
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else format_text(data))
 
 
@@ -185,7 +232,7 @@ def funnel(
     default=None,
     help="seasonal (default): trailing same-hour baselines; reference: the original z-score.",
 )
-@click.option("--since", default=None, help="Only score hours from this UTC date on (YYYY-MM-DD).")
+@click.option("--since", type=DATE, default=None, help="Only score hours from this UTC date on.")
 @click.option("--alert", is_flag=True, help="Send one alert per incident to the configured sinks.")
 @SINK_OPTION
 @ENGINE_OPTION
@@ -194,7 +241,7 @@ def funnel(
 def detect(
     ctx: _Context,
     method: str | None,
-    since: str | None,
+    since: date | None,
     alert: bool,
     sinks: tuple[str, ...],
     engine: str | None,
@@ -206,6 +253,8 @@ def detect(
     """
     with _progress(ctx) as progress:
         pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
+            pipeline.settings.check_sinks(sinks)
         result = pipeline.detect(method, _date(since))
     rows = result.anomalies.to_pylist()
     click.echo(
@@ -357,14 +406,16 @@ def demo(ctx: _Context) -> None:
 
 
 @cli.command()
-@click.option("--rows", type=int, required=True, help="Number of events to write.")
+@click.option(
+    "--rows", type=click.IntRange(min=1), required=True, help="Number of events to write."
+)
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help=".csv, .csv.gz or .parquet"
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--start", default="2019-10-01", show_default=True, help="First UTC date.")
-@click.option("--days", type=int, default=61, show_default=True)
-@click.option("--brands", type=int, default=250, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--start", type=DATE, default="2019-10-01", show_default=True, help="First UTC date.")
+@click.option("--days", type=click.IntRange(1, 3660), default=61, show_default=True)
+@click.option("--brands", type=click.IntRange(1, 10_000), default=250, show_default=True)
 @click.option(
     "--inject",
     default=None,
@@ -376,7 +427,7 @@ def generate(
     rows: int,
     out: Path,
     seed: int,
-    start: str,
+    start: date,
     days: int,
     brands: int,
     inject: str | None,
@@ -391,10 +442,11 @@ def generate(
     incidents = []
     if inject:
         if inject.startswith("auto:"):
-            try:
-                count = int(inject[5:])
-            except ValueError as exc:
-                raise FunnelPulseError(f"--inject {inject!r}: use auto:N with a number N") from exc
+            count = int(inject[5:]) if inject[5:].isdigit() else 0
+            if count < 1:
+                raise click.BadParameter("use auto:N, N a whole number >= 1", param_hint="--inject")
+            if brands < 3:
+                raise click.BadParameter("incidents need --brands 3 or more", param_hint="--inject")
             incidents = plan_incidents(
                 count, start=begin, days=days, brands=ranked_brands(brands, seed), seed=seed
             )
@@ -415,7 +467,7 @@ def generate(
 
 
 @cli.command()
-@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--port", type=PORT, default=8501, show_default=True)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -451,19 +503,19 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 @click.option(
     "--until-idle",
     "until_idle",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help="Stop once no new events arrived for this many seconds (default: run until Ctrl-C).",
 )
 @click.option(
     "--trigger-s",
-    type=float,
+    type=POSITIVE,
     default=None,
     help="Longest wait for a micro-batch's input (default 0.5 s; Spark: its trigger, 2 s).",
 )
 @click.option(
     "--watermark-s",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
     help="Lateness allowed before a window is final (default 7200).",
 )
@@ -472,12 +524,14 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 )
 @click.option(
     "--max-rows-per-batch",
+    type=click.IntRange(min=1),
     default=500_000,
     show_default=True,
     help="Kafka messages per micro-batch at most.",
 )
 @click.option(
     "--broker-timeout-s",
+    type=POSITIVE,
     default=60.0,
     show_default=True,
     help="Give up (clean exit) when Kafka is unreachable this long.",
@@ -526,6 +580,8 @@ def stream(
     settings = load_settings(
         ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
     )
+    if alert:  # a sink that cannot deliver is refused before the stream starts
+        settings.check_sinks(sinks)
     alert_sinks = (list(sinks) or list(settings.alert_sinks)) if alert else None
     kafka_options = settings_options(ctx.config)
     if (engine or settings.engine) == "spark":
@@ -581,7 +637,7 @@ def stream(
 )
 @click.option(
     "--speedup",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Event-time speed-up (3600 = one hour per second); 0 publishes as fast as possible.",
@@ -593,13 +649,13 @@ def stream(
 )
 @click.option(
     "--rate",
-    type=float,
+    type=POSITIVE,
     default=1000.0,
     show_default=True,
     help="With --synthetic: events per second.",
 )
 @click.option(
-    "--seconds", type=float, default=60.0, show_default=True, help="With --synthetic: how long."
+    "--seconds", type=POSITIVE, default=60.0, show_default=True, help="With --synthetic: how long."
 )
 @click.pass_obj
 def replay(
@@ -633,9 +689,9 @@ def replay(
 
 
 @cli.command()
-@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--port", type=PORT, default=9092, show_default=True)
 @click.option("--topic", default="funnelpulse-events", show_default=True, help="Topic to create.")
-@click.option("--partitions", type=int, default=2, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1000), default=2, show_default=True)
 def broker(port: int, topic: str, partitions: int) -> None:
     """Run a local Kafka-protocol broker (tansu, in memory) for the live demo, until Ctrl-C."""
     import signal
@@ -662,25 +718,37 @@ def broker(port: int, topic: str, partitions: int) -> None:
         proc.terminate()
 
 
-def main() -> None:
-    """Entry point: expected errors print one `Error:` line; tracebacks only with --debug."""
+# Exit codes (README "The command line"): 1 an error the message says how to fix, 2 a bad
+# command line (nothing was done), 3 an unexpected failure (a bug: --debug shows the traceback).
+EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED = 1, 2, 3
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line and return its exit code: expected errors print one `Error:` line."""
     import warnings
 
-    debug = "--debug" in sys.argv
+    argv = sys.argv[1:] if args is None else list(args)
+    debug = "--debug" in argv
     warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(argv, prog_name="funnelpulse", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        return 130
+    except click.UsageError as exc:
+        where = f" See `{exc.ctx.command_path} --help`." if exc.ctx else ""
+        message = exc.format_message().rstrip()
+        end = "" if message.endswith((".", "?", "!")) else "."
+        click.echo(f"Error: {message}{end}{where}", err=True)
+        return EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except FunnelPulseError as exc:
         if debug:
             raise
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        return EXIT_ERROR
     except Exception as exc:
         if debug:
             raise
@@ -688,4 +756,10 @@ def main() -> None:
             f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details",
             err=True,
         )
-        sys.exit(2)
+        return EXIT_UNEXPECTED
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Entry point of the `funnelpulse` script."""
+    sys.exit(run())

@@ -1,95 +1,296 @@
-"""One typed, frozen settings object: defaults, then funnelpulse.toml, then FUNNELPULSE_* env, then flags."""
+"""One typed, frozen settings object: defaults, then funnelpulse.toml, then FUNNELPULSE_* env, then flags.
+
+Every value is checked for its type and range before any step runs, so a bad setting stops the
+command with one `Error:` naming the key and where it came from, never half-way through a step.
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
 ENGINES = ("duckdb", "spark")
+METHODS = ("seasonal", "reference")
+SEVERITIES = ("low", "medium", "high", "critical")
+SINKS = ("console", "file", "webhook", "slack", "email")
+# Secrets live only in the environment; a sink that needs one is refused before any work without it.
+SINK_SECRETS = {"webhook": "FUNNELPULSE_WEBHOOK_URL", "slack": "FUNNELPULSE_SLACK_WEBHOOK_URL"}
+# Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
+OTHER_TABLES = ("kafka",)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting accepts: its type, an inclusive range or a set of choices."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed (alpha > 0)
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    nonempty: bool = False
+
+    def describe(self) -> str:
+        """The rule in words, for error messages."""
+        if self.kind is tuple:
+            return f"a list of {', '.join(self.choices)} (at least one, no repeats)"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        noun = {int: "an integer", float: "a number", str: "a text"}[self.kind]
+        if self.low is not None and self.high is not None:
+            if not (self.low_open or self.high_open):
+                return f"{noun} from {_num(self.low)} to {_num(self.high)}"
+            lo = "above" if self.low_open else "at least"
+            hi = "below" if self.high_open else "at most"
+            return f"{noun} {lo} {_num(self.low)} and {hi} {_num(self.high)}"
+        if self.low is not None:
+            return f"{noun} {'above' if self.low_open else 'of at least'} {_num(self.low)}"
+        return "a non-empty text" if self.nonempty else noun
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _setting(default: Any, rule: Rule, help: str) -> Any:
+    return field(default=default, metadata={"rule": rule, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs; secrets are never stored here, only read from the environment."""
 
-    warehouse: str = "./warehouse"
-    engine: str = "duckdb"
-    spark_master: str = "local[*]"
-    shuffle_partitions: int = 8
-    watermark_s: int = 7200
+    warehouse: str = _setting("./warehouse", Rule(str, nonempty=True), "warehouse folder or URI")
+    engine: str = _setting("duckdb", Rule(str, choices=ENGINES), "batch engine")
+    spark_master: str = _setting("local[*]", Rule(str, nonempty=True), "Spark master URL")
+    shuffle_partitions: int = _setting(8, Rule(int, 1, 10_000), "Spark shuffle partitions")
+    watermark_s: int = _setting(7200, Rule(int, 0, 30 * 86_400), "stream lateness allowed, s")
     # anomaly detection
-    detect_method: str = "seasonal"
-    history_days: int = 14
-    min_views: int = 50
-    alpha: float = 1e-5
-    false_alarms_per_week: float = 1.0  # target false incidents per week (detection)
-    min_severity: str = "medium"
-    cooldown_h: int = 6
-    alert_sinks: tuple[str, ...] = ("console",)
-    alert_file: str = ""
-    smtp_host: str = "localhost"
-    smtp_port: int = 25
-    smtp_from: str = "funnelpulse@localhost"
-    smtp_to: str = ""
+    detect_method: str = _setting("seasonal", Rule(str, choices=METHODS), "detection method")
+    history_days: int = _setting(14, Rule(int, 3, 90), "past days a baseline uses")
+    min_views: int = _setting(50, Rule(int, 1, 1_000_000_000), "smallest hourly denominator")
+    alpha: float = _setting(
+        1e-5, Rule(float, 0, 1, low_open=True, high_open=True), "two-sided p-value threshold"
+    )
+    false_alarms_per_week: float = _setting(
+        1.0, Rule(float, 0, 1000, low_open=True), "target false incidents per week (detection)"
+    )
+    min_severity: str = _setting("medium", Rule(str, choices=SEVERITIES), "lowest alerted")
+    cooldown_h: int = _setting(6, Rule(int, 0, 8760), "hours between alerts of one segment")
+    alert_sinks: tuple[str, ...] = _setting(("console",), Rule(tuple, choices=SINKS), "sinks")
+    alert_file: str = _setting("", Rule(str), "JSON-lines file of the file sink")
+    smtp_host: str = _setting("localhost", Rule(str, nonempty=True), "SMTP server")
+    smtp_port: int = _setting(25, Rule(int, 1, 65_535), "SMTP port")
+    smtp_from: str = _setting("funnelpulse@localhost", Rule(str, nonempty=True), "sender")
+    smtp_to: str = _setting("", Rule(str), "recipients of the email sink")
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ConfigError(f"Unknown engine {self.engine!r}. Use one of: {', '.join(ENGINES)}")
-        if self.watermark_s < 0:
-            raise ConfigError("watermark_s must be >= 0")
+        for f in fields(self):
+            check(f.name, getattr(self, f.name))
 
     @property
     def warehouse_path(self) -> str:
         return self.warehouse.rstrip("/") if "://" in self.warehouse else str(Path(self.warehouse))
 
+    def check_sinks(self, sinks: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The sinks an alerting run will use, refused before any work when one cannot deliver."""
+        names = tuple(sinks) if sinks else self.alert_sinks
+        check("alert_sinks", names, "from --sink" if sinks else "")
+        for name in names:
+            if name == "file" and not self.alert_file:
+                raise ConfigError(
+                    "The file alert sink needs alert_file. Set it in funnelpulse.toml or "
+                    "FUNNELPULSE_ALERT_FILE"
+                )
+            if name == "email" and not self.smtp_to:
+                raise ConfigError(
+                    "The email alert sink needs smtp_to. Set it in funnelpulse.toml or "
+                    "FUNNELPULSE_SMTP_TO"
+                )
+            secret = SINK_SECRETS.get(name)
+            if secret and not os.environ.get(secret):
+                raise ConfigError(
+                    f"The {name} alert sink needs {secret}. Set it in the environment"
+                )
+        return names
 
-def _coerce(name: str, value: Any) -> Any:
-    field = next(f for f in fields(Settings) if f.name == name)
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                return tuple(v.strip() for v in value.split(",") if v.strip())
+
+RULES: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(Settings)}
+
+
+def _bad(name: str, value: Any, where: str, problem: str) -> ConfigError:
+    """`Setting <name> = <value> (<where>) <problem>. Fix it <there>`: one line naming the key."""
+    place = f" ({where})" if where else ""
+    if where.startswith("in "):
+        fix = f"Fix it in {where[3:]}"
+    elif where.startswith("from "):
+        fix = f"Fix {where[5:]}"
+    else:
+        fix = "Fix the value"
+    return ConfigError(f"Setting {name} = {_show(value)}{place} {problem}. {fix}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def check(name: str, value: Any, where: str = "") -> Any:
+    """Raise ConfigError unless `value` is an exactly typed, in-range value for setting `name`."""
+    rule = RULES[name]
+    must = f"must be {rule.describe()}"
+    if rule.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(name, value, where, f"{must} (a whole number, not {_kind(value)})")
+    elif rule.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(name, value, where, f"{must}, not {_kind(value)}")
+        if not math.isfinite(value):
+            raise _bad(name, value, where, must)
+    elif rule.kind is str:
+        if not isinstance(value, str):
+            raise _bad(name, value, where, f"{must} in quotes, not {_kind(value)}")
+        if rule.nonempty and not value.strip():
+            raise _bad(name, value, where, "must not be empty")
+        if rule.choices and value not in rule.choices:
+            raise _bad(name, value, where, must + _did_you_mean(value, rule.choices))
+        return value
+    else:
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise _bad(name, value, where, must)
+        unknown = [v for v in value if v not in rule.choices]
+        if unknown:
+            raise _bad(
+                name,
+                value,
+                where,
+                f"has an unknown sink {_show(unknown[0])}"
+                + _did_you_mean(unknown[0], rule.choices)
+                + f"; use {', '.join(rule.choices)}",
+            )
+        if not value or len(set(value)) != len(value):
+            raise _bad(name, value, where, must)
+        return value
+    too_low = rule.low is not None and (value <= rule.low if rule.low_open else value < rule.low)
+    too_high = rule.high is not None and (
+        value >= rule.high if rule.high_open else value > rule.high
+    )
+    if too_low or too_high:
+        raise _bad(name, value, where, must)
+    return float(value) if rule.kind is float else value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "an integer", float: "a decimal number", str: "a text", list: "a list"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {_show(close[0])}?)" if close else ""
+
+
+_INT_TEXT = re.compile(r"[+-]?\d[\d_]*")
+
+
+def _from_text(name: str, text: str, where: str) -> Any:
+    """An environment variable's text as the setting's type; "3.7" is not an integer, "true" neither."""
+    rule = RULES[name]
+    raw = text.strip()
+    if rule.kind is int:
+        if not _INT_TEXT.fullmatch(raw):
+            raise _bad(name, text, where, f"must be {rule.describe()} (a whole number)")
+        return int(raw)
+    if rule.kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise _bad(name, text, where, f"must be {rule.describe()}") from None
+    if rule.kind is tuple:
+        return tuple(v.strip() for v in raw.split(",") if v.strip())
+    return text
+
+
+def _from_value(name: str, value: Any) -> Any:
+    """A TOML or Python value as the setting's type, without any lossy conversion."""
+    if RULES[name].kind is tuple:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list | tuple):
             return tuple(value)
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Setting {name}={value!r} is not a valid {kind}") from exc
+    if RULES[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
-def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+def _unknown(key: str, where: str) -> ConfigError:
+    return ConfigError(
+        f"Unknown setting {key!r} {where}{_did_you_mean(key, list(RULES))}. "
+        f"Known settings: {', '.join(RULES)}"
+    )
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file (its [funnelpulse] table, or its top level), unchecked.
+
+    Tables named in OTHER_TABLES belong to other readers and are skipped here.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path} ({exc}). Check the --config path") from exc
+    data.pop("kafka", None)  # librdkafka options: streaming.kafka_client.file_kafka_options
+    for name in OTHER_TABLES:
+        data.pop(name, None)
+    if "funnelpulse" in data:
+        table = data.pop("funnelpulse")
+        if not isinstance(table, dict):
+            raise ConfigError(f"In {path}, funnelpulse must be a table: write [funnelpulse]")
+        for key in data:
+            raise _unknown(key, f"in {path} (outside [funnelpulse])")
+        return table
+    return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the config file, the environment and explicit overrides (None = unset)."""
-    known = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
     path = Path(config_file) if config_file else Path("funnelpulse.toml")
-    if config_file and not path.exists():
+    if config_file and not path.is_file():
         raise ConfigError(f"Config file {path} does not exist. Check the --config path")
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the file") from exc
-        table = data.get("funnelpulse", data)
-        data.pop("kafka", None)  # librdkafka options: streaming.kafka_client.file_kafka_options
-        for key, value in table.items():
-            if key not in known:
-                raise ConfigError(
-                    f"Unknown setting {key!r} in {path}. Known: {', '.join(sorted(known))}"
-                )
-            values[key] = _coerce(key, value)
-    for name in known:
-        env = os.environ.get(f"FUNNELPULSE_{name.upper()}")
-        if env is not None:
-            values[name] = _coerce(name, env)
+    if path.is_file():
+        where = f"in {path}"
+        for key, value in read_file(path).items():
+            if key not in RULES:
+                raise _unknown(key, where)
+            values[key] = check(key, _from_value(key, value), where)
+    for name in RULES:
+        env = f"FUNNELPULSE_{name.upper()}"
+        if env in os.environ:
+            where = f"from {env}"
+            values[name] = check(name, _from_text(name, os.environ[env], where), where)
     for name, value in overrides.items():
+        if name not in RULES:
+            raise _unknown(name, "given")
         if value is not None:
-            values[name] = _coerce(name, value)
+            values[name] = check(name, _from_value(name, value), "from the command line")
     return replace(Settings(), **values)

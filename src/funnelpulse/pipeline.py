@@ -16,7 +16,17 @@ from .config import Settings, load_settings
 from .console import Progress, SilentProgress
 from .engines import get_engine
 from .engines.base import BuildResult, DateRange
-from .ingest import IngestResult, ingest
+from .errors import FunnelPulseError
+from .ingest import IngestResult, check_file, ingest
+
+
+class IngestIncomplete(FunnelPulseError):
+    """A file failed after earlier files of the same ingest were committed (`committed` lists them)."""
+
+    def __init__(self, error: Exception, committed: IngestResult) -> None:
+        super().__init__(f"{error} ({len(committed.files)} earlier file(s) stay committed)")
+        self.error = error
+        self.committed = committed
 
 
 def sample_files() -> list[Path]:
@@ -56,7 +66,22 @@ class Pipeline:
                     self.settings.spark_master,
                     self.settings.shuffle_partitions,
                 )
-        return ingest(self.warehouse, list(paths), self.progress)
+        paths = list(paths)
+        for path in paths:  # refuse a missing or foreign file before committing any file
+            if "://" not in str(path):
+                check_file(path)
+        if len(paths) < 2:
+            return ingest(self.warehouse, paths, self.progress)
+        done = IngestResult()
+        for path in paths:
+            try:
+                done.files += ingest(self.warehouse, [path], self.progress).files
+            except Exception as exc:
+                # Earlier files stay committed: say which, so the user re-runs only the rest.
+                if done.files:
+                    raise IngestIncomplete(exc, done) from exc
+                raise
+        return done
 
     def build(
         self, since: date | None = None, until: date | None = None, engine: str | None = None
@@ -139,9 +164,12 @@ class Pipeline:
             scores.append(evaluate(method, incidents, labels, scored))
         return scores
 
-    def report(self, top: int = 5) -> dict[str, Any]:
+    def report(
+        self, top: int = 5, since: date | None = None, until: date | None = None
+    ) -> dict[str, Any]:
+        """The summary `funnelpulse report` prints, optionally for the UTC dates since..until."""
         safety.check_consistent(self.warehouse)
-        return report.summary(self.warehouse, top)
+        return report.summary(self.warehouse, top, since, until)
 
     def table(self, name: str) -> pa.Table:
         return tables.read(tables.table_path(self.warehouse, name))

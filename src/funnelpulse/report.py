@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from . import tables
 from .engines.duckdb_conn import connect
+from .errors import ConfigError, WarehouseError
 
 UNKNOWN = "(unknown)"
 
 _FUNNEL = """
-    CAST(SUM(views) AS BIGINT) AS views, CAST(SUM(carts) AS BIGINT) AS carts,
-    CAST(SUM(purchases) AS BIGINT) AS purchases, ROUND(SUM(revenue), 2) AS revenue,
+    CAST(COALESCE(SUM(views), 0) AS BIGINT) AS views, CAST(COALESCE(SUM(carts), 0) AS BIGINT) AS carts,
+    CAST(COALESCE(SUM(purchases), 0) AS BIGINT) AS purchases,
+    ROUND(COALESCE(SUM(revenue), 0), 2) AS revenue,
     SUM(carts) / NULLIF(SUM(views), 0) AS view_to_cart_rate,
     SUM(purchases) / NULLIF(SUM(carts), 0) AS cart_to_purchase_rate,
     SUM(purchases) / NULLIF(SUM(views), 0) AS conversion_rate
@@ -28,12 +31,40 @@ def table_rows(warehouse: str) -> dict[str, int]:
     return out
 
 
-def summary(warehouse: str, top: int = 5) -> dict[str, Any]:
-    """Everything `funnelpulse report` prints, as plain data (JSON-ready)."""
+def _between(column: str, since: date | None, until: date | None) -> str:
+    """A WHERE clause keeping the UTC dates since..until (either end open when None)."""
+    parts = [f"{column} >= DATE '{since}'"] if since else []
+    parts += [f"{column} <= DATE '{until}'"] if until else []
+    return f" WHERE {' AND '.join(parts)}" if parts else ""
+
+
+def summary(
+    warehouse: str, top: int = 5, since: date | None = None, until: date | None = None
+) -> dict[str, Any]:
+    """Everything `funnelpulse report` prints, as plain data (JSON-ready).
+
+    `since`/`until` keep only those UTC dates (both included) in every figure except the table
+    sizes, so the figures equal the dashboard's for the same date range.
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"top = {top!r}: give a whole number of at least 1")
+    if since and until and since > until:
+        raise ConfigError(f"since {since} is after until {until}. Swap them")
     rows = table_rows(warehouse)
+    if not rows:
+        raise WarehouseError(
+            f"No warehouse at {warehouse} (no tables there). Run `funnelpulse ingest FILE...` and "
+            "`funnelpulse build` first, or give the right --warehouse"
+        )
     result: dict[str, Any] = {"warehouse": warehouse, "tables": rows}
+    if since or until:
+        result["range"] = {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        }
     if tables.GOLD_DAILY_BRAND not in rows:
         return result
+    day = _between("date", since, until)
     con = connect()
     try:
         for name in (
@@ -48,28 +79,33 @@ def summary(warehouse: str, top: int = 5) -> dict[str, Any]:
             return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
 
         span = records(
-            f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}"
+            f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}{day}"
         )[0]
         result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
-        result["funnel"] = records(f"SELECT {_FUNNEL} FROM {tables.GOLD_DAILY_BRAND}")[0]
+        result["funnel"] = records(f"SELECT {_FUNNEL} FROM {tables.GOLD_DAILY_BRAND}{day}")[0]
         result["top_brands"] = records(
             f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {_FUNNEL}
-            FROM {tables.GOLD_DAILY_BRAND} GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}"""
+            FROM {tables.GOLD_DAILY_BRAND}{day}
+            GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}"""
         )
         result["categories"] = records(
             f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {_FUNNEL}
-            FROM {tables.GOLD_DAILY_CATEGORY} GROUP BY category_root
+            FROM {tables.GOLD_DAILY_CATEGORY}{day} GROUP BY category_root
             ORDER BY revenue DESC, category_root LIMIT {top}"""
         )
         result["price_bands"] = records(
-            f"""SELECT price_band, {_FUNNEL} FROM {tables.GOLD_HOURLY_PRICE_BAND} GROUP BY price_band
+            f"""SELECT price_band, {_FUNNEL}
+            FROM {tables.GOLD_HOURLY_PRICE_BAND}{_between("window_date", since, until)}
+            GROUP BY price_band
             ORDER BY CASE price_band WHEN '<10' THEN 0 WHEN '10-30' THEN 1 WHEN '30-60' THEN 2 ELSE 3 END"""
         )
         anomalies = tables.table_path(warehouse, tables.ANOMALIES)
         if tables.exists(anomalies):
             con.register("anomalies", tables.dataset(anomalies))
             result["anomalies"] = records(
-                "SELECT severity, COUNT(*) AS count FROM anomalies GROUP BY severity ORDER BY count DESC"
+                f"""SELECT severity, COUNT(*) AS count
+                FROM anomalies{_between("window_date", since, until)}
+                GROUP BY severity ORDER BY count DESC, severity"""
             )
     finally:
         con.close()
@@ -90,9 +126,13 @@ def format_text(report: dict[str, Any]) -> str:
         return "\n".join(lines)
     span = report["date_range"]
     f = report["funnel"]
+    chosen = report.get("range")
+    dates = f"{span['start']} .. {span['end']}" if span["start"] else "no events"
+    if chosen:
+        dates += f" (range {chosen['since'] or 'start'} .. {chosen['until'] or 'end'})"
     lines += [
         "",
-        f"Dates (UTC): {span['start']} .. {span['end']}",
+        f"Dates (UTC): {dates}",
         "",
         "Funnel:",
         f"  views {f['views']:,} -> carts {f['carts']:,} -> purchases {f['purchases']:,}",
