@@ -168,6 +168,7 @@ def one_error(err: str, *parts: str) -> None:
         (["stream", "--source", "files://x", "--max-rows-per-batch", "0"], "--max-rows-per-batch"),
         (["replay", "--to", "kafka://h:1/t", "--rate", "-5", "--synthetic"], "--rate"),
         (["broker", "--partitions", "0"], "--partitions"),
+        (["generate", "--rows", "10", "--out", "g.txt"], "--out"),
     ],
 )
 def test_bad_flags_fail_before_any_work(
@@ -177,7 +178,7 @@ def test_bad_flags_fail_before_any_work(
     assert code == 2
     one_error(err, flag, f"See `funnelpulse {args[0]} --help`")
     assert out == ""
-    assert not (tmp_path / "g.csv").exists() and not (tmp_path / "wh").exists()
+    assert not list(tmp_path.glob("g.*")) and not (tmp_path / "wh").exists()
 
 
 def test_reversed_date_range_is_refused_before_building(

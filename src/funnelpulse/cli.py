@@ -95,6 +95,13 @@ class _IsoDate(click.ParamType):
 DATE = _IsoDate()
 
 
+def _event_file(path: Path) -> Path:
+    """An output name generate can write, refused before minutes of generating."""
+    if not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+        raise click.BadParameter(f"{path} must end in .csv, .csv.gz or .parquet")
+    return path
+
+
 def _check_range(since: date | None, until: date | None) -> None:
     """An empty date range is a mistake, never a silent no-op."""
     if since and until and since > until:
@@ -410,7 +417,11 @@ def demo(ctx: _Context) -> None:
     "--rows", type=click.IntRange(min=1), required=True, help="Number of events to write."
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), required=True, help=".csv, .csv.gz or .parquet"
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    callback=lambda ctx, param, value: _event_file(value),
+    help=".csv, .csv.gz or .parquet",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--start", type=DATE, default="2019-10-01", show_default=True, help="First UTC date.")
