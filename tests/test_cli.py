@@ -169,6 +169,8 @@ def one_error(err: str, *parts: str) -> None:
         (["replay", "--to", "kafka://h:1/t", "--rate", "-5", "--synthetic"], "--rate"),
         (["broker", "--partitions", "0"], "--partitions"),
         (["generate", "--rows", "10", "--out", "g.txt"], "--out"),
+        (["replay", "--to", "kafka://h:1/t", "--rate", "nan", "--synthetic"], "--rate"),
+        (["stream", "--source", "files://x", "--until-idle", "inf"], "--until-idle"),
     ],
 )
 def test_bad_flags_fail_before_any_work(

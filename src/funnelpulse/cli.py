@@ -75,7 +75,22 @@ SINK_OPTION = click.option(
     help="Override the alert sinks (repeat for several).",
 )
 PORT = click.IntRange(1, 65_535)
-POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+class _Seconds(click.FloatRange):
+    """A finite number in a range: `nan` and `inf` are refused like any other bad value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE = _Seconds(min=0, min_open=True)
+NON_NEGATIVE = _Seconds(min=0)
 
 
 class _IsoDate(click.ParamType):
@@ -514,7 +529,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 @click.option(
     "--until-idle",
     "until_idle",
-    type=click.FloatRange(min=0),
+    type=NON_NEGATIVE,
     default=None,
     help="Stop once no new events arrived for this many seconds (default: run until Ctrl-C).",
 )
@@ -648,7 +663,7 @@ def stream(
 )
 @click.option(
     "--speedup",
-    type=click.FloatRange(min=0),
+    type=NON_NEGATIVE,
     default=0.0,
     show_default=True,
     help="Event-time speed-up (3600 = one hour per second); 0 publishes as fast as possible.",
