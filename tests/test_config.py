@@ -249,3 +249,14 @@ def test_the_kafka_table_is_left_to_the_kafka_client(tmp_path: Path) -> None:
     bare = tmp_path / "bare.toml"
     bare.write_text('history_days = 8\n[kafka]\n"security.protocol" = "SSL"\n')
     assert load_settings(bare).history_days == 8
+
+
+def test_a_config_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist. Check the --config path"):
+        load_settings(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="is not a file. Check the --config path"):
+        load_settings(tmp_path)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[funnelpulse\nalpha = 0.1\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_settings(broken)

@@ -276,7 +276,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     values: dict[str, Any] = {}
     path = Path(config_file) if config_file else Path("funnelpulse.toml")
     if config_file and not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. Check the --config path")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"Config file {path} {problem}. Check the --config path")
     if path.is_file():
         where = f"in {path}"
         for key, value in read_file(path).items():
