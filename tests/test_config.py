@@ -260,3 +260,18 @@ def test_a_config_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     broken.write_text("[funnelpulse\nalpha = 0.1\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_settings(broken)
+
+
+def test_stream_refuses_a_sink_that_cannot_deliver_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wh = tmp_path / "wh"
+    (tmp_path / "in").mkdir()
+    capsys.readouterr()
+    code = run(
+        ["--warehouse", str(wh), "stream", "--source", f"files://{tmp_path / 'in'}"]
+        + ["--until-idle", "1", "--alert", "--sink", "email"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("Error: The email alert sink needs smtp_to"), err
+    assert not wh.exists()  # no checkpoint, no table: nothing started
