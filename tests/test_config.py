@@ -275,3 +275,15 @@ def test_stream_refuses_a_sink_that_cannot_deliver_before_starting(
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("Error: The email alert sink needs smtp_to"), err
     assert not wh.exists()  # no checkpoint, no table: nothing started
+
+
+def test_the_python_api_refuses_a_reversed_build_range(tmp_path: Path) -> None:
+    from datetime import date
+
+    from funnelpulse import Pipeline
+
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest([write_csv(tmp_path / "a.csv", [row("2019-10-01 10:00:00")])])
+    with pytest.raises(ConfigError, match="since 2019-12-31 is after until 2019-10-01"):
+        p.build(date(2019, 12, 31), date(2019, 10, 1))
+    assert not tables.exists(tables.table_path(p.warehouse, tables.SILVER))

@@ -16,7 +16,7 @@ from .config import Settings, load_settings
 from .console import Progress, SilentProgress
 from .engines import get_engine
 from .engines.base import BuildResult, DateRange
-from .errors import FunnelPulseError
+from .errors import ConfigError, FunnelPulseError
 from .ingest import IngestResult, check_file, ingest
 
 
@@ -86,6 +86,8 @@ class Pipeline:
     def build(
         self, since: date | None = None, until: date | None = None, engine: str | None = None
     ) -> BuildResult:
+        if since and until and since > until:  # an empty range would commit nothing, silently
+            raise ConfigError(f"since {since} is after until {until}. Swap them")
         options: dict[str, Any] = {}
         name = engine or self.settings.engine
         if name == "spark":
