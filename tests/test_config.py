@@ -287,3 +287,16 @@ def test_the_python_api_refuses_a_reversed_build_range(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="since 2019-12-31 is after until 2019-10-01"):
         p.build(date(2019, 12, 31), date(2019, 10, 1))
     assert not tables.exists(tables.table_path(p.warehouse, tables.SILVER))
+
+
+def test_a_mistyped_variable_is_named_not_silently_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUNNELPULSE_HISTORY_DAY", "7")
+    monkeypatch.setenv("FUNNELPULSE_SMTP_PASSWORD", "secret")  # not a setting, but known
+    monkeypatch.setenv("FUNNELPULSE_GCP_PROJECT", "p")  # far from every setting: no noise
+    with pytest.warns(UserWarning) as caught:
+        assert load_settings().history_days == 14
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "FUNNELPULSE_HISTORY_DAY is not a setting and is ignored; did you mean "
+        "FUNNELPULSE_HISTORY_DAYS?"
+    ]

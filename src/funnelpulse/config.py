@@ -25,6 +25,8 @@ SINKS = ("console", "file", "webhook", "slack", "email")
 SINK_SECRETS = {"webhook": "FUNNELPULSE_WEBHOOK_URL", "slack": "FUNNELPULSE_SLACK_WEBHOOK_URL"}
 # Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
 OTHER_TABLES = ("kafka",)
+# FUNNELPULSE_* variables that are not settings (secrets, deployment, test hooks).
+OTHER_VARIABLES = ("webhook_url", "slack_webhook_url", "smtp_user", "smtp_password", "kill_at")
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,25 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _warn_near_misses() -> None:
+    """A mistyped FUNNELPULSE_* variable would be ignored silently: name the setting it resembles."""
+    import warnings
+
+    for env in os.environ:
+        if not env.startswith("FUNNELPULSE_"):
+            continue
+        key = env.removeprefix("FUNNELPULSE_").lower()
+        if key in RULES or key in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(key, list(RULES), n=1, cutoff=0.8)
+        if close:
+            warnings.warn(
+                f"{env} is not a setting and is ignored; did you mean "
+                f"FUNNELPULSE_{close[0].upper()}?",
+                stacklevel=3,
+            )
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the config file, the environment and explicit overrides (None = unset)."""
     values: dict[str, Any] = {}
@@ -289,6 +310,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         if env in os.environ:
             where = f"from {env}"
             values[name] = check(name, _from_text(name, os.environ[env], where), where)
+    _warn_near_misses()
     for name, value in overrides.items():
         if name not in RULES:
             raise _unknown(name, "given")
