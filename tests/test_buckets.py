@@ -209,3 +209,82 @@ def test_buckets_of_silver_roll_up_to_the_batch_hourly_gold(tmp_path: Path) -> N
         assert shop == [(silver.filter(pc.equal(silver["event_type"], "purchase")).num_rows,)]
     finally:
         con.close()
+
+
+def _rollup_differences(warehouse: str, gold_warehouse: str) -> int:
+    """Rows where the live buckets summed to hours differ from batch hourly-brand gold."""
+    con = connect()
+    try:
+        con.register("live", read_buckets(warehouse))
+        con.register(
+            "gold", tables.read(tables.table_path(gold_warehouse, tables.GOLD_HOURLY_BRAND))
+        )
+        return con.execute(
+            """
+            WITH l AS (
+                SELECT date_trunc('hour', bucket_start) AS h, segment, SUM(views)::BIGINT v,
+                    SUM(carts)::BIGINT c, SUM(purchases)::BIGINT p, round(SUM(revenue), 4) r
+                FROM live WHERE dimension = 'brand' GROUP BY ALL
+            ), g AS (
+                SELECT window_start, coalesce(brand, '(unknown)'), views, carts, purchases,
+                    round(revenue, 4) FROM gold
+            )
+            SELECT count(*) FROM (
+                (SELECT * FROM l EXCEPT ALL SELECT * FROM g)
+                UNION ALL (SELECT * FROM g EXCEPT ALL SELECT * FROM l)
+            )"""
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_embedded_stream_keeps_buckets_and_a_kill_between_merge_and_commit_counts_once(
+    tmp_path: Path,
+) -> None:
+    events = generate_events(9_000, seed=9, days=1, brands=20)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    third = events.num_rows // 3
+    files = [
+        write_events(events.slice(i * third, third if i < 2 else None), folder / f"p{i}.csv")
+        for i in range(3)
+    ]
+    batch = Pipeline(warehouse=str(tmp_path / "batch"))
+    batch.ingest(files)
+    batch.build()
+    wh = str(tmp_path / "wh")
+
+    def stream(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "funnelpulse",
+                "--warehouse",
+                wh,
+                "stream",
+                "--source",
+                f"files://{folder}",
+                "--until-idle",
+                "2",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    killed = stream({"FUNNELPULSE_KILL_AT": "stream.buckets_merged"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read_buckets(wh).num_rows > 0  # the buckets were merged, the live table not
+    done = stream({})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _rollup_differences(wh, batch.warehouse) == 0
+    silver = tables.read(tables.table_path(batch.warehouse, tables.SILVER))
+    shop = read_buckets(wh).filter(pc.equal(read_buckets(wh)["dimension"], "shop"))
+    assert (
+        pc.sum(shop["views"]).as_py()
+        == silver.filter(pc.equal(silver["event_type"], "view")).num_rows
+    )

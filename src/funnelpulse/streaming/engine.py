@@ -27,6 +27,7 @@ from ..engines.duckdb_conn import connect
 from ..errors import FunnelPulseError
 from ..faults import checkpoint
 from ..ingest import QUARANTINE_SCHEMA
+from .live_hook import OpenWindowHook
 from .maintenance import LIVE_TABLE_CONFIG, Maintenance
 from .sources import Batch, FileSource, KafkaSource
 from .state import StreamState
@@ -105,6 +106,8 @@ class EmbeddedStream:
         self.maintenance = Maintenance([self.live])
         self.result = StreamResult()
         self.alerts_checked = False
+        # 5-minute buckets per batch; with --alert, the open window scored as buckets complete
+        self.open_window = OpenWindowHook(warehouse, settings, alert_sinks, self.result)
         if source_url.startswith("kafka://"):
             offsets = (
                 meta.get("plan", {}).get("offsets") if meta.get("source") == source_url else None
@@ -147,6 +150,7 @@ class EmbeddedStream:
         checkpoint("stream.quarantine_committed")
         merged, ripe, late, dups = self._count(number, batch)
         checkpoint("stream.state_recorded")
+        self.open_window.after_count(self.con, number)  # before the commit: see buckets.py
         self._commit(number, merged, batch)
         checkpoint("stream.live_committed")
         self.batch = number
@@ -173,6 +177,7 @@ class EmbeddedStream:
         self.maintenance.after_batch(self.batch)
         if self.alert_sinks and (ripe or not self.alerts_checked):
             self._alert()
+        self.open_window.after_commit(max(self.part_max.values(), default=None))
         return batch
 
     def _quarantine(self, number: int, batch: Batch) -> int:

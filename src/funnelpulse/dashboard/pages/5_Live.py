@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import plotly.graph_objects as go
 import streamlit as st
 
-from funnelpulse import tables
-from funnelpulse.dashboard.common import data, page_header, pct
+from funnelpulse import load_settings, tables
+from funnelpulse.anomaly.live_incidents import read_incidents
+from funnelpulse.anomaly.live_view import live_series
+from funnelpulse.dashboard.common import chart_text, data, md, money, page_header, pct, warehouse
 
 page_header("Live")
 
@@ -43,3 +48,101 @@ def live() -> None:
 
 
 live()
+
+
+@st.fragment(run_every=10)
+def live_incidents() -> None:
+    """Open incidents from the open-window check, their running loss, and one segment's 5-minute
+    series against its expected band (a fragment: only this part refreshes, no page flicker)."""
+    st.subheader("Live incidents (5-minute buckets)")
+    path = warehouse()
+    if not tables.exists(tables.table_path(path, tables.GOLD_STREAM_5MIN)):
+        st.caption(
+            "No 5-minute live buckets yet (`gold_stream_funnel_5min`, written by "
+            "`funnelpulse stream`)."
+        )
+        return
+    found = read_incidents(path).to_pylist()
+    current = [i for i in found if i["status"] == "open"]
+    cols = st.columns(3)
+    cols[0].metric("Open incidents", f"{len(current):,}")
+    cols[1].metric("Purchases lost so far", f"{sum(i['lost_purchases'] for i in current):,.1f}")
+    cols[2].metric("Revenue lost so far", money(sum(i["lost_revenue"] for i in current)))
+    if not found:
+        st.success("No live incident in the last 24 hours.")
+        return
+    st.dataframe(
+        [
+            {
+                "status": i["status"],
+                "segment": f"{i['dimension']}: {i['segment']}",
+                "what": f"{i['step'].replace('_', ' ')} {i['type']}",
+                "since (UTC)": i["started_at"],
+                "minutes": round(i["minutes"]),
+                "lost purchases": round(i["lost_purchases"], 1),
+                "lost revenue": round(i["lost_revenue"], 2),
+                "driven by": ", ".join(
+                    f"{x['segment']} {x['share']:.0%}" for x in json.loads(i["drivers"] or "[]")
+                ),
+            }
+            for i in sorted(found, key=lambda r: (r["status"] != "open", r["started_at"]))
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    labels = [
+        f"{i['dimension']}: {i['segment']} - {i['step'].replace('_', ' ')} ({i['status']})"
+        for i in found
+    ]
+    pick = st.selectbox("Segment", range(len(found)), format_func=lambda k: labels[k], key="inc")
+    chosen = found[pick]
+    series = live_series(
+        path, load_settings(), chosen["dimension"], chosen["segment"], chosen["step"]
+    ).to_pandas()
+    if series.empty:
+        st.caption("No buckets to show yet.")
+        return
+    unit = {"traffic": "views", "view_to_cart": "carts", "cart_to_purchase": "purchases"}
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=series["bucket_start"],
+                y=series["high"],
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            go.Scatter(
+                x=series["bucket_start"],
+                y=series["low"],
+                fill="tonexty",
+                line={"width": 0},
+                name="expected band (~95%)",
+                fillcolor="rgba(100,150,220,0.25)",
+            ),
+            go.Scatter(
+                x=series["bucket_start"],
+                y=series["expected"],
+                name="expected",
+                line={"dash": "dot"},
+            ),
+            go.Scatter(
+                x=series["bucket_start"],
+                y=series["observed"],
+                name="observed",
+                mode="lines+markers",
+            ),
+        ]
+    )
+    fig.update_layout(
+        title=chart_text(f"{chosen['segment']}: {unit.get(chosen['step'], '')} per 5 minutes"),
+        height=340,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    st.plotly_chart(fig, width="stretch")
+    st.caption(
+        f"Selected: {md(chosen['dimension'])} {md(chosen['segment'])}. Refreshed every 10 s."
+    )
+
+
+live_incidents()

@@ -1,0 +1,92 @@
+"""What the embedded stream does for live detection after each batch: MERGE the batch's new
+events into the 5-minute buckets (before the live table's commit, so a retried batch is skipped
+by its transaction version), and, with --alert, score the open window once a bucket completes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import Settings
+from .buckets import DEFAULT_BUCKET_MINUTES, update_buckets
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 10.0  # score the open window at most this often (wall clock)
+
+
+class OpenWindowHook:
+    """Called by the embedded engine: `after_count` inside a batch, `after_commit` after it."""
+
+    def __init__(
+        self,
+        warehouse: str,
+        settings: Settings,
+        alert_sinks: Sequence[str] | None,
+        result: Any = None,
+        bucket_minutes: int = DEFAULT_BUCKET_MINUTES,
+        check_every_s: float = CHECK_EVERY_S,
+    ) -> None:
+        self.warehouse = warehouse
+        self.settings = settings
+        self.alert_sinks = list(alert_sinks) if alert_sinks else None
+        self.bucket_minutes = bucket_minutes
+        self.check_every_s = check_every_s
+        self._last_check = float("-inf")
+        self._last_bucket: datetime | None = None
+        self.checks = 0
+        self.result = result  # the stream's result: live alerts count in its totals
+
+    def after_count(self, con: Any, batch: int, events_table: str = "fresh") -> int:
+        """MERGE the batch's new (judged, deduplicated) events into the 5-minute buckets."""
+        return update_buckets(
+            self.warehouse,
+            con.sql(f"SELECT * FROM {events_table}"),
+            batch_id=batch,
+            bucket_minutes=self.bucket_minutes,
+        )
+
+    def after_commit(self, latest_event: datetime | None) -> None:
+        """With --alert: score the open window when a new bucket completed (throttled); a
+        failure is logged and the stream goes on."""
+        if not self.alert_sinks or latest_event is None:
+            return
+        from ..anomaly.live_incidents import check_live
+        from ..anomaly.open_window import newest_complete
+
+        latest = latest_event if latest_event.tzinfo else latest_event.replace(tzinfo=UTC)
+        newest = newest_complete(latest, self.bucket_minutes)
+        due = time.monotonic() - self._last_check >= self.check_every_s
+        if not due or (self._last_bucket is not None and newest <= self._last_bucket):
+            return
+        self._last_check = time.monotonic()
+        try:
+            found = check_live(
+                self.warehouse,
+                self.settings,
+                latest,
+                bucket_minutes=self.bucket_minutes,
+                sinks=self.alert_sinks,
+            )
+        except Exception as exc:  # scoring must never stop the live table
+            log.error(
+                "open-window check failed (%s: %s); the stream goes on", type(exc).__name__, exc
+            )
+            return
+        self._last_bucket = newest
+        self.checks += 1
+        if found.delivery:
+            if self.result is not None:
+                self.result.alerts_sent += found.delivery.sent
+                self.result.alerts_failed += found.delivery.failed
+            log.info(
+                "open window as of %s: %d incidents (%d open), %d alerts sent, %d failed",
+                found.as_of,
+                len(found.incidents),
+                len(found.open),
+                found.delivery.sent,
+                found.delivery.failed,
+            )

@@ -1,0 +1,202 @@
+"""Open-window scoring: partial-hour expectations, no look-ahead (hypothesis), a broken checkout
+found within minutes, and no alarm on a clean day drawn from the history's own process."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from funnelpulse.anomaly.open_window import (
+    HourlyHistory,
+    LiveGrid,
+    Options,
+    count_base,
+    firing_rows,
+    newest_complete,
+    per_test_alpha,
+    score,
+)
+
+DAY0 = np.datetime64("2024-03-01T00:00", "us")
+METRICS = ("views", "carts", "purchases", "revenue")
+
+
+def history(values: dict[str, np.ndarray]) -> HourlyHistory:
+    hours = DAY0 + np.arange(values["views"].shape[1]) * np.timedelta64(1, "h")
+    return HourlyHistory(hours=hours, values=values)
+
+
+def grid(values: dict[str, np.ndarray], start: np.datetime64, minutes: int = 5) -> LiveGrid:
+    b = values["views"].shape[1]
+    starts = start + np.arange(b) * np.timedelta64(minutes, "m")
+    keys = [("shop", "all")] + [("brand", f"b{i}") for i in range(values["views"].shape[0] - 1)]
+    return LiveGrid(
+        starts=starts.astype("datetime64[us]"), bucket_minutes=minutes, keys=keys, values=values
+    )
+
+
+def simulate(
+    rng: np.random.Generator,
+    rates: np.ndarray,
+    hours: int,
+    per: float,
+    cart: float = 0.5,
+    buy: float = 0.3,
+    broken_from: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Views Poisson (rate per hour x per), carts and purchases binomial; checkout broken from a column."""
+    views = rng.poisson(rates[:, None] * per, size=(len(rates), hours)).astype(float)
+    carts = rng.binomial(views.astype(int), cart).astype(float)
+    p_buy = np.full(carts.shape, buy)
+    if broken_from is not None:
+        p_buy[:, broken_from:] = 0.0
+    purchases = rng.binomial(carts.astype(int), p_buy).astype(float)
+    return {"views": views, "carts": carts, "purchases": purchases, "revenue": purchases * 20.0}
+
+
+def test_partial_hours_are_compared_with_partial_hour_expectations() -> None:
+    h = {m: np.full((1, 24 * 15), 120.0) for m in METRICS}
+    live = {m: np.zeros((1, 12)) for m in METRICS}
+    g = grid(live, DAY0 + np.timedelta64(15, "D"))
+    base = count_base(h["views"], history(h), g, Options())
+    # every 5-minute bucket expects 120 x 5/60 = 10 views; a 15-minute window 30, never 120
+    np.testing.assert_allclose(base.per_bucket, 10.0)
+    g15 = grid({m: np.zeros((1, 4)) for m in METRICS}, DAY0 + np.timedelta64(15, "D"), minutes=15)
+    np.testing.assert_allclose(count_base(h["views"], history(h), g15, Options()).per_bucket, 30.0)
+
+
+def test_alpha_follows_the_target_false_alert_rate() -> None:
+    a = per_test_alpha(1.0, segments=10, steps=3, windows=6, bucket_minutes=5)
+    assert a == 1.0 / (10 * 3 * 6 * 288 * 2)
+    assert per_test_alpha(0.5, 10, 3, 6, 5) == a / 2
+    assert per_test_alpha(1.0, 10, 3, 6, 15) == a * 3
+
+
+def test_broken_checkout_is_found_within_ten_minutes_and_a_clean_day_is_quiet() -> None:
+    rng = np.random.default_rng(3)
+    rates = np.array([1500.0, 300.0, 40.0])  # views per hour: shop-like, a top brand, a small brand
+    h = simulate(rng, rates, 24 * 15, 1.0)
+    start = DAY0 + np.timedelta64(15, "D")
+    clean = simulate(rng, rates, 288, 5 / 60)
+    s = score(grid(clean, start), history(h))
+    assert not s.fired.any(), firing_rows(grid(clean, start), s, int(np.argmax(s.fired.any(0))))
+    broken = simulate(rng, rates, 288, 5 / 60, broken_from=120)  # 10:00
+    g = grid(broken, start)
+    s = score(g, history(h))
+    assert not s.fired[:, :120].any()
+    first = int(np.argmax(s.fired[0, 120:]))
+    assert s.fired[0, 120 + first] and first <= 1  # alerted at 10:05 or 10:10 event time
+    row = next(r for r in firing_rows(g, s, 120 + first) if r["dimension"] == "shop")
+    assert row["step"] == "cart_to_purchase" and row["type"] == "drop" and row["observed"] == 0
+    assert row["p"] < s.alpha
+    # the expected purchases per bucket are the hour's purchases x 5/60
+    np.testing.assert_allclose(
+        s.expected_purchases[0, 0], np.mean(h["purchases"][0, ::24][1:]) * 5 / 60, rtol=0.35
+    )
+
+
+def test_newest_complete_bucket_waits_for_its_end_plus_grace() -> None:
+    at = datetime(2024, 3, 1, 10, 10, 20, tzinfo=UTC)
+    assert newest_complete(at, 5, grace_s=30) == datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    assert newest_complete(at + timedelta(seconds=15), 5, grace_s=30) == datetime(
+        2024, 3, 1, 10, 5, tzinfo=UTC
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    cut=st.integers(1, 95),
+    minutes=st.sampled_from([5, 10, 15]),
+    days=st.integers(2, 8),
+    broken=st.one_of(st.none(), st.integers(0, 95)),
+)
+def test_adding_later_buckets_never_changes_an_earlier_score(
+    seed: int, cut: int, minutes: int, days: int, broken: int | None
+) -> None:
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(20, 2000, size=3)
+    # the history runs on past the live buckets (live buckets rolled up to hours, as in production)
+    h = simulate(rng, rates, 24 * (days + 2), 1.0)
+    live = simulate(rng, rates, 96, minutes / 60, broken_from=broken)
+    first_hour = 24 * days + int(rng.integers(0, 24))
+    start = DAY0 + np.timedelta64(first_hour, "h")
+    opts = Options(history_days=7, min_days=1, false_alerts_per_day=50.0)
+    full = score(grid(live, start, minutes), history(h), opts)
+    early = score(grid({m: x[:, :cut] for m, x in live.items()}, start, minutes), history(h), opts)
+    # what happens from a day before the cut's hour on must not matter either
+    cut_hour = first_hour + (cut - 1) * minutes // 60
+    other = {m: x.copy() for m, x in h.items()}
+    for x in other.values():
+        x[:, cut_hour - 23 :] = rng.poisson(50, size=x[:, cut_hour - 23 :].shape)
+    altered = score(
+        grid({m: x[:, :cut] for m, x in live.items()}, start, minutes), history(other), opts
+    )
+    for name in (
+        "fired",
+        "sign",
+        "step",
+        "window_minutes",
+        "p",
+        "z",
+        "observed",
+        "expected",
+        "trials",
+        "expected_purchases",
+        "order_value",
+    ):
+        np.testing.assert_array_equal(getattr(early, name), getattr(full, name)[:, :cut], name)
+        np.testing.assert_array_equal(getattr(altered, name), getattr(early, name), name)
+
+
+def test_an_incident_opens_once_runs_and_resolves_when_purchases_are_back() -> None:
+    from funnelpulse.anomaly.live_incidents import open_message, resolved_message, track
+
+    rng = np.random.default_rng(8)
+    rates = np.array([1500.0, 1000.0, 500.0])  # the shop = brand b0 + brand b1
+    h = simulate(rng, rates, 24 * 15, 1.0)
+    start = DAY0 + np.timedelta64(15, "D")
+    live = simulate(rng, rates, 288, 5 / 60)
+    b0 = simulate(rng, rates[1:2], 288, 5 / 60, broken_from=120)  # b0's checkout: 10:00-11:00
+    healthy = simulate(rng, rates[1:2], 288, 5 / 60)
+    for m in METRICS:
+        b0[m][:, 132:] = healthy[m][:, 132:]
+        live[m][1] = b0[m][0]
+        live[m][0] = live[m][1] + live[m][2]
+    g = grid(live, start)
+    s = score(g, history(h))
+    opts = Options()
+    # while it lasts (as of 10:30): open, one incident per segment, loss growing
+    during = track(g, s, opts, upto=125)
+    assert {(i.dimension, i.segment, i.status) for i in during} == {
+        ("shop", "all", "open"),
+        ("brand", "b0", "open"),
+    }
+    brand = next(i for i in during if i.dimension == "brand")
+    assert brand.step == "cart_to_purchase" and brand.type == "drop"
+    assert brand.started_at >= datetime(2024, 3, 16, 9, 50, tzinfo=UTC)
+    assert brand.detected_at <= datetime(2024, 3, 16, 10, 15, tzinfo=UTC)
+    shop = next(i for i in during if i.dimension == "shop")
+    assert shop.drivers and shop.drivers[0]["segment"] == "b0" and shop.drivers[0]["share"] > 0.8
+    later = track(g, s, opts, upto=128)
+    brand_later = next(i for i in later if i.dimension == "brand")
+    assert brand_later.incident_id == brand.incident_id  # updated, same incident
+    assert brand_later.lost_purchases > brand.lost_purchases > 0
+    assert brand_later.minutes > brand.minutes
+    assert "so far" in open_message(brand_later)
+    # after the fix (11:00) the rate is back: resolved within 30 minutes, nothing else opened
+    after = track(g, s, opts)
+    brand_done = next(i for i in after if i.dimension == "brand")
+    assert brand_done.status == "resolved" and brand_done.incident_id == brand.incident_id
+    assert brand_done.resolved_at is not None
+    assert datetime(2024, 3, 16, 11, 0, tzinfo=UTC) < brand_done.resolved_at
+    assert brand_done.resolved_at <= datetime(2024, 3, 16, 11, 30, tzinfo=UTC)
+    assert len(after) == 2
+    # the loss over the hour: about the hour's expected purchases of b0 (1000 x 0.5 x 0.3 = 150)
+    assert 100 < brand_done.lost_purchases < 200
+    assert brand_done.lost_revenue == pytest.approx(brand_done.lost_purchases * 20.0, rel=0.05)
+    assert "back to normal" in resolved_message(brand_done)
