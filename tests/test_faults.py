@@ -154,6 +154,24 @@ def test_ingest_killed_at_each_boundary_is_completed_by_next_command(
     assert rows(wh, tables.QUARANTINE) == 2 * BAD_LINES
 
 
+@pytest.mark.spark
+def test_spark_ingest_killed_between_its_commits_is_completed_by_next_command(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    pytest.importorskip("pyspark")
+    wh = tmp_path / "wh"
+    killed = cli(
+        wh, "ingest", "--engine", "spark", str(files["oct"]), kill_at="ingest.bronze_committed"
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert rows(wh, tables.BRONZE) == 20_000
+    assert rows(wh, tables.QUARANTINE) == 0
+    ok(cli(wh, "build"))
+    assert rows(wh, tables.BRONZE) == 20_000
+    assert rows(wh, tables.QUARANTINE) == BAD_LINES
+    assert pending(wh) == []
+
+
 def test_ingest_killed_then_file_changed_is_undone_and_says_what_to_rerun(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:

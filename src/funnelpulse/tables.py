@@ -31,7 +31,6 @@ GOLD_DAILY_CATEGORY = "gold_funnel_daily_category"
 GOLD_HOURLY_PRICE_BAND = "gold_funnel_hourly_price_band"
 GOLD_STREAM = "gold_stream_funnel_hourly_brand"
 GOLD_STREAM_5MIN = "gold_stream_funnel_5min"  # live 5-minute buckets (streaming/buckets.py)
-LIVE_INCIDENTS = "live_incidents"  # open-window incidents of the last day (anomaly/live_incidents.py)
 LIVE_INCIDENTS = (
     "live_incidents"  # open-window incidents of the last day (anomaly/live_incidents.py)
 )
@@ -49,7 +48,6 @@ ALL_TABLES = (
     GOLD_STREAM,
     GOLD_STREAM_5MIN,
     ANOMALIES,
-    LIVE_INCIDENTS,
     LIVE_INCIDENTS,
     ALERTS,
 )

@@ -8,10 +8,12 @@ counting pass), so quarantine rows name the line of the file they came from.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from .. import tables
+from .. import faults, tables
+from .. import warehouse as safety
 from ..console import Progress, SilentProgress
 from ..errors import InputError
 from ..ingest import (
@@ -218,10 +220,22 @@ def _ingest_one(
             tables.SameValue("ingest_id", ingest_id),
         )
         # Raw files are in time order, so each task's rows span few dates: no shuffle needed.
-        bronze_rows = write_delta(
-            bronze, tables.table_path(warehouse, tables.BRONZE), "event_date", replace, False
-        )
-        bad_rows = write_delta(bad, tables.table_path(warehouse, tables.QUARANTINE), None, replace)
+        # Both commits as one step: a crash between them is finished or undone by the next command.
+        with safety.journal(
+            warehouse,
+            "ingest",
+            source=location,
+            path=None if "://" in location else os.path.abspath(location),
+            ingest_id=ingest_id,
+            versions=safety.versions(warehouse, safety.INGEST_TABLES),
+        ):
+            bronze_rows = write_delta(
+                bronze, tables.table_path(warehouse, tables.BRONZE), "event_date", replace, False
+            )
+            faults.checkpoint("ingest.bronze_committed")
+            bad_rows = write_delta(
+                bad, tables.table_path(warehouse, tables.QUARANTINE), None, replace
+            )
         reasons = (
             bad.groupBy(F.substring_index("reason", ":", 1).alias("kind"))
             .count()
