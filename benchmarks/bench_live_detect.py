@@ -201,16 +201,18 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
     main.ingest([day_csv])
     main.build()
     found = detect(main.warehouse, settings, since=day.date(), write=False)
-    hourly = group_incidents(found.anomalies.to_pylist())
-    rows = {r["anomaly_id"]: r for r in found.anomalies.to_pylist()}
+    rows = found.anomalies.to_pylist()
+    hourly = group_incidents(rows)
     watermark = timedelta(seconds=settings.watermark_s)
     for entry, lab in zip(per_label, labels, strict=True):
         inc = lab.incident
+        # the first window that fired on the label's segment once it had begun; it is alerted
+        # when final: its end plus the watermark
         ends = [
-            rows[a]["window_end"]
-            for h in hourly
-            if related(h.dimension, h.segment, h.start, h.end, inc)
-            for a in h.anomaly_ids
+            r["window_end"]
+            for r in rows
+            if related(r["dimension"], r["segment"], r["window_start"], r["window_end"], inc)
+            and r["window_end"] > inc.start
         ]
         first_end = min(ends, default=None)
         entry["hourly_delay_min"] = (

@@ -70,10 +70,11 @@ def test_partial_hours_are_compared_with_partial_hour_expectations() -> None:
 
 
 def test_alpha_follows_the_target_false_alert_rate() -> None:
-    a = per_test_alpha(1.0, segments=10, steps=3, windows=6, bucket_minutes=5)
+    a = per_test_alpha(1.0, segments=10, steps=3, windows=6, bucket_minutes=5, directions=2)
     assert a == 1.0 / (10 * 3 * 6 * 288 * 2)
-    assert per_test_alpha(0.5, 10, 3, 6, 5) == a / 2
-    assert per_test_alpha(1.0, 10, 3, 6, 15) == a * 3
+    assert per_test_alpha(1.0, 10, 3, 6, 5) == 2 * a  # drops only: half the tests
+    assert per_test_alpha(0.5, 10, 3, 6, 5, 2) == a / 2
+    assert per_test_alpha(1.0, 10, 3, 6, 15, 2) == a * 3
 
 
 def test_broken_checkout_is_found_within_ten_minutes_and_a_clean_day_is_quiet() -> None:
@@ -125,7 +126,9 @@ def test_adding_later_buckets_never_changes_an_earlier_score(
     live = simulate(rng, rates, 96, minutes / 60, broken_from=broken)
     first_hour = 24 * days + int(rng.integers(0, 24))
     start = DAY0 + np.timedelta64(first_hour, "h")
-    opts = Options(history_days=7, min_days=1, false_alerts_per_day=50.0)
+    opts = Options(
+        history_days=7, min_days=1, false_alerts_per_day=50.0, directions=("drop", "spike")
+    )
     full = score(grid(live, start, minutes), history(h), opts)
     early = score(grid({m: x[:, :cut] for m, x in live.items()}, start, minutes), history(h), opts)
     # what happens from a day before the cut's hour on must not matter either

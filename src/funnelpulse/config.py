@@ -86,6 +86,10 @@ class Settings:
     false_alarms_per_week: float = _setting(
         1.0, Rule(float, 0, 1000, low_open=True), "target false incidents per week (detection)"
     )
+    live_false_alerts_per_day: float = _setting(
+        0.5, Rule(float, 0, 1000, low_open=True), "target false live incidents per day"
+    )
+    live_bucket_minutes: int = _setting(5, Rule(int, 1, 60), "live bucket size, minutes")
     min_severity: str = _setting("medium", Rule(str, choices=SEVERITIES), "lowest alerted")
     cooldown_h: int = _setting(6, Rule(int, 0, 8760), "hours between alerts of one segment")
     alert_sinks: tuple[str, ...] = _setting(("console",), Rule(tuple, choices=SINKS), "sinks")

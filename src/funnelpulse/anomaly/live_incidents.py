@@ -127,9 +127,12 @@ def track(
         for b in range(last + 1):
             end = _utc(grid.starts[b]) + width
             start = end - timedelta(minutes=int(scores.first_minutes[s, b]))
-            if scores.fired[s, b] and current is None and closed is not None and start < closed:
+            fired = bool(scores.fired[s, b])
+            if fired and current is None and closed is not None and start < closed:
                 continue  # every firing window still reaches into the closed incident: its echo
-            if scores.fired[s, b]:
+            if fired and current is not None and _back(grid, scores, s, b, quiet, current):
+                fired = False  # a long window still holding the deficit, the rate already back
+            if fired:
                 if current is None:
                     first_b = max(0, b + 1 - int(scores.first_minutes[s, b]) // grid.bucket_minutes)
                     current = _new(grid, scores, s, b, start, end, dimension, segment)
@@ -473,10 +476,10 @@ class LiveCheck:
 
 def options(settings: Settings, **overrides: Any) -> Options:
     """Open-window options from the settings (history days, target false alerts)."""
-    values: dict[str, Any] = {"history_days": settings.history_days}
-    per_day = getattr(settings, "live_false_alerts_per_day", None)
-    if per_day is not None:
-        values["false_alerts_per_day"] = per_day
+    values: dict[str, Any] = {
+        "history_days": settings.history_days,
+        "false_alerts_per_day": settings.live_false_alerts_per_day,
+    }
     values.update(overrides)
     return Options(**values)
 
@@ -486,7 +489,7 @@ def check_live(
     settings: Settings,
     latest_event: datetime,
     *,
-    bucket_minutes: int = 5,
+    bucket_minutes: int | None = None,
     alert: bool = True,
     sinks: Sequence[str] | None = None,
     stream: TextIO | None = None,
@@ -496,6 +499,7 @@ def check_live(
     """Score the open window up to the newest complete bucket, record the live incidents and
     (with `alert`) deliver their openings and resolutions. Safe to call again at any time."""
     opts = opts or options(settings)
+    bucket_minutes = bucket_minutes or settings.live_bucket_minutes
     newest = newest_complete(latest_event, bucket_minutes)
     first = newest - LOOKBACK
     keys = keys or segment_keys(warehouse, settings.min_views)

@@ -29,7 +29,7 @@ def live_series(
     segment: str,
     step: str = "cart_to_purchase",
     hours: int = 6,
-    bucket_minutes: int = 5,
+    bucket_minutes: int | None = None,
 ) -> pa.Table:
     """bucket_start, observed, expected, low, high for the last `hours` of live buckets.
 
@@ -51,6 +51,7 @@ def live_series(
     if (dimension, segment) not in keys:
         keys = [*keys, (dimension, segment)]
     first = newest - timedelta(hours=hours)
+    bucket_minutes = bucket_minutes or settings.live_bucket_minutes
     grid = load_grid(warehouse, first, newest, bucket_minutes, keys)
     if grid is None:
         return empty

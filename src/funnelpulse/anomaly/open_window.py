@@ -10,11 +10,12 @@ last bucket, so adding later buckets never changes an earlier score (no look-ahe
 The statistics are batch detection's (anomaly/scoring.py): exact binomial tails with a
 beta-binomial design effect for rates, negative-binomial tails for counts. False alarms are
 controlled by a per-test alpha derived from a target number of false alerts per day (Bonferroni
-over segments x steps x windows x buckets per day x both directions).
+over segments x steps x windows x buckets per day x directions; live alerts score drops only).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ STEPS: dict[str, tuple[str, str | None]] = {
 }
 PRIOR_WEIGHT = 10.0  # pseudo-trials of the segment's all-hours rate in every rate baseline
 MIN_CV = 0.1  # counts vary within an hour and from day to day at least this much (relative)
-RECENT_MINUTES = 15  # a firing window's newest minutes that must still move its way
+RECENT_MINUTES = 15  # a firing window's newest quarter (>= this) must still move its way
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class Options:
     min_days: int = 3
     window_minutes: tuple[int, ...] = WINDOW_MINUTES
     steps: tuple[str, ...] = tuple(STEPS)
+    # Live alerts are about things breaking: drops. Spikes (campaigns, bursts of one busy
+    # session) are left to hourly detection; ("drop", "spike") scores both.
+    directions: tuple[str, ...] = ("drop",)
 
 
 @dataclass
@@ -96,12 +100,18 @@ class Scores:
 
 
 def per_test_alpha(
-    false_alerts_per_day: float, segments: int, steps: int, windows: int, bucket_minutes: int
+    false_alerts_per_day: float,
+    segments: int,
+    steps: int,
+    windows: int,
+    bucket_minutes: int,
+    directions: int = 1,
 ) -> float:
-    """Bonferroni: a day holds segments x steps x windows x (1440 / bucket) x 2 directions tests,
+    """Bonferroni: a day holds segments x steps x windows x (1440 / bucket) x directions tests,
     so with this alpha per test the expected false firings per day - an upper bound on false
     incidents, which group firings - is at most `false_alerts_per_day`."""
-    tests = max(segments, 1) * max(steps, 1) * max(windows, 1) * (1440 // bucket_minutes) * 2
+    per_day = 1440 // bucket_minutes
+    tests = max(segments, 1) * max(steps, 1) * max(windows, 1) * per_day * max(directions, 1)
     return false_alerts_per_day / tests
 
 
@@ -121,6 +131,13 @@ def _gather(x: np.ndarray, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
         return np.full((x.shape[0], *idx.shape), np.nan)
     out = x[:, idx]
     return np.where(ok[None], out, np.nan)
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the finite values; NaN (silently) where there are none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=-1)
 
 
 def _trimmed(values: np.ndarray) -> np.ndarray:
@@ -161,7 +178,7 @@ def count_base(
         hourly = np.where(keep, past, 0).sum(axis=-1) / days
         hourly = np.where(days >= opts.min_days, hourly, np.nan)
         dev = np.where(keep & (hourly[..., None] > 0), ((past - hourly[..., None]) ** 2), np.nan)
-        spread = np.nanmean(dev, axis=-1) if dev.shape[-1] else np.full(hourly.shape, np.nan)
+        spread = _nanmean(dev) if dev.shape[-1] else np.full(hourly.shape, np.nan)
         cv2 = (spread - hourly) / hourly**2
     cv2 = np.clip(np.nan_to_num(cv2, nan=0.0), MIN_CV**2, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -197,7 +214,7 @@ def rate_base(
         rate = np.where(days >= opts.min_days, rate, np.nan)
         p = np.clip(rate[..., None], 1e-9, 1 - 1e-9)
         dev = np.where(keep, (rate_k - p) ** 2 / (p * (1 - p)) - 1 / p_den, np.nan)
-        rho = np.nanmean(dev, axis=-1) if dev.shape[-1] else np.zeros(rate.shape)
+        rho = _nanmean(dev) if dev.shape[-1] else np.zeros(rate.shape)
     rho = np.clip(np.nan_to_num(rho, nan=0.0), 0.0, 0.2)
     return _RateBase(rate=rate, icc=rho + 1 / (pooled_den + PRIOR_WEIGHT + 1))
 
@@ -242,7 +259,12 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
     ks = [m // grid.bucket_minutes for m in opts.window_minutes if m % grid.bucket_minutes == 0]
     ks = sorted({k for k in ks if k >= 1})
     alpha = per_test_alpha(
-        opts.false_alerts_per_day, shape[0], len(opts.steps), len(ks), grid.bucket_minutes
+        opts.false_alerts_per_day,
+        shape[0],
+        len(opts.steps),
+        len(ks),
+        grid.bucket_minutes,
+        len(opts.directions),
     )
     best = Scores(
         fired=np.zeros(shape, bool),
@@ -330,8 +352,8 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
 
 
 def _recent(num: np.ndarray, expected: np.ndarray, k: int, bucket_minutes: int) -> np.ndarray:
-    """Relative change over the newest RECENT_MINUTES of a k-bucket window (NaN: no expectation)."""
-    width = min(k, max(1, RECENT_MINUTES // bucket_minutes))
+    """Relative change over the newest quarter of a k-bucket window (at least RECENT_MINUTES)."""
+    width = min(k, max(1, RECENT_MINUTES // bucket_minutes, k // 4))
     x, e = window_sum(num, width), window_sum(expected, width)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(e > 0, x / e - 1, np.where(x > 0, np.inf, np.nan))
@@ -358,6 +380,8 @@ def _keep_best(
     # not keep firing for hours after the rate is back
     drop = ok & (low < best.alpha) & (rel <= -opts.min_change) & ~(recent > -opts.min_change / 2)
     spike = ok & (high < best.alpha) & (rel >= opts.min_change) & ~(recent < opts.min_change / 2)
+    drop &= "drop" in opts.directions
+    spike &= "spike" in opts.directions
     fire = drop | spike
     p = np.where(drop, low, high)
     shortest = fire & ((best.first_minutes == 0) | (minutes < best.first_minutes))

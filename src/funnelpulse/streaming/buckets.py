@@ -75,7 +75,7 @@ def check_bucket_minutes(bucket_minutes: int) -> int:
         raise ConfigError(f"bucket_minutes must be a whole number, not {bucket_minutes!r}")
     if bucket_minutes <= 0 or 60 % bucket_minutes:
         raise ConfigError(
-            f"bucket_minutes = {bucket_minutes} does not divide an hour. "
+            f"live_bucket_minutes = {bucket_minutes} does not divide an hour. "
             "Use 1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60"
         )
     return bucket_minutes

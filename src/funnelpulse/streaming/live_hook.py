@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
-from .buckets import DEFAULT_BUCKET_MINUTES, update_buckets
+from .buckets import check_bucket_minutes, update_buckets
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,13 @@ class OpenWindowHook:
         settings: Settings,
         alert_sinks: Sequence[str] | None,
         result: Any = None,
-        bucket_minutes: int = DEFAULT_BUCKET_MINUTES,
+        bucket_minutes: int | None = None,
         check_every_s: float = CHECK_EVERY_S,
     ) -> None:
         self.warehouse = warehouse
         self.settings = settings
         self.alert_sinks = list(alert_sinks) if alert_sinks else None
-        self.bucket_minutes = bucket_minutes
+        self.bucket_minutes = check_bucket_minutes(bucket_minutes or settings.live_bucket_minutes)
         self.check_every_s = check_every_s
         self._last_check = float("-inf")
         self._last_bucket: datetime | None = None
