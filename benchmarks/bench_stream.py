@@ -1,20 +1,26 @@
-"""Streaming benchmark with the real tansu broker: throughput into the live table, and latency.
+"""Streaming benchmark with the real tansu broker, for both stream engines.
 
-Usage: python benchmarks/bench_stream.py [--events 200000] [--rate 2000] [--seconds 60]
+Usage: python benchmarks/bench_stream.py [--only drain|sustained|soak] [--events 1000000]
+       [--rate 50000] [--seconds 60] [--soak-batches 20000] [--spark]
 
-1. Throughput: publish --events generated events while `funnelpulse stream` consumes the topic,
-   and report events/s from the stream's own batch log (batches with data). Drain: publish them
-   first, then time the stream draining the topic (Spark's capacity apart from the broker).
-2. Latency: with the stream running, publish --rate events/s for --seconds, plus one probe event
-   per second (a brand of its own, from a second producer); the time until its window shows it in
-   gold_stream_funnel_hourly_brand is its latency, from the send call and from the broker's
-   acknowledgement. Prints p50/p95 of both.
+1. drain: fill a topic with --events generated events (`funnelpulse replay`), then time
+   - a bare confluent-kafka consumer that only counts the messages (the ceiling),
+   - `funnelpulse stream` (embedded engine) draining the topic into the live table,
+   - with --spark, `funnelpulse stream --engine spark` draining the same topic.
+   Events/s are counted from the first to the last batch in the stream's log; peak RSS from wait4.
+2. sustained: with the embedded stream running, offer --rate events/s for --seconds (event time =
+   now) plus one probe per second (a brand of its own); latency = send call -> the probe's window
+   visible in the live table. Checks nothing was lost: events in = events delivered, and the live
+   table's views = the distinct view events sent. Reports the dedup state's size.
+3. soak: --soak-batches micro-batches of 100 events; the live table's read time, file count,
+   log size and the stream's RSS after 1,000 batches, in the middle and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
@@ -27,30 +33,182 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from funnelpulse import generate_events
+from funnelpulse import generate_events, tables, write_events
 from funnelpulse.streaming.broker import create_topic, local_broker
-from funnelpulse.streaming.replay import publish
 
-LINE = re.compile(r"funnelpulse_windows batch (\d+): ([\d,]+) rows in ([\d.]+) s")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+EMBEDDED_BATCH = re.compile(r"batch (\d+): ([\d,]+) events")
+SPARK_BATCH = re.compile(r"funnelpulse_windows batch (\d+): ([\d,]+) rows in ([\d.]+) s")
 
 
-def start_stream(
-    warehouse: Path, topic: str, bootstrap: str, *extra: str
-) -> tuple[subprocess.Popen[str], list[str]]:
+def fp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "funnelpulse", *args]
+
+
+def run_measured(cmd: list[str], timeout: float = 3600) -> tuple[str, list[str], float, float]:
+    """Run `cmd`; its stdout, stderr lines (with arrival times), wall seconds and peak RSS (MB)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(
+            (time.perf_counter(), text) for text in iter(proc.stderr.readline, "")
+        ),  # type: ignore[union-attr]  # noqa: E741
+        daemon=True,
+    )
+    reader.start()
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    reader.join(timeout=10)
+    if status != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{''.join(text for _, text in lines)[-3000:]}")
+    return out, [text for _, text in lines], time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def span_s(
+    lines: list[str], pattern: re.Pattern[str], first_took: float = 0.0
+) -> tuple[int, float]:
+    """Events and seconds from the start of the first data batch to the end of the last one."""
+    stamps = []
+    total = 0
+    for line in lines:
+        m = pattern.search(line)
+        s = STAMP.match(line)
+        if m and s and int(m.group(2).replace(",", "")):
+            total += int(m.group(2).replace(",", ""))
+            stamps.append(datetime.strptime(s.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    if not stamps:
+        return 0, 0.0
+    took = re.search(r"total ([\d.]+) s", next(line for line in lines if pattern.search(line)))
+    first = float(took.group(1)) if took else first_took
+    return total, stamps[-1] - stamps[0] + first
+
+
+def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds for a plain confluent-kafka consumer to count `expected` messages."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-bare",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52428800,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    count = 0
+    started = time.perf_counter()
+    deadline = started + 600
+    while count < expected and time.perf_counter() < deadline:
+        count += sum(1 for m in consumer.consume(num_messages=50_000, timeout=0.5) if not m.error())
+    took = time.perf_counter() - started
+    consumer.close()
+    if count != expected:
+        raise SystemExit(f"bare consumer counted {count:,} of {expected:,}")
+    return took
+
+
+def drain(bootstrap: str, folder: Path, events: int, spark: bool) -> None:
+    topic = "bench-drain"
+    create_topic(bootstrap, topic)
+    source = write_events(generate_events(events, seed=1, days=30, brands=250), folder / "e.csv")
+    out, _, wall, _ = run_measured(
+        fp("replay", "--to", f"kafka://{bootstrap}/{topic}", "--from", str(source))
+    )
+    print(f"replay (batched, lz4): {out.strip()}")
+    bare = bare_consumer(bootstrap, topic, events)
+    print(
+        f"bare confluent-kafka consumer, counting only: {events:,} in {bare:.2f} s = {events / bare:,.0f}/s"
+    )
+    url = f"kafka://{bootstrap}/{topic}"
+    out, lines, wall, rss = run_measured(
+        fp(
+            "--warehouse",
+            str(folder / "wh-embedded"),
+            "stream",
+            "--source",
+            url,
+            "--until-idle",
+            "3",
+        )
+    )
+    total, took = span_s(lines, EMBEDDED_BATCH)
+    batches = sum(1 for line in lines if EMBEDDED_BATCH.search(line))
+    print(
+        f"embedded stream: {total:,} events in {batches} batches, {took:.2f} s first to last batch "
+        f"= {total / took:,.0f}/s ({bare / took * 100:.0f}% of the bare consumer's rate, "
+        f"ratio {took / bare:.2f}x); peak RSS {rss:,.0f} MB; wall {wall:.1f} s incl. start and 3 s idle"
+    )
+    print(f"  {out.strip()}")
+    for line in lines:
+        if EMBEDDED_BATCH.search(line):
+            print(f"  {line.strip()}")
+    if spark:
+        out, lines, wall, rss = run_measured(
+            fp(
+                "--warehouse",
+                str(folder / "wh-spark"),
+                "stream",
+                "--engine",
+                "spark",
+                "--source",
+                url,
+                "--until-idle",
+                "8",
+                "--trigger-s",
+                "1",
+                "--master",
+                "local[2]",
+            )
+        )
+        busy = [
+            (int(m.group(2).replace(",", "")), float(m.group(3)))
+            for m in map(SPARK_BATCH.search, lines)
+            if m
+        ]
+        total, took = span_s(lines, SPARK_BATCH, first_took=next((t for n, t in busy if n), 0.0))
+        print(
+            f"spark stream: {total:,} events, {took:.1f} s first to last batch = "
+            f"{total / max(took, 1e-9):,.0f}/s; peak RSS of the driver process {rss:,.0f} MB "
+            f"(the JVM is a child: see note); wall {wall:.1f} s"
+        )
+        print(f"  {out.strip()}")
+
+
+def _percentiles(delays: list[float]) -> str:
+    if not delays:
+        return "none seen"
+    delays = sorted(delays)
+    p95 = delays[max(0, int(round(0.95 * len(delays))) - 1)]
+    return f"p50 {statistics.median(delays):.2f} s, p95 {p95:.2f} s, max {delays[-1]:.2f} s"
+
+
+def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger_s: float) -> None:
+    from confluent_kafka import Producer
+
+    from funnelpulse.streaming.kafka_client import producer_config
+
+    topic = "bench-sustained"
+    create_topic(bootstrap, topic)
+    warehouse = folder / "wh-sustained"
+    total = int(rate * seconds)
+    table = generate_events(total, seed=2, days=1, brands=250)
+    templates = []
+    for row in table.to_pylist():
+        row["event_time"] = "@@TS@@"
+        templates.append((json.dumps(row).encode(), row["user_session"].encode(), row))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "funnelpulse",
+        fp(
             "--warehouse",
             str(warehouse),
             "stream",
             "--source",
             f"kafka://{bootstrap}/{topic}",
-            "--master",
-            "local[2]",
-            *extra,
-        ],
+            "--trigger-s",
+            str(trigger_s),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,188 +217,179 @@ def start_stream(
     threading.Thread(
         target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
     ).start()  # type: ignore[union-attr]
-    return proc, lines
-
-
-def messages(count: int, seed: int, now: bool = False):  # type: ignore[no-untyped-def]
-    table = generate_events(
-        count,
-        seed=seed,
-        days=1 if now else 30,
-        start=datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        if now
-        else datetime(2019, 10, 1, tzinfo=UTC),
-    )
-    for row in table.to_pylist():
-        row["event_time"] = row["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC")
-        yield json.dumps(row), row["user_session"]
-
-
-def throughput(bootstrap: str, folder: Path, events: int, prefill: bool = False) -> None:
-    """Publish while the stream consumes; with `prefill`, publish first and time only the stream
-    draining the topic (Spark's own capacity, apart from the broker's publishing limit)."""
-    topic = "bench-drain" if prefill else "bench-throughput"
-    create_topic(bootstrap, topic)
-    stream_args = ("--until-idle", "8", "--trigger-s", "1", "--max-rows-per-batch", "50000")
-
-    def publish_all() -> None:
-        started = time.perf_counter()
-        sent = publish(
-            f"kafka://{bootstrap}/{topic}", ((v, k, 0.0) for v, k in messages(events, 1))
-        )
-        took = time.perf_counter() - started
-        print(
-            f"publish: {sent.published:,} events in {took:.1f} s ({sent.published / took:,.0f}/s; the "
-            f"local broker needs one record per batch){'' if not sent.failed else f'; {sent.failed:,} timed out'}"
-        )
-
-    if prefill:
-        publish_all()
-    proc, lines = start_stream(folder / f"wh-{topic}", topic, bootstrap, *stream_args)
-    if not prefill:
-        while not any("funnelpulse_windows batch 0" in line for line in lines):
-            time.sleep(0.5)
-        publish_all()
-    out, _ = proc.communicate(timeout=900)
-    batches = [
-        (int(m.group(2).replace(",", "")), float(m.group(3))) for m in map(LINE.search, lines) if m
-    ]
-    with_data = [b for b in batches if b[0]]
-    total = sum(n for n, _ in with_data)
-    busy = sum(t for _, t in with_data)
-    what = "draining the filled topic" if prefill else "while the broker delivered them"
-    print(
-        f"stream: {total:,} events in {len(with_data)} data batches, {busy:.1f} s of batch time: "
-        f"{total / busy:,.0f} events/s processed {what}; {out.strip()}"
-    )
-
-
-def _percentiles(delays: list[float]) -> str:
-    if not delays:
-        return "none seen"
-    delays = sorted(delays)
-    p95 = delays[max(0, int(round(0.95 * len(delays))) - 1)]
-    return f"p50 {statistics.median(delays):.1f} s, p95 {p95:.1f} s, max {delays[-1]:.1f} s"
-
-
-def latency(bootstrap: str, folder: Path, rate: float, seconds: float) -> None:
-    """Background events at `rate` from one producer; one probe per second from a second producer,
-    so a probe is not queued behind the background backlog in the client. Reports the latency from
-    the probe's send call and from the broker's acknowledgement of it (the event is in Kafka)."""
-    from funnelpulse.streaming.replay import _producer
-
-    create_topic(bootstrap, "bench-latency")
-    warehouse = folder / "wh-latency"
-    proc, lines = start_stream(warehouse, "bench-latency", bootstrap, "--trigger-s", "1")
-    while not any("funnelpulse_windows batch" in line for line in lines):
-        time.sleep(0.5)
-    from funnelpulse import Pipeline, tables
-
+    while not any("messages to catch up" in line for line in lines):
+        time.sleep(0.2)
     sent: dict[str, float] = {}
-    acked: dict[str, float] = {}
-    delivered: list[Any] = []
-    stop = threading.Event()
+    views: set[tuple[Any, ...]] = set()
+    delivered = [0]
+    failed = [0]
 
-    def background() -> None:
-        source = messages(int(rate * seconds) + 10, 2, now=True)
+    def report(err: Any, _msg: Any) -> None:
+        if err is None:
+            delivered[0] += 1
+        else:
+            failed[0] += 1
+
+    def produce() -> None:
+        producer = Producer(producer_config(bootstrap))
         start = time.perf_counter()
+        tick = 0.01
+        for i, (value, key, row) in enumerate(templates):
+            if i % int(rate * tick) == 0:
+                wait = start + i / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                if (i // int(rate * tick)) % int(1 / tick) == 0:  # one probe a second
+                    name = f"probe{len(sent)}"
+                    probe = dict(row, event_time=stamp, brand=name, event_type="view", price=1.0)
+                    probe["user_session"] = f"probe-session-{name}"
+                    sent[name] = time.time()
+                    producer.produce(topic, json.dumps(probe).encode(), on_delivery=report)
+                    views.add((stamp, probe["user_id"], probe["user_session"], probe["product_id"]))
+            while True:
+                try:
+                    producer.produce(
+                        topic, value.replace(b"@@TS@@", stamp.encode()), key, on_delivery=report
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if row["event_type"] == "view" and row["price"] and row["price"] > 0:
+                views.add((stamp, row["user_id"], row["user_session"], row["product_id"]))
+            if i % 1000 == 0:
+                producer.poll(0)
+        producer.flush(120)
+        took = time.perf_counter() - start
+        print(
+            f"offered {len(templates) + len(sent):,} events in {took:.1f} s ({(len(templates) + len(sent)) / took:,.0f}/s): "
+            f"{delivered[0]:,} delivered, {failed[0]:,} failed"
+        )
 
-        def stream_of():  # type: ignore[no-untyped-def]
-            for i, (value, key) in enumerate(source):
-                if stop.is_set() or i >= rate * seconds:
-                    return
-                row = json.loads(value) | {
-                    "event_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                }
-                yield json.dumps(row), key, start + i / rate
-
-        delivered.append(publish(f"kafka://{bootstrap}/bench-latency", stream_of()))
-
-    def probes() -> None:
-        producer = _producer(bootstrap)
-        template = json.loads(next(messages(1, 3, now=True))[0])
-        for n in range(int(seconds)):
-            if stop.is_set():
-                break
-            name = f"probe{n}"
-            row = template | {
-                "brand": name,
-                "event_type": "view",
-                "event_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            }
-
-            def ack(err, _msg, name=name) -> None:  # type: ignore[no-untyped-def]
-                if err is None:
-                    acked[name] = time.time()
-
-            sent[name] = time.time()
-            producer.produce("bench-latency", value=json.dumps(row).encode(), on_delivery=ack)
-            until = time.time() + 1.0
-            while time.time() < until:
-                producer.poll(0.05)
-        producer.flush(30)
-
-    threads = [threading.Thread(target=background), threading.Thread(target=probes)]
-    for thread in threads:
-        thread.start()
+    thread = threading.Thread(target=produce)
+    thread.start()
     seen: dict[str, float] = {}
-    deadline = time.time() + seconds + 60
-    live = Pipeline(warehouse=str(warehouse))
-    while time.time() < deadline and (any(t.is_alive() for t in threads) or len(seen) < len(acked)):
+    live = tables.table_path(str(warehouse), tables.GOLD_STREAM)
+    while thread.is_alive() or len(seen) < len(sent):
+        if not thread.is_alive() and time.time() - max(sent.values(), default=time.time()) > 30:
+            break
         try:
-            brands = set(live.table(tables.GOLD_STREAM).column("brand").to_pylist())
+            brands = set(tables.read(live).column("brand").to_pylist())
         except Exception:
             brands = set()
         now = time.time()
         for name in list(sent):
             if name not in seen and name in brands:
                 seen[name] = now
-        time.sleep(0.2)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    background_sent = delivered[0] if delivered else None
-    if background_sent is not None:
-        print(
-            f"background load: {background_sent.published:,} events delivered in "
-            f"{background_sent.seconds:.1f} s ({background_sent.published / background_sent.seconds:,.0f}/s"
-            f" of {rate:,.0f}/s offered; {background_sent.failed:,} timed out)"
-        )
+        time.sleep(0.1)
+    thread.join()
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    _, _, usage = os.wait4(proc.pid, 0)
+    print(f"stream peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+    rows = tables.read(live).to_pylist()
+    counted_views = sum(r["views"] for r in rows)
+    print(f"stream: {out.strip()}")
     print(
-        f"latency at {rate:,.0f} events/s offered: {len(sent)} probes sent, {len(acked)} acknowledged "
-        f"by the broker, {len(seen)} seen in the live table"
+        f"latency send -> visible in the live table, {len(seen)} of {len(sent)} probes: "
+        f"{_percentiles([seen[n] - sent[n] for n in seen])}"
     )
-    print(f"  from the send call: {_percentiles([seen[n] - sent[n] for n in seen])}")
     print(
-        "  from the broker's acknowledgement: "
-        + _percentiles([seen[n] - acked[n] for n in seen if n in acked])
+        f"views in the live table {counted_views:,}; distinct view events sent {len(views):,}; "
+        f"{'nothing lost' if counted_views == len(views) else 'MISMATCH'}"
     )
-    order = sorted(seen, key=lambda n: sent[n])
-    print("  per probe, in send order (s): " + " ".join(f"{seen[n] - sent[n]:.0f}" for n in order))
+    state = [line for line in lines if "dedup state" in line]
+    print(f"  {state[-1].strip() if state else 'no state line'}")
+    batches = [line for line in lines if EMBEDDED_BATCH.search(line)]
+    print(f"  {len(batches)} batches; last: {batches[-1].strip() if batches else '-'}")
+
+
+def soak(bootstrap: str, folder: Path, batches: int) -> None:
+    """Many small batches: does reading the live table stay fast as the stream runs for long?"""
+    from funnelpulse.streaming.replay import publish
+
+    topic = "bench-soak"
+    create_topic(bootstrap, topic)
+    per_batch = 100
+    table = generate_events(batches * per_batch, seed=4, days=max(2, batches // 500), brands=50)
+    rows = table.to_pylist()
+    msgs = []
+    for row in rows:
+        row["event_time"] = row["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC")
+        msgs.append((json.dumps(row), row["user_session"], 0.0))
+    publish(f"kafka://{bootstrap}/{topic}", iter(msgs))
+    warehouse = folder / "wh-soak"
+    live = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM))
+    proc = subprocess.Popen(
+        fp(
+            "--warehouse",
+            str(warehouse),
+            "stream",
+            "--source",
+            f"kafka://{bootstrap}/{topic}",
+            "--max-rows-per-batch",
+            str(per_batch),
+            "--until-idle",
+            "3",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    marks = sorted({1000, batches // 2, batches - 1})
+    print("batch  read_ms  files_in_table  files_on_disk  log_files  log_MB  rss_MB")
+    from deltalake import DeltaTable
+
+    while marks and proc.poll() is None:
+        try:
+            version = DeltaTable(str(live)).transaction_version("funnelpulse-embedded-windows") or 0
+        except Exception:
+            version = 0
+        if version >= marks[0]:
+            marks.pop(0)
+            started = time.perf_counter()
+            tables.read(str(live))
+            read_ms = (time.perf_counter() - started) * 1000
+            active = len(DeltaTable(str(live)).file_uris())
+            on_disk = sum(1 for _ in live.rglob("*.parquet"))
+            log_files = list((live / "_delta_log").iterdir())
+            log_mb = sum(f.stat().st_size for f in log_files) / 1e6
+            rss = (
+                int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+                / 1024
+            )
+            print(
+                f"{version:>5}  {read_ms:7.1f}  {active:14d}  {on_disk:13d}  {len(log_files):9d}  {log_mb:6.2f}  {rss:6.0f}"
+            )
+        time.sleep(0.5)
+    out, _ = proc.communicate(timeout=7200)
+    print(out.strip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=50_000)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--trigger-s", type=float, default=0.5, help="the stream's --trigger-s")
+    parser.add_argument("--soak-batches", type=int, default=20_000)
+    parser.add_argument("--spark", action="store_true", help="also drain with --engine spark")
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
-    parser.add_argument("--only", choices=["throughput", "drain", "latency"], default=None)
+    parser.add_argument("--only", choices=["drain", "sustained", "soak"], default=None)
     args = parser.parse_args()
     folder = Path(args.data_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     with local_broker() as bootstrap:
-        if args.only in (None, "throughput"):
-            throughput(bootstrap, folder, args.events)
         if args.only in (None, "drain"):
-            throughput(bootstrap, folder, args.events, prefill=True)
-        if args.only in (None, "latency"):
-            latency(bootstrap, folder, args.rate, args.seconds)
+            drain(bootstrap, folder, args.events, args.spark)
+        if args.only in (None, "sustained"):
+            sustained(bootstrap, folder, args.rate, args.seconds, args.trigger_s)
+        if args.only in (None, "soak"):
+            soak(bootstrap, folder, args.soak_batches)
 
 
 if __name__ == "__main__":

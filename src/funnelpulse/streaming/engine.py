@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 APP_ID = "funnelpulse-embedded"  # Delta transaction app ids: {APP_ID}-windows, -quarantine
 META_KEY = "funnelpulse.stream"
 SPARK_APP_ID = "funnelpulse-stream-windows"
+MEMORY_LIMIT = "1GB"
 _BRONZE_VIEW = """CREATE OR REPLACE TEMP VIEW bronze_events AS SELECT event_time, event_type,
     product_id, category_id, category_code, brand, price, user_id, user_session, event_date,
     source AS source_file, ordinal AS source_row FROM typed_in"""
@@ -90,6 +91,10 @@ class EmbeddedStream:
         self.watermark = timedelta(seconds=settings.watermark_s)
         self.alert_sinks = alert_sinks
         self.con = connect()
+        # Bounded memory: DuckDB would otherwise keep up to 80% of RAM as cache over a long run.
+        spill = Path(checkpoint_dir, "spill")
+        self.con.execute(f"SET memory_limit='{MEMORY_LIMIT}'").fetchall()
+        self.con.execute(f"SET temp_directory='{spill}'").fetchall()
         self.state = StreamState(self.con, str(Path(checkpoint_dir, "state.duckdb")))
         self.batch, meta = committed(self.live)
         self.state.rollback(self.batch)
@@ -425,6 +430,12 @@ def run_embedded(
         result = run.result
         size = run.state.size()
         result.state_keys, result.state_bytes = size.keys, size.file_bytes
+        log.info(
+            "stopped after batch %d; dedup state: %d keys, %.1f MB on disk",
+            run.batch,
+            size.keys,
+            size.file_bytes / 1e6,
+        )
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
