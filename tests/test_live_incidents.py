@@ -1,0 +1,194 @@
+"""Live incidents end to end on real tables: batch history, live buckets MERGEd batch by batch,
+one opening and one resolution per incident and sink, restarts and kills that neither resend
+nor lose a message (exact line counts in the file sink)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from funnelpulse import Pipeline, tables
+from funnelpulse.anomaly.live_incidents import check_live, read_incidents
+from funnelpulse.anomaly.sinks import idempotency_key
+from funnelpulse.config import load_settings
+from funnelpulse.generate import Incident, generate_events, write_events
+from funnelpulse.streaming.buckets import update_buckets
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
+DAY = START + timedelta(days=5)
+BREAK = DAY + timedelta(hours=12)  # the whole shop's checkout is broken 12:00-13:00
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("live")
+    broken = Incident("L1", "drop", "shop", "all", "purchase", BREAK, 1, 0.0)
+    events = generate_events(
+        6 * 40_000, seed=21, start=START, days=6, brands=40, incidents=[broken]
+    )
+    cut = pa.scalar(DAY, pa.timestamp("us", "UTC"))
+    hist = write_events(events.filter(pc.less(events["event_time"], cut)), root / "hist.csv")
+    day = write_events(events.filter(pc.greater_equal(events["event_time"], cut)), root / "day.csv")
+    Pipeline(warehouse=str(root / "wh")).ingest([hist])
+    Pipeline(warehouse=str(root / "wh")).build()
+    judged = Pipeline(warehouse=str(root / "day_wh"))
+    judged.ingest([day])
+    judged.build()
+    silver = tables.read(tables.table_path(judged.warehouse, tables.SILVER))
+    pq.write_table(silver.sort_by("event_time"), root / "day_silver.parquet")
+    return root
+
+
+def stream_until(wh: str, silver: pa.Table, until: datetime, since: datetime = DAY) -> None:
+    """Feed the day's events in 5-minute batches (batch id = minutes since midnight / 5)."""
+    t = since
+    while t < until:
+        nxt = t + timedelta(minutes=5)
+        part = silver.filter(
+            pc.and_(
+                pc.greater_equal(silver["event_time"], pa.scalar(t, pa.timestamp("us", "UTC"))),
+                pc.less(silver["event_time"], pa.scalar(nxt, pa.timestamp("us", "UTC"))),
+            )
+        )
+        update_buckets(wh, part, batch_id=int((nxt - DAY) / timedelta(minutes=5)))
+        t = nxt
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def setup_copy(prepared: Path, tmp_path: Path) -> tuple[str, pa.Table, Path]:
+    wh = tmp_path / "wh"
+    shutil.copytree(prepared / "wh", wh)
+    return str(wh), pq.read_table(prepared / "day_silver.parquet"), tmp_path / "alerts.jsonl"
+
+
+def settings_for(wh: str, alert_file: Path):  # type: ignore[no-untyped-def]
+    return load_settings(
+        warehouse=wh, alert_sinks=("file",), alert_file=str(alert_file), min_severity="low"
+    )
+
+
+def test_opened_once_updated_while_it_lasts_resolved_once(prepared: Path, tmp_path: Path) -> None:
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    settings = settings_for(wh, alert_file)
+    stream_until(wh, silver, BREAK)
+    quiet = check_live(wh, settings, BREAK + timedelta(seconds=40))
+    assert quiet.incidents == [] and lines(alert_file) == []
+    stream_until(wh, silver, BREAK + timedelta(minutes=15), since=BREAK)
+    first = check_live(wh, settings, BREAK + timedelta(minutes=15, seconds=40))
+    shop = [i for i in first.incidents if i.dimension == "shop"]
+    assert len(shop) == 1 and shop[0].status == "open"
+    assert shop[0].step == "cart_to_purchase" and shop[0].type == "drop"
+    assert shop[0].detected_at <= BREAK + timedelta(minutes=15)
+    sent = lines(alert_file)
+    opened = [x for x in sent if x["incident_id"] == shop[0].incident_id]
+    assert len(opened) == 1
+    assert opened[0]["idempotency_key"] == idempotency_key(shop[0].incident_id)
+    assert "so far" in str(opened[0]["message"]) and "purchases" in str(opened[0]["message"])
+    # while it lasts: updated in live_incidents, never re-sent
+    stream_until(wh, silver, BREAK + timedelta(minutes=40), since=BREAK + timedelta(minutes=15))
+    later = check_live(wh, settings, BREAK + timedelta(minutes=40, seconds=40))
+    again = next(i for i in later.incidents if i.incident_id == shop[0].incident_id)
+    assert again.status == "open" and again.minutes > shop[0].minutes
+    assert again.lost_purchases > shop[0].lost_purchases > 0
+    ids = [x["incident_id"] for x in lines(alert_file)]
+    assert ids.count(shop[0].incident_id) == 1 and ids[: len(sent)] == [
+        x["incident_id"] for x in sent
+    ]
+    row = next(r for r in read_incidents(wh).to_pylist() if r["incident_id"] == shop[0].incident_id)
+    assert row["status"] == "open" and row["lost_purchases"] == pytest.approx(again.lost_purchases)
+    # fixed at 13:00: closed with one "resolved" message, then nothing more
+    stream_until(wh, silver, BREAK + timedelta(hours=2), since=BREAK + timedelta(minutes=40))
+    check_live(wh, settings, BREAK + timedelta(hours=2, seconds=40))
+    check_live(wh, settings, BREAK + timedelta(hours=2, seconds=40))
+    shop_lines = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:")]
+    assert [x["incident_id"] for x in shop_lines] == [
+        shop[0].incident_id,
+        shop[0].incident_id + ":resolved",
+    ]
+    assert "back to normal" in str(shop_lines[1]["message"])
+    alerts = tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()
+    assert sorted(r["status"] for r in alerts if str(r["incident_id"]).startswith("shop:")) == [
+        "sent",
+        "sent",
+    ]
+
+
+CHECK = """
+import sys
+from datetime import datetime
+from funnelpulse.anomaly.live_incidents import check_live
+from funnelpulse.config import load_settings
+s = load_settings(warehouse=sys.argv[1], alert_sinks=("file",), alert_file=sys.argv[2],
+                  min_severity="low")
+check_live(sys.argv[1], s, datetime.fromisoformat(sys.argv[3]))
+"""
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    ("kill_at", "lines_after_kill"),
+    [("alerts.live_before_send", 0), ("alerts.live_recorded", 1)],
+)
+def test_killed_while_alerting_then_restarted_sends_each_message_once(
+    prepared: Path, tmp_path: Path, kill_at: str, lines_after_kill: int
+) -> None:
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    stream_until(wh, silver, BREAK + timedelta(minutes=15))
+    at = (BREAK + timedelta(minutes=15, seconds=40)).isoformat()
+
+    def run(env: dict[str, str]) -> int:
+        return subprocess.run(
+            [sys.executable, "-c", CHECK, wh, str(alert_file), at],
+            env={**os.environ, **env},
+            capture_output=True,
+        ).returncode
+
+    assert run({"FUNNELPULSE_KILL_AT": kill_at}) == -9
+    assert len(lines(alert_file)) == lines_after_kill
+    assert run({}) == 0
+    assert run({}) == 0
+    got = [x["incident_id"] for x in lines(alert_file)]
+    assert len(got) == len(set(got)) >= 1  # every opening exactly once
+    assert any(str(i).startswith("shop:all:") for i in got)
+
+
+def test_live_page_shows_the_open_incident_and_its_band(prepared: Path, tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    stream_until(wh, silver, BREAK + timedelta(minutes=30))
+    check_live(wh, settings_for(wh, alert_file), BREAK + timedelta(minutes=30, seconds=40))
+    page = Path(__file__).parents[1] / "src" / "funnelpulse" / "dashboard" / "pages" / "5_Live.py"
+    old = os.environ.get("FUNNELPULSE_WAREHOUSE")
+    os.environ["FUNNELPULSE_WAREHOUSE"] = wh
+    try:
+        at = AppTest.from_file(str(page), default_timeout=120).run()
+    finally:
+        if old is None:
+            os.environ.pop("FUNNELPULSE_WAREHOUSE", None)
+        else:
+            os.environ["FUNNELPULSE_WAREHOUSE"] = old
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Open incidents"]) >= 1
+    assert float(metrics["Purchases lost so far"].replace(",", "")) > 0
+    table = at.dataframe[-1].value
+    assert "shop: all" in set(table["segment"])
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    names = {t.get("name") for c in charts for t in c["data"]}
+    assert {"observed", "expected", "expected band (~95%)"} <= names
