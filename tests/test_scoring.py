@@ -178,3 +178,21 @@ def test_severity() -> None:
         "critical",
     ]
     assert scoring.z_of(np.array(0.0), np.array(-1.0)) > -38
+
+
+def test_a_handful_of_purchases_is_not_a_conversion_spike() -> None:
+    # The false spikes: 6 purchases from 123 views against ~1 expected, 3 from 61.
+    rng = np.random.default_rng(2)
+    views = np.full((1, 16 * 24), 123.0)
+    purchases = rng.binomial(123, 1 / 123, views.shape).astype(float)
+    t = 15 * 24 + 9
+    purchases[0, t] = 6
+    base = scoring.rate_baseline(purchases, views, history_days=14)
+    alpha = scoring.per_test_alpha(1.0, segments=200, steps=4, windows=len(scoring.WINDOWS))
+    scan = scoring.scan_rate(purchases, views, base, alpha=alpha, min_change=0.25, min_trials=50)
+    assert not scan.fired[0, t]
+    # while 30 of 123 against the same ~1 expected is a spike no budget can explain away
+    purchases[0, t] = 30
+    base = scoring.rate_baseline(purchases, views, history_days=14)
+    scan = scoring.scan_rate(purchases, views, base, alpha=alpha, min_change=0.25, min_trials=50)
+    assert scan.fired[0, t] and scan.sign[0, t] == 1 and scan.z[0, t] > 10
