@@ -300,3 +300,10 @@ def test_a_mistyped_variable_is_named_not_silently_ignored(monkeypatch: pytest.M
         "FUNNELPULSE_HISTORY_DAY is not a setting and is ignored; did you mean "
         "FUNNELPULSE_HISTORY_DAYS?"
     ]
+
+
+@pytest.mark.parametrize("minutes", [0, 7, 45, 61])
+def test_live_buckets_must_divide_an_hour(tmp_path: Path, minutes: int) -> None:
+    with pytest.raises(ConfigError, match=f"live_bucket_minutes = {minutes} .*divides 60"):
+        load_settings(config(tmp_path, f"live_bucket_minutes = {minutes}"))
+    assert load_settings(config(tmp_path, "live_bucket_minutes = 15")).live_bucket_minutes == 15

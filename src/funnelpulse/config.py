@@ -40,6 +40,7 @@ class Rule:
     high_open: bool = False
     choices: tuple[str, ...] = ()
     nonempty: bool = False
+    divides: int | None = None  # the value must divide this (bucket minutes divide an hour)
 
     def describe(self) -> str:
         """The rule in words, for error messages."""
@@ -50,7 +51,8 @@ class Rule:
         noun = {int: "an integer", float: "a number", str: "a text"}[self.kind]
         if self.low is not None and self.high is not None:
             if not (self.low_open or self.high_open):
-                return f"{noun} from {_num(self.low)} to {_num(self.high)}"
+                whole = f" that divides {self.divides}" if self.divides else ""
+                return f"{noun} from {_num(self.low)} to {_num(self.high)}{whole}"
             lo = "above" if self.low_open else "at least"
             hi = "below" if self.high_open else "at most"
             return f"{noun} {lo} {_num(self.low)} and {hi} {_num(self.high)}"
@@ -89,7 +91,9 @@ class Settings:
     live_false_alerts_per_day: float = _setting(
         0.5, Rule(float, 0, 1000, low_open=True), "target false live incidents per day"
     )
-    live_bucket_minutes: int = _setting(5, Rule(int, 1, 60), "live bucket size, minutes")
+    live_bucket_minutes: int = _setting(
+        5, Rule(int, 1, 60, divides=60), "live bucket size, minutes"
+    )
     min_severity: str = _setting("medium", Rule(str, choices=SEVERITIES), "lowest alerted")
     cooldown_h: int = _setting(6, Rule(int, 0, 8760), "hours between alerts of one segment")
     alert_sinks: tuple[str, ...] = _setting(("console",), Rule(tuple, choices=SINKS), "sinks")
@@ -195,7 +199,7 @@ def check(name: str, value: Any, where: str = "") -> Any:
     too_high = rule.high is not None and (
         value >= rule.high if rule.high_open else value > rule.high
     )
-    if too_low or too_high:
+    if too_low or too_high or (rule.divides and rule.divides % value):
         raise _bad(name, value, where, must)
     return float(value) if rule.kind is float else value
 
@@ -319,5 +323,5 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         if name not in RULES:
             raise _unknown(name, "given")
         if value is not None:
-            values[name] = check(name, _from_value(name, value), "from the command line")
+            values[name] = check(name, _from_value(name, value))
     return replace(Settings(), **values)
