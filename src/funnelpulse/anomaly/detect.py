@@ -91,7 +91,9 @@ def detect(
     silver = tables.table_path(warehouse, tables.SILVER)
     if not tables.exists(silver):
         raise WarehouseError(f"No silver_events in {warehouse}. Run `funnelpulse build` first")
-    first = since - timedelta(days=settings.history_days + 1) if since else None
+    # Baselines look back history_days; dispersion averages the trailing week of those comparisons.
+    lookback = settings.history_days + scoring.DISPERSION_HOURS // 24 + 1
+    first = since - timedelta(days=lookback) if since else None
     con = connect()
     try:
         progress.step("Aggregating hourly segments")
