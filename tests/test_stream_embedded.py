@@ -551,3 +551,16 @@ def test_kafka_options_reach_the_real_clients(broker: str, tmp_path: Path) -> No
     )
     assert bad.returncode == 1 and "Error: Kafka refused an option" in bad.stderr, bad.stderr
     assert "compression" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_engines_refuse_each_others_live_table(tmp_path: Path) -> None:
+    """Each engine keeps its own position; mixing them would count events twice."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_csv(folder / "a.csv", [row("2019-10-01 10:00:00")])
+    wh = str(tmp_path / "wh")
+    assert stream(wh, f"files://{folder}").returncode == 0
+    from funnelpulse.streaming.job import _refuse_embedded_table
+
+    with pytest.raises(FunnelPulseError, match="written by the embedded engine"):
+        _refuse_embedded_table(tables.table_path(wh, tables.GOLD_STREAM))

@@ -320,6 +320,7 @@ def run_stream(
     from .kafka_client import file_options
 
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
+    _refuse_embedded_table(tables.table_path(warehouse, tables.GOLD_STREAM))
     checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
     spark = spark_session(
         settings.spark_master, settings.shuffle_partitions, app="funnelpulse-stream"
@@ -391,6 +392,20 @@ def run_stream(
     if tables.is_delta(sink.live):
         result.windows = tables.dataset(sink.live).count_rows()
     return result
+
+
+def _refuse_embedded_table(live: str) -> None:
+    """The engines keep their positions apart: one must not add to windows the other counted."""
+    from deltalake import DeltaTable
+
+    if (
+        tables.is_delta(live)
+        and DeltaTable(live).transaction_version("funnelpulse-embedded-windows") is not None
+    ):
+        raise FunnelPulseError(
+            f"{tables.GOLD_STREAM} was written by the embedded engine. Run the stream without "
+            "--engine spark, or delete the table to start it over on Spark"
+        )
 
 
 def _typed(spark: Any, source: str, options: dict[str, str]) -> Any:
