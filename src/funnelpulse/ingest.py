@@ -6,9 +6,7 @@ that file produced before, so running an ingest twice never duplicates anything.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from . import faults, tables
 from .console import Progress, SilentProgress
 from .engines.duckdb_conn import connect
 from .errors import InputError
+from .raw_lines import LineReader, RowCount, arrow_lines, fingerprint, raw_csv_sql
 
 RAW_COLUMNS = (
     "event_time",
@@ -52,14 +51,20 @@ QUARANTINE_SCHEMA = pa.schema(
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
 # `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
 # reader itself could not split (the Spark reader judges those here; DuckDB's keeps its rejects).
+# A date, optionally a time, and optionally a zone that can only mean UTC (groups: date, time).
+UTC_TIME = (
+    r"^\s*(\d{4}-\d{2}-\d{2})(?:[Tt ]\s*(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?))?"
+    r"\s*(?:[Zz]|(?i:utc|gmt)|[+-]00(?::?00)?)?\s*$"
+)
+
 TYPED_SQL = r"""
 SELECT
     ts AS event_time, etype AS event_type, pid AS product_id, cid AS category_id,
     NULLIF(category_code, '') AS category_code, NULLIF(brand, '') AS brand, p AS price,
     uid AS user_id, NULLIF(user_session, '') AS user_session, CAST(ts AS DATE) AS event_date,
     ordinal, reason,
-    -- The raw text is rebuilt only for the (few) rows that go to quarantine.
-    CASE WHEN raw_text IS NOT NULL THEN raw_text WHEN reason IS NOT NULL THEN concat_ws(',',
+    -- The raw text is kept (or rebuilt) only for the (few) rows that go to quarantine.
+    CASE WHEN reason IS NULL THEN NULL WHEN raw_text IS NOT NULL THEN raw_text ELSE concat_ws(',',
         coalesce(event_time, ''), coalesce(raw_type, ''), coalesce(raw_pid, ''),
         coalesce(raw_cid, ''), coalesce(category_code, ''), coalesce(brand, ''),
         coalesce(raw_price, ''), coalesce(raw_uid, ''), coalesce(user_session, ''))
@@ -84,13 +89,14 @@ FROM (
         SELECT event_time, category_code, brand, user_session, ordinal, reader_reason, raw_text,
             event_type AS raw_type, product_id AS raw_pid, category_id AS raw_cid,
             price AS raw_price, user_id AS raw_uid,
-            -- "... UTC" (REES46), or a time without a zone, taken as UTC. Any other zone is
-            -- rejected: a cast would silently drop it (DuckDB) or convert it (Spark).
+            -- "... UTC" (REES46), any other spelling of UTC (Z, utc, GMT, +00:00, +0000, +00),
+            -- or a time without a zone, taken as UTC. Any other zone is rejected: a cast would
+            -- silently drop it (DuckDB) or convert it (Spark).
             coalesce(
                 try_strptime(event_time, '%Y-%m-%d %H:%M:%S UTC'),
-                CASE WHEN regexp_matches(event_time,
-                    '^\s*\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?\s*$')
-                THEN TRY_CAST(event_time AS TIMESTAMP) END
+                CASE WHEN regexp_matches(event_time, '{UTC_TIME}')
+                THEN TRY_CAST(rtrim(regexp_replace(event_time, '{UTC_TIME}', '\1 \2'))
+                    AS TIMESTAMP) END
             ) AS ts,
             NULLIF(lower(trim(event_type)), '') AS etype,
             TRY_CAST(product_id AS BIGINT) AS pid,
@@ -100,7 +106,7 @@ FROM (
         FROM raw
     )
 )
-"""
+""".replace("{UTC_TIME}", UTC_TIME)
 
 
 def typed_sql(keep: tuple[str, ...] = ()) -> str:
@@ -180,33 +186,11 @@ def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
 
 
 def _blank_lines(path: str | Path, chunk: int = 1 << 23) -> list[int]:
-    """Numbers of the blank lines in a text file: the CSV reader skips them without a trace."""
-    found: list[int] = []
-    newlines = 0  # line breaks before the current chunk
-    previous = b"\n"  # as if a line break came before the file: it may start with a blank line
-    carry = b""  # a chunk's trailing CR, which may be half of a CRLF
-    with _open_text(path) as handle:
-        while True:
-            data = handle.read(chunk)
-            text = carry + data
-            carry = b""
-            if data and text.endswith(b"\r"):
-                text, carry = text[:-1], b"\r"
-            text = text.replace(b"\r\n", b"\n")
-            if not text:
-                if not data:
-                    break
-                continue
-            joined = previous + text
-            # line breaks before `joined` (a `previous` line break is already counted, or virtual)
-            before = newlines - (previous == b"\n")
-            start = 0
-            while (hit := joined.find(b"\n\n", start)) >= 0:
-                found.append(before + joined.count(b"\n", 0, hit + 1) + 1)
-                start = hit + 1
-            newlines += text.count(b"\n")
-            previous = text[-1:]
-    return found
+    """Numbers of the empty lines of a text file, as the ingest's line reader finds them."""
+    reader = LineReader(str(path), header=False, chunk=chunk, keep_blank_numbers=True)
+    for _ in reader.batches():
+        pass
+    return reader.blank_numbers
 
 
 def _csv_has_header(path: str | Path) -> bool:
@@ -231,19 +215,6 @@ def _csv_has_header(path: str | Path) -> bool:
     )
 
 
-def fingerprint(path: str | Path) -> str:
-    """Content identity: size plus hashes of the first and last MiB (cheap on GB files)."""
-    filesystem, inner = _filesystem(path)
-    with filesystem.open_input_file(inner) as handle:
-        size = handle.size()
-        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
-        digest.update(handle.read(1 << 20))
-        if size > 2 << 20:
-            handle.seek(size - (1 << 20))
-            digest.update(handle.read(1 << 20))
-    return digest.hexdigest()
-
-
 def check_file(path: str | Path) -> bool:
     """Refuse what is not a REES46 file with a clear error; True if a CSV starts with its header."""
     from pyarrow import fs
@@ -259,27 +230,22 @@ def check_file(path: str | Path) -> bool:
     return file_kind(Path(inner)) == "csv" and _csv_has_header(path)
 
 
-def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped-def]
-    """Expose the file as view `raw` with the nine raw columns as text; True if it keeps rejects."""
+def _raw_view(con, path: Path, header: bool) -> LineReader | RowCount:  # type: ignore[no-untyped-def]
+    """Expose the file as view `raw` with the nine raw columns as text; returns its accounts."""
     quoted = tables.sql_quote(str(path))
     if file_kind(path) == "csv":
-        columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
-        con.execute(
-            f"""CREATE OR REPLACE VIEW raw AS
-            SELECT *, NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text
-            FROM read_csv({quoted}, columns={columns}, header={str(header).lower()},
-                auto_detect=false, delim=',', quote='"', escape='"', strict_mode=true,
-                store_rejects=true, rejects_table='rejects', rejects_scan='rejects_scan')
-            WITH ORDINALITY AS r({", ".join(RAW_COLUMNS)}, ordinal)"""
-        )
-        return True
+        lines = LineReader(str(path), header)
+        con.register("raw_lines", arrow_lines(lines))
+        con.execute(f"CREATE OR REPLACE VIEW raw AS {raw_csv_sql('raw_lines')}")
+        return lines
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(path)
     except Exception as exc:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    if pq.ParquetFile(path).metadata.num_rows == 0:
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows == 0:
         raise InputError(f"{path}: the Parquet file has no rows. Give a file with events")
     missing = [c for c in RAW_COLUMNS if c not in schema.names]
     if missing:
@@ -291,26 +257,40 @@ def _raw_view(con, path: Path, header: bool) -> bool:  # type: ignore[no-untyped
     for name in RAW_COLUMNS:
         kind = schema.field(name).type
         if pa.types.is_timestamp(kind):
-            zone = "" if kind.tz else " AT TIME ZONE 'UTC'"
-            exprs.append(f"strftime({name}{zone}, '%Y-%m-%d %H:%M:%S UTC') AS {name}")
+            value = name if kind.tz else f"({name} AT TIME ZONE 'UTC')"
+            # Sub-second digits only when there are any: the plain form is parsed fastest.
+            exprs.append(
+                f"strftime({value}, CASE WHEN epoch_us({value}) % 1000000 = 0 "
+                f"THEN '%Y-%m-%d %H:%M:%S UTC' ELSE '%Y-%m-%d %H:%M:%S.%f UTC' END) AS {name}"
+            )
         else:
             exprs.append(f"CAST({name} AS VARCHAR) AS {name}")
     # Parquet rows have no text lines: line_number is the row's position in the file.
     con.execute(
         f"""CREATE OR REPLACE VIEW raw AS
-        SELECT {", ".join(exprs)}, row_number() OVER () AS ordinal,
-            NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text FROM read_parquet({quoted})"""
+        SELECT {", ".join(exprs)}, file_row_number + 1 AS ordinal,
+            NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text
+        FROM read_parquet({quoted}, file_row_number=true)"""
     )
-    return False
+    return RowCount(str(path), rows)
 
 
 BRONZE_COLUMNS = (*RAW_COLUMNS, "event_date", "source_file", "source_row", "ingest_id")
 
 
 def _bronze_batches(
-    reader: pa.RecordBatchReader, source: str, ingest_id: str, bad: list[pa.RecordBatch]
+    reader: pa.RecordBatchReader,
+    source: str,
+    ingest_id: str,
+    bad: list[pa.RecordBatch],
+    accounts: LineReader | RowCount,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream good rows to the bronze writer; keep bad ones (few) aside for quarantine."""
+    """Stream good rows to the bronze writer; keep bad ones (few) aside for quarantine.
+
+    Once the input is exhausted the rows are checked against the lines read, before the writer
+    can commit anything (it raises AccountingError).
+    """
+    good = 0
     for batch in reader:
         reason = batch.column("reason")
         bad_mask = pc.is_valid(reason)
@@ -318,6 +298,7 @@ def _bronze_batches(
             bad.append(batch.filter(bad_mask))
             batch = batch.filter(pc.invert(bad_mask))
         n = batch.num_rows
+        good += n
         if n == 0:
             continue
         yield pa.record_batch(
@@ -330,6 +311,7 @@ def _bronze_batches(
             ],
             names=list(BRONZE_COLUMNS),
         )
+    accounts.check(good, sum(b.num_rows for b in bad))
 
 
 def _constant(value: str, n: int) -> pa.Array:
@@ -337,19 +319,12 @@ def _constant(value: str, n: int) -> pa.Array:
 
 
 def _line_numbers(ordinals: list[int], skipped: list[int], header: bool) -> list[int]:
-    """Map the k-th accepted row to its line in the file, past the lines the reader rejected or
-    skipped (blank): line = k (+1 for the header) + the number of skipped lines up to it.
+    """The line in the file of rows numbered by their position after the header.
 
-    `skipped` is sorted.
+    The line reader numbers rows by their line, so no line is `skipped` any more.
     """
-    out = []
-    for k in ordinals:
-        base = k + (1 if header else 0)
-        line = base
-        while (moved := base + bisect.bisect_right(skipped, line)) != line:
-            line = moved
-        out.append(line)
-    return out
+    assert not skipped, "rows are numbered by their line"
+    return [k + (1 if header else 0) for k in ordinals]
 
 
 def ingest_file(
@@ -412,7 +387,7 @@ def _ingest_connected(
 def _ingest_with(  # type: ignore[no-untyped-def]
     con, warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
 ) -> FileResult:
-    keeps_rejects = _raw_view(con, path, header)
+    accounts = _raw_view(con, path, header)
     try:
         reader = con.sql(TYPED_SQL).to_arrow_reader(256_000)
     except Exception as exc:  # duckdb raises its own error types for unreadable input
@@ -436,7 +411,7 @@ def _ingest_with(  # type: ignore[no-untyped-def]
         ]
     )
     stream = pa.RecordBatchReader.from_batches(
-        bronze_schema, _bronze_batches(reader, source, ingest_id, bad)
+        bronze_schema, _bronze_batches(reader, source, ingest_id, bad, accounts)
     )
     bronze_path = tables.table_path(warehouse, tables.BRONZE)
     # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.
@@ -453,10 +428,7 @@ def _ingest_with(  # type: ignore[no-untyped-def]
         raise
     faults.checkpoint("ingest.bronze_committed")
     progress.step(f"Quarantining bad rows of {path.name}")
-    blank = _blank_lines(path) if bad and keeps_rejects else []
-    quarantine = _quarantine_rows(
-        con if keeps_rejects else None, bad, source, ingest_id, header, blank
-    )
+    quarantine = _quarantine_rows(None, bad, source, ingest_id, header, [])
     tables.write(tables.table_path(warehouse, tables.QUARANTINE), quarantine, replace=replace)
     reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
     return FileResult(

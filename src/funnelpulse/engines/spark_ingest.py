@@ -3,7 +3,9 @@ ingest step's own typing rules (TYPED_SQL, transpiled to Spark SQL); the results
 the same Delta bronze_events and quarantine_events tables the DuckDB engine writes.
 
 Lines are numbered exactly (a file split across partitions gets each partition's offset from one
-counting pass), so quarantine rows name the line of the file they came from.
+counting pass), so quarantine rows name the line of the file they came from. Lines are split with
+the DuckDB engine's rules (raw_lines), and the rows are checked against the file's line breaks,
+counted apart, before anything is committed.
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ from ..ingest import (
     list_uri,
     typed_sql,
 )
+from ..raw_lines import ENCODING_REASON, QUOTING_REASON, close_accounts, count_lines
+from ..raw_lines import quoted_fields_sql as _quotes_ok
 from .spark import using_spark, write_delta
 
-# DuckDB's reader words its rejects this way; the Spark reader uses the same reasons.
-ENCODING_REASON = (
-    "invalid encoding: invalid unicode (byte sequence mismatch) detected. "
-    "this file is not utf-8 encoded."
-)
 # Splits a CSV line on the commas outside double quotes.
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+# Blank lines travel with the rows (so that they are counted) under this reader reason.
+BLANK = "blank line"
 
 
 def spark_typed_sql(keep: tuple[str, ...] = ()) -> str:
@@ -48,7 +49,8 @@ def spark_typed_sql(keep: tuple[str, ...] = ()) -> str:
             "TRY_STRPTIME(event_time, '%Y-%m-%d %H:%M:%S UTC')",
             "TRY_TO_TIMESTAMP(event_time, \"yyyy-MM-dd HH:mm:ss 'UTC'\")",
         ),
-        ("TRY_CAST(event_time AS TIMESTAMP_NTZ)", "TRY_CAST(event_time AS TIMESTAMP)"),
+        ("AS TIMESTAMP_NTZ)", "AS TIMESTAMP)"),
+        (r"'\\1 \\2'", "'$1 $2'"),  # Java writes back-references with $
         ("IS_INF(p)", "ABS(p) = DOUBLE('Infinity')"),
     ):
         if old not in sql:
@@ -107,15 +109,22 @@ def _numbered(frame: Any) -> Any:
 def _raw_csv(spark: Any, location: str, header: bool) -> Any:
     from pyspark.sql import functions as F
 
-    lines = _numbered(spark.read.text(location))
+    # Lines end at \n only (a lone \r is part of a line), as the DuckDB engine reads them.
+    lines = _numbered(spark.read.option("lineSep", "\n").text(location))
     if header:
         lines = lines.where("ordinal > 1")
     # Validity first: any string function would already have replaced the undecodable bytes.
     lines = lines.select(
         "ordinal",
         F.expr("is_valid_utf8(value)").alias("valid"),
-        F.regexp_replace("value", "\r$", "").alias("value"),
-    ).where("trim(value) != ''")
+        F.regexp_replace(
+            F.when(F.col("ordinal") == 1, F.regexp_replace("value", "^\ufeff", "")).otherwise(
+                F.col("value")
+            ),
+            "\r$",
+            "",
+        ).alias("value"),
+    )
     # Most lines hold no quote at all: a plain split is far cheaper than the quote-aware one.
     quoted = F.instr("value", '"') > 0
     fields = lines.select(
@@ -132,13 +141,14 @@ def _raw_csv(spark: Any, location: str, header: bool) -> Any:
         f = f"get(fields, {i})"
         unquoted = f"replace(substring({f}, 2, length({f}) - 2), '\"\"', '\"')"
         return (
-            f"CASE WHEN quoted AND startswith({f}, '\"') AND endswith({f}, '\"') "
-            f"AND length({f}) >= 2 THEN {unquoted} ELSE nullif({f}, '') END"
+            f"nullif(CASE WHEN quoted AND startswith({f}, '\"') THEN {unquoted} ELSE {f} END, '')"
         )
 
     n = len(RAW_COLUMNS)
     reader_reason = f"""CASE
+        WHEN value = '' THEN '{BLANK}'
         WHEN NOT valid THEN '{ENCODING_REASON}'
+        WHEN quoted AND NOT {_quotes_ok("fields")} THEN '{QUOTING_REASON}'
         WHEN size(fields) < {n}
             THEN concat('missing columns: expected number of columns: {n} found: ', size(fields))
         WHEN size(fields) > {n}
@@ -148,14 +158,10 @@ def _raw_csv(spark: Any, location: str, header: bool) -> Any:
         *[f"{field(i)} AS {name}" for i, name in enumerate(RAW_COLUMNS)],
         "ordinal",
         f"{reader_reason} AS reader_reason",
-        "value",
+        "value = '' AS blank",
+        "value AS raw_text",
     )
-    return judged.selectExpr(
-        *RAW_COLUMNS,
-        "ordinal",
-        "reader_reason",
-        "CASE WHEN reader_reason IS NOT NULL THEN value END AS raw_text",
-    )
+    return judged
 
 
 def _raw_parquet(spark: Any, location: str) -> Any:
@@ -172,8 +178,16 @@ def _raw_parquet(spark: Any, location: str) -> Any:
             "Give events with the raw columns"
         )
     kinds = dict(frame.dtypes)
+    # Sub-second digits only when there are any, as the DuckDB engine writes them.
     columns = [
-        F.concat(F.date_format(c, "yyyy-MM-dd HH:mm:ss"), F.lit(" UTC")).alias(c)
+        F.concat(
+            F.date_format(c, "yyyy-MM-dd HH:mm:ss"),
+            F.when(
+                F.unix_micros(F.col(c).cast("timestamp")) % 1_000_000 != 0,
+                F.date_format(c, ".SSSSSS"),
+            ).otherwise(F.lit("")),
+            F.lit(" UTC"),
+        ).alias(c)
         if kinds[c].startswith("timestamp")
         else F.col(c).cast("string").alias(c)
         for c in RAW_COLUMNS
@@ -182,6 +196,7 @@ def _raw_parquet(spark: Any, location: str) -> Any:
         *RAW_COLUMNS,
         "ordinal",
         F.lit(None).cast("string").alias("reader_reason"),
+        F.lit(False).alias("blank"),
         F.lit(None).cast("string").alias("raw_text"),
     )
 
@@ -196,8 +211,9 @@ def _ingest_one(
     raw = _raw_csv(spark, location, header) if is_csv else _raw_parquet(spark, location)
     raw.createOrReplaceTempView("raw")
     # Judged once, written twice (good rows, bad rows): keep the judged rows rather than reread.
-    typed = spark.sql(spark_typed_sql()).persist(StorageLevel.MEMORY_AND_DISK)
+    typed = spark.sql(spark_typed_sql(keep=("blank",))).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        _check_accounts(spark, typed, location, header, is_csv)
         source, ingest = F.lit(location), F.lit(ingest_id)
         bronze = typed.where("reason IS NULL").select(
             *RAW_COLUMNS,
@@ -207,7 +223,7 @@ def _ingest_one(
             (F.col("ordinal") - (1 if header else 0)).alias("source_row"),
             ingest.alias("ingest_id"),
         )
-        bad = typed.where("reason IS NOT NULL").select(
+        bad = typed.where("reason IS NOT NULL AND NOT blank").select(
             source.alias("source_file"),
             F.col("ordinal").alias("line_number"),
             "raw_line",
@@ -249,4 +265,29 @@ def _ingest_one(
         bronze_rows=bronze_rows,
         quarantined_rows=bad_rows,
         reasons={r["kind"]: r["count"] for r in reasons},
+    )
+
+
+def _check_accounts(spark: Any, typed: Any, location: str, header: bool, is_csv: bool) -> None:
+    """Before any commit: every line of the file, counted apart in Python, is a header, blank,
+    bronze or quarantine row (or, for Parquet, every row of the file's metadata)."""
+    kinds = dict(
+        typed.selectExpr(
+            "CASE WHEN blank THEN 'blank' WHEN reason IS NULL THEN 'bronze' ELSE 'bad' END AS k"
+        )
+        .groupBy("k")
+        .count()
+        .collect()
+    )
+    bronze, bad, blank = (kinds.get(k, 0) for k in ("bronze", "bad", "blank"))
+    if is_csv:
+        data_lines = count_lines(location) - blank - (1 if header else 0)
+    else:
+        data_lines = spark.read.parquet(location).count()
+    close_accounts(
+        location,
+        read_whole=True,
+        data_lines=data_lines,
+        bronze_rows=bronze,
+        quarantined_rows=bad,
     )
