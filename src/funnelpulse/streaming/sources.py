@@ -208,9 +208,11 @@ class KafkaSource:
         position = dict(self.position)
         while True:
             want = min(50_000, max_rows - len(values)) if stop is None else 50_000
-            for m in self.consumer.consume(
-                num_messages=max(want, 1), timeout=0.1 if values else 0.5
-            ):
+            # a consume call waits its whole timeout unless `want` messages come: never past
+            # the batch's wait, so a short --trigger-s gives short batches (low latency)
+            left = max_wait_s - (time.monotonic() - started)
+            wait_s = max(0.01, min(0.1 if values else 0.5, left))
+            for m in self.consumer.consume(num_messages=max(want, 1), timeout=wait_s):
                 p = m.partition()
                 error = m.error()
                 if error is not None:
