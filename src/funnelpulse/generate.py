@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .contract import BAND_BOUNDS, BAND_LABELS
 from .errors import InputError
 
 SYLLABLES = [
@@ -120,10 +121,9 @@ def brand_names(count: int, rng: np.random.Generator) -> list[str]:
 
 def price_band(price: np.ndarray) -> np.ndarray:
     """Band index 0..3 for `<10`, `10-30`, `30-60`, `60_plus`, matching the SQL model."""
-    return np.searchsorted(np.array([10.0, 30.0, 60.0]), price, side="right")
+    return np.searchsorted(np.array(BAND_BOUNDS), price, side="right")
 
 
-BAND_LABELS = ("<10", "10-30", "30-60", "60_plus")
 
 
 def _uuids(rng: np.random.Generator, count: int) -> pa.Array:

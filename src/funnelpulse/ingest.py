@@ -20,22 +20,10 @@ import pyarrow.compute as pc
 
 from . import faults, tables
 from .console import Progress, SilentProgress
+from .contract import RAW_COLUMNS
 from .engines.duckdb_conn import connect
 from .errors import InputError
 from .raw_lines import LineReader, RowCount, arrow_lines, fingerprint, raw_csv_sql
-
-RAW_COLUMNS = (
-    "event_time",
-    "event_type",
-    "product_id",
-    "category_id",
-    "category_code",
-    "brand",
-    "price",
-    "user_id",
-    "user_session",
-)
-EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -6,19 +6,11 @@ from datetime import date
 from typing import Any
 
 from . import tables
+from .contract import UNKNOWN, band_order_sql, rollup_sql
 from .engines.duckdb_conn import connect
 from .errors import ConfigError, WarehouseError
 
-UNKNOWN = "(unknown)"
-
-_FUNNEL = """
-    CAST(COALESCE(SUM(views), 0) AS BIGINT) AS views, CAST(COALESCE(SUM(carts), 0) AS BIGINT) AS carts,
-    CAST(COALESCE(SUM(purchases), 0) AS BIGINT) AS purchases,
-    ROUND(COALESCE(SUM(revenue), 0), 2) AS revenue,
-    SUM(carts) / NULLIF(SUM(views), 0) AS view_to_cart_rate,
-    SUM(purchases) / NULLIF(SUM(carts), 0) AS cart_to_purchase_rate,
-    SUM(purchases) / NULLIF(SUM(views), 0) AS conversion_rate
-"""
+_FUNNEL = "\n    " + rollup_sql(revenue_digits=2) + "\n"
 
 
 def table_rows(warehouse: str) -> dict[str, int]:
@@ -97,7 +89,7 @@ def summary(
             f"""SELECT price_band, {_FUNNEL}
             FROM {tables.GOLD_HOURLY_PRICE_BAND}{_between("window_date", since, until)}
             GROUP BY price_band
-            ORDER BY CASE price_band WHEN '<10' THEN 0 WHEN '10-30' THEN 1 WHEN '30-60' THEN 2 ELSE 3 END"""
+            ORDER BY {band_order_sql("price_band")}"""
         )
         anomalies = tables.table_path(warehouse, tables.ANOMALIES)
         if tables.exists(anomalies):

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import BAND_LABELS
 from ..errors import InputError
-from ..generate import BAND_LABELS, Incident
+from ..generate import Incident
 from .scoring import SEVERITY_RANK
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-UNKNOWN = "(unknown)"
+from ..contract import COUNTS, UNKNOWN, counts_sql
+
 DIMENSIONS = ("shop", "brand", "price_band")
 # Per hour x brand x price band x category root: every analysis is a roll-up of this.
 CUBE_SELECT = f"""
@@ -17,15 +18,12 @@ SELECT
     coalesce(brand_norm, '{UNKNOWN}') AS brand,
     price_band,
     coalesce(category_root, '{UNKNOWN}') AS category_root,
-    CAST(COUNT_IF(event_type = 'view') AS BIGINT) AS views,
-    CAST(COUNT_IF(event_type = 'cart') AS BIGINT) AS carts,
-    CAST(COUNT_IF(event_type = 'purchase') AS BIGINT) AS purchases,
-    CAST(SUM(CASE WHEN event_type = 'purchase' THEN price ELSE 0.0 END) AS DOUBLE) AS revenue
+    {counts_sql("    ")}
 FROM silver_events
 GROUP BY ALL
 """
 CUBE_SQL = f"CREATE OR REPLACE TEMP TABLE cube AS {CUBE_SELECT}"
-METRICS = ("views", "carts", "purchases", "revenue")
+METRICS = tuple(COUNTS)
 
 
 @dataclass

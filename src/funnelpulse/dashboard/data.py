@@ -11,23 +11,18 @@ import numpy as np
 import pyarrow as pa
 
 from .. import tables
+from .. import warehouse as safety
 from ..anomaly import scoring
+from ..contract import BAND_LABELS, UNKNOWN, band_order_sql, rollup_sql
 from ..engines.duckdb_conn import connect
-from ..report import UNKNOWN
 
-FUNNEL_SQL = """
-    CAST(COALESCE(SUM(views), 0) AS BIGINT) AS views, CAST(COALESCE(SUM(carts), 0) AS BIGINT) AS carts,
-    CAST(COALESCE(SUM(purchases), 0) AS BIGINT) AS purchases, COALESCE(SUM(revenue), 0.0) AS revenue,
-    SUM(carts) / NULLIF(SUM(views), 0) AS view_to_cart_rate,
-    SUM(purchases) / NULLIF(SUM(carts), 0) AS cart_to_purchase_rate,
-    SUM(purchases) / NULLIF(SUM(views), 0) AS conversion_rate
-"""
+FUNNEL_SQL = "\n    " + rollup_sql() + "\n"
 SEGMENT_TABLES = {
     "brand": (tables.GOLD_DAILY_BRAND, "date"),
     "category_root": (tables.GOLD_DAILY_CATEGORY, "date"),
     "price_band": (tables.GOLD_HOURLY_PRICE_BAND, "window_date"),
 }
-BAND_ORDER = ("<10", "10-30", "30-60", "60_plus")
+BAND_ORDER = BAND_LABELS
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,8 @@ class DashboardData:
 
     # --- filters -------------------------------------------------------------------------
     def date_bounds(self) -> tuple[date, date] | None:
+        # Never show gold that a killed build left stale next to a newer silver: say what to run.
+        safety.check_consistent(self.warehouse)
         if not self.has(tables.GOLD_DAILY_BRAND):
             return None
         row = self._rows(f"SELECT MIN(date) AS lo, MAX(date) AS hi FROM {tables.GOLD_DAILY_BRAND}")[
@@ -140,7 +137,7 @@ class DashboardData:
         """Leaderboard of one dimension: funnel, rates and average order value."""
         table, date_column = SEGMENT_TABLES[column]
         order = (
-            "CASE segment WHEN '<10' THEN 0 WHEN '10-30' THEN 1 WHEN '30-60' THEN 2 ELSE 3 END"
+            band_order_sql("segment")
             if column == "price_band"
             else "revenue DESC, segment"
         )

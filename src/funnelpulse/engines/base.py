@@ -9,6 +9,7 @@ from typing import Protocol
 
 import pyarrow.dataset as ds
 
+from .. import contract
 from ..console import Progress
 
 
@@ -21,7 +22,9 @@ class Model:
 
     @property
     def sql(self) -> str:
-        return resources.files("funnelpulse.models").joinpath(f"{self.name}.sql").read_text()
+        """The model's SQL with the contract's fragments filled in."""
+        text = resources.files("funnelpulse.models").joinpath(f"{self.name}.sql").read_text()
+        return contract.render(text)
 
 
 SILVER_MODEL = Model("silver_events", "event_date")

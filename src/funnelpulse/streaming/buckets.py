@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import faults, tables
+from ..contract import UNKNOWN, counts_sql
 from ..engines.duckdb_conn import connect
 from ..errors import ConfigError
 
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 BUCKETS_APP_ID = "funnelpulse-stream-buckets"
 DEFAULT_BUCKET_MINUTES = 5
-UNKNOWN = "(unknown)"
 DIMENSIONS = ("shop", "brand", "price_band")
 METRICS = ("views", "carts", "purchases", "revenue")
 BUCKET_SCHEMA = pa.schema(
@@ -62,11 +62,7 @@ BUCKET_MATCH = (
     "t.bucket_start = s.bucket_start AND t.dimension = s.dimension AND t.segment = s.segment"
 )
 # Same counting rules as the batch hourly models (models/gold_funnel_hourly_*.sql).
-_METRIC_SQL = """
-    CAST(COUNT_IF(event_type = 'view') AS BIGINT) AS views,
-    CAST(COUNT_IF(event_type = 'cart') AS BIGINT) AS carts,
-    CAST(COUNT_IF(event_type = 'purchase') AS BIGINT) AS purchases,
-    CAST(SUM(CASE WHEN event_type = 'purchase' THEN price ELSE 0.0 END) AS DOUBLE) AS revenue"""
+_METRIC_SQL = "\n    " + counts_sql("    ")
 
 
 def check_bucket_minutes(bucket_minutes: int) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from .. import tables
+from ..contract import COUNTS
 from ..engines.base import GOLD_MODELS
 
 APP_ID = "funnelpulse-stream"
@@ -30,9 +31,7 @@ STREAM_SCHEMA = pa.schema(
         ("updated_at", pa.timestamp("us", "UTC")),
     ]
 )
-METRICS = ("views", "carts", "purchases", "revenue")
-# Two events with these equal are one event (the silver model's rule).
-DEDUP_KEY = ("event_time", "user_id", "user_session", "product_id", "event_type")
+METRICS = tuple(COUNTS)
 # Why a message is not an event at all; every other reason comes from the ingest step's rules.
 NOT_AN_EVENT = "not a JSON object with the raw columns"
 WINDOW_MATCH = "t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand"
