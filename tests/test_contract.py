@@ -1,0 +1,66 @@
+"""The one contract: every place that bands prices or computes the funnel agrees with it."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from funnelpulse import contract
+from funnelpulse.engines.base import MODELS
+from funnelpulse.generate import price_band
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.01, max_value=1e6, allow_nan=False), min_size=1))
+def test_sql_and_numpy_price_bands_agree(prices: list[float]) -> None:
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT {contract.price_band_sql('p')} FROM unnest(?::DOUBLE[]) AS t(p)", [prices]
+    ).fetchall()
+    in_sql = [r[0] for r in rows]
+    in_numpy = [contract.BAND_LABELS[i] for i in price_band(np.array(prices))]
+    assert in_sql == in_numpy
+
+
+def test_band_edges_belong_to_the_upper_band() -> None:
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT {contract.price_band_sql('p')} FROM unnest([9.99, 10.0, 30.0, 60.0]) AS t(p)"
+    ).fetchall()
+    assert [r[0] for r in got] == ["<10", "10-30", "30-60", "60_plus"]
+
+
+def test_models_have_no_unfilled_placeholders_and_every_metric() -> None:
+    for model in MODELS:
+        sql = model.sql
+        assert "{{" not in sql, model.name
+        if model.name.startswith("gold_"):
+            for name in (*contract.COUNTS, *contract.RATES):
+                assert f"AS {name}" in sql, (model.name, name)
+
+
+def test_unknown_fragment_is_refused() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        contract.render("SELECT {{ nope }}")
+
+
+def test_rollup_recomputes_rates_from_sums() -> None:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE g AS SELECT * FROM (VALUES (10, 5, 1, 2.5), (30, 0, 0, 0.0)) "
+        "AS t(views, carts, purchases, revenue)"
+    )
+    row = con.execute(f"SELECT {contract.rollup_sql(revenue_digits=2)} FROM g").fetchone()
+    assert row is not None
+    views, carts, purchases, revenue, v2c, c2p, conv = row
+    assert (views, carts, purchases, revenue) == (40, 5, 1, 2.5)
+    assert v2c == pytest.approx(5 / 40) and c2p == pytest.approx(1 / 5)
+    assert conv == pytest.approx(1 / 40)
+    assert contract.rates({"views": 0, "carts": 0, "purchases": 0}) == {
+        "view_to_cart_rate": None,
+        "cart_to_purchase_rate": None,
+        "conversion_rate": None,
+    }
