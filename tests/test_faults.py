@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from funnelpulse import tables
+from funnelpulse.dashboard.data import DashboardData
+from funnelpulse.errors import WarehouseError
 from funnelpulse.ingest import RAW_COLUMNS
 
 pytestmark = pytest.mark.faults
@@ -229,6 +231,8 @@ def test_build_killed_at_each_boundary_never_leaves_stale_gold_silently(
     assert refused.returncode == 1
     assert "Run `funnelpulse build` to finish it" in refused.stderr
     no_jargon(refused.stderr)
+    with pytest.raises(WarehouseError, match="Run `funnelpulse build` to finish it"):
+        DashboardData(str(wh)).date_bounds()  # the dashboard refuses stale gold too
 
     ok(cli(wh, "build"))
     assert pending(wh) == []
