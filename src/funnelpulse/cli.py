@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .config import SINKS
+from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
 
@@ -62,7 +63,7 @@ def _progress(ctx: _Context) -> Any:
 
 
 ENGINE_OPTION = click.option(
-    "--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default duckdb."
+    "--engine", type=click.Choice(ENGINE_NAMES), default=None, help="Default duckdb."
 )
 MASTER_OPTION = click.option(
     "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
@@ -565,14 +566,15 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 @click.option("--master", default=None, help="Spark master (default local[*]).")
 @click.option(
     "--engine",
-    type=click.Choice(["duckdb", "spark"]),
+    type=click.Choice(ENGINE_NAMES),
     default=None,
     help="duckdb: the embedded engine, no JVM (default); spark: Spark Structured Streaming.",
 )
 @click.option(
     "--alert",
     is_flag=True,
-    help="Score each newly final hour (shop and brands) and alert on incidents.",
+    help="Score each newly final hour (shop and brands) and, as 5-minute buckets complete, "
+    "the open window (drops, embedded engine); alert on incidents.",
 )
 @SINK_OPTION
 @click.pass_obj
@@ -696,7 +698,6 @@ def replay(
     """Publish events to Kafka in event-time order, keyed by user_session."""
     from .config import load_settings
     from .streaming import replay as replaying
-
     from .streaming.kafka_client import settings_options
 
     settings = load_settings(ctx.config, warehouse=ctx.warehouse)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .engines import ENGINE_NAMES
 from .errors import ConfigError
 
-ENGINES = ("duckdb", "spark")
+ENGINES = ENGINE_NAMES
 METHODS = ("seasonal", "reference")
 SEVERITIES = ("low", "medium", "high", "critical")
 SINKS = ("console", "file", "webhook", "slack", "email")

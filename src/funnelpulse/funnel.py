@@ -31,14 +31,11 @@ BREAKDOWNS: dict[str, tuple[str, str]] = {
     "price_band": ("price_band", "price_band"),
 }
 
-GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
+GOLD_SESSION_FUNNEL = tables.GOLD_SESSION_FUNNEL
 # Gold table name -> breakdown (None: the whole shop).
-GOLD_FUNNELS: dict[str, str | None] = {
-    GOLD_SESSION_FUNNEL: None,
-    f"{GOLD_SESSION_FUNNEL}_brand": "brand",
-    f"{GOLD_SESSION_FUNNEL}_category": "category",
-    f"{GOLD_SESSION_FUNNEL}_price_band": "price_band",
-}
+GOLD_FUNNELS: dict[str, str | None] = dict(
+    zip(tables.GOLD_SESSION_FUNNELS, (None, "brand", "category", "price_band"), strict=True)
+)
 GOLD_PARTITION = "date"
 
 MEASURES = (
@@ -166,19 +163,36 @@ def render(
     return template.format(**values)
 
 
+def actors_sql(spec: FunnelSpec, since: date | None = None, until: date | None = None) -> str:
+    """One row per funnel entrant (entry, cart and purchase times) from the same SQL: its
+    `actors` step, for distributions the aggregate cannot show."""
+    sql = render(spec, since, until)
+    head = sql[: sql.index("\nfunnel AS (")].rstrip().rstrip(",")
+    return (
+        f"{head}\nSELECT held AS {spec.key_column or 'held'}, entry_time, cart_time, "
+        "purchase_time, seconds_to_cart, seconds_to_purchase FROM actors"
+    )
+
+
+def actors(
+    warehouse: str, spec: FunnelSpec, since: date | None = None, until: date | None = None
+) -> pa.Table:
+    """Every entrant of the funnel with its step times (for time-to-convert distributions)."""
+    from .engines.duckdb_conn import connect
+
+    con = connect()
+    try:
+        con.register("silver_events", silver_dataset(warehouse))
+        return con.sql(actors_sql(spec, since, until)).to_arrow_table()
+    finally:
+        con.close()
+
+
 def spark_sql(sql: str) -> str:
-    """The funnel SQL in Spark's dialect; quantiles become Spark's exact `percentile`
-    (the same linear interpolation as DuckDB's quantile_cont)."""
-    import sqlglot
-    from sqlglot import exp
+    """The funnel SQL in Spark's dialect (quantiles as Spark's exact `percentile`)."""
+    from .engines.dialect import to_spark
 
-    def exact_percentile(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.PercentileCont | exp.Quantile):
-            return exp.Anonymous(this="percentile", expressions=[node.this, node.expression])
-        return node
-
-    tree = sqlglot.parse_one(sql, read="duckdb").transform(exact_percentile)
-    return tree.sql(dialect="spark")
+    return to_spark(sql)
 
 
 @dataclass
@@ -325,7 +339,7 @@ def read_gold(warehouse: str, name: str = GOLD_SESSION_FUNNEL) -> pa.Table:
     return tables.read(path)
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     """1h 05m, 3m 20s, 45s: times to convert a person can read."""
     if seconds is None:
         return "-"
@@ -372,10 +386,10 @@ def format_text(result: FunnelResult) -> str:
         lines += [
             f"  cart abandonment {_pct(row['cart_abandonment_rate'])}; revenue of completed "
             f"funnels {row['revenue'] or 0:,.2f}",
-            f"  time view -> cart: median {_duration(row['median_seconds_to_cart'])}, "
-            f"p90 {_duration(row['p90_seconds_to_cart'])}; cart -> purchase: median "
-            f"{_duration(row['median_seconds_cart_to_purchase'])}, "
-            f"p90 {_duration(row['p90_seconds_cart_to_purchase'])}",
+            f"  time view -> cart: median {format_duration(row['median_seconds_to_cart'])}, "
+            f"p90 {format_duration(row['p90_seconds_to_cart'])}; cart -> purchase: median "
+            f"{format_duration(row['median_seconds_cart_to_purchase'])}, "
+            f"p90 {format_duration(row['p90_seconds_cart_to_purchase'])}",
         ]
     else:
         key = spec.key_column or ""
@@ -390,8 +404,8 @@ def format_text(result: FunnelResult) -> str:
                 f"  {name[:21]:<22}{r['sessions']:>10,}{r['carted']:>9,}{r['purchased']:>8,}"
                 f"{_pct(r['view_to_cart_rate']):>8}{_pct(r['cart_to_purchase_rate']):>8}"
                 f"{_pct(r['conversion_rate']):>7}{_pct(r['cart_abandonment_rate']):>7}"
-                f"{_duration(r['median_seconds_to_cart']):>9}"
-                f"{_duration(r['median_seconds_cart_to_purchase']):>9}{r['revenue']:>13,.2f}"
+                f"{format_duration(r['median_seconds_to_cart']):>9}"
+                f"{format_duration(r['median_seconds_cart_to_purchase']):>9}{r['revenue']:>13,.2f}"
             )
         lines.append(
             f"  ({unit} are counted once per {spec.by}"

@@ -14,10 +14,10 @@ from . import report, tables
 from . import warehouse as safety
 from .config import Settings, load_settings
 from .console import Progress, SilentProgress
-from .engines import get_engine
+from .engines import Engine, engine_for
 from .engines.base import BuildResult, DateRange
 from .errors import ConfigError, FunnelPulseError
-from .ingest import IngestResult, check_file, ingest
+from .ingest import IngestResult, check_file
 
 
 class IngestIncomplete(FunnelPulseError):
@@ -54,28 +54,24 @@ class Pipeline:
     def warehouse(self) -> str:
         return self.settings.warehouse_path
 
-    def ingest(self, paths: Iterable[str | Path], engine: str | None = None) -> IngestResult:
-        if (engine or self.settings.engine) == "spark":
-            from .engines.spark_ingest import ingest_spark
+    def engine(self, name: str | None = None) -> Engine:
+        """The engine adapter `name` (default: the configured engine), set up from the settings."""
+        return engine_for(name or self.settings.engine, self.settings)
 
-            with safety.writing(self.warehouse, self.progress):
-                return ingest_spark(
-                    self.warehouse,
-                    list(paths),
-                    self.progress,
-                    self.settings.spark_master,
-                    self.settings.shuffle_partitions,
-                )
+    def ingest(self, paths: Iterable[str | Path], engine: str | None = None) -> IngestResult:
+        adapter = self.engine(engine)
         paths = list(paths)
+        if adapter.ingests_files_together:  # one cluster job for all files
+            return adapter.ingest(self.warehouse, paths, self.progress)
         for path in paths:  # refuse a missing or foreign file before committing any file
             if "://" not in str(path):
                 check_file(path)
         if len(paths) < 2:
-            return ingest(self.warehouse, paths, self.progress)
+            return adapter.ingest(self.warehouse, paths, self.progress)
         done = IngestResult()
         for path in paths:
             try:
-                done.files += ingest(self.warehouse, [path], self.progress).files
+                done.files += adapter.ingest(self.warehouse, [path], self.progress).files
             except Exception as exc:
                 # Earlier files stay committed: say which, so the user re-runs only the rest.
                 if done.files:
@@ -88,15 +84,8 @@ class Pipeline:
     ) -> BuildResult:
         if since and until and since > until:  # an empty range would commit nothing, silently
             raise ConfigError(f"since {since} is after until {until}. Swap them")
-        options: dict[str, Any] = {}
-        name = engine or self.settings.engine
-        if name == "spark":
-            options = {
-                "master": self.settings.spark_master,
-                "shuffle_partitions": self.settings.shuffle_partitions,
-            }
         return safety.build(
-            get_engine(name, **options), self.warehouse, DateRange(since, until), self.progress
+            self.engine(engine), self.warehouse, DateRange(since, until), self.progress
         )
 
     def detect(

@@ -19,11 +19,12 @@ import pyarrow as pa
 from .. import tables
 from ..config import Settings
 from ..console import Progress, SilentProgress
+from ..engines import engine_for
 from ..engines.duckdb_conn import connect
 from ..errors import ConfigError, WarehouseError
 from . import scoring
 from .rootcause import Cube, explain
-from .series import CUBE_SELECT, CUBE_SQL, Series, build_series
+from .series import Series, build_series
 
 METHODS = ("seasonal", "reference")
 MIN_REL_CHANGE = 0.25
@@ -97,14 +98,7 @@ def detect(
     con = connect()
     try:
         progress.step("Aggregating hourly segments")
-        if engine == "spark":
-            con.register("cube_rows", _spark_cube(silver, first, settings, progress))
-            con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
-        else:
-            con.register("silver_all", tables.dataset(silver))
-            where = f"WHERE event_date >= DATE '{first.isoformat()}'" if first else ""
-            con.execute(f"CREATE VIEW silver_events AS SELECT * FROM silver_all {where}")
-            con.execute(CUBE_SQL)
+        engine_for(engine, settings).load_cube(con, silver, first, progress)
         series = build_series(con, min_total_views=settings.min_views * 10)
         progress.step(f"Scoring ({method})")
         rows = _reference(warehouse, con) if method == "reference" else seasonal(series, settings)
@@ -142,21 +136,6 @@ def detect(
             replace=replace,
         )
     return DetectResult(method, table, len(series.segment), len(series.hours))
-
-
-def _spark_cube(
-    silver: str, first: date | None, settings: Settings, progress: Progress
-) -> pa.Table:
-    import sqlglot
-
-    from ..engines.spark import read_table, using_spark
-
-    with using_spark(settings.spark_master, settings.shuffle_partitions, progress) as spark:
-        frame = read_table(spark, silver)
-        if first:
-            frame = frame.where(frame.event_date >= first)
-        frame.createOrReplaceTempView("silver_events")
-        return spark.sql(sqlglot.transpile(CUBE_SELECT, read="duckdb", write="spark")[0]).toArrow()
 
 
 def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]

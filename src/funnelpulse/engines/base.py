@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from importlib import resources
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow.dataset as ds
 
 from .. import contract
 from ..console import Progress
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..ingest import IngestResult
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,27 @@ class BuildResult:
 
 
 class Engine(Protocol):
-    name: str
+    """What only an engine knows: how to ingest raw files, build the models, and aggregate
+    silver into the hourly segment cube detection scores (sqlmesh's engine adapters)."""
 
-    def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult: ...
+    name: str
+    # True when one call should take every file (a cluster job); else the caller goes file by file.
+    ingests_files_together: bool
+
+    def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
+        """Raw files -> bronze_events + quarantine_events, all-or-nothing per file."""
+        ...
+
+    def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
+        """bronze_events -> silver_events and the gold tables, for the dates in range."""
+        ...
+
+    def load_cube(
+        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+    ) -> None:
+        """Create the temp table `cube` (hour x brand x price band x category root counts) in
+        `con` from silver_events on or after `first`."""
+        ...
 
 
 def rows_per_date(bronze, dates: DateRange) -> dict[date, int]:  # type: ignore[no-untyped-def]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -18,14 +20,40 @@ from ..errors import WarehouseError
 from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange, covered_dates, rows_per_date
 from .duckdb_conn import connect
 
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..config import Settings
+    from ..ingest import IngestResult
+
 CHUNK_ROWS = 4_000_000
 
 
 class DuckDBEngine:
     name = "duckdb"
+    ingests_files_together = False
 
     def __init__(self, chunk_rows: int = CHUNK_ROWS) -> None:
         self.chunk_rows = chunk_rows
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DuckDBEngine:
+        return cls()
+
+    def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
+        from ..ingest import ingest
+
+        return ingest(warehouse, paths, progress)
+
+    def load_cube(
+        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+    ) -> None:
+        from ..anomaly.series import CUBE_SQL
+
+        con.register("silver_all", tables.dataset(silver))
+        where = f"WHERE event_date >= DATE '{first.isoformat()}'" if first else ""
+        con.execute(f"CREATE VIEW silver_events AS SELECT * FROM silver_all {where}")
+        con.execute(CUBE_SQL)
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
         bronze_path = tables.table_path(warehouse, tables.BRONZE)

@@ -13,12 +13,20 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from .. import faults, tables
 from ..console import Progress
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..config import Settings
+    from ..ingest import IngestResult
 from ..errors import MissingDependencyError, WarehouseError
 from .base import (
     GOLD_MODELS,
@@ -35,9 +43,9 @@ log = logging.getLogger(__name__)
 
 def to_spark_sql(model: Model) -> str:
     """The model's DuckDB SQL in Spark's dialect (one source of truth for both engines)."""
-    import sqlglot
+    from .dialect import to_spark
 
-    return sqlglot.transpile(model.sql, read="duckdb", write="spark")[0]
+    return to_spark(model.sql)
 
 
 def spark_session(
@@ -196,10 +204,37 @@ def write_delta(
 
 class SparkEngine:
     name = "spark"
+    ingests_files_together = True
 
     def __init__(self, master: str | None = "local[*]", shuffle_partitions: int = 8) -> None:
         self.master = master
         self.shuffle_partitions = shuffle_partitions
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SparkEngine:
+        return cls(settings.spark_master, settings.shuffle_partitions)
+
+    def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
+        from .. import warehouse as safety
+        from .spark_ingest import ingest_spark
+
+        with safety.writing(warehouse, progress):
+            return ingest_spark(warehouse, paths, progress, self.master, self.shuffle_partitions)
+
+    def load_cube(
+        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+    ) -> None:
+        """The heavy step, silver -> cube, runs on Spark (the cluster); the cube is small."""
+        from ..anomaly.series import CUBE_SELECT
+        from .dialect import to_spark
+
+        with using_spark(self.master, self.shuffle_partitions, progress) as spark:
+            frame = read_table(spark, silver)
+            if first:
+                frame = frame.where(frame.event_date >= first)
+            frame.createOrReplaceTempView("silver_events")
+            con.register("cube_rows", spark.sql(to_spark(CUBE_SELECT)).toArrow())
+        con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
         with using_spark(self.master, self.shuffle_partitions, progress) as spark:

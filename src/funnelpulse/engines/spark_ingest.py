@@ -41,22 +41,9 @@ BLANK = "blank line"
 def spark_typed_sql(keep: tuple[str, ...] = ()) -> str:
     """The ingest step's typing rules (`typed_sql`) in Spark's dialect: SQLGlot, plus the three
     functions it leaves in DuckDB's terms. The stream judges events with them too."""
-    import sqlglot
+    from .dialect import TEXT_FIXUPS, to_spark_checked
 
-    sql = sqlglot.transpile(typed_sql(keep), read="duckdb", write="spark")[0]
-    for old, new in (
-        (
-            "TRY_STRPTIME(event_time, '%Y-%m-%d %H:%M:%S UTC')",
-            "TRY_TO_TIMESTAMP(event_time, \"yyyy-MM-dd HH:mm:ss 'UTC'\")",
-        ),
-        ("AS TIMESTAMP_NTZ)", "AS TIMESTAMP)"),
-        (r"'\\1 \\2'", "'$1 $2'"),  # Java writes back-references with $
-        ("IS_INF(p)", "ABS(p) = DOUBLE('Infinity')"),
-    ):
-        if old not in sql:
-            raise RuntimeError(f"SQLGlot no longer writes {old!r}; update spark_typed_sql()")
-        sql = sql.replace(old, new)
-    return sql
+    return to_spark_checked(typed_sql(keep), tuple(old for old, _, _ in TEXT_FIXUPS))
 
 
 def ingest_spark(
