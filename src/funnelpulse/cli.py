@@ -47,12 +47,30 @@ def _echo(ctx: _Context, text: str) -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only results and errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option(
+    "--log-level",
+    envvar="FUNNELPULSE_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Operators' log lines on stderr (one per step with counts and seconds at INFO).",
+)
 @click.version_option(package_name="funnelpulse")
 @click.pass_context
 def cli(
-    ctx: click.Context, warehouse: str | None, config: str | None, quiet: bool, debug: bool
+    ctx: click.Context,
+    warehouse: str | None,
+    config: str | None,
+    quiet: bool,
+    debug: bool,
+    log_level: str | None,
 ) -> None:
     """FunnelPulse: monitor the view -> cart -> purchase funnel on a Delta Lake warehouse."""
+    if log_level:
+        import logging
+
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     ctx.obj = _Context(warehouse, config, quiet, debug)
 
 

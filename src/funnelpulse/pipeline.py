@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .anomaly.alerts import AlertResult
+    from .anomaly.detect import DetectResult
 
 from . import report, tables
 from . import warehouse as safety
@@ -18,6 +24,8 @@ from .engines import Engine, engine_for
 from .engines.base import BuildResult, DateRange
 from .errors import ConfigError, FunnelPulseError
 from .ingest import IngestResult, check_file
+
+log = logging.getLogger(__name__)
 
 
 class IngestIncomplete(FunnelPulseError):
@@ -59,6 +67,19 @@ class Pipeline:
         return engine_for(name or self.settings.engine, self.settings)
 
     def ingest(self, paths: Iterable[str | Path], engine: str | None = None) -> IngestResult:
+        """Raw files -> bronze_events + quarantine_events (each file all-or-nothing)."""
+        started = time.monotonic()
+        result = self._ingest(paths, engine)
+        log.info(
+            "ingest: %d file(s), %d rows to bronze_events, %d to quarantine_events in %.1f s",
+            len(result.files),
+            result.bronze_rows,
+            result.quarantined_rows,
+            time.monotonic() - started,
+        )
+        return result
+
+    def _ingest(self, paths: Iterable[str | Path], engine: str | None) -> IngestResult:
         adapter = self.engine(engine)
         paths = list(paths)
         if adapter.ingests_files_together:  # one cluster job for all files
@@ -82,6 +103,20 @@ class Pipeline:
     def build(
         self, since: date | None = None, until: date | None = None, engine: str | None = None
     ) -> BuildResult:
+        """bronze_events -> silver_events and every gold table, for the UTC dates in range."""
+        started = time.monotonic()
+        result = self._build(since, until, engine)
+        log.info(
+            "build (%s): %s in %.1f s",
+            result.engine,
+            ", ".join(f"{name} {rows:,}" for name, rows in result.rows.items()),
+            time.monotonic() - started,
+        )
+        return result
+
+    def _build(
+        self, since: date | None = None, until: date | None = None, engine: str | None = None
+    ) -> BuildResult:
         if since and until and since > until:  # an empty range would commit nothing, silently
             raise ConfigError(f"since {since} is after until {until}. Swap them")
         return safety.build(
@@ -90,12 +125,13 @@ class Pipeline:
 
     def detect(
         self, method: str | None = None, since: date | None = None, engine: str | None = None
-    ) -> Any:
-        """Score every segment-hour and write the anomalies table (returns a DetectResult)."""
+    ) -> DetectResult:
+        """Score every segment-hour and write the anomalies table."""
         from .anomaly.detect import detect
 
+        started = time.monotonic()
         with safety.writing(self.warehouse, self.progress):
-            return detect(
+            result = detect(
                 self.warehouse,
                 self.settings,
                 method,
@@ -103,20 +139,39 @@ class Pipeline:
                 self.progress,
                 engine=engine or self.settings.engine,
             )
+        log.info(
+            "detect (%s): %d anomalies over %d segments x %d hours in %.1f s",
+            result.method,
+            result.anomalies.num_rows,
+            result.segments,
+            result.hours,
+            time.monotonic() - started,
+        )
+        return result
 
     def alert(
         self, anomalies: pa.Table, sinks: list[str] | None = None, progress: Progress | None = None
-    ) -> Any:
+    ) -> AlertResult:
         """Send one alert per incident to the configured sinks (see README "Guarantees")."""
         from .anomaly.alerts import send_alerts
 
-        return send_alerts(
+        started = time.monotonic()
+        result = send_alerts(
             self.warehouse,
             self.settings,
             anomalies.to_pylist(),
             sinks=sinks,
             progress=progress or self.progress,
         )
+        log.info(
+            "alert: %d sent, %d failed, %d already sent, %d in cool-down in %.1f s",
+            result.sent,
+            result.failed,
+            result.skipped,
+            result.cooldown,
+            time.monotonic() - started,
+        )
+        return result
 
     def anomaly(self, anomaly_id: str) -> dict[str, Any]:
         """One anomaly row with its decoded root cause."""

@@ -1,0 +1,37 @@
+"""The library API: operators' log lines, the engine registry, typed results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import row, write_csv
+
+from funnelpulse import Pipeline
+from funnelpulse.engines import ENGINE_NAMES, REGISTRY
+from funnelpulse.errors import ConfigError
+
+
+def test_each_step_logs_one_info_line_with_counts(
+    pipeline: Pipeline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = write_csv(
+        tmp_path / "e.csv",
+        [row("2019-10-01 10:00:00"), row("2019-10-01 10:05:00", etype="cart"), "garbage"],
+    )
+    with caplog.at_level(logging.INFO, logger="funnelpulse"):
+        pipeline.ingest([raw])
+        pipeline.build()
+    lines = [r.getMessage() for r in caplog.records if r.name == "funnelpulse.pipeline"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("ingest: 1 file(s), 2 rows to bronze_events, 1 to quarantine_events")
+    assert lines[1].startswith("build (duckdb): silver_events 2, gold_funnel_hourly_brand 1")
+    assert lines[1].endswith(" s")
+
+
+def test_the_engine_comes_from_the_one_registry(pipeline: Pipeline) -> None:
+    assert ENGINE_NAMES == tuple(REGISTRY) == ("duckdb", "spark")
+    assert pipeline.engine().name == "duckdb"
+    with pytest.raises(ConfigError, match="Unknown engine 'flink'"):
+        pipeline.engine("flink")
