@@ -8,6 +8,7 @@ import streamlit as st
 from funnelpulse.dashboard.common import (
     data,
     filters,
+    md,
     money,
     nothing_selected,
     page_header,
@@ -26,7 +27,7 @@ if bounds is not None:
     else:
         st.caption(
             f"{f.start} .. {f.end} (UTC), compared with the previous {(f.end - f.start).days + 1} days"
-            + (f" · brands: {', '.join(f.values)}" if f.values else "")
+            + (f" · brands: {', '.join(md(v) for v in f.values)}" if f.values else "")
         )
 
         def delta(key: str, rate: bool = False) -> str | None:

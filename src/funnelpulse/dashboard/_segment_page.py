@@ -5,7 +5,15 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from .common import data, filters, funnel_columns, nothing_selected, page_header, require_gold
+from .common import (
+    chart_text,
+    data,
+    filters,
+    funnel_columns,
+    nothing_selected,
+    page_header,
+    require_gold,
+)
 
 
 def render(title: str, column: str, label: str) -> None:
@@ -20,6 +28,7 @@ def render(title: str, column: str, label: str) -> None:
         nothing_selected()
         return
     daily = d.daily(f, by=column).to_pandas()
+    daily["segment"] = daily["segment"].map(chart_text)  # legend labels are data, not markup
     left, right = st.columns(2)
     with left:
         st.subheader("Revenue over time")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,43 @@ from typing import Any
 import streamlit as st
 
 from .. import tables
+from ..config import Settings, load_settings
+from ..pipeline import Pipeline
 from .data import DashboardData, Filter
+
+log = logging.getLogger(__name__)
+
+# Every ASCII punctuation character can be backslash-escaped in Markdown; escaping them all also
+# defuses Streamlit's own syntax (`:red[...]`, `:material/icon:`, `$latex$`) and bare-URL links.
+_MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def md(value: object) -> str:
+    """A data value (brand, category) safe inside st.markdown, captions and labels: never markup."""
+    return _MARKDOWN.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
+
+
+def chart_text(value: object) -> str:
+    """A data value safe as a Plotly label: its pseudo-HTML (`<a href>`, `<b>`) is shown, not obeyed."""
+    text = _CONTROL.sub(" ", str(value))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def warehouse() -> str:
     return os.environ.get("FUNNELPULSE_WAREHOUSE", "./warehouse")
+
+
+def pipeline() -> Pipeline:
+    """The library with the settings `funnelpulse dashboard` was given (its --config travels in
+    FUNNELPULSE_CONFIG), so every page judges with the same thresholds as the CLI."""
+    return Pipeline(
+        load_settings(os.environ.get("FUNNELPULSE_CONFIG") or None, warehouse=warehouse())
+    )
+
+
+def settings() -> Settings:
+    return pipeline().settings
 
 
 def _versions(path: str) -> tuple[tuple[str, int], ...]:
@@ -29,7 +63,7 @@ def _versions(path: str) -> tuple[tuple[str, int], ...]:
 
 @st.cache_resource(show_spinner=False)
 def _open(path: str, versions: tuple[tuple[str, int], ...]) -> DashboardData:
-    return DashboardData(path)
+    return pipeline().dashboard_data()
 
 
 def data() -> DashboardData:
@@ -38,16 +72,35 @@ def data() -> DashboardData:
 
 
 def page_header(title: str) -> None:
+    # Viewers get no developer menu ("Deploy", "Clear cache") and no tracebacks with server
+    # paths, however the app was started (`funnelpulse dashboard` also passes both as flags).
+    st.set_option("client.toolbarMode", "viewer")
+    st.set_option("client.showErrorDetails", "none")
     st.set_page_config(page_title=f"FunnelPulse · {title}", page_icon="📉", layout="wide")
     st.title(title)
 
 
+def unreadable(exc: Exception) -> None:
+    """A friendly box instead of a traceback; the details (with paths) go to the server log."""
+    log.error("dashboard could not read the warehouse", exc_info=exc)
+    st.error(
+        "The warehouse could not be read. Run `funnelpulse report` on the server to see what is "
+        "wrong (it says what to run), then reload this page."
+    )
+
+
 def require_gold(d: DashboardData) -> tuple[date, date] | None:
     """The warehouse's date range, or a friendly message saying what to run."""
-    bounds = d.date_bounds()
+    try:
+        bounds = d.date_bounds()
+    except Exception as exc:  # FunnelPulseError or a library's (Delta, DuckDB): never shown raw
+        if type(exc).__module__.startswith("streamlit"):  # st.stop / rerun control flow
+            raise
+        unreadable(exc)
+        return None
     if bounds is None:
         st.info(
-            f"No gold tables in `{d.warehouse}` yet. Run `funnelpulse ingest FILE...` and "
+            "No gold tables in this warehouse yet. Run `funnelpulse ingest FILE...` and "
             "`funnelpulse build` (or `funnelpulse demo`), then reload this page."
         )
     return bounds

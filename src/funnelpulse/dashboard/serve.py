@@ -31,6 +31,11 @@ def main(host: str, port: int) -> None:
             "true",
             "--browser.gatherUsageStats",
             "false",
+            # viewers: no "Deploy" / developer menu, no tracebacks with server paths
+            "--client.toolbarMode",
+            "viewer",
+            "--client.showErrorDetails",
+            "none",
         ],
         prog_name="streamlit",
     )

@@ -6,6 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from funnelpulse.dashboard.common import (
+    chart_text,
     data,
     filters,
     funnel_columns,
@@ -31,7 +32,11 @@ if bounds is not None:
             column_config=funnel_columns(),
         )
         st.subheader("Traffic against conversion")
-        top = board[board["views"] > 0].head(60)
+        top = (
+            board[board["views"] > 0]
+            .head(60)
+            .assign(segment=lambda t: t["segment"].map(chart_text))
+        )
         scatter = px.scatter(
             top,
             x="views",

@@ -6,9 +6,18 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from funnelpulse import load_settings, tables
+from funnelpulse import tables
 from funnelpulse.anomaly.incidents import group_incidents
-from funnelpulse.dashboard.common import data, filters, money, page_header, require_gold
+from funnelpulse.dashboard.common import (
+    chart_text,
+    data,
+    filters,
+    md,
+    money,
+    page_header,
+    require_gold,
+    settings,
+)
 
 page_header("Anomalies")
 d = data()
@@ -35,7 +44,7 @@ elif bounds is not None:
         timeline = px.timeline(
             [
                 {
-                    "segment": f"{i.dimension}: {i.segment}",
+                    "segment": chart_text(f"{i.dimension}: {i.segment}"),
                     "start": i.start,
                     "end": i.end,
                     "severity": i.severity,
@@ -78,7 +87,7 @@ elif bounds is not None:
             for r in sorted(rows, key=lambda r: -abs(r["z"]))
         }
         chosen = labels[st.selectbox("Anomaly (worst first)", list(labels), key="anomaly")]
-        band = d.expected_band(chosen, load_settings().history_days).to_pandas()
+        band = d.expected_band(chosen, settings().history_days).to_pandas()
         chart = go.Figure()
         chart.add_scatter(
             x=band["hour"], y=band["high"], line={"width": 0}, showlegend=False, hoverinfo="skip"
@@ -99,8 +108,8 @@ elif bounds is not None:
         )
         st.plotly_chart(chart, width="stretch")
         cause = d.root_cause(chosen)
-        st.markdown(f"**Root cause:** {cause.get('summary', 'not available')}")
+        st.markdown(f"**Root cause:** {md(cause.get('summary', 'not available'))}")
         for by, parts in cause.items():
             if by != "summary" and parts:
-                st.caption(f"by {by}")
+                st.caption(f"by {md(by)}")
                 st.dataframe(parts, hide_index=True, width="stretch")
