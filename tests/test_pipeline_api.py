@@ -35,3 +35,19 @@ def test_the_engine_comes_from_the_one_registry(pipeline: Pipeline) -> None:
     assert pipeline.engine().name == "duckdb"
     with pytest.raises(ConfigError, match="Unknown engine 'flink'"):
         pipeline.engine("flink")
+
+
+def test_dashboard_pages_use_the_config_the_cli_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.dashboard import common
+
+    config = tmp_path / "custom.toml"
+    config.write_text("history_days = 9\n")
+    monkeypatch.setenv("FUNNELPULSE_WAREHOUSE", str(tmp_path / "wh"))
+    monkeypatch.setenv("FUNNELPULSE_CONFIG", str(config))
+    assert common.settings().history_days == 9
+    assert common.pipeline().warehouse == str(tmp_path / "wh")
+    monkeypatch.delenv("FUNNELPULSE_CONFIG")
+    monkeypatch.chdir(tmp_path)  # no funnelpulse.toml here: the default applies
+    assert common.settings().history_days != 9

@@ -532,6 +532,8 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
         raise MissingDependencyError("streamlit", "dashboard")
     settings = load_settings(ctx.config, warehouse=ctx.warehouse)
     env = {**os.environ, "FUNNELPULSE_WAREHOUSE": str(Path(settings.warehouse_path).resolve())}
+    if ctx.config:  # the pages load the same settings file as this command
+        env["FUNNELPULSE_CONFIG"] = str(Path(ctx.config).resolve())
     click.echo(f"Serving {env['FUNNELPULSE_WAREHOUSE']} on http://{host}:{port} (Ctrl-C to stop)")
     command = [sys.executable, "-m", "funnelpulse.dashboard.serve", host, str(port)]
     sys.stdout.flush()

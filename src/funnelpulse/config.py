@@ -27,7 +27,15 @@ SINK_SECRETS = {"webhook": "FUNNELPULSE_WEBHOOK_URL", "slack": "FUNNELPULSE_SLAC
 # Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
 OTHER_TABLES = ("kafka",)
 # FUNNELPULSE_* variables that are not settings (secrets, deployment, test hooks).
-OTHER_VARIABLES = ("webhook_url", "slack_webhook_url", "smtp_user", "smtp_password", "kill_at")
+OTHER_VARIABLES = (
+    "webhook_url",
+    "slack_webhook_url",
+    "smtp_user",
+    "smtp_password",
+    "kill_at",
+    "config",
+    "log_level",
+)
 
 
 @dataclass(frozen=True)

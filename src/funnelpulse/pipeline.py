@@ -15,6 +15,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from .anomaly.alerts import AlertResult
     from .anomaly.detect import DetectResult
+    from .dashboard.data import DashboardData
 
 from . import report, tables
 from . import warehouse as safety
@@ -216,6 +217,12 @@ class Pipeline:
         """The summary `funnelpulse report` prints, optionally for the UTC dates since..until."""
         safety.check_consistent(self.warehouse)
         return report.summary(self.warehouse, top, since, until)
+
+    def dashboard_data(self) -> DashboardData:
+        """The read-only queries the dashboard pages run over this warehouse."""
+        from .dashboard.data import DashboardData
+
+        return DashboardData(self.warehouse)
 
     def table(self, name: str) -> pa.Table:
         return tables.read(tables.table_path(self.warehouse, name))

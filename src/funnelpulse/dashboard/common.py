@@ -12,6 +12,8 @@ from typing import Any
 import streamlit as st
 
 from .. import tables
+from ..config import Settings, load_settings
+from ..pipeline import Pipeline
 from .data import DashboardData, Filter
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,18 @@ def warehouse() -> str:
     return os.environ.get("FUNNELPULSE_WAREHOUSE", "./warehouse")
 
 
+def pipeline() -> Pipeline:
+    """The library with the settings `funnelpulse dashboard` was given (its --config travels in
+    FUNNELPULSE_CONFIG), so every page judges with the same thresholds as the CLI."""
+    return Pipeline(
+        load_settings(os.environ.get("FUNNELPULSE_CONFIG") or None, warehouse=warehouse())
+    )
+
+
+def settings() -> Settings:
+    return pipeline().settings
+
+
 def _versions(path: str) -> tuple[tuple[str, int], ...]:
     """Changes whenever a table gets a new commit, so the cache never serves stale data."""
     out = []
@@ -49,7 +63,7 @@ def _versions(path: str) -> tuple[tuple[str, int], ...]:
 
 @st.cache_resource(show_spinner=False)
 def _open(path: str, versions: tuple[tuple[str, int], ...]) -> DashboardData:
-    return DashboardData(path)
+    return pipeline().dashboard_data()
 
 
 def data() -> DashboardData:

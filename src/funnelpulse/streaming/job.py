@@ -322,6 +322,9 @@ def run_stream(
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
     _refuse_embedded_table(tables.table_path(warehouse, tables.GOLD_STREAM))
     checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
+    from pyspark.sql import SparkSession
+
+    ours = SparkSession.getActiveSession() is None  # a notebook's or spark-submit's stays running
     spark = spark_session(
         settings.spark_master, settings.shuffle_partitions, app="funnelpulse-stream"
     )
@@ -492,6 +495,7 @@ def _supervise(
             signal.signal(s, handler)
         for query in queries:
             query.stop()
-        spark.stop()
+        if ours:
+            spark.stop()
     result.seconds = time.time() - started
     return result

@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from funnelpulse import load_settings, tables
+from funnelpulse import tables
 from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.dashboard.common import (
     chart_text,
@@ -16,6 +16,7 @@ from funnelpulse.dashboard.common import (
     money,
     page_header,
     require_gold,
+    settings,
 )
 
 page_header("Anomalies")
@@ -86,7 +87,7 @@ elif bounds is not None:
             for r in sorted(rows, key=lambda r: -abs(r["z"]))
         }
         chosen = labels[st.selectbox("Anomaly (worst first)", list(labels), key="anomaly")]
-        band = d.expected_band(chosen, load_settings().history_days).to_pandas()
+        band = d.expected_band(chosen, settings().history_days).to_pandas()
         chart = go.Figure()
         chart.add_scatter(
             x=band["hour"], y=band["high"], line={"width": 0}, showlegend=False, hoverinfo="skip"

@@ -7,10 +7,19 @@ import json
 import plotly.graph_objects as go
 import streamlit as st
 
-from funnelpulse import load_settings, tables
+from funnelpulse import tables
 from funnelpulse.anomaly.live_incidents import read_incidents
 from funnelpulse.anomaly.live_view import live_series
-from funnelpulse.dashboard.common import chart_text, data, md, money, page_header, pct, warehouse
+from funnelpulse.dashboard.common import (
+    chart_text,
+    data,
+    md,
+    money,
+    page_header,
+    pct,
+    settings,
+    warehouse,
+)
 
 page_header("Live")
 
@@ -97,7 +106,7 @@ def live_incidents() -> None:
     pick = st.selectbox("Segment", range(len(found)), format_func=lambda k: labels[k], key="inc")
     chosen = found[pick]
     series = live_series(
-        path, load_settings(), chosen["dimension"], chosen["segment"], chosen["step"]
+        path, settings(), chosen["dimension"], chosen["segment"], chosen["step"]
     ).to_pandas()
     if series.empty:
         st.caption("No buckets to show yet.")
