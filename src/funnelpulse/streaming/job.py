@@ -389,7 +389,7 @@ def run_stream(
         .queryName("funnelpulse_quarantine")
         .start()
     )
-    result = _supervise(spark, [windows_query, bad_query], until_idle_s, on_batch)
+    result = _supervise(spark, [windows_query, bad_query], until_idle_s, on_batch, stop_spark=ours)
     result.quarantined = sink.quarantined
     result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
     if tables.is_delta(sink.live):
@@ -440,7 +440,11 @@ def _cause(text: str) -> str:
 
 
 def _supervise(
-    spark: Any, queries: list[Any], until_idle_s: float | None, on_batch: Any
+    spark: Any,
+    queries: list[Any],
+    until_idle_s: float | None,
+    on_batch: Any,
+    stop_spark: bool = True,
 ) -> StreamResult:
     result = StreamResult()
     started = time.time()
@@ -495,7 +499,7 @@ def _supervise(
             signal.signal(s, handler)
         for query in queries:
             query.stop()
-        if ours:
+        if stop_spark:
             spark.stop()
     result.seconds = time.time() - started
     return result
