@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from . import tables
 from .console import Progress
+from .engines._typing import SparkSession
 from .errors import ConfigError, WarehouseError
 
 DAY_SECONDS = 86_400
@@ -309,7 +310,9 @@ def build_gold_duckdb(warehouse: str, dates: Any, progress: Progress) -> dict[st
     return written
 
 
-def build_gold_spark(spark: Any, warehouse: str, dates: Any, progress: Progress) -> dict[str, int]:
+def build_gold_spark(
+    spark: SparkSession, warehouse: str, dates: Any, progress: Progress
+) -> dict[str, int]:
     """Write the same four tables from the same SQL, run by Spark."""
     from .engines.spark import read_table, write_delta
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from .. import faults, tables
 from ..console import Progress
+from ._typing import SparkDataFrame, SparkSession, StructType
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,15 +96,16 @@ def using_spark(
             spark.stop()
 
 
-def has_delta(spark: Any) -> bool:
+def has_delta(spark: SparkSession) -> bool:
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
-        return "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
+        jvm: Any = spark.sparkContext._jvm
+        jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
+        return "DeltaSparkSessionExtension" in (spark.conf.get("spark.sql.extensions", "") or "")
     except Exception:
         return False
 
 
-def read_table(spark: Any, path: str) -> Any:
+def read_table(spark: SparkSession, path: str) -> Any:
     """A warehouse table as a DataFrame: Delta through its current file list, or Parquet."""
     if tables.is_delta(path):
         if has_delta(spark):
@@ -132,7 +134,7 @@ _ARROW_TYPES = {
 }
 
 
-def arrow_schema(struct: Any) -> pa.Schema:
+def arrow_schema(struct: StructType) -> pa.Schema:
     """The Arrow schema of a flat Spark schema, every field nullable (as the DuckDB engine's are)."""
     fields = []
     for field in struct.fields:
@@ -144,7 +146,7 @@ def arrow_schema(struct: Any) -> pa.Schema:
 
 
 def write_delta(
-    frame: Any,
+    frame: SparkDataFrame,
     path: str,
     partition_by: str | None = None,
     replace: tables.Replace = None,
@@ -241,7 +243,7 @@ class SparkEngine:
             return self._build(spark, warehouse, dates, progress)
 
     def _build(
-        self, spark: Any, warehouse: str, dates: DateRange, progress: Progress
+        self, spark: SparkSession, warehouse: str, dates: DateRange, progress: Progress
     ) -> BuildResult:
         bronze_path = tables.table_path(warehouse, tables.BRONZE)
         bronze = read_table(spark, bronze_path)
@@ -278,7 +280,7 @@ class SparkEngine:
         return result
 
 
-def _write(spark: Any, model: Model, path: str, covered: frozenset[str] | None) -> int:
+def _write(spark: SparkSession, model: Model, path: str, covered: frozenset[str] | None) -> int:
     """Write one model's result, replacing the covered date partitions (all when None)."""
     frame = spark.sql(to_spark_sql(model))
     replace = None if covered is None else tables.Partitions(model.partition_by, covered)

@@ -30,6 +30,7 @@ from ..ingest import (
 )
 from ..raw_lines import ENCODING_REASON, QUOTING_REASON, close_accounts, count_lines
 from ..raw_lines import quoted_fields_sql as _quotes_ok
+from ._typing import SparkDataFrame, SparkSession
 from .spark import using_spark, write_delta
 
 # Splits a CSV line on the commas outside double quotes.
@@ -70,7 +71,7 @@ def ingest_spark(
     return result
 
 
-def _numbered(frame: Any) -> Any:
+def _numbered(frame: SparkDataFrame) -> Any:
     """`frame` with `ordinal`: each row's 1-based position in its file (partitions in file order)."""
     from pyspark.sql import functions as F
 
@@ -82,7 +83,7 @@ def _numbered(frame: Any) -> Any:
     parts = frame.rdd.getNumPartitions()
     offset = F.lit(0)
     if parts > 1:
-        counts = dict(marked.groupBy("_part").count().collect())
+        counts: dict[int, int] = dict(marked.groupBy("_part").count().collect())  # type: ignore[arg-type]
         offsets, total = [], 0
         for part in range(parts):
             offsets.append(total)
@@ -93,7 +94,7 @@ def _numbered(frame: Any) -> Any:
     )
 
 
-def _raw_csv(spark: Any, location: str, header: bool) -> Any:
+def _raw_csv(spark: SparkSession, location: str, header: bool) -> Any:
     from pyspark.sql import functions as F
 
     # Lines end at \n only (a lone \r is part of a line), as the DuckDB engine reads them.
@@ -151,7 +152,7 @@ def _raw_csv(spark: Any, location: str, header: bool) -> Any:
     return judged
 
 
-def _raw_parquet(spark: Any, location: str) -> Any:
+def _raw_parquet(spark: SparkSession, location: str) -> Any:
     from pyspark.sql import functions as F
 
     try:
@@ -189,7 +190,7 @@ def _raw_parquet(spark: Any, location: str) -> Any:
 
 
 def _ingest_one(
-    spark: Any, warehouse: str, location: str, header: bool, ingest_id: str
+    spark: SparkSession, warehouse: str, location: str, header: bool, ingest_id: str
 ) -> FileResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -255,10 +256,12 @@ def _ingest_one(
     )
 
 
-def _check_accounts(spark: Any, typed: Any, location: str, header: bool, is_csv: bool) -> None:
+def _check_accounts(
+    spark: SparkSession, typed: SparkDataFrame, location: str, header: bool, is_csv: bool
+) -> None:
     """Before any commit: every line of the file, counted apart in Python, is a header, blank,
     bronze or quarantine row (or, for Parquet, every row of the file's metadata)."""
-    kinds = dict(
+    kinds: dict[str, int] = dict(  # type: ignore[arg-type]
         typed.selectExpr(
             "CASE WHEN blank THEN 'blank' WHEN reason IS NULL THEN 'bronze' ELSE 'bad' END AS k"
         )

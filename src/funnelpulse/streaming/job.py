@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
+from ..engines._typing import SparkDataFrame, SparkSession
 from ..engines.spark import spark_session
 from ..errors import FunnelPulseError
 from ..ingest import QUARANTINE_SCHEMA, RAW_COLUMNS
@@ -40,7 +41,7 @@ from .windows import (
 log = logging.getLogger(__name__)
 
 
-def _source(spark: Any, source: str, options: dict[str, str]) -> Any:
+def _source(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
     """The raw stream, shaped as the ingest step's typing rules read it: source, ordinal (the Kafka
     offset), reader_reason, raw_text (the message as received) and the nine raw fields as text."""
     from pyspark.sql import functions as F
@@ -166,7 +167,7 @@ class _Sink:
 
         return CommitProperties(app_transactions=[Transaction(app_id=app_id, version=batch_id)])
 
-    def windows(self, frame: Any, batch_id: int) -> None:
+    def windows(self, frame: SparkDataFrame, batch_id: int) -> None:
         from deltalake import DeltaTable
 
         app_id = f"{APP_ID}-windows"
@@ -271,7 +272,7 @@ class _Sink:
         if self.alert_sinks and (ripe.num_rows or not self.alerts_checked):
             self.alert()
 
-    def bad_rows(self, frame: Any, batch_id: int) -> None:
+    def bad_rows(self, frame: SparkDataFrame, batch_id: int) -> None:
         app_id = f"{APP_ID}-quarantine"
         data = frame.toArrow()
         if data.num_rows == 0 or self._done(self.quarantine, app_id, batch_id):
@@ -411,7 +412,7 @@ def _refuse_embedded_table(live: str) -> None:
         )
 
 
-def _typed(spark: Any, source: str, options: dict[str, str]) -> Any:
+def _typed(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
     """The source judged by the ingest step's typing rules: typed columns, `reason` (NULL for a
     good event), `raw_line` and `source`."""
     from ..engines.spark_ingest import spark_typed_sql
@@ -440,7 +441,7 @@ def _cause(text: str) -> str:
 
 
 def _supervise(
-    spark: Any,
+    spark: SparkSession,
     queries: list[Any],
     until_idle_s: float | None,
     on_batch: Any,
