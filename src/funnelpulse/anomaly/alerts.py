@@ -35,6 +35,7 @@ from .sinks import (
     idempotency_key,
     incident_record,
     message,
+    plain,
     scrub,
     sink,
 )
@@ -236,12 +237,12 @@ def send_alerts(
                 result.resent += again
                 last_sent[key] = incident.start
                 failures_in_row[name] = 0
-                log.info("alert %s sent to %s (%d attempts)", incident.incident_id, name, attempts)
+                log.info("alert %s sent to %s (%d attempts)", plain(pair[0]), name, attempts)
             else:
                 result.failed += 1
                 failures_in_row[name] += 1
                 result.errors[name] = error or "failed"
-                log.info("alert %s to %s failed: %s", incident.incident_id, name, error)
+                log.info("alert %s to %s failed: %s", plain(pair[0]), name, error)
         if result.pending and any(n >= GIVE_UP_AFTER for n in failures_in_row.values()):
             for name, count in failures_in_row.items():
                 if count >= GIVE_UP_AFTER:

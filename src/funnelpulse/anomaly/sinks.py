@@ -160,11 +160,13 @@ def message(incident: Detected, anomalies: dict[str, dict[str, Any]]) -> str:
     """One plain-text paragraph: what, where, the window that fired, evidence, loss, root cause."""
     worst = max((anomalies[a] for a in incident.anomaly_ids), key=lambda r: abs(r["z"]))
     hours = window_hours(worst)
-    what = worst["step"].replace("_", " ")
+    what = worst["step"].replace("_", " ") + " " + worst["type"]
+    if worst["type"].startswith(worst["step"]):  # traffic_drop, not "traffic traffic_drop"
+        what = worst["type"].replace("_", " ")
     lost, revenue = incident.lost_purchases, incident.lost_revenue
     word = "lost" if lost >= 0 else "extra"
     text = (
-        f"[{incident.severity.upper()}] {what} {worst['type']} - {incident.dimension} "
+        f"[{incident.severity.upper()}] {what} - {incident.dimension} "
         f"{plain(incident.segment)}, {span(incident.start, incident.end)} UTC. "
         f"Window that fired: {hours} h ({span(worst['window_start'], worst['window_end'])}): "
         f"{evidence(worst)}, z {worst['z']:+.1f}. "
