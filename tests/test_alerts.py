@@ -241,7 +241,10 @@ def test_window_counts_loss_and_cause_in_the_message() -> None:
     }
     rate_only = group_incidents([checkout])[0]
     text = message(rate_only, {checkout["anomaly_id"]: checkout})
-    assert "brand acme, 2019-10-10 03:00-05:00 UTC. Window that fired: 2 h (2019-10-10 03:00-05:00)" in text
+    assert (
+        "brand acme, 2019-10-10 03:00-05:00 UTC. Window that fired: 2 h (2019-10-10 03:00-05:00)"
+        in text
+    )
     assert "3 of 35 carts bought, 16 expected (8.6% vs 45.7% expected" in text
     assert "Estimated lost purchases 13.0, revenue 412.50" in text
     assert text.endswith("Root cause: conversion: price_band <10 explains 90% (rate)")
@@ -357,15 +360,31 @@ def test_email_through_a_real_smtp_server(tmp_path: Path) -> None:
             smtp_port=port,
             smtp_to="oncall@example.com",
         )
-        result = send_alerts(settings.warehouse, settings, [anomaly(3)], sinks=["email"])
+        hostile = anomaly(4, segment="<img src=http://evil.test/p.png> & co\nBcc: x@evil.test")
+        result = send_alerts(settings.warehouse, settings, [anomaly(3), hostile], sinks=["email"])
     finally:
         controller.stop()
-    assert result.sent == 1
-    assert len(inbox.messages) == 1
-    mail = inbox.messages[0]
+    assert result.sent == 2
+    assert len(inbox.messages) == 2
+    mail, evil = inbox.messages
     assert mail["To"] == "oncall@example.com"
     assert mail["Subject"] == "FunnelPulse high: brand acme"
     assert "conversion drop" in mail.get_payload()[0].get_payload()
+    from funnelpulse.anomaly.alerts import idempotency_key
+
+    key = idempotency_key(group_incidents([anomaly(3)])[0].incident_id)
+    assert mail["X-FunnelPulse-Incident"] == key and key in mail["Message-ID"]
+    # a hostile segment: no header injection, HTML part escaped, text part plain
+    assert evil["Bcc"] is None
+    subject = " ".join(evil["Subject"].split())  # undo header folding
+    assert (
+        subject == "FunnelPulse high: brand <img src=http://evil.test/p.png> & co Bcc: x@evil.test"
+    )
+    text, html_part = (p.get_payload(decode=True).decode() for p in evil.get_payload())
+    assert (
+        "<img" not in html_part and "&lt;img src=http://evil.test/p.png&gt; &amp; co" in html_part
+    )
+    assert "<img src=http://evil.test/p.png> & co Bcc: x@evil.test" in text
 
 
 def test_unknown_sink_is_a_clear_error(tmp_path: Path) -> None:
