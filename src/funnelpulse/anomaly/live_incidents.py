@@ -134,8 +134,11 @@ def track(
                 fired = False  # a long window still holding the deficit, the rate already back
             if fired:
                 if current is None:
-                    first_b = max(0, b + 1 - int(scores.first_minutes[s, b]) // grid.bucket_minutes)
-                    current = _new(grid, scores, s, b, start, end, dimension, segment)
+                    # it began where the most significant window that first fired begins
+                    minutes = int(scores.window_minutes[s, b])
+                    first_b = max(0, b + 1 - minutes // grid.bucket_minutes)
+                    began = end - timedelta(minutes=minutes)
+                    current = _new(grid, scores, s, b, began, end, dimension, segment)
                     out.append(current)
                 last_b = b
                 current.last_firing_at = end
@@ -302,8 +305,16 @@ def open_message(i: LiveIncident) -> str:
         f"purchases, revenue {abs(i.lost_revenue):,.2f}."
     )
     if i.drivers:
-        parts = [f"{d['dimension']} {plain(d['segment'])} {d['share']:.0%}" for d in i.drivers]
-        text += " Driven by: " + ", ".join(parts) + "."
+        groups = []
+        for dimension, label in (("brand", "brands"), ("price_band", "price bands")):
+            parts = [
+                f"{plain(d['segment'])} {d['share']:.0%}"
+                for d in i.drivers
+                if d["dimension"] == dimension
+            ]
+            if parts:
+                groups.append(f"{label} " + ", ".join(parts))
+        text += " Driven by (share of the shop's shortfall): " + "; ".join(groups) + "."
     return text
 
 
