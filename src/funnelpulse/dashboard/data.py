@@ -200,14 +200,16 @@ class DashboardData:
         if den_name is None:
             base = scoring.count_baseline(num, history_days)
             expected = base.expected[0]
-            sd = np.sqrt(expected + (base.cv[0, 0] * expected) ** 2)
+            # the detector's own spread at each hour (trailing, so no look-ahead)
+            sd = np.sqrt(expected + (base.cv[0] * expected) ** 2)
             observed = num[0]
         else:
             den = hourly.column(den_name).to_numpy().astype(float)[None, :]
             rate = scoring.rate_baseline(num, den, history_days)
             expected = rate.expected[0]
             n = np.maximum(den[0], 1)
-            sd = np.sqrt(expected * (1 - expected) * (1 + (n - 1) * rate.rho[0, 0]) / n)
+            icc = rate.rho[0] + 1 / (rate.strength[0] + 1)  # as the scorer inflates it
+            sd = np.sqrt(expected * (1 - expected) * (1 + (n - 1) * icc) / n)
             with np.errstate(invalid="ignore", divide="ignore"):
                 observed = np.where(den[0] > 0, num[0] / den[0], np.nan)
         keep = hourly.column("hour").to_numpy() >= np.datetime64(
