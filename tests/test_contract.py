@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pytest
+from conftest import row, write_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnelpulse import contract
+from funnelpulse import Pipeline, contract
 from funnelpulse.engines.base import MODELS
 from funnelpulse.generate import price_band
 
@@ -64,3 +67,34 @@ def test_rollup_recomputes_rates_from_sums() -> None:
         "cart_to_purchase_rate": None,
         "conversion_rate": None,
     }
+
+
+def test_a_new_metric_is_one_edit_of_the_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk-through of the README's claim: a count and a rate added to the contract appear in
+    every gold table the build writes and in the report's roll-up, with no other edit."""
+    monkeypatch.setitem(
+        contract.COUNTS, "removals", "CAST(COUNT_IF(event_type = 'remove_from_cart') AS BIGINT)"
+    )
+    monkeypatch.setitem(contract.RATES, "removal_rate", ("removals", "carts"))
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p.ingest(
+        [
+            write_csv(
+                tmp_path / "e.csv",
+                [
+                    row("2019-10-01 10:00:00"),
+                    row("2019-10-01 10:01:00", etype="cart"),
+                    row("2019-10-01 10:02:00", etype="cart", product=2),
+                    row("2019-10-01 10:03:00", etype="remove_from_cart"),
+                ],
+            )
+        ]
+    )
+    p.build()
+    for model in MODELS:
+        if model.name.startswith("gold_funnel"):
+            gold = p.table(model.name).to_pylist()
+            assert [(r["removals"], r["removal_rate"]) for r in gold] == [(1, 0.5)], model.name
+    assert "removals" in p.report()["funnel"]

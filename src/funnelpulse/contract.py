@@ -107,6 +107,7 @@ def rates_sql(indent: str = "    ") -> str:
 
 
 _FRAGMENTS = {
+    "count_names": lambda indent: ", ".join(COUNTS),
     "counts": counts_sql,
     "rates": rates_sql,
     "price_band": lambda indent: price_band_sql(),

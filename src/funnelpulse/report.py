@@ -10,8 +10,6 @@ from .contract import UNKNOWN, band_order_sql, rollup_sql
 from .engines.duckdb_conn import connect
 from .errors import ConfigError, WarehouseError
 
-_FUNNEL = "\n    " + rollup_sql(revenue_digits=2) + "\n"
-
 
 def table_rows(warehouse: str) -> dict[str, int]:
     """Row count of every table that exists (from file metadata, no scan)."""
@@ -74,19 +72,19 @@ def summary(
             f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}{day}"
         )[0]
         result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
-        result["funnel"] = records(f"SELECT {_FUNNEL} FROM {tables.GOLD_DAILY_BRAND}{day}")[0]
+        result["funnel"] = records(f"SELECT {rollup_sql(revenue_digits=2)} FROM {tables.GOLD_DAILY_BRAND}{day}")[0]
         result["top_brands"] = records(
-            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {_FUNNEL}
+            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {rollup_sql(revenue_digits=2)}
             FROM {tables.GOLD_DAILY_BRAND}{day}
             GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}"""
         )
         result["categories"] = records(
-            f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {_FUNNEL}
+            f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {rollup_sql(revenue_digits=2)}
             FROM {tables.GOLD_DAILY_CATEGORY}{day} GROUP BY category_root
             ORDER BY revenue DESC, category_root LIMIT {top}"""
         )
         result["price_bands"] = records(
-            f"""SELECT price_band, {_FUNNEL}
+            f"""SELECT price_band, {rollup_sql(revenue_digits=2)}
             FROM {tables.GOLD_HOURLY_PRICE_BAND}{_between("window_date", since, until)}
             GROUP BY price_band
             ORDER BY {band_order_sql("price_band")}"""

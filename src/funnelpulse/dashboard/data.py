@@ -16,7 +16,6 @@ from ..anomaly import scoring
 from ..contract import BAND_LABELS, UNKNOWN, band_order_sql, rollup_sql
 from ..engines.duckdb_conn import connect
 
-FUNNEL_SQL = "\n    " + rollup_sql() + "\n"
 SEGMENT_TABLES = {
     "brand": (tables.GOLD_DAILY_BRAND, "date"),
     "category_root": (tables.GOLD_DAILY_CATEGORY, "date"),
@@ -108,7 +107,7 @@ class DashboardData:
     # --- overview ------------------------------------------------------------------------
     def funnel(self, f: Filter) -> dict[str, Any]:
         table, date_column = SEGMENT_TABLES[f.column or "brand"]
-        return self._rows(f"SELECT {FUNNEL_SQL} FROM {table} WHERE {self._where(f, date_column)}")[
+        return self._rows(f"SELECT {rollup_sql()} FROM {table} WHERE {self._where(f, date_column)}")[
             0
         ]
 
@@ -129,7 +128,7 @@ class DashboardData:
         label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
         group = ", segment" if by else ""
         return self.arrow(
-            f"SELECT {date_column} AS date{label}, {FUNNEL_SQL} FROM {table} "
+            f"SELECT {date_column} AS date{label}, {rollup_sql()} FROM {table} "
             f"WHERE {self._where(f, date_column)} GROUP BY {date_column}{group} ORDER BY 1"
         )
 
@@ -142,7 +141,7 @@ class DashboardData:
             else "revenue DESC, segment"
         )
         return self.arrow(
-            f"""SELECT coalesce({column}, '{UNKNOWN}') AS segment, {FUNNEL_SQL},
+            f"""SELECT coalesce({column}, '{UNKNOWN}') AS segment, {rollup_sql()},
                 SUM(revenue) / NULLIF(SUM(purchases), 0) AS avg_order_value
             FROM {table} WHERE {self._where(f, date_column, column)}
             GROUP BY 1 ORDER BY {order} {f"LIMIT {limit}" if limit else ""}"""

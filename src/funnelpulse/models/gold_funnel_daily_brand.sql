@@ -1,6 +1,6 @@
 -- gold_funnel_daily_brand: UTC calendar dates per brand.
 SELECT
-    date, brand, views, carts, purchases, revenue,
+    date, brand, {{ count_names }},
     {{ rates }}
 FROM (
     SELECT

@@ -1,6 +1,6 @@
 -- gold_funnel_daily_category: UTC calendar dates per category root; NULL category is its own group.
 SELECT
-    date, category_root, views, carts, purchases, revenue,
+    date, category_root, {{ count_names }},
     {{ rates }}
 FROM (
     SELECT

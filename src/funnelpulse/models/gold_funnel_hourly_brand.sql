@@ -1,6 +1,6 @@
 -- gold_funnel_hourly_brand: 1-hour UTC tumbling windows per brand; NULL brand is its own group.
 SELECT
-    brand, views, carts, purchases, revenue, window_start,
+    brand, {{ count_names }}, window_start,
     window_start + INTERVAL 1 HOUR AS window_end,
     {{ rates }},
     CAST(window_start AS DATE) AS window_date

@@ -1,6 +1,6 @@
 -- gold_funnel_hourly_price_band: 1-hour UTC windows per price band (<10, 10-30, 30-60, 60_plus).
 SELECT
-    price_band, views, carts, purchases, revenue, window_start,
+    price_band, {{ count_names }}, window_start,
     window_start + INTERVAL 1 HOUR AS window_end,
     {{ rates }},
     CAST(window_start AS DATE) AS window_date

@@ -31,39 +31,41 @@ steps AS (
     FROM events
     WHERE event_type IN ('cart', 'purchase') AND {step_dates}
 ),
-carted AS (
-    SELECT e.unit, e.held, e.product, MIN(s.event_time) AS cart_time
+reached AS (
+    -- every cart and purchase of the actor from its entry to the end of its window
+    SELECT e.unit, e.held, e.product, s.event_type, s.event_time, s.price
     FROM entered AS e
     JOIN steps AS s
         ON s.unit = e.unit AND s.held IS NOT DISTINCT FROM e.held AND s.product = e.product
-    WHERE s.event_type = 'cart' AND s.event_time >= e.entry_time
+    WHERE s.event_time >= e.entry_time
         AND s.event_time <= e.entry_time + INTERVAL {window_seconds} SECOND
-    GROUP BY e.unit, e.held, e.product
 ),
-purchased AS (
-    SELECT
-        c.unit, c.held, c.product,
-        MIN(s.event_time) AS purchase_time,
-        SUM(s.price) AS revenue
-    FROM carted AS c
-    JOIN entered AS e
-        ON e.unit = c.unit AND e.held IS NOT DISTINCT FROM c.held AND e.product = c.product
-    JOIN steps AS s
-        ON s.unit = c.unit AND s.held IS NOT DISTINCT FROM c.held AND s.product = c.product
-    WHERE s.event_type = 'purchase' AND s.event_time >= c.cart_time
-        AND s.event_time <= e.entry_time + INTERVAL {window_seconds} SECOND
-    GROUP BY c.unit, c.held, c.product
+carted AS (
+    SELECT unit, held, product, MIN(event_time) AS cart_time
+    FROM reached
+    WHERE event_type = 'cart'
+    GROUP BY unit, held, product
 ),
-actors AS (
+journeys AS (
     SELECT
-        e.held, e.entry_time, c.cart_time, p.purchase_time, p.revenue,
-        DATE_DIFF('microsecond', e.entry_time, c.cart_time) / 1000000.0 AS seconds_to_cart,
-        DATE_DIFF('microsecond', c.cart_time, p.purchase_time) / 1000000.0 AS seconds_to_purchase
+        e.held, e.entry_time, c.cart_time,
+        MIN(r.event_time) FILTER (WHERE r.event_type = 'purchase' AND r.event_time >= c.cart_time)
+            AS purchase_time,
+        SUM(r.price) FILTER (WHERE r.event_type = 'purchase' AND r.event_time >= c.cart_time)
+            AS revenue
     FROM entered AS e
     LEFT JOIN carted AS c
         ON c.unit = e.unit AND c.held IS NOT DISTINCT FROM e.held AND c.product = e.product
-    LEFT JOIN purchased AS p
-        ON p.unit = e.unit AND p.held IS NOT DISTINCT FROM e.held AND p.product = e.product
+    LEFT JOIN reached AS r
+        ON r.unit = c.unit AND r.held IS NOT DISTINCT FROM c.held AND r.product = c.product
+    GROUP BY e.unit, e.held, e.product, e.entry_time, c.cart_time
+),
+actors AS (
+    SELECT
+        held, entry_time, cart_time, purchase_time, revenue,
+        DATE_DIFF('microsecond', entry_time, cart_time) / 1000000.0 AS seconds_to_cart,
+        DATE_DIFF('microsecond', cart_time, purchase_time) / 1000000.0 AS seconds_to_purchase
+    FROM journeys
 ),
 funnel AS (
     SELECT
