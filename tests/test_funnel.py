@@ -487,3 +487,129 @@ def test_spark_runs_every_funnel_like_duckdb(
     want = funnel.query(demo_warehouse.warehouse, spec, since, until, grain="hour").rows
     assert len(got) > 10
     assert_same(keyed(got, spec, "hour"), keyed(want, spec, "hour"))
+
+
+# ---- the dashboard page ---------------------------------------------------------------------
+
+
+PAGE = Path(__file__).parents[1] / "src" / "funnelpulse" / "dashboard" / "pages" / "6_Funnels.py"
+
+
+def _page(warehouse: str) -> Any:
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    pytest.importorskip("streamlit")
+    os.environ["FUNNELPULSE_WAREHOUSE"] = warehouse
+    return AppTest.from_file(str(PAGE), default_timeout=60)
+
+
+def _cli_json(p: Pipeline, *args: str) -> dict[str, Any]:
+    out = _run(p, *args, "--format", "json")
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output)
+
+
+def test_funnels_page_equals_the_funnel_command(demo_warehouse: Pipeline, monkeypatch: Any) -> None:
+    monkeypatch.setenv("FUNNELPULSE_WAREHOUSE", demo_warehouse.warehouse)
+    at = _page(demo_warehouse.warehouse).run()
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    cli_row = _cli_json(demo_warehouse)["rows"][0]
+    assert shown["Sessions entered"] == f"{cli_row['sessions']:,}"
+    assert shown["Carted"] == f"{cli_row['carted']:,}"
+    assert shown["Purchased"] == f"{cli_row['purchased']:,}"
+    assert shown["Cart abandonment"] == f"{cli_row['cart_abandonment_rate'] * 100:.1f}%"
+    assert shown["Revenue (completed)"] == f"{cli_row['revenue']:,.2f}"
+    assert shown["Median time to cart"] == funnel.format_duration(cli_row["median_seconds_to_cart"])
+    steps = at.dataframe[0].value
+    assert list(steps["sessions"]) == [cli_row["sessions"], cli_row["carted"], cli_row["purchased"]]
+    assert list(steps["dropped"]) == [
+        0,
+        cli_row["sessions"] - cli_row["carted"],
+        cli_row["carted"] - cli_row["purchased"],
+    ]
+    board = at.dataframe[1].value
+    by_brand = _cli_json(demo_warehouse, "--by", "brand")["rows"]
+    assert list(board["brand"]) == [
+        "(unknown)" if r["brand"] is None else r["brand"] for r in by_brand
+    ]
+    assert list(board["purchased"]) == [r["purchased"] for r in by_brand]
+
+    # another window, breakdown and unit, and one date: still the command's numbers
+    at.sidebar.text_input(key="window").set_value("2h")
+    at.sidebar.selectbox(key="by").set_value("price_band")
+    at.sidebar.checkbox(key="by_user").check()
+    at.sidebar.date_input(key="dates").set_value((date(2019, 10, 1), date(2019, 10, 1))).run()
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    cli_row = _cli_json(
+        demo_warehouse,
+        "--window",
+        "2h",
+        "--by-user",
+        "--since",
+        "2019-10-01",
+        "--until",
+        "2019-10-01",
+    )["rows"][0]
+    assert shown["Users entered"] == f"{cli_row['sessions']:,}"
+    assert shown["Purchased"] == f"{cli_row['purchased']:,}"
+    bands = _cli_json(
+        demo_warehouse,
+        "--window",
+        "2h",
+        "--by-user",
+        "--by",
+        "price_band",
+        "--since",
+        "2019-10-01",
+        "--until",
+        "2019-10-01",
+    )["rows"]
+    board = at.dataframe[1].value
+    assert dict(zip(board["price_band"], board["carted"], strict=True)) == {
+        r["price_band"]: r["carted"] for r in bands
+    }
+
+
+def test_funnels_page_says_what_is_wrong(
+    demo_warehouse: Pipeline, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_WAREHOUSE", demo_warehouse.warehouse)
+    at = _page(demo_warehouse.warehouse).run()
+    at.sidebar.text_input(key="window").set_value("2 hours").run()
+    assert not at.exception
+    assert "is not a duration" in at.error[0].value
+    at.sidebar.text_input(key="window").set_value("24h")
+    at.sidebar.date_input(key="dates").set_value((date(2019, 10, 10), date(2019, 10, 20))).run()
+    assert not at.exception and "No events match" in at.warning[0].value
+    empty = _page(str(tmp_path / "none")).run()
+    assert not empty.exception and "No gold tables" in empty.info[0].value
+
+
+@pytest.mark.browser
+def test_funnels_page_in_a_real_browser(demo_warehouse: Pipeline) -> None:
+    from browser_tools import browser, open_page, running_dashboard
+
+    cli_row = _cli_json(demo_warehouse)["rows"][0]
+    with running_dashboard(demo_warehouse.warehouse) as url, browser() as b:
+        page = b.new_page()
+        open_page(
+            page,
+            f"{url}/Funnels",
+            "Funnels",
+            [
+                '[data-testid="stMetricValue"]',
+                ".js-plotly-plot",
+                '[data-testid="stDataFrame"] [role="gridcell"]',
+            ],
+        )
+        values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+        assert values[:3] == [
+            f"{cli_row['sessions']:,}",
+            f"{cli_row['carted']:,}",
+            f"{cli_row['purchased']:,}",
+        ]
+        assert page.locator(".js-plotly-plot").count() == 3

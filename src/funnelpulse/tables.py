@@ -36,6 +36,14 @@ LIVE_INCIDENTS = (
 )
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
+# Ordered session funnels per entry date (funnel.py), whole shop and per held-constant segment.
+GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
+GOLD_SESSION_FUNNELS = (
+    GOLD_SESSION_FUNNEL,
+    f"{GOLD_SESSION_FUNNEL}_brand",
+    f"{GOLD_SESSION_FUNNEL}_category",
+    f"{GOLD_SESSION_FUNNEL}_price_band",
+)
 
 ALL_TABLES = (
     BRONZE,
@@ -45,6 +53,7 @@ ALL_TABLES = (
     GOLD_DAILY_BRAND,
     GOLD_DAILY_CATEGORY,
     GOLD_HOURLY_PRICE_BAND,
+    *GOLD_SESSION_FUNNELS,
     GOLD_STREAM,
     GOLD_STREAM_5MIN,
     ANOMALIES,
