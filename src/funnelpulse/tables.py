@@ -377,9 +377,12 @@ def _delete_matching(
     return deleted
 
 
-def _logged_names(path: str) -> str:
-    """The text of every commit in the table's log (file names of all versions are in it)."""
-    if "://" in path or not Path(path, "_delta_log").is_dir():
+def _logged_names(path: str) -> str | None:
+    """The text of every commit in the table's log (file names of all versions are in it);
+    None for an object-store table, whose log is not read here (nothing is deleted there)."""
+    if "://" in path:
+        return None
+    if not Path(path, "_delta_log").is_dir():
         return ""
     return "".join(p.read_text(errors="replace") for p in Path(path, "_delta_log").glob("*.json"))
 
@@ -393,6 +396,8 @@ def _delete_uncommitted(path: str, relatives: list[str]) -> None:
         logged = _logged_names(path)
     except OSError:
         return
+    if logged is None:
+        return
     _delete_matching(path, lambda rel: rel.rsplit("/", 1)[-1] in logged, lambda n: n in names)
 
 
@@ -404,6 +409,8 @@ def drop_uncommitted(path: str, tag: str) -> list[str]:
     if "://" not in path and not Path(path).is_dir():
         return []
     logged = _logged_names(path)
+    if logged is None:
+        return []
     return _delete_matching(
         path, lambda rel: rel.rsplit("/", 1)[-1] in logged, lambda n: f"-{tag}-" in n
     )
