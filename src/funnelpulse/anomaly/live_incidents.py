@@ -299,7 +299,7 @@ def open_message(i: LiveIncident) -> str:
     text = (
         f"[{i.severity.upper()}] LIVE {_STEP_WORDS.get(i.step, i.step)} {i.type} - "
         f"{i.dimension} {plain(i.segment)}, since {i.started_at:%Y-%m-%d %H:%M} UTC "
-        f"({i.minutes:.0f} min so far, as of {i.as_of:%H:%M} UTC). Last {i.window_minutes} min: "
+        f"({i.minutes:.0f} min so far, as of {(i.resolved_at or i.as_of):%H:%M} UTC). Last {i.window_minutes} min: "
         f"{_evidence(i)}, z {i.z:+.1f}. Estimated "
         f"{'lost' if i.lost_purchases >= 0 else 'extra'} so far: {abs(i.lost_purchases):,.1f} "
         f"purchases, revenue {abs(i.lost_revenue):,.2f}."
