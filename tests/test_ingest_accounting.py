@@ -10,8 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import HEADER, row, write_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from funnelpulse import Pipeline, tables
+from funnelpulse import Pipeline, raw_lines, tables
 from funnelpulse.errors import InputError
 from funnelpulse.ingest import fingerprint
 from funnelpulse.pipeline import sample_files
@@ -261,3 +263,37 @@ def test_parquet_rows_are_accounted_and_keep_sub_seconds(
     assert kept == [times[0], times[1], times[3]]
     (bad,) = pipeline.table(tables.QUARANTINE).to_pylist()
     assert bad["line_number"] == 3 and bad["reason"] == "unknown event_type: click"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(
+        st.tuples(
+            st.sampled_from([b"", b"a,b", b'"x,y",z', b'"open', b"\xff\xfe", b" ", b"\r"]),
+            st.sampled_from([b"\n", b"\r\n"]),
+        ),
+        max_size=30,
+    ),
+    tail=st.sampled_from([b"", b"last", b'"']),
+    chunk=st.sampled_from([1, 2, 3, 7, 1 << 20]),
+)
+def test_line_reader_matches_a_plain_split(
+    tmp_path_factory: pytest.TempPathFactory,
+    pieces: list[tuple[bytes, bytes]],
+    tail: bytes,
+    chunk: int,
+) -> None:
+    data = b"".join(text + end for text, end in pieces) + tail
+    path = tmp_path_factory.mktemp("lines") / "f.csv"
+    path.write_bytes(data)
+    reader = LineReader(str(path), header=False, chunk=chunk)
+    batches = list(reader.batches())
+    got = pa.Table.from_batches(batches, schema=raw_lines.LINES_SCHEMA)
+    expected = [
+        (number, line.removesuffix(b"\r").decode("utf-8", errors="replace"))
+        for number, line in enumerate(data.split(b"\n") if data else [], start=1)
+        if line.removesuffix(b"\r")
+    ]
+    numbered = zip(got.column("ordinal").to_pylist(), got.column("line").to_pylist(), strict=True)
+    assert list(numbered) == expected
+    reader.check(len(expected), 0)  # the accounts close: every line counted once
