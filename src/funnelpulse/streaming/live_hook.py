@@ -38,6 +38,8 @@ class OpenWindowHook:
         self._last_check = float("-inf")
         self._last_bucket: datetime | None = None
         self.checks = 0
+        self._keys: list[tuple[str, str]] | None = None  # segments judged, refreshed hourly
+        self._keys_at = float("-inf")
         self.result = result  # the stream's result: live alerts count in its totals
 
     def after_count(self, con: Any, batch: int, events_table: str = "fresh") -> int:
@@ -54,6 +56,7 @@ class OpenWindowHook:
         failure is logged and the stream goes on."""
         if not self.alert_sinks or latest_event is None:
             return
+        from ..anomaly.live_data import segment_keys
         from ..anomaly.live_incidents import check_live
         from ..anomaly.open_window import newest_complete
 
@@ -64,12 +67,16 @@ class OpenWindowHook:
             return
         self._last_check = time.monotonic()
         try:
+            if self._keys is None or time.monotonic() - self._keys_at > 3600:
+                self._keys = segment_keys(self.warehouse, self.settings.min_views)
+                self._keys_at = time.monotonic()
             found = check_live(
                 self.warehouse,
                 self.settings,
                 latest,
                 bucket_minutes=self.bucket_minutes,
                 sinks=self.alert_sinks,
+                keys=self._keys,
             )
         except Exception as exc:  # scoring must never stop the live table
             log.error(
