@@ -51,3 +51,22 @@ def test_dashboard_pages_use_the_config_the_cli_was_given(
     monkeypatch.delenv("FUNNELPULSE_CONFIG")
     monkeypatch.chdir(tmp_path)  # no funnelpulse.toml here: the default applies
     assert common.settings().history_days != 9
+
+
+def test_error_lines_and_log_lines_never_show_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from funnelpulse.anomaly.sinks import ScrubSecrets
+    from funnelpulse.cli import run
+
+    secret = "sasl-Pa55word-XYZ"
+    monkeypatch.setenv("FUNNELPULSE_KAFKA_SASL_PASSWORD", secret)
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", "https://hooks.example/T000/B000?token=TOKEN42")
+    # an error whose text happens to carry both secrets
+    missing = tmp_path / f"{secret}-TOKEN42.csv"
+    code = run(["--warehouse", str(tmp_path / "wh"), "ingest", str(missing)])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("Error:")
+    assert secret not in err and "TOKEN42" not in err and "***" in err
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "with %s", (secret,), None)
+    assert ScrubSecrets().filter(record) and secret not in record.getMessage()

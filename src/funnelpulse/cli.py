@@ -66,11 +66,9 @@ def cli(
 ) -> None:
     """FunnelPulse: monitor the view -> cart -> purchase funnel on a Delta Lake warehouse."""
     if log_level:
-        import logging
+        from .anomaly.sinks import scrubbed_logging
 
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        scrubbed_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = _Context(warehouse, config, quiet, debug)
 
 
@@ -619,12 +617,11 @@ def stream(
     incident, like `detect --alert` (never twice)."""
     import logging
 
+    from .anomaly.sinks import scrubbed_logging
     from .config import load_settings
     from .streaming.kafka_client import settings_options
 
-    logging.basicConfig(
-        level=logging.WARNING if ctx.quiet else logging.INFO, format="%(asctime)s %(message)s"
-    )
+    scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
     settings = load_settings(
         ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
     )
@@ -770,6 +767,13 @@ def broker(port: int, topic: str, partitions: int) -> None:
 EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED = 1, 2, 3
 
 
+def _scrubbed(text: str) -> str:
+    """An error line with every part of every configured secret removed."""
+    from .anomaly.sinks import scrub
+
+    return scrub(text)
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the command line and return its exit code: expected errors print one `Error:` line."""
     import warnings
@@ -794,13 +798,15 @@ def run(args: list[str] | None = None) -> int:
     except FunnelPulseError as exc:
         if debug:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(_scrubbed(f"Error: {exc}"), err=True)
         return EXIT_ERROR
     except Exception as exc:
         if debug:
             raise
         click.echo(
-            f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details",
+            _scrubbed(
+                f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details"
+            ),
             err=True,
         )
         return EXIT_UNEXPECTED

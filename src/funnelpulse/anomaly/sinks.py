@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import os
 import re
 import smtplib
@@ -101,10 +102,15 @@ def _secret_pieces(name: str, value: str) -> set[str]:
     return {p for p in pieces if len(p) >= MIN_PIECE}
 
 
+def _secret_envs() -> list[str]:
+    """The alert secrets, and every FUNNELPULSE_KAFKA_* variable (SASL/SSL credentials)."""
+    return [*SECRET_ENVS, *(n for n in os.environ if n.startswith("FUNNELPULSE_KAFKA_"))]
+
+
 def scrub(text: str) -> str:
     """Remove any part of any configured secret from `text`, whatever produced it."""
     pieces: set[str] = set()
-    for name in SECRET_ENVS:
+    for name in _secret_envs():
         secret = os.environ.get(name)
         if secret and secret.strip():
             pieces |= _secret_pieces(name, secret)
@@ -318,3 +324,22 @@ def sink(name: str, settings: Settings, stream: TextIO) -> Send:
             raise ConfigError("The email alert sink needs smtp_to (FUNNELPULSE_SMTP_TO)")
         return _email(settings)
     raise ConfigError(f"Unknown alert sink {name!r}. Use: {', '.join(SINKS)}")
+
+
+class ScrubSecrets(logging.Filter):
+    """Log records leave with every part of every secret replaced (operators' logs included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def scrubbed_logging(level: int | str, format: str) -> None:
+    """logging.basicConfig whose handlers scrub secrets from every record."""
+    logging.basicConfig(level=level, format=format)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubSecrets) for f in handler.filters):
+            handler.addFilter(ScrubSecrets())
