@@ -70,3 +70,23 @@ def test_error_lines_and_log_lines_never_show_a_secret(
     assert secret not in err and "TOKEN42" not in err and "***" in err
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "with %s", (secret,), None)
     assert ScrubSecrets().filter(record) and secret not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example/services/T000/B000?token=SECRET TOKEN42",
+        "hooks.example/services/SECRET",
+        "ftp://hooks.example/SECRET",
+        "https://hooks.example:99999/SECRET",
+    ],
+)
+def test_a_malformed_webhook_url_is_refused_before_any_work_without_showing_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.config import load_settings
+
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", url)
+    with pytest.raises(ConfigError, match="FUNNELPULSE_WEBHOOK_URL is not an http") as caught:
+        load_settings().check_sinks(["webhook"])
+    assert "SECRET" not in str(caught.value)

@@ -140,10 +140,29 @@ class Settings:
                 raise ConfigError(
                     f"The {name} alert sink needs {secret}. Set it in the environment"
                 )
+            if secret and not _is_http_url(os.environ[secret]):
+                # the value is a secret: name the variable, never show it
+                raise ConfigError(
+                    f"{secret} is not an http(s) URL with a host. Set it to the URL your "
+                    f"{name} service gave you"
+                )
         return names
 
 
 RULES: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(Settings)}
+
+
+def _is_http_url(value: str) -> bool:
+    """What urllib can post to: http(s), a host, and no whitespace or control characters."""
+    from urllib.parse import urlsplit
+
+    if re.search(r"[\s\x00-\x1f\x7f]", value):
+        return False
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        return False
 
 
 def _bad(name: str, value: Any, where: str, problem: str) -> ConfigError:
