@@ -90,3 +90,29 @@ def test_a_malformed_webhook_url_is_refused_before_any_work_without_showing_it(
     with pytest.raises(ConfigError, match="FUNNELPULSE_WEBHOOK_URL is not an http") as caught:
         load_settings().check_sinks(["webhook"])
     assert "SECRET" not in str(caught.value)
+
+
+def test_terminal_output_never_carries_control_characters() -> None:
+    from datetime import UTC, datetime
+
+    from funnelpulse.report import format_detect, format_explain
+
+    hostile = "evil\x1b[2J\x1b]0;pwned\x07\rbrand"
+    row = {
+        "anomaly_id": "a1",
+        "window_start": datetime(2019, 10, 1, 8, tzinfo=UTC),
+        "severity": "high",
+        "dimension": "brand",
+        "segment": hostile,
+        "step": "cart_to_purchase",
+        "type": "drop",
+        "observed_rate": 0.1,
+        "expected_rate": 0.45,
+        "z": -5.5,
+        "lost_purchases": 12.0,
+        "lost_revenue": 99.0,
+        "root_cause": {"price_band": [], "summary": f"{hostile} explains it"},
+    }
+    for text in (format_detect([row], "seasonal", 3, 24), format_explain(row)):
+        assert not any(ch in text for ch in "\x1b\x07\r"), repr(text)
+        assert "evil [2J ]0;pwned  brand" in text

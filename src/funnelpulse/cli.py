@@ -295,20 +295,11 @@ def detect(
         if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
             pipeline.settings.check_sinks(sinks)
         result = pipeline.detect(method, _date(since))
-    rows = result.anomalies.to_pylist()
+    from .report import format_detect
+
     click.echo(
-        f"{len(rows):,} anomalies ({result.method}) over {result.segments} segments x {result.hours:,} hours"
+        format_detect(result.anomalies.to_pylist(), result.method, result.segments, result.hours)
     )
-    for row in sorted(rows, key=lambda r: -abs(r["z"]))[:10]:
-        rate = (
-            f"{row['observed_rate']:,.0f} vs {row['expected_rate']:,.0f} views"
-            if row["step"] == "traffic"
-            else f"{row['observed_rate'] * 100:.1f}% vs {row['expected_rate'] * 100:.1f}%"
-        )
-        click.echo(
-            f"  {row['anomaly_id']}  {row['window_start']:%Y-%m-%d %H:%M}  {row['severity']:<8} "
-            f"{row['dimension']}={row['segment']:<14} {row['step']} {row['type']}: {rate} (z {row['z']:+.1f})"
-        )
     if alert:
         with _progress(ctx) as progress:
             sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
@@ -322,32 +313,9 @@ def detect(
 @click.pass_obj
 def explain(ctx: _Context, anomaly_id: str) -> None:
     """Show one anomaly and the segments that drove it (rate change vs mix change)."""
-    row = ctx.pipeline(None).anomaly(anomaly_id)
-    click.echo(
-        f"{row['anomaly_id']}: {row['dimension']} {row['segment']}, {row['step']} {row['type']}, "
-        f"{row['window_start']:%Y-%m-%d %H:%M} UTC, severity {row['severity']}, z {row['z']:+.2f}"
-    )
-    click.echo(
-        f"observed {row['observed_rate']:.4f} vs expected {row['expected_rate']:.4f}; "
-        f"estimated lost purchases {row['lost_purchases']:,.1f}, revenue {row['lost_revenue'] or 0:,.2f}"
-    )
-    cause = row["root_cause"] or {}
-    for by, parts in cause.items():
-        if by == "summary" or not parts:
-            continue
-        click.echo(f"\nby {by}:")
-        for part in parts:
-            detail = (
-                f"observed {part['observed_rate']:.3f} vs {part['expected_rate']:.3f}, "
-                f"weight {part['weight']:.2f} vs {part['expected_weight']:.2f}"
-                if "observed_rate" in part
-                else f"change {part['change']:+,.0f} views"
-            )
-            click.echo(
-                f"  {part['segment']:<16} explains {part['share'] * 100:6.1f}%  ({part['kind']}; {detail})"
-            )
-    if cause.get("summary"):
-        click.echo(f"\n{cause['summary']}")
+    from .report import format_explain
+
+    click.echo(format_explain(ctx.pipeline(None).anomaly(anomaly_id)))
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -102,6 +103,63 @@ def summary(
     return result
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def plain(value: object) -> str:
+    """A data value (brand, category) safe on a terminal: control characters (escape sequences,
+    carriage returns) become spaces, so a name can never move the cursor or recolour the screen."""
+    return _CONTROL.sub(" ", str(value))
+
+
+def format_detect(rows: list[dict[str, Any]], method: str, segments: int, hours: int) -> str:
+    """What `funnelpulse detect` prints: the count and the ten strongest anomalies."""
+    lines = [f"{len(rows):,} anomalies ({method}) over {segments} segments x {hours:,} hours"]
+    for row in sorted(rows, key=lambda r: -abs(r["z"]))[:10]:
+        rate = (
+            f"{row['observed_rate']:,.0f} vs {row['expected_rate']:,.0f} views"
+            if row["step"] == "traffic"
+            else f"{row['observed_rate'] * 100:.1f}% vs {row['expected_rate'] * 100:.1f}%"
+        )
+        lines.append(
+            f"  {row['anomaly_id']}  {row['window_start']:%Y-%m-%d %H:%M}  {row['severity']:<8} "
+            f"{row['dimension']}={plain(row['segment']):<14} {row['step']} {row['type']}: {rate} "
+            f"(z {row['z']:+.1f})"
+        )
+    return "\n".join(lines)
+
+
+def format_explain(row: dict[str, Any]) -> str:
+    """What `funnelpulse explain ID` prints: the anomaly and the segments that drove it."""
+    lines = [
+        f"{row['anomaly_id']}: {row['dimension']} {plain(row['segment'])}, {row['step']} "
+        f"{row['type']}, {row['window_start']:%Y-%m-%d %H:%M} UTC, severity {row['severity']}, "
+        f"z {row['z']:+.2f}",
+        f"observed {row['observed_rate']:.4f} vs expected {row['expected_rate']:.4f}; "
+        f"estimated lost purchases {row['lost_purchases']:,.1f}, "
+        f"revenue {row['lost_revenue'] or 0:,.2f}",
+    ]
+    cause = row["root_cause"] or {}
+    for by, parts in cause.items():
+        if by == "summary" or not parts:
+            continue
+        lines.append(f"\nby {by}:")
+        for part in parts:
+            detail = (
+                f"observed {part['observed_rate']:.3f} vs {part['expected_rate']:.3f}, "
+                f"weight {part['weight']:.2f} vs {part['expected_weight']:.2f}"
+                if "observed_rate" in part
+                else f"change {part['change']:+,.0f} views"
+            )
+            lines.append(
+                f"  {plain(part['segment']):<16} explains {part['share'] * 100:6.1f}%  "
+                f"({part['kind']}; {detail})"
+            )
+    if cause.get("summary"):
+        lines.append(f"\n{plain(cause['summary'])}")
+    return "\n".join(lines)
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
@@ -141,7 +199,7 @@ def format_text(report: dict[str, Any]) -> str:
         )
         for row in report[key]:
             lines.append(
-                f"  {str(row[label])[:16]:<16} {row['views']:>10,} {row['carts']:>10,} "
+                f"  {plain(row[label])[:16]:<16} {row['views']:>10,} {row['carts']:>10,} "
                 f"{row['purchases']:>10,} {row['revenue']:>14,.2f} {_pct(row['conversion_rate']):>7}"
             )
     if report.get("anomalies"):
