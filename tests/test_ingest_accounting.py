@@ -297,3 +297,24 @@ def test_line_reader_matches_a_plain_split(
     numbered = zip(got.column("ordinal").to_pylist(), got.column("line").to_pylist(), strict=True)
     assert list(numbered) == expected
     reader.check(len(expected), 0)  # the accounts close: every line counted once
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_spark")
+def test_spark_ingest_whose_accounts_do_not_close_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.engines import spark_ingest
+
+    spark = Pipeline(warehouse=str(tmp_path / "spark"), spark_master="local[2]")
+    spark.ingest([write_csv(tmp_path / "a.csv", [row("2019-10-01 00:00:00")])], engine="spark")
+    path = write_csv(tmp_path / "b.csv", [row("2019-10-02 00:00:00"), "x,y"])
+    # a file with one more line than the engine read, as if its reader had dropped one
+    monkeypatch.setattr(spark_ingest, "count_lines", lambda location: 4)
+    with pytest.raises(AccountingError, match="3 data rows counted in the file but 1 went"):
+        spark.ingest([path], engine="spark")
+    assert spark.table(tables.BRONZE).num_rows == 1
+    assert not tables.exists(str(Path(spark.warehouse, tables.QUARANTINE))) or (
+        spark.table(tables.QUARANTINE).num_rows == 0
+    )
