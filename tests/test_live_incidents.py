@@ -192,3 +192,40 @@ def test_live_page_shows_the_open_incident_and_its_band(prepared: Path, tmp_path
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     names = {t.get("name") for c in charts for t in c["data"]}
     assert {"observed", "expected", "expected band (~95%)"} <= names
+
+
+@pytest.mark.browser
+def test_live_page_updates_the_running_loss_without_reloading(
+    prepared: Path, tmp_path: Path
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from browser_tools import browser, running_dashboard
+
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    settings = settings_for(wh, alert_file)
+    stream_until(wh, silver, BREAK + timedelta(minutes=20))
+    check_live(wh, settings, BREAK + timedelta(minutes=20, seconds=40))
+    with running_dashboard(wh) as url, browser() as b:
+        page = b.new_page()
+        page.goto(f"{url}/Live", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Live incidents (5-minute buckets)").wait_for(
+            timeout=60_000
+        )
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        lost = page.locator('[data-testid="stMetric"]').filter(has_text="Purchases lost so far")
+        before = lost.locator('[data-testid="stMetricValue"]').inner_text()
+        assert float(before.replace(",", "")) > 0
+        page.evaluate("window.__not_reloaded = true")
+        # the stream goes on: 20 more minutes of the broken checkout, checked again
+        stream_until(wh, silver, BREAK + timedelta(minutes=40), since=BREAK + timedelta(minutes=20))
+        check_live(wh, settings, BREAK + timedelta(minutes=40, seconds=40))
+        page.wait_for_function(
+            """(before) => [...document.querySelectorAll('[data-testid="stMetric"]')]
+                .some(m => m.innerText.includes('Purchases lost so far')
+                    && !m.innerText.includes(before))""",
+            arg=before,
+            timeout=60_000,
+        )
+        assert page.evaluate("window.__not_reloaded === true")  # the fragment refreshed alone
+        after = lost.locator('[data-testid="stMetricValue"]').inner_text()
+        assert float(after.replace(",", "")) > float(before.replace(",", ""))
