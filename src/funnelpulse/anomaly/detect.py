@@ -205,15 +205,21 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
         )
         lost = np.nan_to_num(den * base.expected - num)
         losses[step] = lost * follow if step == "view_to_cart" else lost
-    # A rate that moves only because its denominator collapsed or jumped is the traffic incident.
-    traffic_hit = traffic_scan.fired
+    # A rate that moves only because its denominator collapsed or jumped is the traffic incident:
+    # a rate window holding an hour where traffic fired is that incident, not another (a tracking
+    # outage lifts view->cart for every window that spans it, hours after it ends). Only hours up
+    # to the window's end count, so a later hour never changes an earlier row.
+    traffic_c = scoring._cumsum0(traffic_scan.fired.astype(float))
     for step, scan in scans.items():
-        hit = scan.fired if step == "traffic" else scan.fired & ~traffic_hit
         lost_c = scoring._cumsum0(losses[step])
         revenue_c = scoring._cumsum0(losses[step] * aov)
         covered: dict[int, int] = {}
-        for s, t in sorted(zip(*np.nonzero(hit), strict=True), key=lambda st: (st[0], st[1])):
+        for s, t in sorted(
+            zip(*np.nonzero(scan.fired), strict=True), key=lambda st: (st[0], st[1])
+        ):
             k = int(scan.window[s, t])
+            if step != "traffic" and traffic_c[s, t + 1] - traffic_c[s, t - k + 1] > 0:
+                continue
             first = max(t - k + 1, covered.get(s, -1) + 1)
             covered[s] = t
             found.append(
