@@ -10,6 +10,7 @@ and a restarted stream never resends.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from .alerts import AlertResult, send_alerts
 from .detect import seasonal
 from .incidents import Detected, group_incidents
 from .series import UNKNOWN, build_series
+
+log = logging.getLogger(__name__)
 
 # An incident that began up to this long before a newly final hour is still the same incident
 # (same id), so a long incident is alerted once, when its first hour is final.
@@ -106,6 +109,28 @@ def alert_live(
     if chosen:
         result.delivery = send_alerts(warehouse, settings, chosen, sinks=sinks, stream=stream)
     return result
+
+
+def alert_for_stream(
+    warehouse: str, settings: Settings, sinks: Sequence[str] | None
+) -> tuple[int, int]:
+    """`alert_live` as a running stream calls it, whichever engine runs the stream: a failure is
+    logged and the stream goes on (scoring must never stop the live table). Returns (sent, failed)."""
+    try:
+        found = alert_live(warehouse, settings, sinks=sinks)
+    except Exception as exc:
+        log.error("live alerts failed (%s: %s); the stream goes on", type(exc).__name__, exc)
+        return 0, 0
+    if not found.delivery:
+        return 0, 0
+    log.info(
+        "alerts: %d incidents in final windows, %d sent, %d failed, %d already sent",
+        found.incidents,
+        found.delivery.sent,
+        found.delivery.failed,
+        found.delivery.skipped,
+    )
+    return found.delivery.sent, found.delivery.failed
 
 
 def _hours(incident: Detected) -> list[datetime]:

@@ -341,24 +341,12 @@ class EmbeddedStream:
 
     def _alert(self) -> None:
         """Alert on incidents in final windows (a failure is logged; the stream goes on)."""
-        from ..anomaly.live import alert_live
+        from ..anomaly.live import alert_for_stream
 
         self.alerts_checked = True
-        try:
-            found = alert_live(self.warehouse, self.settings, sinks=self.alert_sinks)
-        except Exception as exc:  # scoring must never stop the live table
-            log.error("live alerts failed (%s: %s); the stream goes on", type(exc).__name__, exc)
-            return
-        if found.delivery:
-            self.result.alerts_sent += found.delivery.sent
-            self.result.alerts_failed += found.delivery.failed
-            log.info(
-                "alerts: %d incidents in final windows, %d sent, %d failed, %d already sent",
-                found.incidents,
-                found.delivery.sent,
-                found.delivery.failed,
-                found.delivery.skipped,
-            )
+        sent, failed = alert_for_stream(self.warehouse, self.settings, self.alert_sinks)
+        self.result.alerts_sent += sent
+        self.result.alerts_failed += failed
 
     def close(self) -> None:
         if isinstance(self.source, KafkaSource):
