@@ -116,3 +116,11 @@ def test_terminal_output_never_carries_control_characters() -> None:
     for text in (format_detect([row], "seasonal", 3, 24), format_explain(row)):
         assert not any(ch in text for ch in "\x1b\x07\r"), repr(text)
         assert "evil [2J ]0;pwned  brand" in text
+
+
+def test_vacuum_of_a_missing_warehouse_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    from funnelpulse.cli import run
+
+    missing = tmp_path / "nonexistent" / "x"
+    assert run(["--warehouse", str(missing), "vacuum", "--dry-run"]) == 1
+    assert not missing.exists()

@@ -479,6 +479,11 @@ def vacuum(
     """
     if retain_hours < 0:
         raise WarehouseError("--retain-hours must be 0 or more. Give the hours of history to keep")
+    if not any(tables.exists(tables.table_path(warehouse, n)) for n in tables.ALL_TABLES):
+        # never create a lock folder (or a warehouse) where the user mistyped a path
+        raise WarehouseError(
+            f"No warehouse at {warehouse} (no tables there). Give the right --warehouse"
+        )
     out: dict[str, tuple[int, int]] = {}
     with writing(warehouse, progress):
         for name in tables.ALL_TABLES:
