@@ -142,11 +142,14 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
     clock = time.perf_counter()
     step = args.batch_minutes
     bounds = np.searchsorted(minute_of, np.arange(0, 24 * 60 + 1, step))
-    check_s = []
+    check_s: list[float] = []
+    merge_s: list[float] = []
     result = None
     for i in range(len(bounds) - 1):
         batch = silver.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
+        t = time.perf_counter()
         update_buckets(main.warehouse, batch, batch_id=i + 1)
+        merge_s.append(time.perf_counter() - t)
         m = (i + 1) * step
         if m % 5 == 0:  # this batch completed a bucket: score the open window
             t = time.perf_counter()
@@ -235,6 +238,7 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
         "streamed_s": streamed,
         "check_p50_s": statistics.median(check_s) if check_s else None,
         "check_max_s": max(check_s) if check_s else None,
+        "merge_p50_s": statistics.median(merge_s) if merge_s else None,
         "events": silver.num_rows,
     }
 
@@ -259,7 +263,8 @@ def main() -> None:
             f"seed {seed}: {r['events']:,} streamed events, {r['segments']} segments, "
             f"alpha {r['alpha']:.2e}; prepare {r['prepared_s']:.0f} s, stream+score "
             f"{r['streamed_s']:.0f} s (check p50 {r['check_p50_s']:.2f} s, max "
-            f"{r['check_max_s']:.2f} s); {r['notices_sent']} notices sent"
+            f"{r['check_max_s']:.2f} s; bucket MERGE p50 {r['merge_p50_s']:.3f} s); "
+            f"{r['notices_sent']} notices sent"
         )
         for e in r["labels"]:  # type: ignore[union-attr]
             live = "missed" if e["delay_min"] is None else f"{e['delay_min']:.0f} min"
