@@ -378,7 +378,9 @@ def test_disk_full_at_any_step_is_reported_cleaned_and_recoverable(
     one `Error:` line, nothing is left half done, and once space is freed the ingest works."""
     with tmpfs(tmp_path / "disk", "8m") as disk:
         wh = disk / "wh"
-        ok(cli(wh, "vacuum"))  # the warehouse exists, so only the ingest's own writes need space
+        # the warehouse folder and its lock exist, so only the ingest's own writes need space
+        (wh / "_funnelpulse").mkdir(parents=True)
+        (wh / "_funnelpulse" / "writer.lock").touch()
         filler = _fill(disk, free_kib * 1024)
         failed = cli(wh, "ingest", str(files["oct"]))
         assert failed.returncode == 1, failed.stderr
