@@ -587,48 +587,24 @@ def stream(
 
     from .anomaly.sinks import scrubbed_logging
     from .config import load_settings
+    from .engines.base import StreamOptions
+    from .pipeline import Pipeline
     from .streaming.kafka_client import settings_options
 
     scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
     settings = load_settings(
         ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
     )
-    if alert:  # a sink that cannot deliver is refused before the stream starts
-        settings.check_sinks(sinks)
-    alert_sinks = (list(sinks) or list(settings.alert_sinks)) if alert else None
-    kafka_options = settings_options(ctx.config)
-    if (engine or settings.engine) == "spark":
-        from .streaming.job import run_stream
-
-        result = run_stream(
-            settings.warehouse_path,
-            settings,
-            source,
-            until_idle_s=until_idle,
-            trigger_s=trigger_s or 2.0,
-            checkpoint=checkpoint,
-            options={
-                "max_rows": str(max_rows_per_batch),
-                "broker_timeout_s": str(broker_timeout_s),
-            },
-            alert_sinks=alert_sinks,
-            kafka_options=kafka_options,
-        )
-    else:
-        from .streaming.engine import run_embedded
-
-        result = run_embedded(
-            settings.warehouse_path,
-            settings,
-            source,
-            until_idle_s=until_idle,
-            trigger_s=trigger_s or 0.5,
-            checkpoint_dir=checkpoint,
-            max_rows=max_rows_per_batch,
-            broker_timeout_s=broker_timeout_s,
-            kafka_options=kafka_options,
-            alert_sinks=alert_sinks,
-        )
+    options = StreamOptions(
+        until_idle_s=until_idle,
+        trigger_s=trigger_s,
+        checkpoint=checkpoint,
+        max_rows=max_rows_per_batch,
+        broker_timeout_s=broker_timeout_s,
+        alert_sinks=(list(sinks) or list(settings.alert_sinks)) if alert else None,
+        kafka_options=settings_options(ctx.config),
+    )
+    result = Pipeline(settings).stream(source, engine, options)
     click.echo(
         f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
         f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
@@ -681,19 +657,15 @@ def replay(
     seconds: float,
 ) -> None:
     """Publish events to Kafka in event-time order, keyed by user_session."""
-    from .config import load_settings
     from .streaming import replay as replaying
     from .streaming.kafka_client import settings_options
 
-    settings = load_settings(ctx.config, warehouse=ctx.warehouse)
     options = settings_options(ctx.config)
     with _progress(ctx) as progress:
         if synthetic:
             result = replaying.synthetic(target, rate, seconds, options=options)
         else:
-            result = replaying.replay(
-                settings.warehouse_path, target, list(sources), speedup, progress, options
-            )
+            result = ctx.pipeline(progress).replay(target, list(sources), speedup, options)
     click.echo(
         f"Published {result.published:,} events in {result.seconds:.1f} s "
         f"({result.published / max(result.seconds, 1e-9):,.0f}/s), all delivered"

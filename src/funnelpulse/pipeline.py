@@ -16,13 +16,15 @@ if TYPE_CHECKING:
     from .anomaly.alerts import AlertResult
     from .anomaly.detect import DetectResult
     from .dashboard.data import DashboardData
+    from .streaming.replay import ReplayResult
+    from .streaming.windows import StreamResult
 
 from . import report, tables
 from . import warehouse as safety
 from .config import Settings, load_settings
 from .console import Progress, SilentProgress
 from .engines import Engine, engine_for
-from .engines.base import BuildResult, DateRange
+from .engines.base import BuildResult, DateRange, StreamOptions
 from .errors import ConfigError, FunnelPulseError
 from .ingest import IngestResult, check_file
 
@@ -217,6 +219,30 @@ class Pipeline:
         """The summary `funnelpulse report` prints, optionally for the UTC dates since..until."""
         safety.check_consistent(self.warehouse)
         return report.summary(self.warehouse, top, since, until)
+
+    def stream(
+        self, source: str, engine: str | None = None, options: StreamOptions | None = None
+    ) -> StreamResult:
+        """Keep the live table current from `kafka://HOST:PORT/TOPIC` or `files://DIR`, exactly
+        once: on the embedded engine by default, on Spark Structured Streaming with "spark"."""
+        options = options or StreamOptions()
+        if options.alert_sinks is not None:  # a sink that cannot deliver is refused first
+            self.settings.check_sinks(options.alert_sinks or None)
+        return self.engine(engine).stream(self.warehouse, self.settings, source, options)
+
+    def replay(
+        self,
+        target: str,
+        sources: list[str] | None = None,
+        speedup: float = 0.0,
+        kafka_options: dict[str, str] | None = None,
+    ) -> ReplayResult:
+        """Publish bronze (or raw files) to `kafka://HOST:PORT/TOPIC` in event-time order."""
+        from .streaming import replay as replaying
+
+        return replaying.replay(
+            self.warehouse, target, sources or ["bronze"], speedup, self.progress, kafka_options
+        )
 
     def dashboard_data(self) -> DashboardData:
         """The read-only queries the dashboard pages run over this warehouse."""

@@ -16,7 +16,9 @@ from ..console import Progress
 if TYPE_CHECKING:
     import duckdb
 
+    from ..config import Settings
     from ..ingest import IngestResult
+    from ..streaming.windows import StreamResult
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,19 @@ class DateRange:
         )
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream runs, whichever engine runs it (None: the engine's own default)."""
+
+    until_idle_s: float | None = None
+    trigger_s: float | None = None
+    checkpoint: str | None = None
+    max_rows: int = 500_000
+    broker_timeout_s: float = 60.0
+    alert_sinks: list[str] | None = None
+    kafka_options: dict[str, str] | None = None
+
+
 @dataclass
 class BuildResult:
     engine: str
@@ -81,6 +96,12 @@ class Engine(Protocol):
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
         """bronze_events -> silver_events and the gold tables, for the dates in range."""
+        ...
+
+    def stream(
+        self, warehouse: str, settings: Settings, source: str, options: StreamOptions
+    ) -> StreamResult:
+        """Keep the live table current from a Kafka topic or a folder, exactly once."""
         ...
 
     def load_cube(

@@ -17,7 +17,15 @@ import pyarrow as pa
 from .. import faults, tables
 from ..console import Progress
 from ..errors import WarehouseError
-from .base import GOLD_MODELS, SILVER_MODEL, BuildResult, DateRange, covered_dates, rows_per_date
+from .base import (
+    GOLD_MODELS,
+    SILVER_MODEL,
+    BuildResult,
+    DateRange,
+    StreamOptions,
+    covered_dates,
+    rows_per_date,
+)
 from .duckdb_conn import connect
 
 if TYPE_CHECKING:
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..ingest import IngestResult
+    from ..streaming.windows import StreamResult
 
 CHUNK_ROWS = 4_000_000
 
@@ -44,6 +53,25 @@ class DuckDBEngine:
         from ..ingest import ingest
 
         return ingest(warehouse, paths, progress)
+
+    def stream(
+        self, warehouse: str, settings: Settings, source: str, options: StreamOptions
+    ) -> StreamResult:
+        """The embedded engine: micro-batches judged by DuckDB, no JVM."""
+        from ..streaming.engine import run_embedded
+
+        return run_embedded(
+            warehouse,
+            settings,
+            source,
+            until_idle_s=options.until_idle_s,
+            trigger_s=options.trigger_s or 0.5,
+            checkpoint_dir=options.checkpoint,
+            max_rows=options.max_rows,
+            broker_timeout_s=options.broker_timeout_s,
+            kafka_options=options.kafka_options,
+            alert_sinks=options.alert_sinks,
+        )
 
     def load_cube(
         self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..ingest import IngestResult
+    from ..streaming.windows import StreamResult
 from ..errors import MissingDependencyError, WarehouseError
 from .base import (
     GOLD_MODELS,
@@ -35,6 +36,7 @@ from .base import (
     BuildResult,
     DateRange,
     Model,
+    StreamOptions,
     covered_dates,
     rows_per_date,
 )
@@ -222,6 +224,27 @@ class SparkEngine:
 
         with safety.writing(warehouse, progress):
             return ingest_spark(warehouse, paths, progress, self.master, self.shuffle_partitions)
+
+    def stream(
+        self, warehouse: str, settings: Settings, source: str, options: StreamOptions
+    ) -> StreamResult:
+        """Spark Structured Streaming, for clusters."""
+        from ..streaming.job import run_stream
+
+        return run_stream(
+            warehouse,
+            settings,
+            source,
+            until_idle_s=options.until_idle_s,
+            trigger_s=options.trigger_s or 2.0,
+            checkpoint=options.checkpoint,
+            options={
+                "max_rows": str(options.max_rows),
+                "broker_timeout_s": str(options.broker_timeout_s),
+            },
+            alert_sinks=options.alert_sinks,
+            kafka_options=options.kafka_options,
+        )
 
     def load_cube(
         self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
