@@ -40,9 +40,9 @@ test-deps:
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
-# The edit loop: no Spark, no broker, no browser.
+# The edit loop: no Spark, no broker, no browser, no fault injection, nothing marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser"
+	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser and not faults and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
