@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,14 @@ class IngestIncomplete(FunnelPulseError):
         super().__init__(f"{error} ({len(committed.files)} earlier file(s) stay committed)")
         self.error = error
         self.committed = committed
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What `demo` did: the sample files ingested and the report over the built warehouse."""
+
+    ingested: IngestResult
+    report: dict[str, Any]
 
 
 def sample_files() -> list[Path]:
@@ -259,8 +268,8 @@ class Pipeline:
         """Delete files of old table versions and of failed writes: (files, bytes) per table."""
         return safety.vacuum(self.warehouse, retain_hours, dry_run, self.progress)
 
-    def demo(self) -> dict[str, Any]:
-        """Ingest the bundled real sample, build every table and return the report."""
-        self.ingest(sample_files())
+    def demo(self) -> DemoResult:
+        """Ingest the bundled real sample and build every table: what was read, then the report."""
+        ingested = self.ingest(sample_files())
         self.build()
-        return self.report()
+        return DemoResult(ingested, self.report())

@@ -1,15 +1,24 @@
-"""The summary a person reads after a build: table sizes, date range, the funnel and its segments."""
+"""What a person reads: the summary after a build (table sizes, date range, the funnel and its
+segments) and the text every command prints, rendered from the library's typed results."""
 
 from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import tables
 from .contract import UNKNOWN, band_order_sql, rollup_sql
 from .engines.duckdb_conn import connect
 from .errors import ConfigError, WarehouseError
+
+if TYPE_CHECKING:
+    from .anomaly.incidents import Score
+    from .engines.base import BuildResult
+    from .ingest import IngestResult
+    from .streaming.replay import ReplayResult
+    from .streaming.windows import StreamResult
 
 
 def table_rows(warehouse: str) -> dict[str, int]:
@@ -208,3 +217,113 @@ def format_text(report: dict[str, Any]) -> str:
             "Anomalies: " + ", ".join(f"{a['severity']} {a['count']}" for a in report["anomalies"]),
         ]
     return "\n".join(lines)
+
+
+# --- What the other commands print: pure functions of the library's results, so each command's
+# output is tested in process (the CLI only parses flags, calls the library and echoes these).
+
+
+def format_ingest(result: IngestResult) -> str:
+    """One line per file (rows in, rows quarantined and why), then a total when several."""
+    lines = []
+    for f in result.files:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in f.reasons.items())
+        lines.append(
+            f"{f.path}: {f.bronze_rows:,} rows to bronze_events, {f.quarantined_rows:,} to "
+            f"quarantine_events" + (f" ({reasons})" if reasons else "")
+        )
+    if len(result.files) > 1:
+        lines.append(
+            f"Total: {result.bronze_rows:,} to bronze_events, {result.quarantined_rows:,} quarantined"
+        )
+    return "\n".join(lines)
+
+
+def format_build(result: BuildResult) -> str:
+    """The rows of every table the build wrote."""
+    return "\n".join(f"{name}: {rows:,} rows" for name, rows in result.rows.items())
+
+
+def format_demo(ingested: IngestResult, summary: dict[str, Any]) -> str:
+    """What `funnelpulse demo` prints: the sample files read, then the report."""
+    lines = [
+        f"Ingested {Path(f.path).name}: {f.bronze_rows:,} rows, {f.quarantined_rows:,} quarantined"
+        for f in ingested.files
+    ]
+    return "\n".join([*lines, "", format_text(summary)])
+
+
+def format_evaluate(scores: list[Score]) -> str:
+    """A table of each method's scores, then its recall per kind and the detectable labels missed."""
+    lines = [
+        f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'found':>5} "
+        f"{'incidents':>9} {'precision':>9} {'recall':>6} {'recall(det)':>11} {'F1(det)':>7} "
+        f"{'delay p50/p90':>13} {'false/week':>10}"
+    ]
+    for s in scores:
+        delay = (
+            "n/a" if s.median_delay_h is None else f"{s.median_delay_h:.1f}/{s.p90_delay_h:.1f} h"
+        )
+        lines.append(
+            f"{s.method:<10} {s.labels:>6} {s.detected_labels:>5} {s.detectable:>10} "
+            f"{s.detected_detectable:>5} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
+            f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f}"
+        )
+    for s in scores:
+        kinds = ", ".join(
+            f"{kind} {k['found']}/{k['labels']} (detectable {k['found_detectable']}/{k['detectable']})"
+            for kind, k in sorted(s.per_kind.items())
+        )
+        lines.append(f"{s.method} per kind: {kinds}")
+        missed = [r for r in s.per_label if not r["detected"] and r["detectable"]]
+        if missed:
+            lines.append(
+                f"{s.method} missed detectable: "
+                + ", ".join(
+                    f"{r['id']} ({r['kind']} {r['segment']}, ideal z {r['ideal_z']:+.1f})"
+                    for r in missed
+                )
+            )
+    return "\n".join(lines)
+
+
+def format_vacuum(found: dict[str, tuple[int, int]], retain_hours: int, dry_run: bool) -> str:
+    """Files and megabytes freed (or that would be) per table, then the total."""
+    verb = "would delete" if dry_run else "deleted"
+    lines = [
+        f"{name}: {verb} {files:,} files ({size / 1e6:,.1f} MB)"
+        for name, (files, size) in found.items()
+    ]
+    total = sum(size for _, size in found.values())
+    lines.append(
+        f"Total: {verb} {total / 1e6:,.1f} MB (kept every version of the last {retain_hours} h)"
+    )
+    return "\n".join(lines)
+
+
+def format_generated(rows: int, out: Path, labels: Path | None, incidents: int) -> str:
+    """Events written, and where the labels of the injected incidents went."""
+    lines = [f"Wrote {rows:,} events to {out}"]
+    if labels is not None:
+        lines.append(f"Injected {incidents} incidents; labels in {labels}")
+    return "\n".join(lines)
+
+
+def format_stream(result: StreamResult, warehouse: str, alert: bool) -> str:
+    """The stream's totals when it stops (and its alerts with --alert)."""
+    lines = [
+        f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
+        f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
+        f"{result.windows:,} windows in {warehouse}/gold_stream_funnel_hourly_brand"
+    ]
+    if alert:
+        lines.append(f"Alerts: {result.alerts_sent} sent, {result.alerts_failed} failed")
+    return "\n".join(lines)
+
+
+def format_replay(result: ReplayResult) -> str:
+    """Events published and the rate."""
+    return (
+        f"Published {result.published:,} events in {result.seconds:.1f} s "
+        f"({result.published / max(result.seconds, 1e-9):,.0f}/s), all delivered"
+    )

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..contract import BAND_LABELS
-from ..errors import InputError
-from ..generate import Incident
+from ..errors import ConfigError, InputError
+from ..generate import Incident, ranked_brands
 from .scoring import SEVERITY_RANK
 
 
@@ -163,6 +163,29 @@ def plan_incidents(
             )
         )
     return out
+
+
+class InjectError(ConfigError):
+    """An `--inject` value that is neither auto:N (with enough brands) nor a labels file."""
+
+
+def incidents_to_inject(
+    inject: str | None, *, start: datetime, days: int, brands: int, seed: int
+) -> list[Incident]:
+    """The incidents `generate --inject` asks for: `auto:N` placed at random for this seed, or
+    the labels of an earlier run read from a file; none without `inject`."""
+    if not inject:
+        return []
+    if not inject.startswith("auto:"):
+        return load_labels(Path(inject))
+    count = int(inject[5:]) if inject[5:].isdigit() else 0
+    if count < 1:
+        raise InjectError("use auto:N, N a whole number >= 1")
+    if brands < 3:
+        raise InjectError("incidents need --brands 3 or more")
+    return plan_incidents(
+        count, start=start, days=days, brands=ranked_brands(brands, seed), seed=seed
+    )
 
 
 def save_labels(incidents: list[Incident], path: Path) -> None:

@@ -6,8 +6,25 @@ layer here (before the first visitor) takes about a second off the first page re
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from pathlib import Path
+
+from ..errors import MissingDependencyError
+
+
+def command(
+    host: str, port: int, warehouse: str, config: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """The server's command line and environment: the pages read this warehouse with the same
+    settings file as the command that started them (absolute paths: the server may move)."""
+    if importlib.util.find_spec("streamlit") is None:
+        raise MissingDependencyError("streamlit", "dashboard")
+    env = {**os.environ, "FUNNELPULSE_WAREHOUSE": str(Path(warehouse).resolve())}
+    if config:
+        env["FUNNELPULSE_CONFIG"] = str(Path(config).resolve())
+    return [sys.executable, "-m", "funnelpulse.dashboard.serve", host, str(port)], env
 
 
 def main(host: str, port: int) -> None:

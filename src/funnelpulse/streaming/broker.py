@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -110,3 +111,23 @@ def create_topic(
                 raise FunnelPulseError(
                     f"Could not create topic {topic} on {bootstrap}: {exc}"
                 ) from exc
+
+
+def serve(port: int, topic: str, partitions: int, ready: Callable[[], None]) -> None:
+    """Run a broker with `topic` until Ctrl-C or SIGTERM (`kill` stops it too), then stop it;
+    `ready` is called once it accepts clients and the topic exists."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    proc = start_broker(port)
+    try:
+        create_topic(f"127.0.0.1:{port}", topic, partitions)
+        ready()
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
