@@ -7,7 +7,12 @@ The SQL fragments are DuckDB dialect; the Spark engine transpiles the rendered m
 
 from __future__ import annotations
 
+import hashlib
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 RAW_COLUMNS = (
     "event_time",
@@ -37,6 +42,16 @@ BAND_BOUNDS = tuple(bound for _, bound in PRICE_BANDS if bound is not None)
 
 # How a NULL brand or category is shown to people (it stays NULL in the tables).
 UNKNOWN = "(unknown)"
+
+
+def anomaly_id(
+    method: str, dimension: str, segment: str, step: str, start: datetime, hours: int = 1
+) -> str:
+    """The anomalies table's key: the same finding always gets the same id, so reruns replace it."""
+    key = f"{method}|{dimension}|{segment}|{step}|{start.isoformat()}"
+    key += f"|{hours}h" if hours != 1 else ""
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
 
 # The funnel's counts per window: name -> aggregate over silver events (DuckDB SQL).
 COUNTS: dict[str, str] = {

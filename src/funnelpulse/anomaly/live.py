@@ -23,8 +23,8 @@ from .. import tables
 from ..config import Settings
 from ..engines.duckdb_conn import connect
 from .alerts import AlertResult, send_alerts
-from .detect import seasonal
 from .incidents import Detected, group_incidents
+from .seasonal_method import seasonal
 from .series import UNKNOWN, build_series
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,153 @@
+"""The `seasonal` method (the default): trailing same-hour baselines, an overdispersed binomial
+scan per funnel step over windows of 1-24 hours, and a separate traffic score. Batch `detect` and
+the stream's live alerts both score with it, so they agree on what an incident is.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..contract import anomaly_id
+from . import scoring
+from .series import Series
+
+MIN_REL_CHANGE = 0.25
+MIN_TRAFFIC_CHANGE = 0.3
+MIN_CARTS = 20
+
+
+def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
+    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step."""
+    if not series.segment:
+        return []
+    v = series.values
+    history = settings.history_days
+    windows = scoring.WINDOWS
+    alpha = scoring.per_test_alpha(
+        settings.false_alarms_per_week, len(series.segment), 1 + len(scoring.STEPS), len(windows)
+    )
+    now = datetime.now(UTC)
+    found: list[dict[str, Any]] = []
+
+    traffic = scoring.count_baseline(v["views"], history)
+    traffic_scan = scoring.scan_count(
+        v["views"],
+        traffic,
+        alpha=alpha,
+        min_change=MIN_TRAFFIC_CHANGE,
+        min_expected=settings.min_views,
+        windows=windows,
+    )
+    conv = scoring.rate_baseline(v["purchases"], v["views"], history)
+    c2p = scoring.rate_baseline(v["purchases"], v["carts"], history)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aov_hist = scoring.past_same_hour(v["revenue"], history)
+        buys_hist = scoring.past_same_hour(v["purchases"], history)
+        aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
+    aov = np.where(np.isfinite(aov), aov, 0.0)
+    follow = np.nan_to_num(c2p.expected)
+    # Purchases lost in each hour, per step; an incident's loss sums hours, each counted once.
+    lost_views = np.nan_to_num(traffic.expected - v["views"])
+    losses = {"traffic": lost_views * np.nan_to_num(conv.expected)}
+    scans = {"traffic": traffic_scan}
+    for step, (num_name, den_name) in scoring.STEPS.items():
+        num, den = v[num_name], v[den_name]
+        base = {"conversion": conv, "cart_to_purchase": c2p}.get(step) or scoring.rate_baseline(
+            num, den, history
+        )
+        scans[step] = scoring.scan_rate(
+            num,
+            den,
+            base,
+            alpha=alpha,
+            min_change=MIN_REL_CHANGE,
+            min_trials=settings.min_views if den_name == "views" else MIN_CARTS,
+            windows=windows,
+        )
+        lost = np.nan_to_num(den * base.expected - num)
+        losses[step] = lost * follow if step == "view_to_cart" else lost
+    # A rate that moves only because its denominator collapsed or jumped is the traffic incident:
+    # a rate window holding an hour where traffic fired is that incident, not another (a tracking
+    # outage lifts view->cart for every window that spans it, hours after it ends). Only hours up
+    # to the window's end count, so a later hour never changes an earlier row.
+    traffic_c = scoring._cumsum0(traffic_scan.fired.astype(float))
+    for step, scan in scans.items():
+        lost_c = scoring._cumsum0(losses[step])
+        revenue_c = scoring._cumsum0(losses[step] * aov)
+        covered: dict[int, int] = {}
+        for s, t in sorted(
+            zip(*np.nonzero(scan.fired), strict=True), key=lambda st: (st[0], st[1])
+        ):
+            k = int(scan.window[s, t])
+            if step != "traffic" and traffic_c[s, t + 1] - traffic_c[s, t - k + 1] > 0:
+                continue
+            first = max(t - k + 1, covered.get(s, -1) + 1)
+            covered[s] = t
+            found.append(
+                _row(
+                    series,
+                    s,
+                    t,
+                    k,
+                    step,
+                    scan,
+                    now,
+                    lost_c[s, t + 1] - lost_c[s, first],
+                    revenue_c[s, t + 1] - revenue_c[s, first],
+                )
+            )
+    return found
+
+
+def _row(
+    series: Series,
+    s: int,
+    t: int,
+    k: int,
+    step: str,
+    scan: scoring.Scan,
+    now: datetime,
+    lost_purchases: float,
+    lost_revenue: float,
+) -> dict[str, Any]:
+    """One anomaly row: the window of k hours ending at hour t that fired for segment s."""
+    start = series.hours[t - k + 1].astype(datetime).replace(tzinfo=UTC)
+    end = series.hours[t].astype(datetime).replace(tzinfo=UTC) + timedelta(hours=1)
+    obs, exp, trials = scan.observed[s, t], scan.expected[s, t], scan.trials[s, t]
+    drop = scan.sign[s, t] < 0
+    if step == "traffic":
+        kind = "traffic_drop" if drop else "traffic_spike"
+        observed_rate, expected_rate, denominator = obs, exp, None
+    else:
+        kind = "drop" if drop else "spike"
+        observed_rate, expected_rate, denominator = obs / trials, exp / trials, int(trials)
+    z = float(scan.z[s, t])
+    return {
+        "anomaly_id": anomaly_id(
+            "seasonal", series.dimension[s], series.segment[s], step, start, k
+        ),
+        "method": "seasonal",
+        "window_start": start,
+        "window_end": end,
+        "dimension": series.dimension[s],
+        "segment": series.segment[s],
+        "step": step,
+        "type": kind,
+        "observed_rate": float(observed_rate),
+        "expected_rate": float(expected_rate),
+        "numerator": int(obs),
+        "denominator": denominator,
+        "z": z,
+        "p_value": float(scan.p[s, t]),
+        "severity": str(scoring.severity(z)),
+        "lost_purchases": float(lost_purchases),
+        "lost_revenue": float(lost_revenue),
+        "root_cause": None,
+        "detected_at": now,
+        "window_date": start.date(),
+        "window_hours": k,
+    }
