@@ -1,8 +1,9 @@
-"""Progress for people (rich, or silent with --quiet); operators get the logging module instead."""
+"""The console layer: progress for people (rich, or silent with --quiet) and the one-line errors
+they see; operators get the logging module instead."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -67,3 +68,47 @@ def progress(quiet: bool) -> Iterator[Progress]:
         shown.close(ok=False)
         raise
     shown.close()
+
+
+# Exit codes (README "The command line"): 1 an error the message says how to fix, 2 a bad
+# command line (nothing was done), 3 an unexpected failure (a bug: --debug shows the traceback).
+EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_ABORTED = 1, 2, 3, 130
+
+
+def exit_code(command: Callable[[], object], debug: bool = False) -> int:
+    """Run a command and turn what it raised into an exit code and one `Error: <what failed>.
+    <what to do>` line on stderr, with every part of every configured secret removed."""
+    import warnings
+
+    import click
+
+    from .anomaly.sinks import scrub
+    from .errors import FunnelPulseError
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
+    try:
+        code = command()
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_ABORTED
+    except click.UsageError as exc:
+        where = f" See `{exc.ctx.command_path} --help`." if exc.ctx else ""
+        message = exc.format_message().rstrip()
+        end = "" if message.endswith((".", "?", "!")) else "."
+        click.echo(f"Error: {message}{end}{where}", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except FunnelPulseError as exc:
+        if debug:
+            raise
+        click.echo(scrub(f"Error: {exc}"), err=True)
+        return EXIT_ERROR
+    except Exception as exc:
+        if debug:
+            raise
+        message = f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details"
+        click.echo(scrub(message), err=True)
+        return EXIT_UNEXPECTED
+    return code if isinstance(code, int) else 0

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .contract import BAND_BOUNDS, BAND_LABELS
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .console import Progress
 
 SYLLABLES = [
     "ka",
@@ -374,6 +378,47 @@ def generate_labelled(
         }
     )
     return table, labelled
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `generate_file` wrote: the events and, with injected incidents, their labels file."""
+
+    out: Path
+    rows: int
+    incidents: int
+    labels: Path | None
+
+
+def generate_file(
+    rows: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    start: date = date(2019, 10, 1),
+    days: int = 61,
+    brands: int = 250,
+    inject: str | None = None,
+    progress: Progress | None = None,
+) -> Generated:
+    """Write `rows` events from the UTC date `start` on; `inject` (auto:N, or the labels file of
+    an earlier run) adds known incidents, whose labels go beside the events as OUT.labels.json."""
+    from .anomaly.incidents import incidents_to_inject, save_labels  # (that module imports this)
+
+    begin = datetime.combine(start, time(), UTC)
+    planned = incidents_to_inject(inject, start=begin, days=days, brands=brands, seed=seed)
+    if progress is not None:
+        progress.step(f"Generating {rows:,} events")
+    table, incidents = generate_labelled(
+        rows, seed=seed, start=begin, days=days, brands=brands, incidents=planned
+    )
+    if progress is not None:
+        progress.step(f"Writing {out}")
+    write_events(table, out)
+    labels = Path(f"{out}.labels.json") if incidents else None
+    if labels is not None:
+        save_labels(incidents, labels)
+    return Generated(Path(out), table.num_rows, len(incidents), labels)
 
 
 def write_events(table: pa.Table, out: str | Path) -> Path:

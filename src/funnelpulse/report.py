@@ -16,6 +16,7 @@ from .errors import ConfigError, WarehouseError
 if TYPE_CHECKING:
     from .anomaly.incidents import Score
     from .engines.base import BuildResult
+    from .generate import Generated
     from .ingest import IngestResult
     from .streaming.replay import ReplayResult
     from .streaming.windows import StreamResult
@@ -301,11 +302,11 @@ def format_vacuum(found: dict[str, tuple[int, int]], retain_hours: int, dry_run:
     return "\n".join(lines)
 
 
-def format_generated(rows: int, out: Path, labels: Path | None, incidents: int) -> str:
+def format_generated(result: Generated) -> str:
     """Events written, and where the labels of the injected incidents went."""
-    lines = [f"Wrote {rows:,} events to {out}"]
-    if labels is not None:
-        lines.append(f"Injected {incidents} incidents; labels in {labels}")
+    lines = [f"Wrote {result.rows:,} events to {result.out}"]
+    if result.labels is not None:
+        lines.append(f"Injected {result.incidents} incidents; labels in {result.labels}")
     return "\n".join(lines)
 
 
@@ -326,4 +327,12 @@ def format_replay(result: ReplayResult) -> str:
     return (
         f"Published {result.published:,} events in {result.seconds:.1f} s "
         f"({result.published / max(result.seconds, 1e-9):,.0f}/s), all delivered"
+    )
+
+
+def format_broker(port: int, topic: str, partitions: int) -> str:
+    """Where the local broker listens, once it does."""
+    return (
+        f"Kafka-protocol broker on 127.0.0.1:{port}, topic {topic} ({partitions} partitions). "
+        "In-memory: data is gone when it stops. Ctrl-C to stop."
     )

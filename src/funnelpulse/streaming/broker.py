@@ -131,3 +131,7 @@ def serve(port: int, topic: str, partitions: int, ready: Callable[[], None]) -> 
         pass
     finally:
         proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()

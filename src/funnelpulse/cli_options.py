@@ -1,0 +1,73 @@
+"""The command line's flag types and shared flags: each refuses a bad value while parsing, so a
+mistyped flag costs nothing (no file written, no table touched)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import SINKS
+from .engines import ENGINE_NAMES
+
+ENGINE_OPTION = click.option(
+    "--engine", type=click.Choice(ENGINE_NAMES), default=None, help="Default duckdb."
+)
+MASTER_OPTION = click.option(
+    "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
+)
+SINK_OPTION = click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    type=click.Choice(SINKS),
+    help="Override the alert sinks (repeat for several).",
+)
+PORT = click.IntRange(1, 65_535)
+
+
+class Seconds(click.FloatRange):
+    """A finite number in a range: `nan` and `inf` are refused like any other bad value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE = Seconds(min=0, min_open=True)
+NON_NEGATIVE = Seconds(min=0)
+
+
+class IsoDate(click.ParamType):
+    """A UTC calendar date flag (YYYY-MM-DD), refused by the parser before any work."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date. Use YYYY-MM-DD", param, ctx)
+
+
+DATE = IsoDate()
+
+
+def event_file(path: Path) -> Path:
+    """An output name generate can write, refused before minutes of generating."""
+    if not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+        raise click.BadParameter(f"{path} must end in .csv, .csv.gz or .parquet")
+    return path
+
+
+def check_range(since: date | None, until: date | None) -> None:
+    """An empty date range is a mistake, never a silent no-op."""
+    if since and until and since > until:
+        raise click.UsageError(f"--since {since} is after --until {until}. Swap them")
