@@ -1,16 +1,21 @@
-"""The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+"""The command line as a user runs it: in process through click's CliRunner, and as a real
+subprocess where the process is the point (the script's exit codes, core-only imports, signals)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from conftest import row, write_csv
+
+from funnelpulse.cli import cli
 
 COMMANDS = [
     "ingest",
@@ -29,33 +34,46 @@ COMMANDS = [
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m funnelpulse ARGS` as a separate process."""
     return subprocess.run(
         [sys.executable, "-m", "funnelpulse", *args], capture_output=True, text=True, cwd=cwd
     )
 
 
+@pytest.fixture
+def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """`funnelpulse ARGS` in this process (click's CliRunner), from tmp_path, with no
+    FUNNELPULSE_* variable of the caller's environment."""
+    for name in list(os.environ):
+        if name.startswith("FUNNELPULSE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, list(args))
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
-def test_help_everywhere(command: str) -> None:
-    result = run(*([command] if command else []), "--help")
-    assert result.returncode == 0
-    assert "Usage:" in result.stdout
+def test_help_everywhere(invoke: Callable[..., Result], command: str) -> None:
+    result = invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"Usage: funnelpulse {command}".rstrip() + " [OPTIONS]")
 
 
-def test_ingest_build_report_json(tmp_path: Path) -> None:
+def test_ingest_build_report_json(invoke: Callable[..., Result], tmp_path: Path) -> None:
     wh = str(tmp_path / "wh")
     src = write_csv(
         tmp_path / "a.csv",
         [row("2019-10-01 10:00:00"), row("2019-10-01 10:00:01", etype="cart"), "bad"],
     )
-    ingest = run("--warehouse", wh, "ingest", str(src))
-    assert ingest.returncode == 0, ingest.stderr
+    ingest = invoke("--warehouse", wh, "ingest", str(src))
+    assert ingest.exit_code == 0, ingest.stderr
     assert "2 rows to bronze_events, 1 to quarantine_events" in ingest.stdout
-    assert run("--warehouse", wh, "--quiet", "build").returncode == 0
-    report = run("--warehouse", wh, "report", "--format", "json")
+    assert invoke("--warehouse", wh, "--quiet", "build").exit_code == 0
+    report = invoke("--warehouse", wh, "report", "--format", "json")
     data = json.loads(report.stdout)
     assert data["funnel"]["views"] == 1 and data["funnel"]["carts"] == 1
     assert data["tables"]["bronze_events"] == 2 and data["tables"]["quarantine_events"] == 1
-    text = run("--warehouse", wh, "report")
+    text = invoke("--warehouse", wh, "report")
     assert "view->cart 100.0%" in text.stdout
 
 
@@ -73,6 +91,7 @@ def test_ingest_build_report_json(tmp_path: Path) -> None:
 def test_errors_are_one_line_without_traceback(
     tmp_path: Path, args: list[str], message: str, code: int
 ) -> None:
+    """The script's own exit codes and stderr, as a shell sees them."""
     result = run("--warehouse", str(tmp_path / "wh"), *args, cwd=tmp_path)
     assert result.returncode == code
     assert result.stderr.startswith("Error: ")
@@ -81,23 +100,41 @@ def test_errors_are_one_line_without_traceback(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_generate_then_ingest(tmp_path: Path) -> None:
+def test_generate_then_ingest(invoke: Callable[..., Result], tmp_path: Path) -> None:
     out = tmp_path / "gen.csv.gz"
-    result = run("generate", "--rows", "500", "--out", str(out), "--seed", "2", "--days", "1")
-    assert result.returncode == 0, result.stderr
-    assert "Wrote 500 events" in result.stdout
-    ingest = run("--warehouse", str(tmp_path / "wh"), "ingest", str(out))
+    result = invoke("generate", "--rows", "500", "--out", str(out), "--seed", "2", "--days", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"Wrote 500 events to {out}\n"
+    ingest = invoke("--warehouse", str(tmp_path / "wh"), "ingest", str(out))
     assert "500 rows to bronze_events, 0 to quarantine_events" in ingest.stdout
 
 
-def test_config_file_and_env(tmp_path: Path) -> None:
+def test_generate_with_injected_incidents_writes_their_labels(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    out = tmp_path / "gen.csv"
+    args = ["-q", "generate", "--rows", "3000", "--days", "14", "--brands", "20"]
+    first = invoke(*args, "--out", str(out), "--inject", "auto:3")
+    labels = Path(f"{out}.labels.json")
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"Wrote 3,000 events to {out}",
+        f"Injected 3 incidents; labels in {labels}",
+    ]
+    assert [label["id"] for label in json.loads(labels.read_text())] == ["inc01", "inc02", "inc03"]
+    again = invoke(*args, "--out", str(tmp_path / "again.csv"), "--inject", str(labels))
+    assert again.exit_code == 0, again.stderr
+    assert "Injected 3 incidents" in again.stdout
+
+
+def test_config_file_and_env(invoke: Callable[..., Result], tmp_path: Path) -> None:
     (tmp_path / "funnelpulse.toml").write_text('[funnelpulse]\nwarehouse = "from-file"\n')
     src = write_csv(tmp_path / "a.csv", [row("2019-10-01 10:00:00")])
-    assert run("ingest", str(src), cwd=tmp_path).returncode == 0
+    assert invoke("ingest", str(src)).exit_code == 0
     assert (tmp_path / "from-file" / "bronze_events" / "_delta_log").is_dir()
     (tmp_path / "funnelpulse.toml").write_text('[funnelpulse]\nwarehose = "typo"\n')
-    bad = run("report", cwd=tmp_path)
-    assert bad.returncode == 1 and "Unknown setting 'warehose'" in bad.stderr
+    bad = invoke("report")
+    assert bad.exit_code == 1 and "Unknown setting 'warehose'" in bad.stderr
 
 
 def test_help_needs_only_core_dependencies() -> None:
@@ -115,26 +152,42 @@ def test_help_needs_only_core_dependencies() -> None:
         assert command in result.stdout
 
 
+@pytest.mark.kafka
+def test_broker_stops_on_sigterm_and_frees_its_port(tmp_path: Path) -> None:
+    """`kill` (not only Ctrl-C) stops the broker command and the broker it started."""
+    import socket
+
+    from funnelpulse.streaming.broker import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "funnelpulse", "broker", "--port", str(port), "--topic", "t"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()  # printed once the broker accepts clients
+        assert ready.startswith(f"Kafka-protocol broker on 127.0.0.1:{port}, topic t ("), ready
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
 # --- in-process: flags are checked by the parser, before any work --------------------------
 
 
 @pytest.fixture
-def cli_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., tuple[int, str, str]]:
-    """Run `funnelpulse ARGS` in this process; returns (exit code, stdout, stderr)."""
-    from funnelpulse.cli import run as run_cli
-
-    for name in list(os.environ):
-        if name.startswith("FUNNELPULSE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def cli_run(invoke: Callable[..., Result]) -> Callable[..., tuple[int, str, str]]:
+    """`funnelpulse --quiet ARGS` in this process; returns (exit code, stdout, stderr)."""
 
     def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run_cli(["--quiet", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
+        result = invoke("--quiet", *args)
+        return result.exit_code, result.stdout, result.stderr
 
     return call
 

@@ -428,8 +428,9 @@ def test_window_parsing() -> None:
 
 def test_cli_without_a_warehouse_says_what_to_do(tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["--warehouse", str(tmp_path / "none"), "funnel"])
-    assert out.exit_code != 0
-    assert "Run `funnelpulse build` first" in str(out.exception)
+    assert out.exit_code == 1 and out.stdout == ""
+    assert out.stderr.startswith("Error: ") and len(out.stderr.splitlines()) == 1
+    assert "Run `funnelpulse build` first" in out.stderr
 
 
 # ---- Spark: the same SQL, transpiled ------------------------------------------------------------

@@ -4,23 +4,40 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .config import SINKS
+from .cli_options import (
+    DATE,
+    ENGINE_OPTION,
+    MASTER_OPTION,
+    NON_NEGATIVE,
+    PORT,
+    POSITIVE,
+    SINK_OPTION,
+    check_range,
+    event_file,
+)
 from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
 
 class _Context:
-    def __init__(self, warehouse: str | None, config: str | None, quiet: bool, debug: bool) -> None:
+    """The group's flags, handed to every command."""
+
+    def __init__(self, warehouse: str | None, config: str | None, quiet: bool) -> None:
         self.warehouse = warehouse
         self.config = config
         self.quiet = quiet
-        self.debug = debug
+
+    def progress(self) -> Any:
+        """A spinner per step on stderr, or nothing with --quiet."""
+        from .console import progress
+
+        return progress(self.quiet)
 
     def pipeline(self, progress: Any, **overrides: Any) -> Any:
         from .config import load_settings
@@ -30,12 +47,32 @@ class _Context:
         return Pipeline(settings, progress=progress)
 
 
-def _echo(ctx: _Context, text: str) -> None:
-    if not ctx.quiet:
+def _say(text: str) -> None:
+    """Echo a command's output (nothing at all when it has no lines)."""
+    if text:
         click.echo(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The command group whose every error ends as one `Error:` line and an exit code, the same
+    in process (click's CliRunner) as from the installed script."""
+
+    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> int:  # type: ignore[override]
+        from .console import exit_code
+
+        argv = sys.argv[1:] if args is None else list(args)
+        standalone = extra.pop("standalone_mode", True)
+        parse_and_run = super().main  # click's, which leaves the errors to exit_code
+        code = exit_code(
+            lambda: parse_and_run(argv, prog_name or "funnelpulse", standalone_mode=False, **extra),
+            debug="--debug" in argv,
+        )
+        if standalone:
+            sys.exit(code)
+        return code
+
+
+@click.group("funnelpulse", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--warehouse",
     envvar="FUNNELPULSE_WAREHOUSE",
@@ -69,75 +106,7 @@ def cli(
         from .anomaly.sinks import scrubbed_logging
 
         scrubbed_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = _Context(warehouse, config, quiet, debug)
-
-
-def _progress(ctx: _Context) -> Any:
-    from .console import progress
-
-    return progress(ctx.quiet)
-
-
-ENGINE_OPTION = click.option(
-    "--engine", type=click.Choice(ENGINE_NAMES), default=None, help="Default duckdb."
-)
-MASTER_OPTION = click.option(
-    "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
-)
-SINK_OPTION = click.option(
-    "--sink",
-    "sinks",
-    multiple=True,
-    type=click.Choice(SINKS),
-    help="Override the alert sinks (repeat for several).",
-)
-PORT = click.IntRange(1, 65_535)
-
-
-class _Seconds(click.FloatRange):
-    """A finite number in a range: `nan` and `inf` are refused like any other bad value."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import math
-
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-POSITIVE = _Seconds(min=0, min_open=True)
-NON_NEGATIVE = _Seconds(min=0)
-
-
-class _IsoDate(click.ParamType):
-    """A UTC calendar date flag (YYYY-MM-DD), refused by the parser before any work."""
-
-    name = "YYYY-MM-DD"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
-        if isinstance(value, date):
-            return value
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a date. Use YYYY-MM-DD", param, ctx)
-
-
-DATE = _IsoDate()
-
-
-def _event_file(path: Path) -> Path:
-    """An output name generate can write, refused before minutes of generating."""
-    if not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
-        raise click.BadParameter(f"{path} must end in .csv, .csv.gz or .parquet")
-    return path
-
-
-def _check_range(since: date | None, until: date | None) -> None:
-    """An empty date range is a mistake, never a silent no-op."""
-    if since and until and since > until:
-        raise click.UsageError(f"--since {since} is after --until {until}. Swap them")
+    ctx.obj = _Context(warehouse, config, quiet)
 
 
 @cli.command()
@@ -153,31 +122,19 @@ def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: st
     (URIs directly, e.g. gs:// on Dataproc).
     """
     from .pipeline import IngestIncomplete
+    from .report import format_ingest
 
     try:
-        with _progress(ctx) as progress:
+        with ctx.progress() as progress:
             result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
     except IngestIncomplete as exc:  # say what is already in: re-running only the rest is enough
-        _ingested(exc.committed)
+        _say(format_ingest(exc.committed))
         click.echo(
             f"{len(exc.committed.files)} file(s) committed before the error (listed above).",
             err=True,
         )
         raise exc.error from None
-    _ingested(result)
-
-
-def _ingested(result: Any) -> None:
-    for f in result.files:
-        reasons = ", ".join(f"{k} {v:,}" for k, v in f.reasons.items())
-        click.echo(
-            f"{f.path}: {f.bronze_rows:,} rows to bronze_events, {f.quarantined_rows:,} to "
-            f"quarantine_events" + (f" ({reasons})" if reasons else "")
-        )
-    if len(result.files) > 1:
-        click.echo(
-            f"Total: {result.bronze_rows:,} to bronze_events, {result.quarantined_rows:,} quarantined"
-        )
+    _say(format_ingest(result))
 
 
 def _date(value: str | date | None) -> date | None:
@@ -199,13 +156,12 @@ def build(
     ctx: _Context, engine: str | None, master: str | None, since: date | None, until: date | None
 ) -> None:
     """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
-    _check_range(since, until)
-    with _progress(ctx) as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(
-            _date(since), _date(until)
-        )
-    for name, rows in result.rows.items():
-        click.echo(f"{name}: {rows:,} rows")
+    from .report import format_build
+
+    check_range(since, until)
+    with ctx.progress() as progress:
+        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(since, until)
+    _say(format_build(result))
 
 
 @cli.command()
@@ -220,7 +176,7 @@ def report(ctx: _Context, fmt: str, top: int, since: date | None, until: date | 
     """Print the summary: table sizes, date range, funnel, top brands, categories, price bands."""
     from .report import format_text
 
-    _check_range(since, until)
+    check_range(since, until)
     data = ctx.pipeline(None).report(top, since, until)
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else format_text(data))
 
@@ -290,18 +246,18 @@ def detect(
 
     With --engine spark, the hourly segment aggregation over silver_events runs on Spark.
     """
-    with _progress(ctx) as progress:
+    with ctx.progress() as progress:
         pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
         if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
             pipeline.settings.check_sinks(sinks)
-        result = pipeline.detect(method, _date(since))
+        result = pipeline.detect(method, since)
     from .report import format_detect
 
     click.echo(
         format_detect(result.anomalies.to_pylist(), result.method, result.segments, result.hours)
     )
     if alert:
-        with _progress(ctx) as progress:
+        with ctx.progress() as progress:
             sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
         click.echo(sent.summary())
         if not sent.ok:
@@ -331,42 +287,14 @@ def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
     """Recall (all and detectable labels), precision, F1, delays and false incidents per week of each method."""
     from dataclasses import asdict
 
-    with _progress(ctx) as progress:
+    from .report import format_evaluate
+
+    with ctx.progress() as progress:
         scores = ctx.pipeline(progress).evaluate(labels)
     if fmt == "json":
         click.echo(json.dumps([asdict(s) for s in scores], indent=2, default=str))
-        return
-    click.echo(
-        f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'found':>5} "
-        f"{'incidents':>9} {'precision':>9} {'recall':>6} {'recall(det)':>11} {'F1(det)':>7} "
-        f"{'delay p50/p90':>13} {'false/week':>10}"
-    )
-    for s in scores:
-        delay = (
-            "n/a"
-            if s.median_delay_h is None
-            else f"{s.median_delay_h:.1f}/{s.p90_delay_h:.1f} h"
-        )
-        click.echo(
-            f"{s.method:<10} {s.labels:>6} {s.detected_labels:>5} {s.detectable:>10} "
-            f"{s.detected_detectable:>5} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
-            f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f}"
-        )
-    for s in scores:
-        kinds = ", ".join(
-            f"{kind} {k['found']}/{k['labels']} (detectable {k['found_detectable']}/{k['detectable']})"
-            for kind, k in sorted(s.per_kind.items())
-        )
-        click.echo(f"{s.method} per kind: {kinds}")
-        missed = [r for r in s.per_label if not r["detected"] and r["detectable"]]
-        if missed:
-            click.echo(
-                f"{s.method} missed detectable: "
-                + ", ".join(
-                    f"{r['id']} ({r['kind']} {r['segment']}, ideal z {r['ideal_z']:+.1f})"
-                    for r in missed
-                )
-            )
+    else:
+        click.echo(format_evaluate(scores))
 
 
 @cli.command()
@@ -381,35 +309,22 @@ def evaluate(ctx: _Context, labels: Path, fmt: str) -> None:
 @click.pass_obj
 def vacuum(ctx: _Context, retain_hours: int, dry_run: bool) -> None:
     """Free disk space: delete files of old table versions and files left by failed writes."""
-    with _progress(ctx) as progress:
+    from .report import format_vacuum
+
+    with ctx.progress() as progress:
         found = ctx.pipeline(progress).vacuum(retain_hours, dry_run)
-    verb = "would delete" if dry_run else "deleted"
-    for name, (files, size) in found.items():
-        click.echo(f"{name}: {verb} {files:,} files ({size / 1e6:,.1f} MB)")
-    total = sum(size for _, size in found.values())
-    click.echo(
-        f"Total: {verb} {total / 1e6:,.1f} MB (kept every version of the last {retain_hours} h)"
-    )
+    click.echo(format_vacuum(found, retain_hours, dry_run))
 
 
 @cli.command()
 @click.pass_obj
 def demo(ctx: _Context) -> None:
     """Ingest the bundled real REES46 sample, build every table and print the report."""
-    from .pipeline import sample_files
-    from .report import format_text
+    from .report import format_demo
 
-    with _progress(ctx) as progress:
-        pipeline = ctx.pipeline(progress)
-        result = pipeline.ingest(sample_files())
-        pipeline.build()
-        data = pipeline.report()
-    for f in result.files:
-        click.echo(
-            f"Ingested {Path(f.path).name}: {f.bronze_rows:,} rows, {f.quarantined_rows:,} quarantined"
-        )
-    click.echo("")
-    click.echo(format_text(data))
+    with ctx.progress() as progress:
+        result = ctx.pipeline(progress).demo()
+    click.echo(format_demo(result.ingested, result.report))
 
 
 @cli.command()
@@ -420,7 +335,7 @@ def demo(ctx: _Context) -> None:
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    callback=lambda ctx, param, value: _event_file(value),
+    callback=lambda ctx, param, value: event_file(value),
     help=".csv, .csv.gz or .parquet",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -444,37 +359,25 @@ def generate(
     inject: str | None,
 ) -> None:
     """Write realistic synthetic events in the raw REES46 format (deterministic for a seed)."""
-    from .anomaly.incidents import load_labels, plan_incidents, save_labels
-    from .generate import generate_labelled, ranked_brands, write_events
+    from .anomaly.incidents import InjectError
+    from .generate import generate_file
+    from .report import format_generated
 
-    first = _date(start)
-    assert first is not None
-    begin = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    incidents = []
-    if inject:
-        if inject.startswith("auto:"):
-            count = int(inject[5:]) if inject[5:].isdigit() else 0
-            if count < 1:
-                raise click.BadParameter("use auto:N, N a whole number >= 1", param_hint="--inject")
-            if brands < 3:
-                raise click.BadParameter("incidents need --brands 3 or more", param_hint="--inject")
-            incidents = plan_incidents(
-                count, start=begin, days=days, brands=ranked_brands(brands, seed), seed=seed
+    try:
+        with ctx.progress() as progress:
+            result = generate_file(
+                rows,
+                out,
+                seed=seed,
+                start=start,
+                days=days,
+                brands=brands,
+                inject=inject,
+                progress=progress,
             )
-        else:
-            incidents = load_labels(Path(inject))
-    with _progress(ctx) as progress:
-        progress.step(f"Generating {rows:,} events")
-        table, incidents = generate_labelled(
-            rows, seed=seed, start=begin, days=days, brands=brands, incidents=incidents
-        )
-        progress.step(f"Writing {out}")
-        write_events(table, out)
-    click.echo(f"Wrote {table.num_rows:,} events to {out}")
-    if incidents:
-        labels = Path(f"{out}.labels.json")
-        save_labels(incidents, labels)
-        click.echo(f"Injected {len(incidents)} incidents; labels in {labels}")
+    except InjectError as exc:
+        raise click.BadParameter(str(exc), param_hint="--inject") from None
+    click.echo(format_generated(result))
 
 
 @cli.command()
@@ -488,20 +391,12 @@ def generate(
 @click.pass_obj
 def dashboard(ctx: _Context, port: int, host: str) -> None:
     """Serve the web dashboard (Streamlit) over the warehouse."""
-    import importlib.util
     import os
 
-    from .config import load_settings
-    from .errors import MissingDependencyError
+    from .dashboard import serve
 
-    if importlib.util.find_spec("streamlit") is None:
-        raise MissingDependencyError("streamlit", "dashboard")
-    settings = load_settings(ctx.config, warehouse=ctx.warehouse)
-    env = {**os.environ, "FUNNELPULSE_WAREHOUSE": str(Path(settings.warehouse_path).resolve())}
-    if ctx.config:  # the pages load the same settings file as this command
-        env["FUNNELPULSE_CONFIG"] = str(Path(ctx.config).resolve())
+    command, env = serve.command(host, port, ctx.pipeline(None).warehouse, ctx.config)
     click.echo(f"Serving {env['FUNNELPULSE_WAREHOUSE']} on http://{host}:{port} (Ctrl-C to stop)")
-    command = [sys.executable, "-m", "funnelpulse.dashboard.serve", host, str(port)]
     sys.stdout.flush()
     # Become the server (no child process), so Ctrl-C and SIGTERM reach it directly.
     os.execve(sys.executable, command, env)
@@ -586,32 +481,23 @@ def stream(
     import logging
 
     from .anomaly.sinks import scrubbed_logging
-    from .config import load_settings
     from .engines.base import StreamOptions
-    from .pipeline import Pipeline
+    from .report import format_stream
     from .streaming.kafka_client import settings_options
 
     scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
-    settings = load_settings(
-        ctx.config, warehouse=ctx.warehouse, watermark_s=watermark_s, spark_master=master
-    )
+    pipeline = ctx.pipeline(None, watermark_s=watermark_s, spark_master=master)
     options = StreamOptions(
         until_idle_s=until_idle,
         trigger_s=trigger_s,
         checkpoint=checkpoint,
         max_rows=max_rows_per_batch,
         broker_timeout_s=broker_timeout_s,
-        alert_sinks=(list(sinks) or list(settings.alert_sinks)) if alert else None,
+        alert_sinks=(list(sinks) or list(pipeline.settings.alert_sinks)) if alert else None,
         kafka_options=settings_options(ctx.config),
     )
-    result = Pipeline(settings).stream(source, engine, options)
-    click.echo(
-        f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
-        f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
-        f"{result.windows:,} windows in {settings.warehouse_path}/gold_stream_funnel_hourly_brand"
-    )
-    if alert:
-        click.echo(f"Alerts: {result.alerts_sent} sent, {result.alerts_failed} failed")
+    result = pipeline.stream(source, engine, options)
+    click.echo(format_stream(result, pipeline.warehouse, alert))
 
 
 @cli.command()
@@ -657,19 +543,17 @@ def replay(
     seconds: float,
 ) -> None:
     """Publish events to Kafka in event-time order, keyed by user_session."""
+    from .report import format_replay
     from .streaming import replay as replaying
     from .streaming.kafka_client import settings_options
 
     options = settings_options(ctx.config)
-    with _progress(ctx) as progress:
+    with ctx.progress() as progress:
         if synthetic:
             result = replaying.synthetic(target, rate, seconds, options=options)
         else:
             result = ctx.pipeline(progress).replay(target, list(sources), speedup, options)
-    click.echo(
-        f"Published {result.published:,} events in {result.seconds:.1f} s "
-        f"({result.published / max(result.seconds, 1e-9):,.0f}/s), all delivered"
-    )
+    click.echo(format_replay(result))
 
 
 @cli.command()
@@ -678,79 +562,15 @@ def replay(
 @click.option("--partitions", type=click.IntRange(1, 1000), default=2, show_default=True)
 def broker(port: int, topic: str, partitions: int) -> None:
     """Run a local Kafka-protocol broker (tansu, in memory) for the live demo, until Ctrl-C."""
-    import signal
-    import time
+    from .report import format_broker
+    from .streaming.broker import serve
 
-    from .streaming.broker import create_topic, start_broker
-
-    def interrupt(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the broker too, not only Ctrl-C
-    proc = start_broker(port)
-    try:
-        create_topic(f"127.0.0.1:{port}", topic, partitions)
-        click.echo(
-            f"Kafka-protocol broker on 127.0.0.1:{port}, topic {topic} ({partitions} partitions). "
-            "In-memory: data is gone when it stops. Ctrl-C to stop."
-        )
-        while proc.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proc.terminate()
-
-
-# Exit codes (README "The command line"): 1 an error the message says how to fix, 2 a bad
-# command line (nothing was done), 3 an unexpected failure (a bug: --debug shows the traceback).
-EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED = 1, 2, 3
-
-
-def _scrubbed(text: str) -> str:
-    """An error line with every part of every configured secret removed."""
-    from .anomaly.sinks import scrub
-
-    return scrub(text)
+    serve(port, topic, partitions, ready=lambda: click.echo(format_broker(port, topic, partitions)))
 
 
 def run(args: list[str] | None = None) -> int:
     """Run the command line and return its exit code: expected errors print one `Error:` line."""
-    import warnings
-
-    argv = sys.argv[1:] if args is None else list(args)
-    debug = "--debug" in argv
-    warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
-    try:
-        code = cli.main(argv, prog_name="funnelpulse", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return 130
-    except click.UsageError as exc:
-        where = f" See `{exc.ctx.command_path} --help`." if exc.ctx else ""
-        message = exc.format_message().rstrip()
-        end = "" if message.endswith((".", "?", "!")) else "."
-        click.echo(f"Error: {message}{end}{where}", err=True)
-        return EXIT_USAGE
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except FunnelPulseError as exc:
-        if debug:
-            raise
-        click.echo(_scrubbed(f"Error: {exc}"), err=True)
-        return EXIT_ERROR
-    except Exception as exc:
-        if debug:
-            raise
-        click.echo(
-            _scrubbed(
-                f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details"
-            ),
-            err=True,
-        )
-        return EXIT_UNEXPECTED
-    return code if isinstance(code, int) else 0
+    return int(cli.main(args, standalone_mode=False))
 
 
 def main() -> None:
