@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import row, write_csv
 from hypothesis import given, settings
@@ -98,3 +99,79 @@ def test_a_new_metric_is_one_edit_of_the_contract(
             gold = p.table(model.name).to_pylist()
             assert [(r["removals"], r["removal_rate"]) for r in gold] == [(1, 0.5)], model.name
     assert "removals" in p.report()["funnel"]
+
+
+# -- every table's schema -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A warehouse where each table written from Arrow was written by its own writer: ingest (a
+    bad row too), build, detect, a file stream, a live incident and an alert delivery."""
+    from datetime import UTC, datetime
+
+    from funnelpulse.anomaly.alertlog import AlertLog
+    from funnelpulse.anomaly.live_incidents import LiveIncident, write_incidents
+    from funnelpulse.engines.base import StreamOptions
+
+    root = tmp_path_factory.mktemp("contract")
+    p = Pipeline(warehouse=str(root / "wh"))
+    # 20 hours of 50 views and 5 purchases, but none at 10:00: the reference method flags it.
+    lines = [
+        row(f"2019-10-01 {h:02d}:{m:02d}:00", etype=etype, user=m)
+        for h in range(20)
+        for m in range(50)
+        for etype in ("view", "purchase")
+        if etype == "view" or (m < 5 and h != 10)
+    ]
+    p.ingest([write_csv(root / "e.csv", [*lines, row("2019-10-01 04:00:00", price="x")])])
+    p.build()
+    assert p.detect(method="reference").anomalies.num_rows > 0
+    incoming = root / "incoming"
+    incoming.mkdir()
+    write_csv(incoming / "live.csv", [row("2019-10-02 10:00:00"), row("2019-10-02 10:01:00")])
+    p.stream(f"files://{incoming}", options=StreamOptions(until_idle_s=1))
+    at = datetime(2019, 10, 2, 10, tzinfo=UTC)
+    write_incidents(
+        p.warehouse,
+        [
+            LiveIncident(
+                "shop:all:20191002T10", "shop", "all", "open", "conversion", "drop", "high",
+                at, at, at, None, at, 5.0, 5, 1.0, 9.0, 100.0, -4.0, 1e-5, 8.0, 40.0,
+            )
+        ],
+    )  # fmt: skip
+    with AlertLog(p.warehouse) as journal:
+        journal.record(
+            {
+                "incident_id": "shop:all:20191002T10",
+                "sink": "file",
+                "status": "sent",
+                "attempts": 1,
+                "error": None,
+                "severity": "high",
+                "dimension": "shop",
+                "segment": "all",
+                "incident_start": at,
+                "incident_end": at,
+                "message": "conversion dropped",
+                "recorded_at": at,
+            }
+        )
+    return p.warehouse
+
+
+@pytest.mark.parametrize("name", sorted(contract.TABLE_SCHEMAS))
+def test_each_written_table_has_the_contract_schema(written: str, name: str) -> None:
+    """The Delta table on disk has exactly the contract's columns, order and types: a writer that
+    drifts (a column added, renamed, retyped or moved) fails here, not in a reader."""
+    from deltalake import DeltaTable
+
+    from funnelpulse import tables
+
+    table = DeltaTable(tables.table_path(written, name))
+    on_disk = pa.schema(table.schema().to_arrow())
+    expected = contract.TABLE_SCHEMAS[name]
+    assert on_disk.names == expected.names
+    assert on_disk.equals(expected), f"{name}:\n{on_disk}\n!=\n{expected}"
+    assert table.to_pyarrow_table().num_rows > 0, f"{name} was written empty"

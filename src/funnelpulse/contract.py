@@ -1,6 +1,7 @@
-"""The data contract in one place: raw columns, event types, price bands, the funnel metrics and
-the silver dedup key. SQL models, both engines, the stream, report, dashboard and detection render
-from or import these, so a new metric or band is one edit here (plus the model that shows it).
+"""The data contract in one place: raw columns, event types, price bands, the funnel metrics, the
+silver dedup key and the schema of every table written from Arrow. SQL models, both engines, the
+stream, report, dashboard and detection render from or import these, so a new metric or band is
+one edit here (plus the model that shows it).
 
 The SQL fragments are DuckDB dialect; the Spark engine transpiles the rendered models with SQLGlot.
 """
@@ -10,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from . import tables
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -142,3 +147,150 @@ def render(sql: str) -> str:
         return _FRAGMENTS[name](indent)
 
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", fill, sql)
+
+
+# -- table schemas ------------------------------------------------------------------------------
+# Tables the models build (silver, gold) take their schema from their SQL; these are the ones
+# written from Arrow. Times are UTC microseconds everywhere.
+_UTC = pa.timestamp("us", "UTC")
+
+BRONZE_SCHEMA = pa.schema(
+    [
+        ("event_time", _UTC),
+        ("event_type", pa.string()),
+        ("product_id", pa.int64()),
+        ("category_id", pa.int64()),
+        ("category_code", pa.string()),
+        ("brand", pa.string()),
+        ("price", pa.float64()),
+        ("user_id", pa.int64()),
+        ("user_session", pa.string()),
+        ("event_date", pa.date32()),
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+        ("ingest_id", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("raw_line", pa.string()),
+        ("reason", pa.string()),
+        ("ingest_id", pa.string()),
+        ("ingested_at", _UTC),
+    ]
+)
+# The live hourly-brand table both stream engines keep (gold_stream_funnel_hourly_brand).
+STREAM_SCHEMA = pa.schema(
+    [
+        ("brand", pa.string()),
+        ("views", pa.int64()),
+        ("carts", pa.int64()),
+        ("purchases", pa.int64()),
+        ("revenue", pa.float64()),
+        ("window_start", _UTC),
+        ("window_end", _UTC),
+        ("view_to_cart_rate", pa.float64()),
+        ("cart_to_purchase_rate", pa.float64()),
+        ("conversion_rate", pa.float64()),
+        ("window_date", pa.date32()),
+        ("is_final", pa.bool_()),
+        ("last_event_at", _UTC),
+        ("updated_at", _UTC),
+    ]
+)
+# The live 5-minute buckets per segment (gold_stream_funnel_5min).
+BUCKET_SCHEMA = pa.schema(
+    [
+        ("bucket_start", _UTC),
+        ("bucket_end", _UTC),
+        ("dimension", pa.string()),
+        ("segment", pa.string()),
+        ("views", pa.int64()),
+        ("carts", pa.int64()),
+        ("purchases", pa.int64()),
+        ("revenue", pa.float64()),
+        ("updated_at", _UTC),
+    ]
+)
+ANOMALY_SCHEMA = pa.schema(
+    [
+        ("anomaly_id", pa.string()),
+        ("method", pa.string()),
+        ("window_start", _UTC),
+        ("window_end", _UTC),
+        ("dimension", pa.string()),
+        ("segment", pa.string()),
+        ("step", pa.string()),
+        ("type", pa.string()),
+        ("observed_rate", pa.float64()),
+        ("expected_rate", pa.float64()),
+        ("numerator", pa.int64()),
+        ("denominator", pa.int64()),
+        ("z", pa.float64()),
+        ("p_value", pa.float64()),
+        ("severity", pa.string()),
+        ("lost_purchases", pa.float64()),
+        ("lost_revenue", pa.float64()),
+        ("root_cause", pa.string()),
+        ("detected_at", _UTC),
+        ("window_date", pa.date32()),
+        ("window_hours", pa.int64()),
+    ]
+)
+# Open-window incidents of the last day (live_incidents).
+INCIDENT_SCHEMA = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("dimension", pa.string()),
+        ("segment", pa.string()),
+        ("status", pa.string()),  # open | resolved
+        ("step", pa.string()),
+        ("type", pa.string()),
+        ("severity", pa.string()),
+        ("started_at", _UTC),
+        ("detected_at", _UTC),  # event time of the first alert
+        ("last_firing_at", _UTC),
+        ("resolved_at", _UTC),
+        ("as_of", _UTC),  # end of the newest complete bucket
+        ("minutes", pa.float64()),  # how long it has run (to as_of, or to resolved_at)
+        ("window_minutes", pa.int64()),
+        ("observed", pa.float64()),
+        ("expected", pa.float64()),
+        ("trials", pa.float64()),
+        ("z", pa.float64()),
+        ("p", pa.float64()),
+        ("lost_purchases", pa.float64()),
+        ("lost_revenue", pa.float64()),
+        ("drivers", pa.string()),  # JSON list of {dimension, segment, share}
+        ("updated_at", _UTC),
+    ]
+)
+# One row per state of one alert delivery.
+ALERT_SCHEMA = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("sink", pa.string()),
+        ("status", pa.string()),  # sending | sent | failed | cooldown
+        ("attempts", pa.int64()),
+        ("error", pa.string()),
+        ("severity", pa.string()),
+        ("dimension", pa.string()),
+        ("segment", pa.string()),
+        ("incident_start", _UTC),
+        ("incident_end", _UTC),
+        ("message", pa.string()),
+        ("recorded_at", _UTC),
+    ]
+)
+# table name (tables.py) -> schema, for every table written from Arrow.
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    tables.BRONZE: BRONZE_SCHEMA,
+    tables.QUARANTINE: QUARANTINE_SCHEMA,
+    tables.GOLD_STREAM: STREAM_SCHEMA,
+    tables.GOLD_STREAM_5MIN: BUCKET_SCHEMA,
+    tables.ANOMALIES: ANOMALY_SCHEMA,
+    tables.LIVE_INCIDENTS: INCIDENT_SCHEMA,
+    tables.ALERTS: ALERT_SCHEMA,
+}

@@ -20,21 +20,10 @@ import pyarrow.compute as pc
 
 from . import faults, tables
 from .console import Progress, SilentProgress
-from .contract import RAW_COLUMNS
+from .contract import BRONZE_SCHEMA, QUARANTINE_SCHEMA, RAW_COLUMNS
 from .engines.duckdb_conn import connect
 from .errors import InputError
 from .raw_lines import LineReader, RowCount, arrow_lines, fingerprint, raw_csv_sql
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("source_file", pa.string()),
-        ("line_number", pa.int64()),
-        ("raw_line", pa.string()),
-        ("reason", pa.string()),
-        ("ingest_id", pa.string()),
-        ("ingested_at", pa.timestamp("us", "UTC")),
-    ]
-)
 
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
 # `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
@@ -381,25 +370,8 @@ def _ingest_with(  # type: ignore[no-untyped-def]
     except Exception as exc:  # duckdb raises its own error types for unreadable input
         raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
     bad: list[pa.RecordBatch] = []
-    bronze_schema = pa.schema(
-        [
-            ("event_time", pa.timestamp("us", "UTC")),
-            ("event_type", pa.string()),
-            ("product_id", pa.int64()),
-            ("category_id", pa.int64()),
-            ("category_code", pa.string()),
-            ("brand", pa.string()),
-            ("price", pa.float64()),
-            ("user_id", pa.int64()),
-            ("user_session", pa.string()),
-            ("event_date", pa.date32()),
-            ("source_file", pa.string()),
-            ("source_row", pa.int64()),
-            ("ingest_id", pa.string()),
-        ]
-    )
     stream = pa.RecordBatchReader.from_batches(
-        bronze_schema, _bronze_batches(reader, source, ingest_id, bad, accounts)
+        BRONZE_SCHEMA, _bronze_batches(reader, source, ingest_id, bad, accounts)
     )
     bronze_path = tables.table_path(warehouse, tables.BRONZE)
     # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.

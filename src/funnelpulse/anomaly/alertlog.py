@@ -26,24 +26,9 @@ from typing import Any
 import pyarrow as pa
 
 from .. import tables
+from ..contract import ALERT_SCHEMA
 from ..errors import FunnelPulseError
 
-ALERT_SCHEMA = pa.schema(
-    [
-        ("incident_id", pa.string()),
-        ("sink", pa.string()),
-        ("status", pa.string()),  # sending | sent | failed | cooldown
-        ("attempts", pa.int64()),
-        ("error", pa.string()),
-        ("severity", pa.string()),
-        ("dimension", pa.string()),
-        ("segment", pa.string()),
-        ("incident_start", pa.timestamp("us", "UTC")),
-        ("incident_end", pa.timestamp("us", "UTC")),
-        ("message", pa.string()),
-        ("recorded_at", pa.timestamp("us", "UTC")),
-    ]
-)
 _TIMES = ("incident_start", "incident_end", "recorded_at")
 LOCK_WAIT_S = 180.0
 

@@ -23,9 +23,10 @@ from typing import Any, TextIO
 
 from ..config import Settings
 from ..console import Progress, SilentProgress
+from ..contract import ALERT_SCHEMA
 from ..errors import ConfigError, FunnelPulseError
 from ..faults import checkpoint
-from .alertlog import ALERT_SCHEMA, AlertLog, previous_alerts
+from .alertlog import AlertLog, previous_alerts
 from .incidents import Detected, group_incidents
 from .scoring import SEVERITY_RANK
 from .sinks import (

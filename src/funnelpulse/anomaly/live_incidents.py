@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .. import tables
 from ..config import Settings
+from ..contract import INCIDENT_SCHEMA
 from ..faults import checkpoint
 from .alertlog import AlertLog
 from .alerts import RETRY_DELAYS_S, AlertResult
@@ -39,33 +40,6 @@ log = logging.getLogger(__name__)
 LOOKBACK = timedelta(hours=24)
 RESOLVE_MINUTES = 15  # quiet this long, with the rate back, closes an incident
 STALE_MINUTES = 120  # quiet this long closes it whatever the rate (too little traffic to tell)
-INCIDENT_SCHEMA = pa.schema(
-    [
-        ("incident_id", pa.string()),
-        ("dimension", pa.string()),
-        ("segment", pa.string()),
-        ("status", pa.string()),  # open | resolved
-        ("step", pa.string()),
-        ("type", pa.string()),
-        ("severity", pa.string()),
-        ("started_at", pa.timestamp("us", "UTC")),
-        ("detected_at", pa.timestamp("us", "UTC")),  # event time of the first alert
-        ("last_firing_at", pa.timestamp("us", "UTC")),
-        ("resolved_at", pa.timestamp("us", "UTC")),
-        ("as_of", pa.timestamp("us", "UTC")),  # end of the newest complete bucket
-        ("minutes", pa.float64()),  # how long it has run (to as_of, or to resolved_at)
-        ("window_minutes", pa.int64()),
-        ("observed", pa.float64()),
-        ("expected", pa.float64()),
-        ("trials", pa.float64()),
-        ("z", pa.float64()),
-        ("p", pa.float64()),
-        ("lost_purchases", pa.float64()),
-        ("lost_revenue", pa.float64()),
-        ("drivers", pa.string()),  # JSON list of {dimension, segment, share}
-        ("updated_at", pa.timestamp("us", "UTC")),
-    ]
-)
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 

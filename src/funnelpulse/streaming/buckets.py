@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import faults, tables
-from ..contract import UNKNOWN, counts_sql
+from ..contract import BUCKET_SCHEMA, UNKNOWN, counts_sql
 from ..engines.duckdb_conn import connect
 from ..errors import ConfigError
 
@@ -45,19 +45,6 @@ BUCKETS_APP_ID = "funnelpulse-stream-buckets"
 DEFAULT_BUCKET_MINUTES = 5
 DIMENSIONS = ("shop", "brand", "price_band")
 METRICS = ("views", "carts", "purchases", "revenue")
-BUCKET_SCHEMA = pa.schema(
-    [
-        ("bucket_start", pa.timestamp("us", "UTC")),
-        ("bucket_end", pa.timestamp("us", "UTC")),
-        ("dimension", pa.string()),
-        ("segment", pa.string()),
-        ("views", pa.int64()),
-        ("carts", pa.int64()),
-        ("purchases", pa.int64()),
-        ("revenue", pa.float64()),
-        ("updated_at", pa.timestamp("us", "UTC")),
-    ]
-)
 BUCKET_MATCH = (
     "t.bucket_start = s.bucket_start AND t.dimension = s.dimension AND t.segment = s.segment"
 )

@@ -24,15 +24,14 @@ import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
+from ..contract import QUARANTINE_SCHEMA, RAW_COLUMNS, STREAM_SCHEMA
 from ..engines._typing import SparkDataFrame, SparkSession
 from ..engines.spark import spark_session
 from ..errors import FunnelPulseError
-from ..ingest import QUARANTINE_SCHEMA, RAW_COLUMNS
 from .kafka_url import parse_kafka
 from .windows import (
     APP_ID,
     NOT_AN_EVENT,
-    STREAM_SCHEMA,
     WINDOW_MATCH,
     StreamResult,
     metric_expressions,

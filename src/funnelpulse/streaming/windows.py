@@ -1,36 +1,17 @@
-"""The live table's contract, shared by both stream engines: its schema, the metric expressions
-(taken from the batch hourly-brand model, so live and batch gold count the same way) and the key
-that identifies a repeated event."""
+"""What both stream engines share about the live table: the metric expressions (taken from the
+batch hourly-brand model, so live and batch gold count the same way), the key that identifies a
+repeated event, and its schema (defined in the contract)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from .. import tables
 from ..contract import COUNTS
+from ..contract import STREAM_SCHEMA as STREAM_SCHEMA  # the stream engines import it from here
 from ..engines.base import GOLD_MODELS
 
 APP_ID = "funnelpulse-stream"
-STREAM_SCHEMA = pa.schema(
-    [
-        ("brand", pa.string()),
-        ("views", pa.int64()),
-        ("carts", pa.int64()),
-        ("purchases", pa.int64()),
-        ("revenue", pa.float64()),
-        ("window_start", pa.timestamp("us", "UTC")),
-        ("window_end", pa.timestamp("us", "UTC")),
-        ("view_to_cart_rate", pa.float64()),
-        ("cart_to_purchase_rate", pa.float64()),
-        ("conversion_rate", pa.float64()),
-        ("window_date", pa.date32()),
-        ("is_final", pa.bool_()),
-        ("last_event_at", pa.timestamp("us", "UTC")),
-        ("updated_at", pa.timestamp("us", "UTC")),
-    ]
-)
 METRICS = tuple(COUNTS)
 # Why a message is not an event at all; every other reason comes from the ingest step's rules.
 NOT_AN_EVENT = "not a JSON object with the raw columns"
