@@ -12,8 +12,10 @@ Usage: python benchmarks/bench_stream.py [--only drain|sustained|soak] [--events
    now) plus one probe per second (a brand of its own); latency = send call -> the probe's window
    visible in the live table. Checks nothing was lost: events in = events delivered, and the live
    table's views = the distinct view events sent. Reports the dedup state's size.
-3. soak: --soak-batches micro-batches of 100 events; the live table's read time, file count,
-   log size and the stream's RSS after 1,000 batches, in the middle and at the end.
+3. soak: --soak-batches micro-batches of 100 events with stream_retention_s = --soak-retention-s
+   (60: maintenance reaches its steady state within minutes); every --soak-every batches, the
+   read time, file counts and log size of the live table and of the 5-minute buckets, and the
+   stream's RSS (the table in BENCHMARKS.md: after 1,000 batches, in the middle and at the end).
 """
 
 from __future__ import annotations
@@ -45,10 +47,44 @@ def fp(*args: str) -> list[str]:
     return [sys.executable, "-m", "funnelpulse", *args]
 
 
+class PeakRss:
+    """A child's own peak RSS (VmHWM, sampled every 0.1 s until it exits). Not wait4's ru_maxrss:
+    exec keeps the peak of the address space it replaces, so a child started by this (large)
+    benchmark process would report this process's memory at the time it was started."""
+
+    def __init__(self, pid: int) -> None:
+        self.path = Path(f"/proc/{pid}/status")
+        self.mb = 0.0
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                text = self.path.read_text()
+            except OSError:
+                return
+            if "VmHWM:" not in text:  # exited (a zombie has no memory left)
+                return
+            self.mb = max(self.mb, int(text.split("VmHWM:")[1].split()[0]) / 1024)
+            time.sleep(0.1)
+
+    def done(self) -> float:
+        self.thread.join(timeout=5)
+        return self.mb
+
+
+def self_rss_mb() -> float:
+    """This benchmark process's own RSS now (the producer's data lives here)."""
+    text = Path("/proc/self/status").read_text()
+    return int(text.split("VmRSS:")[1].split()[0]) / 1024
+
+
 def run_measured(cmd: list[str], timeout: float = 3600) -> tuple[str, list[str], float, float]:
-    """Run `cmd`; its stdout, stderr lines (with arrival times), wall seconds and peak RSS (MB)."""
+    """Run `cmd`; its stdout, stderr lines (with arrival times), wall seconds and own peak RSS (MB)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = PeakRss(proc.pid)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(
         target=lambda: lines.extend(
@@ -62,7 +98,7 @@ def run_measured(cmd: list[str], timeout: float = 3600) -> tuple[str, list[str],
     reader.join(timeout=10)
     if status != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{''.join(text for _, text in lines)[-3000:]}")
-    return out, [text for _, text in lines], time.perf_counter() - started, usage.ru_maxrss / 1024
+    return out, [text for _, text in lines], time.perf_counter() - started, peak.done()
 
 
 def span_s(
@@ -213,6 +249,8 @@ def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger
         stderr=subprocess.PIPE,
         text=True,
     )
+    peak = PeakRss(proc.pid)
+    bench_rss = self_rss_mb()
     lines: list[str] = []
     threading.Thread(
         target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
@@ -287,7 +325,11 @@ def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger
     proc.send_signal(signal.SIGTERM)
     out = proc.stdout.read()  # type: ignore[union-attr]
     _, _, usage = os.wait4(proc.pid, 0)
-    print(f"stream peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+    print(
+        f"stream peak RSS {peak.done():,.0f} MB (its own VmHWM); wait4's ru_maxrss "
+        f"{usage.ru_maxrss / 1024:,.0f} MB counts this benchmark process, {bench_rss:,.0f} MB "
+        "when it started the stream (the producer's events)"
+    )
     rows = tables.read(live).to_pylist()
     counted_views = sum(r["views"] for r in rows)
     print(f"stream: {out.strip()}")
@@ -305,8 +347,21 @@ def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger
     print(f"  {len(batches)} batches; last: {batches[-1].strip() if batches else '-'}")
 
 
-def soak(bootstrap: str, folder: Path, batches: int) -> None:
-    """Many small batches: does reading the live table stay fast as the stream runs for long?"""
+def _disk(table: Path) -> tuple[int, int, float]:
+    """Parquet files on disk, log files and log MB of one Delta table (0s when absent)."""
+    if not (table / "_delta_log").is_dir():
+        return 0, 0, 0.0
+    log_files = list((table / "_delta_log").iterdir())
+    on_disk = sum(1 for _ in table.rglob("*.parquet")) - sum(
+        1 for f in log_files if f.name.endswith(".parquet")
+    )
+    return on_disk, len(log_files), sum(f.stat().st_size for f in log_files) / 1e6
+
+
+def soak(bootstrap: str, folder: Path, batches: int, retention_s: int, every: int) -> None:
+    """Many small batches: do reads, files, log and memory stay flat as the stream runs for long?"""
+    from deltalake import DeltaTable
+
     from funnelpulse.streaming.replay import publish
 
     topic = "bench-soak"
@@ -318,9 +373,13 @@ def soak(bootstrap: str, folder: Path, batches: int) -> None:
     for row in rows:
         row["event_time"] = row["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC")
         msgs.append((json.dumps(row), row["user_session"], 0.0))
+    del rows, table
     publish(f"kafka://{bootstrap}/{topic}", iter(msgs))
+    del msgs
     warehouse = folder / "wh-soak"
     live = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM))
+    buckets = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM_5MIN))
+    env = dict(os.environ, FUNNELPULSE_STREAM_RETENTION_S=str(retention_s))
     proc = subprocess.Popen(
         fp(
             "--warehouse",
@@ -336,35 +395,52 @@ def soak(bootstrap: str, folder: Path, batches: int) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
-    marks = sorted({1000, batches // 2, batches - 1})
-    print("batch  read_ms  files_in_table  files_on_disk  log_files  log_MB  rss_MB")
-    from deltalake import DeltaTable
-
+    marks = sorted({*range(every, batches, every), 1000, batches // 2, batches - 1})
+    print(
+        f"{batches:,} batches of {per_batch} events, stream_retention_s={retention_s}; "
+        "live table (gold_stream_funnel_hourly_brand) and 5-minute buckets (gold_stream_funnel_5min)",
+        flush=True,
+    )
+    print(
+        "batch  elapsed_s  batches/s  read_ms  files_in_table  parquet_on_disk  log_files  log_MB"
+        "  | 5min: read_ms  files  on_disk  log_files  log_MB | rss_MB",
+        flush=True,
+    )
+    started = time.perf_counter()
+    last = (0, started)
     while marks and proc.poll() is None:
         try:
             version = DeltaTable(str(live)).transaction_version("funnelpulse-embedded-windows") or 0
         except Exception:
             version = 0
         if version >= marks[0]:
-            marks.pop(0)
-            started = time.perf_counter()
-            tables.read(str(live))
-            read_ms = (time.perf_counter() - started) * 1000
-            active = len(DeltaTable(str(live)).file_uris())
-            on_disk = sum(1 for _ in live.rglob("*.parquet"))
-            log_files = list((live / "_delta_log").iterdir())
-            log_mb = sum(f.stat().st_size for f in log_files) / 1e6
+            while marks and version >= marks[0]:
+                marks.pop(0)
+            now = time.perf_counter()
+            rate = (version - last[0]) / (now - last[1])
+            last = (version, now)
+            figures = []
+            for path in (live, buckets):
+                clock = time.perf_counter()
+                tables.read(str(path))
+                read_ms = (time.perf_counter() - clock) * 1000
+                active = len(DeltaTable(str(path)).file_uris())
+                figures.append((read_ms, active, *_disk(path)))
             rss = (
                 int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
                 / 1024
             )
+            (r1, a1, d1, l1, m1), (r2, a2, d2, l2, m2) = figures
             print(
-                f"{version:>5}  {read_ms:7.1f}  {active:14d}  {on_disk:13d}  {len(log_files):9d}  {log_mb:6.2f}  {rss:6.0f}"
+                f"{version:>6}  {now - started:9.0f}  {rate:9.2f}  {r1:7.1f}  {a1:14d}  {d1:15d}"
+                f"  {l1:9d}  {m1:6.2f}  | {r2:13.1f}  {a2:5d}  {d2:7d}  {l2:9d}  {m2:6.2f} | {rss:6.0f}",
+                flush=True,
             )
         time.sleep(0.5)
     out, _ = proc.communicate(timeout=7200)
-    print(out.strip())
+    print(out.strip(), flush=True)
 
 
 def main() -> None:
@@ -376,6 +452,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--trigger-s", type=float, default=0.5, help="the stream's --trigger-s")
     parser.add_argument("--soak-batches", type=int, default=20_000)
+    parser.add_argument(
+        "--soak-retention-s", type=int, default=60, help="the stream's stream_retention_s"
+    )
+    parser.add_argument("--soak-every", type=int, default=1000, help="sample every N batches")
     parser.add_argument("--spark", action="store_true", help="also drain with --engine spark")
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
     parser.add_argument("--only", choices=["drain", "sustained", "soak"], default=None)
@@ -389,7 +469,7 @@ def main() -> None:
         if args.only in (None, "sustained"):
             sustained(bootstrap, folder, args.rate, args.seconds, args.trigger_s)
         if args.only in (None, "soak"):
-            soak(bootstrap, folder, args.soak_batches)
+            soak(bootstrap, folder, args.soak_batches, args.soak_retention_s, args.soak_every)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -570,3 +571,139 @@ def test_the_engines_refuse_each_others_live_table(tmp_path: Path) -> None:
 
     with pytest.raises(FunnelPulseError, match="written by the embedded engine"):
         _refuse_embedded_table(tables.table_path(wh, tables.GOLD_STREAM))
+
+
+# ---------------------------------------------------------------- maintenance: retention
+
+
+RETENTION_ENV = "FUNNELPULSE_STREAM_RETENTION_S"
+
+
+def test_stream_retention_is_a_checked_setting_that_reaches_both_live_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import DeltaTable
+
+    from funnelpulse.config import load_settings
+    from funnelpulse.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(RETENTION_ENV, raising=False)
+    assert load_settings().stream_retention_s == 3600
+    (tmp_path / "funnelpulse.toml").write_text("stream_retention_s = 600\n")
+    assert load_settings().stream_retention_s == 600
+    for bad in ("5", "1.5", "an hour"):
+        monkeypatch.setenv(RETENTION_ENV, bad)
+        with pytest.raises(ConfigError, match="Setting stream_retention_s = .* from 10 to"):
+            load_settings()
+    monkeypatch.delenv(RETENTION_ENV)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_csv(folder / "a.csv", [row("2019-10-01 10:00:00"), row("2019-10-01 10:05:00", "cart")])
+    wh = str(tmp_path / "wh")
+    refused = stream(wh, f"files://{folder}", env={RETENTION_ENV: "5"})
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"Error: Setting stream_retention_s = 5 (from {RETENTION_ENV}) must be an integer from "
+        f"10 to 2592000. Fix {RETENTION_ENV}"
+    ]
+    assert not Path(wh, tables.GOLD_STREAM).exists()
+    done = stream(wh, f"files://{folder}", env={RETENTION_ENV: "120"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in (tables.GOLD_STREAM, tables.GOLD_STREAM_5MIN):
+        config = DeltaTable(tables.table_path(wh, name)).metadata().configuration
+        assert config["delta.deletedFileRetentionDuration"] == "interval 120 seconds", name
+        assert config["delta.logRetentionDuration"] == "interval 120 seconds", name
+
+
+def _parquet_on_disk(table: str) -> set[str]:
+    return {p.name for p in Path(table).rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+@pytest.mark.slow
+def test_a_reader_holding_an_older_version_survives_compaction_and_vacuum(tmp_path: Path) -> None:
+    """The retention protects a read in progress: the files of the version it holds stay until
+    the retention has passed since a newer version removed them, then vacuum deletes them."""
+    from deltalake import DeltaTable
+
+    from funnelpulse.streaming.maintenance import Maintenance
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    wh = str(tmp_path / "wh")
+    live = tables.table_path(wh, tables.GOLD_STREAM)
+    events = generate_events(3_000, seed=5, days=1, brands=5)
+    env = {RETENTION_ENV: "10"}
+    for i in range(2):  # two runs, a batch each
+        write_events(events.slice(i * 1_000, 1_000), folder / f"part{i}.csv")
+        assert stream(wh, f"files://{folder}", env=env).returncode == 0
+    held = DeltaTable(live)
+    held_files = set(held.file_uris())
+    reading = held.to_pyarrow_dataset()  # a reader's snapshot: the files of this version
+    held_views = sum(r[2] for r in live_rows(wh))
+    write_events(events.slice(2_000), folder / "part2.csv")  # its MERGE rewrites those files
+    assert stream(wh, f"files://{folder}", env=env).returncode == 0
+    expected = live_rows(wh)
+    views = sum(r[2] for r in expected)
+    assert views > held_views > 0
+
+    Maintenance([live], retention_s=10, compact_every_s=0).after_batch(1)  # compact + vacuum now
+    assert held_files - set(DeltaTable(live).file_uris()), "no file of the held version removed"
+    assert held_files <= {str(p) for p in Path(live).rglob("*.parquet")}
+    assert sum(reading.to_table().column("views").to_pylist()) == held_views  # still readable
+    assert live_rows(wh) == expected
+
+    time.sleep(10.5)  # the retention passes: the files the held version read are deleted
+    Maintenance([live], retention_s=10, compact_every_s=0).after_batch(2)
+    assert _parquet_on_disk(live) == {Path(u).name for u in DeltaTable(live).file_uris()}
+    with pytest.raises(OSError):  # the held version's files are gone now
+        reading.to_table()
+    assert live_rows(wh) == expected
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kill_9_right_after_a_vacuum_then_restart_counts_exactly(
+    broker: str, tmp_path: Path
+) -> None:
+    """A stream whose retention is short compacts, vacuums and expires its log while it runs;
+    killed the moment a vacuum deleted files, it restarts from the newest commit alone."""
+    from deltalake import DeltaTable
+
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.replay import publish
+
+    topic = "vacuum-kill"
+    create_topic(broker, topic)
+    url = f"kafka://{broker}/{topic}"
+    events = generate_events(12_000, seed=12, days=2, brands=10)
+    publish(url, iter(messages_of(events)))
+    wh = str(tmp_path / "wh")
+    live = tables.table_path(wh, tables.GOLD_STREAM)
+    env = {RETENTION_ENV: "10"}
+    killed = stream(
+        wh, url, "--max-rows-per-batch", "50", env={**env, "FUNNELPULSE_KILL_AT": "stream.vacuumed"}
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = sum(
+        int(m.group(1).replace(",", ""))
+        for m in (
+            re.search(r"batch \d+: ([\d,]+) events", line) for line in killed.stderr.splitlines()
+        )
+        if m
+    )
+    assert 0 < before < 12_000
+    assert not Path(live, "_delta_log", f"{0:020d}.json").exists()  # the old log is gone
+    first_version = DeltaTable(live).version()
+    again = stream(wh, url, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{12_000 - before:,} events in, 0 late" in again.stdout, (before, again.stdout)
+    assert DeltaTable(live).version() > first_version
+
+    batch = Pipeline(warehouse=str(tmp_path / "batch"))
+    batch.ingest([str(write_events(events, tmp_path / "events.csv"))])
+    batch.build()
+    assert_live_equals_batch(_merged(batch, Path(wh)))
+    shop = tables.read(tables.table_path(wh, tables.GOLD_STREAM_5MIN)).to_pylist()
+    bucket_views = sum(r["views"] for r in shop if r["dimension"] == "shop")
+    assert bucket_views == sum(r[2] for r in live_rows(wh)) > 0

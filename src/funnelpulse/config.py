@@ -87,6 +87,9 @@ class Settings:
     spark_master: str = _setting("local[*]", Rule(str, nonempty=True), "Spark master URL")
     shuffle_partitions: int = _setting(8, Rule(int, 1, 10_000), "Spark shuffle partitions")
     watermark_s: int = _setting(7200, Rule(int, 0, 30 * 86_400), "stream lateness allowed, s")
+    stream_retention_s: int = _setting(
+        3600, Rule(int, 10, 30 * 86_400), "removed files and log entries a stream keeps, s"
+    )
     # anomaly detection
     detect_method: str = _setting("seasonal", Rule(str, choices=METHODS), "detection method")
     history_days: int = _setting(14, Rule(int, 3, 90), "past days a baseline uses")
