@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from funnelpulse import Pipeline
+from funnelpulse import Pipeline, tables
 from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
 
@@ -36,6 +39,49 @@ def row(
 def write_csv(path: Path, lines: list[str], header: bool = True) -> Path:
     path.write_text("\n".join(([HEADER] if header else []) + lines) + "\n")
     return path
+
+
+# --- streams (tests/test_stream.py: Spark, tests/test_stream_embedded.py: embedded) -------------
+
+
+def fp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m funnelpulse ARGS` as its own process (a stream is killed, signalled, restarted)."""
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_live_equals_batch(p: Pipeline) -> None:
+    """Each live hour of a brand equals the batch build's, and is final once 2 h behind the newest
+    event."""
+    batch = {
+        (r["window_start"], r["brand"]): r for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    }
+    live = p.table(tables.GOLD_STREAM).to_pylist()
+    assert len(live) == len(batch)
+    for r in live:
+        b = batch[(r["window_start"], r["brand"])]
+        assert (r["views"], r["carts"], r["purchases"]) == (b["views"], b["carts"], b["purchases"])
+        assert abs(r["revenue"] - b["revenue"]) < 1e-6
+        assert r["conversion_rate"] == b["conversion_rate"]
+    latest = max(r["last_event_at"] for r in live)
+    for r in live:
+        assert r["is_final"] == (r["window_end"] <= latest - timedelta(hours=2))
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """A Kafka-protocol broker (tansu, in memory) for the tests of one module."""
+    from funnelpulse.streaming.broker import local_broker
+
+    with local_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

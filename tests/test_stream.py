@@ -10,35 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import row, write_csv
+from conftest import assert_live_equals_batch, fp, row, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
-from funnelpulse.streaming.broker import create_topic, free_port, local_broker
+from funnelpulse.streaming.broker import create_topic, free_port
 from funnelpulse.streaming.replay import publish
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    with local_broker() as bootstrap:
-        yield bootstrap
-
-
-def fp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "funnelpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def stream(warehouse: str, source: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -59,22 +43,6 @@ def stream(warehouse: str, source: str, *extra: str) -> subprocess.CompletedProc
         *extra,
         timeout=600,
     )
-
-
-def assert_live_equals_batch(p: Pipeline) -> None:
-    batch = {
-        (r["window_start"], r["brand"]): r for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
-    }
-    live = p.table(tables.GOLD_STREAM).to_pylist()
-    assert len(live) == len(batch)
-    for r in live:
-        b = batch[(r["window_start"], r["brand"])]
-        assert (r["views"], r["carts"], r["purchases"]) == (b["views"], b["carts"], b["purchases"])
-        assert abs(r["revenue"] - b["revenue"]) < 1e-6
-        assert r["conversion_rate"] == b["conversion_rate"]
-    latest = max(r["last_event_at"] for r in live)
-    for r in live:
-        assert r["is_final"] == (r["window_end"] <= latest - timedelta(hours=2))
 
 
 def test_real_sample_through_kafka_equals_batch(broker: str, tmp_path: Path) -> None:
@@ -288,7 +256,14 @@ def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
     assert bad["not a JSON object with the raw columns"]["raw_line"] == "this is not json"
     topic_name, _, partition = bad["unknown event_type"]["source_file"].partition(":")
     assert topic_name == topic and partition.isdigit()
-    assert bad["unknown event_type"]["line_number"] is not None  # the Kafka offset
+    # every message has key s1, so one partition, where offsets count the messages published
+    # before: 10 good, the in-order one, then these three in this order
+    assert {r["source_file"] for r in bad.values()} == {f"{topic}:{partition}"}
+    assert {reason: r["line_number"] for reason, r in bad.items()} == {
+        "not a JSON object with the raw columns": 11,
+        "negative or invalid price": 12,
+        "unknown event_type": 13,
+    }
 
 
 def test_unreachable_broker_exits_cleanly(tmp_path: Path) -> None:

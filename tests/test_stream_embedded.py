@@ -5,20 +5,18 @@ broker, and the same judgement of files as `ingest`."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import row, write_csv
+from conftest import assert_live_equals_batch, fp, row, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.errors import FunnelPulseError
@@ -31,24 +29,6 @@ KILL_POINTS = (
     "stream.state_recorded",
     "stream.live_committed",
 )
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    from funnelpulse.streaming.broker import local_broker
-
-    with local_broker() as bootstrap:
-        yield bootstrap
-
-
-def fp(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "funnelpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def stream(warehouse: str, source: str, *extra: str, env: dict[str, str] | None = None) -> Any:
@@ -84,22 +64,6 @@ def quarantine_rows(warehouse: str) -> Counter[tuple[Any, ...]]:
         (r["source_file"].rsplit(":", 1)[-1], r["line_number"], r["raw_line"], r["reason"])
         for r in tables.read(path).to_pylist()
     )
-
-
-def assert_live_equals_batch(p: Pipeline) -> None:
-    batch = {
-        (r["window_start"], r["brand"]): r for r in p.table(tables.GOLD_HOURLY_BRAND).to_pylist()
-    }
-    live = p.table(tables.GOLD_STREAM).to_pylist()
-    assert len(live) == len(batch)
-    for r in live:
-        b = batch[(r["window_start"], r["brand"])]
-        assert (r["views"], r["carts"], r["purchases"]) == (b["views"], b["carts"], b["purchases"])
-        assert abs(r["revenue"] - b["revenue"]) < 1e-6
-        assert r["conversion_rate"] == b["conversion_rate"]
-    latest = max(r["last_event_at"] for r in live)
-    for r in live:
-        assert r["is_final"] == (r["window_end"] <= latest - timedelta(hours=2))
 
 
 def messages_of(events: Any) -> list[tuple[str, str | None, float]]:
