@@ -233,3 +233,107 @@ def test_ingest_from_a_uri_folder(pipeline: Pipeline, tmp_path: Path) -> None:
     }
     with pytest.raises(InputError, match="no such file or folder"):
         pipeline.ingest([f"file://{tmp_path}/missing/"])
+
+
+# -- DuckDB's errors, told apart by type in the DuckDB adapter --------------------------------
+
+
+def _parquet_events(path: Path, rows: int = 200_000) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from funnelpulse.contract import RAW_COLUMNS
+
+    values = {
+        "event_time": [f"2019-10-01 10:{i % 60:02d}:00 UTC" for i in range(rows)],
+        "event_type": ["view"] * rows,
+        "product_id": [str(i) for i in range(rows)],
+        "category_id": ["7"] * rows,
+        "category_code": [""] * rows,
+        "brand": ["acme"] * rows,
+        "price": ["5.0"] * rows,
+        "user_id": [str(i) for i in range(rows)],
+        "user_session": [f"s{i}" for i in range(rows)],
+    }
+    pq.write_table(pa.table({c: values[c] for c in RAW_COLUMNS}), path, row_group_size=20_000)
+    return path
+
+
+def test_a_parquet_file_corrupt_mid_way_is_an_input_error_and_writes_nothing(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Its footer reads, so DuckDB fails only mid-stream, through the Arrow reader: still the
+    input's fault, said without engine jargon, and no bronze row of it is committed."""
+    path = _parquet_events(tmp_path / "events.parquet")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 5000] = bytes((b * 7 + 13) % 256 for b in data[middle : middle + 5000])
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError) as caught:
+        pipeline.ingest([path])
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot be read"), message
+    assert " Error:" not in message and "bronze_events" not in message, message
+    bronze = tables.table_path(pipeline.warehouse, tables.BRONZE)
+    assert not tables.exists(bronze) or tables.read(bronze).num_rows == 0
+
+
+def test_running_out_of_memory_is_said_as_such_not_as_bad_input(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real DuckDB with a 4 MB memory limit: its OutOfMemoryException becomes a memory error,
+    not "cannot be read as REES46 events"."""
+    from funnelpulse.engines import duckdb_ingest
+    from funnelpulse.errors import FunnelPulseError
+
+    real_connect = duckdb_ingest.connect
+
+    def small(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        con = real_connect(threads)
+        con.execute("SET memory_limit='4MB'")
+        return con
+
+    monkeypatch.setattr(duckdb_ingest, "connect", small)
+    path = _parquet_events(tmp_path / "events.parquet")
+    with pytest.raises(FunnelPulseError) as caught:
+        pipeline.ingest([path])
+    assert not isinstance(caught.value, InputError)
+    assert str(caught.value).startswith(f"{path}: ran out of memory while reading it ("), str(
+        caught.value
+    )
+    monkeypatch.setattr(duckdb_ingest, "connect", real_connect)
+    assert pipeline.ingest([path]).bronze_rows == 200_000  # with memory, the same file is fine
+
+
+def test_duckdb_errors_are_classified_by_type() -> None:
+    """Real DuckDB exceptions, raised directly and after crossing the Arrow stream (which keeps
+    only their message): each gets its own user error; an internal error stays a bug."""
+    from funnelpulse.engines.duckdb_ingest import as_duckdb_error, read_error
+    from funnelpulse.errors import FunnelPulseError
+
+    con = duckdb.connect()
+    with pytest.raises(duckdb.IOException) as io_error:
+        con.sql("SELECT * FROM read_csv('/nonexistent/events.csv')")
+    told = read_error(Path("e.csv"), io_error.value)
+    assert isinstance(told, InputError) and str(told).startswith("e.csv: cannot be read (No files")
+
+    # a value that fails only at run time, half way through
+    late = "SELECT CAST(CASE WHEN i < 100000 THEN i::VARCHAR ELSE 'x' END AS INTEGER) FROM range(200000) t(i)"
+    with pytest.raises(duckdb.ConversionException) as conversion:
+        con.sql(late).fetchall()
+    told = read_error(Path("e.csv"), conversion.value)
+    assert isinstance(told, InputError) and "cannot be read as REES46 events" in str(told)
+
+    with pytest.raises(OSError) as streamed:  # the same kind of error, through the Arrow reader
+        for _ in con.sql(late).to_arrow_reader(10_000):
+            pass
+    assert not isinstance(streamed.value, duckdb.Error)
+    assert isinstance(as_duckdb_error(streamed.value), duckdb.ConversionException)
+    assert isinstance(read_error(Path("e.csv"), streamed.value), InputError)
+
+    memory = read_error(Path("e.csv"), OSError("Out of Memory Error: failed to allocate 1 MiB"))
+    assert type(memory) is FunnelPulseError and "ran out of memory" in str(memory)
+    internal = duckdb.InternalException("INTERNAL Error: broken invariant")
+    assert read_error(Path("e.csv"), internal) is internal
+    plain = OSError("No space left on device")
+    assert read_error(Path("e.csv"), plain) is plain

@@ -2,28 +2,31 @@
 
 Every input row ends in exactly one of the two tables. Re-ingesting a file replaces the rows
 that file produced before, so running an ingest twice never duplicates anything.
+
+This module holds what every engine shares: the typing rules, the checks a raw file must pass,
+the bronze and quarantine rows, and the lock and journal around one file. Reading a file is the
+engine's (engines/duckdb_ingest.py, engines/spark_ingest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import faults, tables
+from . import faults
 from .console import Progress, SilentProgress
-from .contract import BRONZE_SCHEMA, QUARANTINE_SCHEMA, RAW_COLUMNS
-from .engines.duckdb_conn import connect
+from .contract import QUARANTINE_SCHEMA, RAW_COLUMNS
 from .errors import InputError
-from .raw_lines import LineReader, RowCount, arrow_lines, fingerprint, raw_csv_sql
+from .raw_lines import LineReader, RowCount, filesystem_of, fingerprint, open_text
+
+# Reads one local raw file into bronze and quarantine: (warehouse, path, source, ingest_id,
+# header, progress) -> what it produced. Each engine has its own; the local one is DuckDB's.
+FileReader = Callable[[str, Path, str, str, bool, Progress], "FileResult"]
 
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
 # `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
@@ -131,27 +134,10 @@ def file_kind(path: Path) -> str:
     )
 
 
-def _filesystem(location: str | Path) -> tuple[Any, str]:
-    """The pyarrow filesystem holding `location` (a local path or a URI) and the path inside it."""
-    from pyarrow import fs
-
-    text = str(location)
-    if "://" in text:
-        return fs.FileSystem.from_uri(text)
-    return fs.LocalFileSystem(), os.path.abspath(text)
-
-
-def _open_text(path: str | Path) -> Any:
-    """A byte stream of the file's text (a .gz file is decompressed)."""
-    filesystem, inner = _filesystem(path)
-    compression = "gzip" if str(path).lower().endswith(".gz") else None
-    return filesystem.open_input_stream(inner, compression=compression)
-
-
 def _first_lines(path: str | Path) -> tuple[bytes, bytes]:
     """The first line and the first non-blank line after it (from the first 256 KiB)."""
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             head = handle.read(1 << 18)
     except (OSError, EOFError, pa.ArrowException) as exc:
         raise InputError(
@@ -196,7 +182,7 @@ def check_file(path: str | Path) -> bool:
     """Refuse what is not a REES46 file with a clear error; True if a CSV starts with its header."""
     from pyarrow import fs
 
-    filesystem, inner = _filesystem(path)
+    filesystem, inner = filesystem_of(path)
     info = filesystem.get_file_info(inner)
     if info.type == fs.FileType.NotFound:
         raise InputError(f"{path}: no such file. Check the path")
@@ -207,55 +193,10 @@ def check_file(path: str | Path) -> bool:
     return file_kind(Path(inner)) == "csv" and _csv_has_header(path)
 
 
-def _raw_view(con, path: Path, header: bool) -> LineReader | RowCount:  # type: ignore[no-untyped-def]
-    """Expose the file as view `raw` with the nine raw columns as text; returns its accounts."""
-    quoted = tables.sql_quote(str(path))
-    if file_kind(path) == "csv":
-        lines = LineReader(str(path), header)
-        con.register("raw_lines", arrow_lines(lines))
-        con.execute(f"CREATE OR REPLACE VIEW raw AS {raw_csv_sql('raw_lines')}")
-        return lines
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if rows == 0:
-        raise InputError(f"{path}: the Parquet file has no rows. Give a file with events")
-    missing = [c for c in RAW_COLUMNS if c not in schema.names]
-    if missing:
-        raise InputError(
-            f"{path}: Parquet file lacks the REES46 columns {', '.join(missing)}. "
-            "Give events with the raw columns"
-        )
-    exprs = []
-    for name in RAW_COLUMNS:
-        kind = schema.field(name).type
-        if pa.types.is_timestamp(kind):
-            value = name if kind.tz else f"({name} AT TIME ZONE 'UTC')"
-            # Sub-second digits only when there are any: the plain form is parsed fastest.
-            exprs.append(
-                f"strftime({value}, CASE WHEN epoch_us({value}) % 1000000 = 0 "
-                f"THEN '%Y-%m-%d %H:%M:%S UTC' ELSE '%Y-%m-%d %H:%M:%S.%f UTC' END) AS {name}"
-            )
-        else:
-            exprs.append(f"CAST({name} AS VARCHAR) AS {name}")
-    # Parquet rows have no text lines: line_number is the row's position in the file.
-    con.execute(
-        f"""CREATE OR REPLACE VIEW raw AS
-        SELECT {", ".join(exprs)}, file_row_number + 1 AS ordinal,
-            NULL::VARCHAR AS reader_reason, NULL::VARCHAR AS raw_text
-        FROM read_parquet({quoted}, file_row_number=true)"""
-    )
-    return RowCount(str(path), rows)
-
-
 BRONZE_COLUMNS = (*RAW_COLUMNS, "event_date", "source_file", "source_row", "ingest_id")
 
 
-def _bronze_batches(
+def bronze_batches(
     reader: pa.RecordBatchReader,
     source: str,
     ingest_id: str,
@@ -295,15 +236,6 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32()))
 
 
-def _line_numbers(ordinals: list[int], skipped: list[int], header: bool) -> list[int]:
-    """The line in the file of rows numbered by their position after the header.
-
-    The line reader numbers rows by their line, so no line is `skipped` any more.
-    """
-    assert not skipped, "rows are numbered by their line"
-    return [k + (1 if header else 0) for k in ordinals]
-
-
 def ingest_file(
     warehouse: str,
     path: Path,
@@ -311,6 +243,7 @@ def ingest_file(
     source: str | None = None,
     *,
     recovering: bool = False,
+    read: FileReader | None = None,
 ) -> FileResult:
     """Ingest one raw file, replacing whatever an earlier ingest of it produced.
 
@@ -320,6 +253,10 @@ def ingest_file(
     """
     from . import warehouse as wh
 
+    if read is None:
+        from .engines import local_reader
+
+        read = local_reader()
     progress = progress or SilentProgress()
     header = check_file(path)
     source = source or str(path.resolve())
@@ -337,98 +274,29 @@ def ingest_file(
             ingest_id=ingest_id,
             versions=wh.versions(warehouse, wh.INGEST_TABLES),
         ):
-            result = _ingest_connected(warehouse, path, source, ingest_id, header, progress)
+            result = read(warehouse, path, source, ingest_id, header, progress)
             faults.checkpoint("ingest.quarantine_committed")
         # Same source, ingested again in full: interrupted ingests of it need nothing more.
         wh.drop_superseded(warehouse, lambda r: r.get("source") == source)
     return result
 
 
-def _ingest_connected(
-    warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
-) -> FileResult:
-    con = connect()
-    try:
-        result = _ingest_with(con, warehouse, path, source, ingest_id, header, progress)
-    except BaseException:
-        # Closing a connection whose result stream is still open raises its own "connection
-        # is busy" error, which would hide the real one (e.g. a full disk): keep the real one.
-        with contextlib.suppress(Exception):
-            con.interrupt()
-            con.close()
-        raise
-    con.close()
-    return result
-
-
-def _ingest_with(  # type: ignore[no-untyped-def]
-    con, warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
-) -> FileResult:
-    accounts = _raw_view(con, path, header)
-    try:
-        reader = con.sql(TYPED_SQL).to_arrow_reader(256_000)
-    except Exception as exc:  # duckdb raises its own error types for unreadable input
-        raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
-    bad: list[pa.RecordBatch] = []
-    stream = pa.RecordBatchReader.from_batches(
-        BRONZE_SCHEMA, _bronze_batches(reader, source, ingest_id, bad, accounts)
-    )
-    bronze_path = tables.table_path(warehouse, tables.BRONZE)
-    # Replaces what an earlier ingest of this path, or of the same content elsewhere, produced.
-    replace = (tables.SameValue("source_file", source), tables.SameValue("ingest_id", ingest_id))
-    try:
-        bronze_rows = tables.write(
-            bronze_path, stream, partition_by=["event_date"], replace=replace
-        )
-    except Exception as exc:
-        stream.close()
-        reader.close()
-        if "duckdb" in type(exc).__module__ or "Invalid Input" in str(exc):
-            raise InputError(f"{path}: cannot be read as REES46 events ({exc})") from exc
-        raise
-    faults.checkpoint("ingest.bronze_committed")
-    progress.step(f"Quarantining bad rows of {path.name}")
-    quarantine = _quarantine_rows(None, bad, source, ingest_id, header, [])
-    tables.write(tables.table_path(warehouse, tables.QUARANTINE), quarantine, replace=replace)
-    reasons = Counter(r.split(":")[0] for r in quarantine.column("reason").to_pylist())
-    return FileResult(
-        path=source if "://" in source else str(path),
-        bronze_rows=bronze_rows,
-        quarantined_rows=quarantine.num_rows,
-        reasons=dict(reasons.most_common()),
-    )
-
-
-def _quarantine_rows(
-    con,
-    bad: list[pa.RecordBatch],
-    source: str,
-    ingest_id: str,
-    header: bool,
-    blank_lines: list[int],  # type: ignore[no-untyped-def]
+def quarantine_rows(
+    bad: list[pa.RecordBatch], source: str, ingest_id: str, header: bool
 ) -> pa.Table:
-    rejected = (
-        con.execute(
-            """SELECT line, any_value(csv_line) AS raw_line,
-                  string_agg(DISTINCT error_type, '; ') || ': ' || any_value(error_message) AS reason
-           FROM rejects GROUP BY line ORDER BY line"""
-        ).fetchall()
-        if con is not None
-        else []
-    )
-    skipped = sorted([int(r[0]) for r in rejected] + blank_lines)
+    """The quarantine_events rows of the judged rows that failed a typing rule.
+
+    The line reader numbers rows by their line after the header, so the line in the file is that
+    number plus the header's line.
+    """
     now = datetime.now(UTC)
     lines: list[int] = []
     raws: list[str] = []
     reasons: list[str] = []
     for batch in bad:
-        lines += _line_numbers(batch.column("ordinal").to_pylist(), skipped, header)
+        lines += [k + (1 if header else 0) for k in batch.column("ordinal").to_pylist()]
         raws += batch.column("raw_line").to_pylist()
         reasons += batch.column("reason").to_pylist()
-    for line, raw, reason in rejected:
-        lines.append(int(line))
-        raws.append(raw)
-        reasons.append(reason.lower())
     n = len(lines)
     return pa.table(
         {
@@ -444,7 +312,10 @@ def _quarantine_rows(
 
 
 def ingest(
-    warehouse: str, paths: list[str | Path], progress: Progress | None = None
+    warehouse: str,
+    paths: list[str | Path],
+    progress: Progress | None = None,
+    read: FileReader | None = None,
 ) -> IngestResult:
     """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
     from . import warehouse as wh
@@ -459,10 +330,10 @@ def ingest(
         for path in paths:
             text = str(path)
             if "://" not in text:
-                result.files.append(ingest_file(warehouse, Path(text), progress))
+                result.files.append(ingest_file(warehouse, Path(text), progress, read=read))
                 continue
             for uri, local in _staged(text, progress or SilentProgress()):
-                done = ingest_file(warehouse, local, progress, source=uri)
+                done = ingest_file(warehouse, local, progress, source=uri, read=read)
                 local.unlink(missing_ok=True)
                 result.files.append(done)
     return result

@@ -10,6 +10,7 @@ ingest whose tables do not receive exactly the data lines counted refuses to com
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,11 +111,9 @@ class LineReader:
             )
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        from .ingest import _open_text
-
         pending: list[bytes] = []
         first = True
-        with _open_text(self.path) as handle:
+        with open_text(self.path) as handle:
             while True:
                 data = handle.read(max(self.chunk, len(_BOM)) if first else self.chunk)
                 if first and data.startswith(_BOM):
@@ -258,7 +257,7 @@ def close_accounts(
 def raw_csv_sql(lines: str) -> str:
     """The view `raw` (nine raw text columns, ordinal, reader_reason, raw_text) over the table
     `lines` a LineReader filled: fields split on commas, or as `split_quoted` found them."""
-    from .ingest import RAW_COLUMNS
+    from .contract import RAW_COLUMNS
 
     n = len(RAW_COLUMNS)
     columns = ", ".join(f"nullif(f[{i + 1}], '') AS {c}" for i, c in enumerate(RAW_COLUMNS))
@@ -274,14 +273,29 @@ def raw_csv_sql(lines: str) -> str:
     """
 
 
+def filesystem_of(location: str | Path) -> tuple[Any, str]:
+    """The pyarrow filesystem holding `location` (a local path or a URI) and the path inside it."""
+    from pyarrow import fs
+
+    text = str(location)
+    if "://" in text:
+        return fs.FileSystem.from_uri(text)
+    return fs.LocalFileSystem(), os.path.abspath(text)
+
+
+def open_text(path: str | Path) -> Any:
+    """A byte stream of the file's text (a .gz file is decompressed)."""
+    filesystem, inner = filesystem_of(path)
+    compression = "gzip" if str(path).lower().endswith(".gz") else None
+    return filesystem.open_input_stream(inner, compression=compression)
+
+
 def fingerprint(path: str | Path, chunk: int = 1 << 22) -> str:
     """Content identity: SHA-256 of every byte of the file as stored, and its size.
 
     Bronze rows carry it, so it is needed before the first row is written: one sequential read.
     """
-    from .ingest import _filesystem
-
-    filesystem, inner = _filesystem(path)
+    filesystem, inner = filesystem_of(path)
     digest = hashlib.sha256()
     size = 0
     # compression=None: the stored bytes, not a .gz file's decompressed text
@@ -296,10 +310,8 @@ def fingerprint(path: str | Path, chunk: int = 1 << 22) -> str:
 def count_lines(path: str | Path, chunk: int = 1 << 24) -> int:
     """Lines in a text file (a .gz one decompressed) by its line breaks, for engines that read
     it elsewhere; an unterminated last line counts too."""
-    from .ingest import _open_text
-
     newlines, last = 0, b"\n"
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         while data := handle.read(chunk):
             newlines += data.count(b"\n")
             last = data[-1:]

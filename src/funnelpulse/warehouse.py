@@ -105,6 +105,26 @@ def writer_lock(
         held.guard.release()
 
 
+def take_flock(
+    fd: int, timeout: float | None, on_wait: Callable[[], object], poll_s: float = 0.1
+) -> bool:
+    """Hold an exclusive flock on `fd`, waiting for its holder (`on_wait` runs once, when it has
+    to wait). False when `timeout` seconds passed first: the caller closes `fd` and says why."""
+    started = time.monotonic()
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if timeout is not None and time.monotonic() - started > timeout:
+                return False
+            if not told:
+                on_wait()
+                told = True
+            time.sleep(poll_s)
+
+
 def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,23 +134,15 @@ def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
             f"Cannot write to the warehouse at {path.parent.parent}: {exc.strerror or exc}. "
             "Check the path, its permissions and free disk space"
         ) from exc
-    started = time.monotonic()
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if not told:
-                progress.step(f"Waiting for {_holder(path)} to finish writing this warehouse")
-                told = True
-            if timeout is not None and time.monotonic() - started > timeout:
-                os.close(fd)
-                raise WarehouseError(
-                    f"{_holder(path)} is still writing this warehouse. Wait for it to finish "
-                    "and re-run"
-                ) from None
-            time.sleep(0.1)
+
+    def waiting() -> None:
+        progress.step(f"Waiting for {_holder(path)} to finish writing this warehouse")
+
+    if not take_flock(fd, timeout, waiting):
+        os.close(fd)
+        raise WarehouseError(
+            f"{_holder(path)} is still writing this warehouse. Wait for it to finish and re-run"
+        )
     import sys
 
     command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
@@ -347,8 +359,8 @@ def _recover_ingest(warehouse: str, record: dict[str, Any], progress: Progress) 
 
 
 def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
+    from .engines import get_engine
     from .engines.base import DateRange
-    from .engines.duckdb import DuckDBEngine
 
     since, until = record.get("since"), record.get("until")
     label = f"{since or 'start'}..{until or 'end'}"
@@ -356,7 +368,7 @@ def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -
     dates = DateRange(
         date.fromisoformat(since) if since else None, date.fromisoformat(until) if until else None
     )
-    DuckDBEngine().build(warehouse, dates, progress)
+    get_engine("duckdb").build(warehouse, dates, progress)
 
 
 def _undo(warehouse: str, record: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 from .. import tables
 from ..contract import ALERT_SCHEMA
 from ..errors import FunnelPulseError
+from ..warehouse import take_flock
 
 _TIMES = ("incident_start", "incident_end", "recorded_at")
 LOCK_WAIT_S = 180.0
@@ -76,23 +76,15 @@ class AlertLog:
                 f"Cannot create the alert journal in {self.folder}: {exc.strerror}. "
                 "Check free disk space and permissions"
             ) from exc
-        deadline = time.monotonic() + self.wait_s
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise AlertLockTimeout(
-                        f"Another funnelpulse process has been sending alerts for this warehouse "
-                        f"for over {self.wait_s:.0f} s. Try again when it has finished"
-                    ) from None
-                if not told and self.on_wait:
-                    self.on_wait("Waiting for another process that is sending alerts")
-                    told = True
-                time.sleep(0.2)
+        on_wait = self.on_wait or (lambda _: None)
+        if not take_flock(
+            fd, self.wait_s, lambda: on_wait("Waiting for another process that is sending alerts")
+        ):
+            os.close(fd)
+            raise AlertLockTimeout(
+                f"Another funnelpulse process has been sending alerts for this warehouse "
+                f"for over {self.wait_s:.0f} s. Try again when it has finished"
+            )
         self._lock_fd = fd
         try:
             self._recover()

@@ -9,6 +9,7 @@ from .base import Engine
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..ingest import FileReader
 
 # name -> (module, class). Adding an engine is one line here plus its adapter module.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -35,3 +36,11 @@ def get_engine(name: str, **options: object) -> Engine:
 def engine_for(name: str, settings: Settings) -> Engine:
     """The adapter for `name`, configured from the settings (each adapter picks its own keys)."""
     return _adapter(name).from_settings(settings)  # type: ignore[no-any-return]
+
+
+def local_reader() -> FileReader:
+    """The reader of one local raw file, in-process (DuckDB): the DuckDB engine's ingest uses it,
+    and so does completing an interrupted ingest, whichever engine began it."""
+    from .duckdb_ingest import read_file
+
+    return read_file

@@ -18,6 +18,7 @@ import pyarrow.json as pajson
 
 from .. import ingest
 from ..engines.duckdb_conn import connect
+from ..engines.duckdb_ingest import raw_view
 from ..errors import FunnelPulseError
 from ..ingest import RAW_COLUMNS, typed_sql
 from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
@@ -331,7 +332,7 @@ def judge_file(con: Any, path: Path) -> Batch:
         return Batch(_empty(con), bad, 1, {})
     own = connect()  # its own connection: the file's reader registers its own views
     try:
-        accounts = ingest._raw_view(own, path, header)
+        accounts = raw_view(own, path, header)
         typed = own.sql(typed_sql(keep=())).to_arrow_table()
     finally:
         own.close()
@@ -339,6 +340,6 @@ def judge_file(con: Any, path: Path) -> Batch:
     split = _split(typed, typed.num_rows, {})
     bad_batches = typed.filter(pc.is_valid(typed.column("reason"))).to_batches()
     accounts.check(split.typed.num_rows, split.bad.num_rows)
-    quarantine = ingest._quarantine_rows(None, bad_batches, source, "", header, [])
+    quarantine = ingest.quarantine_rows(bad_batches, source, "", header)
     split.bad = quarantine.select(["source_file", "line_number", "raw_line", "reason"])
     return split
