@@ -146,7 +146,7 @@ def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
     return took
 
 
-def drain(bootstrap: str, folder: Path, events: int, spark: bool) -> None:
+def drain(bootstrap: str, folder: Path, events: int, spark: bool, trigger_s: float | None) -> None:
     topic = "bench-drain"
     create_topic(bootstrap, topic)
     source = write_events(generate_events(events, seed=1, days=30, brands=250), folder / "e.csv")
@@ -168,6 +168,7 @@ def drain(bootstrap: str, folder: Path, events: int, spark: bool) -> None:
             url,
             "--until-idle",
             "3",
+            *(["--trigger-s", str(trigger_s)] if trigger_s else []),
         )
     )
     total, took = span_s(lines, EMBEDDED_BATCH)
@@ -221,7 +222,9 @@ def _percentiles(delays: list[float]) -> str:
     return f"p50 {statistics.median(delays):.2f} s, p95 {p95:.2f} s, max {delays[-1]:.2f} s"
 
 
-def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger_s: float) -> None:
+def sustained(
+    bootstrap: str, folder: Path, rate: float, seconds: float, trigger_s: float | None
+) -> None:
     from confluent_kafka import Producer
 
     from funnelpulse.streaming.kafka_client import producer_config
@@ -242,8 +245,7 @@ def sustained(bootstrap: str, folder: Path, rate: float, seconds: float, trigger
             "stream",
             "--source",
             f"kafka://{bootstrap}/{topic}",
-            "--trigger-s",
-            str(trigger_s),
+            *(["--trigger-s", str(trigger_s)] if trigger_s else []),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -358,7 +360,9 @@ def _disk(table: Path) -> tuple[int, int, float]:
     return on_disk, len(log_files), sum(f.stat().st_size for f in log_files) / 1e6
 
 
-def soak(bootstrap: str, folder: Path, batches: int, retention_s: int, every: int) -> None:
+def soak(
+    bootstrap: str, folder: Path, batches: int, retention_s: int, every: int, days: int | None
+) -> None:
     """Many small batches: do reads, files, log and memory stay flat as the stream runs for long?"""
     from deltalake import DeltaTable
 
@@ -367,7 +371,8 @@ def soak(bootstrap: str, folder: Path, batches: int, retention_s: int, every: in
     topic = "bench-soak"
     create_topic(bootstrap, topic)
     per_batch = 100
-    table = generate_events(batches * per_batch, seed=4, days=max(2, batches // 500), brands=50)
+    days = days or max(2, batches // 500)
+    table = generate_events(batches * per_batch, seed=4, days=days, brands=50)
     rows = table.to_pylist()
     msgs = []
     for row in rows:
@@ -399,7 +404,8 @@ def soak(bootstrap: str, folder: Path, batches: int, retention_s: int, every: in
     )
     marks = sorted({*range(every, batches, every), 1000, batches // 2, batches - 1})
     print(
-        f"{batches:,} batches of {per_batch} events, stream_retention_s={retention_s}; "
+        f"{batches:,} batches of {per_batch} events over {days} days of event time, "
+        f"stream_retention_s={retention_s}; "
         "live table (gold_stream_funnel_hourly_brand) and 5-minute buckets (gold_stream_funnel_5min)",
         flush=True,
     )
@@ -450,12 +456,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=50_000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--trigger-s", type=float, default=0.5, help="the stream's --trigger-s")
+    parser.add_argument(
+        "--trigger-s", type=float, default=None, help="the stream's --trigger-s (default: its own)"
+    )
     parser.add_argument("--soak-batches", type=int, default=20_000)
     parser.add_argument(
         "--soak-retention-s", type=int, default=60, help="the stream's stream_retention_s"
     )
     parser.add_argument("--soak-every", type=int, default=1000, help="sample every N batches")
+    parser.add_argument(
+        "--soak-days",
+        type=int,
+        default=None,
+        help="days of event time the soak's events span (default: batches / 500, at least 2)",
+    )
     parser.add_argument("--spark", action="store_true", help="also drain with --engine spark")
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
     parser.add_argument("--only", choices=["drain", "sustained", "soak"], default=None)
@@ -465,11 +479,18 @@ def main() -> None:
     folder.mkdir(parents=True)
     with local_broker() as bootstrap:
         if args.only in (None, "drain"):
-            drain(bootstrap, folder, args.events, args.spark)
+            drain(bootstrap, folder, args.events, args.spark, args.trigger_s)
         if args.only in (None, "sustained"):
             sustained(bootstrap, folder, args.rate, args.seconds, args.trigger_s)
         if args.only in (None, "soak"):
-            soak(bootstrap, folder, args.soak_batches, args.soak_retention_s, args.soak_every)
+            soak(
+                bootstrap,
+                folder,
+                args.soak_batches,
+                args.soak_retention_s,
+                args.soak_every,
+                args.soak_days,
+            )
 
 
 if __name__ == "__main__":

@@ -419,7 +419,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     "--trigger-s",
     type=POSITIVE,
     default=None,
-    help="Longest wait for a micro-batch's input (default 0.5 s; Spark: its trigger, 2 s).",
+    help="Longest wait for a micro-batch's input (default 0.25 s; Spark: its trigger, 2 s).",
 )
 @click.option(
     "--watermark-s",

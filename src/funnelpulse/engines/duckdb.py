@@ -58,14 +58,14 @@ class DuckDBEngine:
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions
     ) -> StreamResult:
         """The embedded engine: micro-batches judged by DuckDB, no JVM."""
-        from ..streaming.engine import run_embedded
+        from ..streaming.engine import DEFAULT_TRIGGER_S, run_embedded
 
         return run_embedded(
             warehouse,
             settings,
             source,
             until_idle_s=options.until_idle_s,
-            trigger_s=options.trigger_s or 0.5,
+            trigger_s=options.trigger_s or DEFAULT_TRIGGER_S,
             checkpoint_dir=options.checkpoint,
             max_rows=options.max_rows,
             broker_timeout_s=options.broker_timeout_s,
