@@ -44,7 +44,7 @@ print(f"{time.perf_counter() - t:.3f}")
 
 REFERENCE = """
 import time
-from funnelpulse.engines.duckdb_conn import connect
+from funnelpulse.localdb import connect
 from funnelpulse.ingest import RAW_COLUMNS, TYPED_SQL
 con = connect()
 columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 import pytest
 
 from funnelpulse import Pipeline, tables
-from funnelpulse.engines.duckdb_conn import connect
 from funnelpulse.errors import ConfigError
 from funnelpulse.generate import generate_events, write_events
+from funnelpulse.localdb import connect
 from funnelpulse.streaming.buckets import (
     BUCKET_SCHEMA,
     aggregate,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import tables
 from .contract import UNKNOWN, band_order_sql, rollup_sql
-from .engines.duckdb_conn import connect
 from .errors import ConfigError, WarehouseError
+from .localdb import connect
 
 if TYPE_CHECKING:
     from .anomaly.incidents import Score
@@ -83,7 +83,9 @@ def summary(
             f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}{day}"
         )[0]
         result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
-        result["funnel"] = records(f"SELECT {rollup_sql(revenue_digits=2)} FROM {tables.GOLD_DAILY_BRAND}{day}")[0]
+        result["funnel"] = records(
+            f"SELECT {rollup_sql(revenue_digits=2)} FROM {tables.GOLD_DAILY_BRAND}{day}"
+        )[0]
         result["top_brands"] = records(
             f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {rollup_sql(revenue_digits=2)}
             FROM {tables.GOLD_DAILY_BRAND}{day}

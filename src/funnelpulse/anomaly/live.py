@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
-from ..engines.duckdb_conn import connect
+from ..localdb import connect
 from .alerts import AlertResult, send_alerts
 from .incidents import Detected, group_incidents
 from .seasonal_method import seasonal

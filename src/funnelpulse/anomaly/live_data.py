@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from .. import tables
-from ..engines.duckdb_conn import connect
+from ..localdb import connect
 from ..streaming.buckets import METRICS, UNKNOWN, aggregate, read_buckets
 from .open_window import STEPS, HourlyHistory, LiveGrid, bucket_dispersion
 

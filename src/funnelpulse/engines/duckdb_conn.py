@@ -1,15 +1,7 @@
-"""A DuckDB connection set up the same way everywhere: UTC session, no progress bar."""
+"""The local connection under its former name, for modules not yet moved to `funnelpulse.localdb`."""
 
 from __future__ import annotations
 
-import duckdb
+from ..localdb import connect
 
-
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    # Dates and hours are UTC whatever the machine's zone; the raw text says UTC.
-    con.execute("SET TimeZone='UTC'")
-    con.execute("SET enable_progress_bar=false")
-    if threads:
-        con.execute(f"SET threads={int(threads)}")
-    return con
+__all__ = ["connect"]

@@ -19,8 +19,8 @@ from ..console import Progress
 from ..contract import BRONZE_SCHEMA, RAW_COLUMNS
 from ..errors import FunnelPulseError, InputError
 from ..ingest import TYPED_SQL, FileResult, bronze_batches, file_kind, quarantine_rows
+from ..localdb import connect
 from ..raw_lines import LineReader, RowCount, arrow_lines, raw_csv_sql
-from .duckdb_conn import connect
 
 # DuckDB's Arrow stream carries an error as a plain Arrow error whose message starts with the
 # DuckDB type's own tag ("Out of Memory Error: ..."): the tags of the types told apart below.

@@ -36,8 +36,8 @@ import pyarrow as pa
 
 from .. import faults, tables
 from ..contract import BUCKET_SCHEMA, UNKNOWN, counts_sql
-from ..engines.duckdb_conn import connect
 from ..errors import ConfigError
+from ..localdb import connect
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from .. import tables
 from ..console import Progress, SilentProgress
-from ..engines.duckdb_conn import connect
 from ..errors import FunnelPulseError, InputError
 from ..ingest import RAW_COLUMNS
+from ..localdb import connect
 from .kafka_client import client, producer_config
 from .kafka_url import parse_kafka
 

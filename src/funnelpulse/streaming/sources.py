@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from .. import ingest
-from ..engines.duckdb_conn import connect
 from ..engines.duckdb_ingest import raw_view
 from ..errors import FunnelPulseError
 from ..ingest import RAW_COLUMNS, typed_sql
+from ..localdb import connect
 from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
 from .kafka_url import parse_kafka
 from .windows import NOT_AN_EVENT
