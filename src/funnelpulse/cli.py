@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +25,10 @@ from .cli_options import (
 from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
+if TYPE_CHECKING:
+    from .console import Progress
+    from .pipeline import Pipeline
+
 
 class _Context:
     """The group's flags, handed to every command."""
@@ -33,13 +38,14 @@ class _Context:
         self.config = config
         self.quiet = quiet
 
-    def progress(self) -> Any:
+    def progress(self) -> AbstractContextManager[Progress]:
         """A spinner per step on stderr, or nothing with --quiet."""
         from .console import progress
 
         return progress(self.quiet)
 
-    def pipeline(self, progress: Any, **overrides: Any) -> Any:
+    def pipeline(self, progress: Progress | None, **overrides: Any) -> Pipeline:
+        """The library, with the settings file, --warehouse and this command's flags applied."""
         from .config import load_settings
         from .pipeline import Pipeline
 
