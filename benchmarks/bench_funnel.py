@@ -4,6 +4,8 @@ in the same run, interleaved, each step in a fresh interpreter (wall time and pe
 
 Usage: flock /tmp/heavy.lock python benchmarks/bench_funnel.py [--rows 9000000] [--repeat 3]
        [--warehouse DIR]   (reuse a warehouse already built from `funnelpulse generate` output)
+       [--memory-mb 1536]  (funnel_memory_mb for ours; the reference runs under the same cap
+                            and, as a second reference, under DuckDB's default limit)
 """
 
 from __future__ import annotations
@@ -78,18 +80,22 @@ from funnelpulse import funnel
 from funnelpulse.console import SilentProgress
 from funnelpulse.engines.base import DateRange
 t = time.perf_counter()
-rows = funnel.build_gold_duckdb({wh!r}, DateRange(), SilentProgress())
+rows = funnel.build_gold_duckdb({wh!r}, DateRange(), SilentProgress(), {memory} or None)
 print(time.perf_counter() - t, sum(rows.values()))
 """
 
 REFERENCE_RUN = """
-import json, time
+import json, shutil, tempfile, time
 import pyarrow.parquet as pq
 from funnelpulse import tables
 from funnelpulse.engines.duckdb_conn import connect
 queries = json.loads({queries!r})
 t = time.perf_counter()
 con = connect()
+if {memory}:
+    spill = tempfile.mkdtemp()
+    con.execute("SET memory_limit='{memory}MB'")
+    con.execute(f"SET temp_directory='{{spill}}'")
 con.register("silver_events", tables.dataset(tables.table_path({wh!r}, "silver_events")))
 n = 0
 for name, sql in queries.items():
@@ -97,6 +103,8 @@ for name, sql in queries.items():
     pq.write_table(out, f"{out_dir}/{{name}}.parquet")
     n += out.num_rows
 print(time.perf_counter() - t, n)
+if {memory}:
+    shutil.rmtree(spill)
 """
 
 
@@ -149,6 +157,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warehouse", default=None)
     parser.add_argument("--data-dir", default="benchmarks/data/funnel")
+    parser.add_argument("--memory-mb", type=int, default=None, help="default: funnel_memory_mb's")
     args = parser.parse_args()
     folder = Path(args.data_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,33 +175,44 @@ def main() -> None:
 
     from funnelpulse import funnel, tables
 
+    memory = funnel.DEFAULT_MEMORY_MB if args.memory_mb is None else args.memory_mb
+    print(f"memory cap: {memory} MB for ours and the capped reference (0: none)")
     silver_rows = tables.dataset(tables.table_path(wh, tables.SILVER)).count_rows()
     print(f"silver_events: {silver_rows:,} rows; {args.repeat} interleaved runs, best and median")
     queries = {name: reference_sql(key, grain=True) for name, key in KEYS.items()}
     by_brand = {"brand": reference_sql("brand_norm", grain=False)}
-    results: dict[str, list[Measured]] = {
-        k: [] for k in ("build", "build_ref", "query", "query_ref")
-    }
+    labels = ("build", "build_ref", "build_ref_free", "query", "query_ref", "query_ref_free")
+    results: dict[str, list[Measured]] = {k: [] for k in labels}
     inner: dict[str, list[float]] = {k: [] for k in results}
     for _ in range(args.repeat):
+
+        def ref(chosen: dict[str, str], cap: int) -> str:
+            return REFERENCE_RUN.format(
+                queries=json.dumps(chosen), wh=wh, out_dir=folder, memory=cap
+            )
+
+        def in_process(code: str) -> str:
+            return (
+                "import subprocess, sys, time\nt = time.perf_counter()\n"
+                f"subprocess.run([sys.executable, '-c', {code!r}], check=True)\n"
+                "print(time.perf_counter() - t, 0)"
+            )
+
         for label, code in (
-            ("build", OURS_BUILD.format(wh=wh)),
-            ("build_ref", REFERENCE_RUN.format(queries=json.dumps(queries), wh=wh, out_dir=folder)),
+            ("build", OURS_BUILD.format(wh=wh, memory=memory)),
+            ("build_ref", ref(queries, memory)),
+            ("build_ref_free", ref(queries, 0)),
             (
                 "query",
-                "import subprocess, sys, time\nt = time.perf_counter()\n"
+                "import os, subprocess, sys, time\nt = time.perf_counter()\n"
                 "out = subprocess.run([sys.executable, '-m', 'funnelpulse', '--warehouse', "
                 f"{wh!r}, 'funnel', '--by', 'brand', '--format', 'json'], capture_output=True, "
-                f"text=True, check=True).stdout\nopen({str(folder / 'brand.json')!r}, 'w').write(out)\n"
+                "text=True, check=True, env={**os.environ, 'FUNNELPULSE_FUNNEL_MEMORY_MB': "
+                f"'{memory}'}}).stdout\nopen({str(folder / 'brand.json')!r}, 'w').write(out)\n"
                 "print(time.perf_counter() - t, 0)",
             ),
-            (
-                "query_ref",
-                "import subprocess, sys, time\nt = time.perf_counter()\n"
-                "subprocess.run([sys.executable, '-c', "
-                f"{REFERENCE_RUN.format(queries=json.dumps(by_brand), wh=wh, out_dir=folder)!r}], "
-                "check=True)\nprint(time.perf_counter() - t, 0)",
-            ),
+            ("query_ref", in_process(ref(by_brand, memory))),
+            ("query_ref_free", in_process(ref(by_brand, 0))),
         ):
             m = measure(code)
             results[label].append(m)
@@ -214,15 +234,18 @@ def main() -> None:
         rss = max(m.peak_rss_mb for m in results[label])
         print(f"{title:<46} best {best:6.2f} s  median {median:6.2f} s  peak RSS {rss:6.0f} MB")
 
-    line("build", "four gold_session_funnel_daily* tables")
-    line("build_ref", "  reference: 4 hand-written queries")
-    line("query", "funnelpulse funnel --by brand (CLI process)")
-    line("query_ref", "  reference: 1 hand-written query (process)")
-    for ours, ref in (("build", "build_ref"), ("query", "query_ref")):
-        print(
-            f"ratio {ours}: best {min(inner[ours]) / min(inner[ref]):.2f}x, "
-            f"median {statistics.median(inner[ours]) / statistics.median(inner[ref]):.2f}x"
-        )
+    line("build", f"four gold_session_funnel_daily* tables, cap {memory} MB")
+    line("build_ref", "  reference: 4 hand-written queries, same cap")
+    line("build_ref_free", "  reference: 4 hand-written queries, no cap")
+    line("query", f"funnelpulse funnel --by brand (CLI process), cap {memory} MB")
+    line("query_ref", "  reference: 1 hand-written query (process), same cap")
+    line("query_ref_free", "  reference: 1 hand-written query (process), no cap")
+    for ours in ("build", "query"):
+        for against in (f"{ours}_ref", f"{ours}_ref_free"):
+            print(
+                f"ratio {ours} / {against}: best {min(inner[ours]) / min(inner[against]):.2f}x, "
+                f"median {statistics.median(inner[ours]) / statistics.median(inner[against]):.2f}x"
+            )
 
 
 if __name__ == "__main__":

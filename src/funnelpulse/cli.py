@@ -217,7 +217,9 @@ def funnel(
     from . import funnel as fn
 
     spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
-    result = fn.query(ctx.pipeline(None).warehouse, spec, _date(since), _date(until))
+    pipeline = ctx.pipeline(None)
+    memory = pipeline.settings.funnel_memory_mb or None
+    result = fn.query(pipeline.warehouse, spec, _date(since), _date(until), memory_mb=memory)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:

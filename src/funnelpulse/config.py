@@ -53,6 +53,8 @@ class Rule:
 
     def describe(self) -> str:
         """The rule in words, for error messages."""
+        if self.kind is bool:
+            return "true or false"
         if self.kind is tuple:
             return f"a list of {', '.join(self.choices)} (at least one, no repeats)"
         if self.choices:
@@ -114,6 +116,15 @@ class Settings:
     smtp_port: int = _setting(25, Rule(int, 1, 65_535), "SMTP port")
     smtp_from: str = _setting("funnelpulse@localhost", Rule(str, nonempty=True), "sender")
     smtp_to: str = _setting("", Rule(str), "recipients of the email sink")
+    session_rates: bool = _setting(
+        False, Rule(bool), "detect also scores the session conversion rates"
+    )
+    session_window_minutes: int = _setting(
+        60, Rule(int, 1, 1440), "conversion window of the session rates detect scores, minutes"
+    )
+    funnel_memory_mb: int = _setting(
+        1536, Rule(int, 0, 1_048_576), "DuckDB memory cap of session funnels, MB (0: no cap)"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -194,6 +205,10 @@ def check(name: str, value: Any, where: str = "") -> Any:
     """Raise ConfigError unless `value` is an exactly typed, in-range value for setting `name`."""
     rule = RULES[name]
     must = f"must be {rule.describe()}"
+    if rule.kind is bool:
+        if not isinstance(value, bool):
+            raise _bad(name, value, where, f"{must}, not {_kind(value)}")
+        return value
     if rule.kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _bad(name, value, where, f"{must} (a whole number, not {_kind(value)})")
@@ -255,6 +270,11 @@ def _from_text(name: str, text: str, where: str) -> Any:
     """An environment variable's text as the setting's type; "3.7" is not an integer, "true" neither."""
     rule = RULES[name]
     raw = text.strip()
+    if rule.kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if raw.lower() not in words:
+            raise _bad(name, text, where, f"must be {rule.describe()}")
+        return words[raw.lower()]
     if rule.kind is int:
         if not _INT_TEXT.fullmatch(raw):
             raise _bad(name, text, where, f"must be {rule.describe()} (a whole number)")

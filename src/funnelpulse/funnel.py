@@ -9,9 +9,14 @@ gold_session_funnel_daily* tables (24 h window, per session), on DuckDB and on S
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,10 +24,12 @@ import pyarrow as pa
 from . import tables
 from .console import Progress
 from .engines._typing import SparkSession
-from .errors import ConfigError, WarehouseError
+from .errors import ConfigError, FunnelPulseError, WarehouseError
 
 DAY_SECONDS = 86_400
 DEFAULT_WINDOW = DAY_SECONDS
+# DuckDB memory cap of a funnel query or build (setting funnel_memory_mb); the rest spills to disk.
+DEFAULT_MEMORY_MB = 1536
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": DAY_SECONDS}
 
 # Breakdown name -> (silver column held constant, output column name).
@@ -176,17 +183,16 @@ def actors_sql(spec: FunnelSpec, since: date | None = None, until: date | None =
 
 
 def actors(
-    warehouse: str, spec: FunnelSpec, since: date | None = None, until: date | None = None
+    warehouse: str,
+    spec: FunnelSpec,
+    since: date | None = None,
+    until: date | None = None,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
 ) -> pa.Table:
     """Every entrant of the funnel with its step times (for time-to-convert distributions)."""
-    from .engines.duckdb_conn import connect
-
-    con = connect()
-    try:
+    with bounded_connection(warehouse, memory_mb) as con:
         con.register("silver_events", silver_dataset(warehouse))
         return con.sql(actors_sql(spec, since, until)).to_arrow_table()
-    finally:
-        con.close()
 
 
 def spark_sql(sql: str) -> str:
@@ -222,6 +228,43 @@ class FunnelResult:
         }
 
 
+def spill_parent(warehouse: str) -> str | None:
+    """Where a capped query spills: the warehouse's own `_funnelpulse` folder when it is a local
+    folder (the disk that holds the data), else the system temp folder (None)."""
+    from .warehouse import META
+
+    if "://" in warehouse and not warehouse.startswith("file://"):
+        return None
+    meta = Path(warehouse.removeprefix("file://"), META)
+    return str(meta) if meta.is_dir() else None
+
+
+@contextmanager
+def bounded_connection(warehouse: str, memory_mb: int | None) -> Iterator[Any]:
+    """A DuckDB connection held to `memory_mb` MB (None: DuckDB's default, 80 % of RAM) that
+    spills to a private folder removed on close: the joins over every session outgrow RAM."""
+    import duckdb
+
+    from .engines.duckdb_conn import connect
+
+    con = connect()
+    spill = tempfile.mkdtemp(prefix="spill-", dir=spill_parent(warehouse)) if memory_mb else None
+    try:
+        if spill:
+            con.execute(f"SET memory_limit='{int(memory_mb or 0)}MB'")
+            con.execute("SET temp_directory=" + "'" + spill.replace("'", "''") + "'")
+        yield con
+    except duckdb.OutOfMemoryException as exc:
+        raise FunnelPulseError(
+            f"The session funnel needs more memory than funnel_memory_mb = {memory_mb} MB allows "
+            "(not all of its work can wait on disk). Raise funnel_memory_mb"
+        ) from exc
+    finally:
+        con.close()
+        if spill:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
 def silver_dataset(warehouse: str) -> Any:
     path = tables.table_path(warehouse, tables.SILVER)
     if not tables.exists(path):
@@ -237,18 +280,14 @@ def query(
     since: date | None = None,
     until: date | None = None,
     grain: str = "total",
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
 ) -> FunnelResult:
     """Compute the funnel from silver now (DuckDB), so any window or breakdown needs no rebuild."""
-    from .engines.duckdb_conn import connect
-
     if since and until and since > until:
         raise ConfigError(f"--since {since} is after --until {until}. Swap them")
-    con = connect()
-    try:
+    with bounded_connection(warehouse, memory_mb) as con:
         con.register("silver_events", silver_dataset(warehouse))
         table = con.sql(render(spec, since, until, grain)).to_arrow_table()
-    finally:
-        con.close()
     order = [c for c in ("date", "hour") if c in table.column_names]
     rows = table.to_pylist()
     rows.sort(key=lambda r: (*[r[c] for c in order], -r["sessions"], str(r.get(spec.key_column))))
@@ -287,14 +326,13 @@ def _plan(warehouse: str, dates: Any) -> tuple[date | None, date | None, frozens
     return low, high, days
 
 
-def build_gold_duckdb(warehouse: str, dates: Any, progress: Progress) -> dict[str, int]:
+def build_gold_duckdb(
+    warehouse: str, dates: Any, progress: Progress, memory_mb: int | None = DEFAULT_MEMORY_MB
+) -> dict[str, int]:
     """Write the four gold_session_funnel_daily* tables from silver with DuckDB."""
-    from .engines.duckdb_conn import connect
-
     low, high, replace = _plan(warehouse, dates)
     written: dict[str, int] = {}
-    con = connect()
-    try:
+    with bounded_connection(warehouse, memory_mb) as con:
         con.register("silver_events", silver_dataset(warehouse))
         for name, by in GOLD_FUNNELS.items():
             progress.step(f"Building {name}")
@@ -305,8 +343,6 @@ def build_gold_duckdb(warehouse: str, dates: Any, progress: Progress) -> dict[st
                 partition_by=[GOLD_PARTITION],
                 replace=None if replace is None else tables.Partitions(GOLD_PARTITION, replace),
             )
-    finally:
-        con.close()
     return written
 
 

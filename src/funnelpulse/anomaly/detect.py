@@ -26,6 +26,7 @@ from .reference_method import reference
 from .rootcause import Cube, explain
 from .seasonal_method import MIN_CARTS, MIN_REL_CHANGE, MIN_TRAFFIC_CHANGE, seasonal
 from .series import build_series
+from .session_rates import EVENT_STEP, add_session_counts
 
 __all__ = [
     "ANOMALY_SCHEMA",
@@ -102,6 +103,15 @@ def detect(
         progress.step("Aggregating hourly segments")
         engine_for(engine, settings).load_cube(con, silver, first, progress)
         series = build_series(con, min_total_views=settings.min_views * 10)
+        if settings.session_rates and method == "seasonal":
+            progress.step("Counting sessions per entry hour")
+            series = add_session_counts(
+                warehouse,
+                series,
+                settings.session_window_minutes,
+                first,
+                settings.funnel_memory_mb or None,
+            )
         progress.step(f"Scoring ({method})")
         rows = reference(warehouse, con) if method == "reference" else seasonal(series, settings)
         if since:
@@ -113,12 +123,14 @@ def detect(
             for r in rows:
                 opened = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
                 window = opened + np.arange(r["window_hours"]) * np.timedelta64(1, "h")
-                r["root_cause"] = json.dumps(
-                    explain(
-                        cube, window, settings.history_days, r["dimension"], r["segment"], r["step"]
-                    ),
-                    default=float,
+                step = EVENT_STEP.get(r["step"], r["step"])
+                cause = explain(
+                    cube, window, settings.history_days, r["dimension"], r["segment"], step
                 )
+                if step != r["step"]:  # a session rate: its drivers come from the event counts
+                    detail = cause["summary"].split(": ", 1)[-1]
+                    cause["summary"] = f"{r['step']} (drivers from event counts): {detail}"
+                r["root_cause"] = json.dumps(cause, default=float)
     finally:
         con.close()
     table = pa.Table.from_pylist(rows, schema=ANOMALY_SCHEMA)

@@ -61,8 +61,9 @@ def incident_loss(run: list[dict[str, Any]], column: str) -> float:
     """Lost purchases (or revenue) of an incident, counting every step and no purchase twice.
 
     Each row's loss is spread over the hours of its window; per hour, the traffic loss (fewer
-    views) adds to the rate loss, and the rate loss is the larger of `conversion` and its two
-    sub-steps `view_to_cart` + `cart_to_purchase`, which measure the same missing purchases.
+    views) adds to the rate loss, and the rate loss is the largest of `conversion`, its two
+    sub-steps `view_to_cart` + `cart_to_purchase`, and the same three counted in sessions: all
+    measure the same missing purchases.
     """
     per: dict[tuple[datetime, str], float] = {}
     for r in run:
@@ -73,9 +74,14 @@ def incident_loss(run: list[dict[str, Any]], column: str) -> float:
             per[key] = per.get(key, 0.0) + share
     total = 0.0
     for hour in {h for h, _ in per}:
-        whole = per.get((hour, "conversion"), 0.0)
-        parts = per.get((hour, "view_to_cart"), 0.0) + per.get((hour, "cart_to_purchase"), 0.0)
-        total += per.get((hour, "traffic"), 0.0) + max(whole, parts, key=abs)
+        rate = 0.0
+        for prefix in ("", "session_"):
+            whole = per.get((hour, f"{prefix}conversion"), 0.0)
+            parts = per.get((hour, f"{prefix}view_to_cart"), 0.0) + per.get(
+                (hour, f"{prefix}cart_to_purchase"), 0.0
+            )
+            rate = max(rate, whole, parts, key=abs)
+        total += per.get((hour, "traffic"), 0.0) + rate
     return total
 
 

@@ -14,6 +14,7 @@ from ..config import Settings
 from ..contract import anomaly_id
 from . import scoring
 from .series import Series
+from .session_rates import rate_steps
 
 MIN_REL_CHANGE = 0.25
 MIN_TRAFFIC_CHANGE = 0.3
@@ -27,8 +28,9 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     v = series.values
     history = settings.history_days
     windows = scoring.WINDOWS
+    steps = rate_steps(v)  # the event rates, and the session rates when the series has them
     alpha = scoring.per_test_alpha(
-        settings.false_alarms_per_week, len(series.segment), 1 + len(scoring.STEPS), len(windows)
+        settings.false_alarms_per_week, len(series.segment), 1 + len(steps), len(windows)
     )
     now = datetime.now(UTC)
     found: list[dict[str, Any]] = []
@@ -49,27 +51,32 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
         buys_hist = scoring.past_same_hour(v["purchases"], history)
         aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
     aov = np.where(np.isfinite(aov), aov, 0.0)
-    follow = np.nan_to_num(c2p.expected)
     # Purchases lost in each hour, per step; an incident's loss sums hours, each counted once.
     lost_views = np.nan_to_num(traffic.expected - v["views"])
     losses = {"traffic": lost_views * np.nan_to_num(conv.expected)}
     scans = {"traffic": traffic_scan}
-    for step, (num_name, den_name) in scoring.STEPS.items():
+    bases = {"conversion": conv, "cart_to_purchase": c2p}
+    for step, (num_name, den_name) in steps.items():
         num, den = v[num_name], v[den_name]
-        base = {"conversion": conv, "cart_to_purchase": c2p}.get(step) or scoring.rate_baseline(
-            num, den, history
-        )
+        base = bases.get(step) or scoring.rate_baseline(num, den, history)
+        bases[step] = base
         scans[step] = scoring.scan_rate(
             num,
             den,
             base,
             alpha=alpha,
             min_change=MIN_REL_CHANGE,
-            min_trials=settings.min_views if den_name == "views" else MIN_CARTS,
+            min_trials=settings.min_views if den_name in ("views", "sessions") else MIN_CARTS,
             windows=windows,
         )
-        lost = np.nan_to_num(den * base.expected - num)
-        losses[step] = lost * follow if step == "view_to_cart" else lost
+        losses[step] = np.nan_to_num(den * base.expected - num)
+    # A lost cart is a lost purchase only at the rate carts go on to be bought.
+    for step, then in (
+        ("view_to_cart", "cart_to_purchase"),
+        ("session_view_to_cart", "session_cart_to_purchase"),
+    ):
+        if step in losses:
+            losses[step] = losses[step] * np.nan_to_num(bases[then].expected)
     # A rate that moves only because its denominator collapsed or jumped is the traffic incident:
     # a rate window holding an hour where traffic fired is that incident, not another (a tracking
     # outage lifts view->cart for every window that spans it, hours after it ends). Only hours up

@@ -126,6 +126,9 @@ _COUNTS = {
     "conversion": ("views", "bought"),
     "view_to_cart": ("views", "carted"),
     "cart_to_purchase": ("carts", "bought"),
+    "session_conversion": ("sessions", "bought"),
+    "session_view_to_cart": ("sessions", "carted"),
+    "session_cart_to_purchase": ("carting sessions", "bought"),
 }
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 from .. import tables
 from .. import warehouse as safety
 from ..anomaly import scoring
+from ..anomaly.session_rates import EVENT_STEP
 from ..contract import BAND_LABELS, UNKNOWN, band_order_sql, rollup_sql
 from ..engines.duckdb_conn import connect
 
@@ -188,8 +189,8 @@ class DashboardData:
         """The segment's hourly rate around an anomaly with its expected value and a 3-sigma band."""
         if anomaly["step"] == "traffic":
             num_name, den_name = "views", None
-        else:
-            num_name, den_name = scoring.STEPS[anomaly["step"]]
+        else:  # a session rate is drawn from its event-count step (the cube has no sessions)
+            num_name, den_name = scoring.STEPS[EVENT_STEP.get(anomaly["step"], anomaly["step"])]
         day = anomaly["window_start"].date()
         start = day - timedelta(days=history_days + days_around)
         hourly = self.hourly_segment(

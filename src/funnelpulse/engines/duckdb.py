@@ -42,12 +42,13 @@ class DuckDBEngine:
     name = "duckdb"
     ingests_files_together = False
 
-    def __init__(self, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(self, chunk_rows: int = CHUNK_ROWS, funnel_memory_mb: int = 1536) -> None:
         self.chunk_rows = chunk_rows
+        self.funnel_memory_mb = funnel_memory_mb
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckDBEngine:
-        return cls()
+        return cls(funnel_memory_mb=settings.funnel_memory_mb)
 
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
         from ..ingest import ingest
@@ -138,7 +139,8 @@ class DuckDBEngine:
         # Session funnels follow sessions across chunk (date) edges, so they read the new silver.
         from ..funnel import build_gold_duckdb
 
-        result.rows.update(build_gold_duckdb(warehouse, dates, progress))
+        memory = self.funnel_memory_mb or None
+        result.rows.update(build_gold_duckdb(warehouse, dates, progress, memory))
         return result
 
     @staticmethod

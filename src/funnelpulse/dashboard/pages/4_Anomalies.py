@@ -8,6 +8,7 @@ import streamlit as st
 
 from funnelpulse import tables
 from funnelpulse.anomaly.incidents import group_incidents
+from funnelpulse.anomaly.session_rates import EVENT_STEP
 from funnelpulse.dashboard.common import (
     chart_text,
     data,
@@ -103,9 +104,10 @@ elif bounds is not None:
         chart.add_scatter(x=band["hour"], y=band["expected"], name="expected", line={"dash": "dot"})
         chart.add_scatter(x=band["hour"], y=band["observed"], name="observed")
         chart.add_vline(x=chosen["window_start"], line_color="red")
-        chart.update_layout(
-            height=340, yaxis_title="views" if chosen["step"] == "traffic" else chosen["step"]
-        )
+        title = "views" if chosen["step"] == "traffic" else chosen["step"]
+        if chosen["step"] in EVENT_STEP:
+            title = f"{EVENT_STEP[chosen['step']]} (event counts)"
+        chart.update_layout(height=340, yaxis_title=title)
         st.plotly_chart(chart, width="stretch")
         cause = d.root_cause(chosen)
         st.markdown(f"**Root cause:** {md(cause.get('summary', 'not available'))}")

@@ -22,21 +22,26 @@ from funnelpulse.dashboard.common import (
     page_header,
     pct,
     require_gold,
+    settings,
     warehouse,
 )
 from funnelpulse.errors import FunnelPulseError
+
+
+def _memory() -> int | None:
+    return settings().funnel_memory_mb or None
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _rows(
     path: str, versions: Any, spec: funnel.FunnelSpec, start: date, end: date, grain: str
 ) -> list[dict[str, Any]]:
-    return funnel.query(path, spec, start, end, grain).rows
+    return funnel.query(path, spec, start, end, grain, _memory()).rows
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _times(path: str, versions: Any, spec: funnel.FunnelSpec, start: date, end: date) -> Any:
-    return funnel.actors(path, spec, start, end).to_pandas()
+    return funnel.actors(path, spec, start, end, _memory()).to_pandas()
 
 
 page_header("Funnels")
