@@ -10,7 +10,7 @@ engine's (engines/duckdb_ingest.py, engines/spark_ingest.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from . import faults
 from .console import Progress, SilentProgress
-from .contract import QUARANTINE_SCHEMA, RAW_COLUMNS
+from .contract import BRONZE_SCHEMA, QUARANTINE_SCHEMA, RAW_COLUMNS
 from .errors import InputError
 from .raw_lines import LineReader, RowCount, filesystem_of, fingerprint, open_text
 
@@ -30,7 +30,7 @@ FileReader = Callable[[str, Path, str, str, bool, Progress], "FileResult"]
 
 # The typing rules, in the order a row is judged: the first rule that fails is its reason.
 # `raw` has the nine raw columns as text, `ordinal`, and `reader_reason`/`raw_text` for lines the
-# reader itself could not split (the Spark reader judges those here; DuckDB's keeps its rejects).
+# reader itself could not split (each engine's reader marks them; the rules below keep its reason).
 # A date, optionally a time, and optionally a zone that can only mean UTC (groups: date, time).
 UTC_TIME = (
     r"^\s*(\d{4}-\d{2}-\d{2})(?:[Tt ]\s*(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?))?"
@@ -193,11 +193,8 @@ def check_file(path: str | Path) -> bool:
     return file_kind(Path(inner)) == "csv" and _csv_has_header(path)
 
 
-BRONZE_COLUMNS = (*RAW_COLUMNS, "event_date", "source_file", "source_row", "ingest_id")
-
-
 def bronze_batches(
-    reader: pa.RecordBatchReader,
+    reader: Iterable[pa.RecordBatch],
     source: str,
     ingest_id: str,
     bad: list[pa.RecordBatch],
@@ -227,7 +224,7 @@ def bronze_batches(
                 batch.column("ordinal"),
                 _constant(ingest_id, n),
             ],
-            names=list(BRONZE_COLUMNS),
+            names=BRONZE_SCHEMA.names,
         )
     accounts.check(good, sum(b.num_rows for b in bad))
 
