@@ -17,10 +17,10 @@ import pyarrow as pa
 from .. import tables
 from ..config import Settings
 from ..console import Progress, SilentProgress
-from ..contract import anomaly_id
+from ..contract import ANOMALY_SCHEMA, anomaly_id
 from ..engines import engine_for
-from ..engines.duckdb_conn import connect
 from ..errors import ConfigError, WarehouseError
+from ..localdb import connect
 from . import scoring
 from .reference_method import reference
 from .rootcause import Cube, explain
@@ -41,32 +41,6 @@ __all__ = [
 ]
 
 METHODS = ("seasonal", "reference")
-
-ANOMALY_SCHEMA = pa.schema(
-    [
-        ("anomaly_id", pa.string()),
-        ("method", pa.string()),
-        ("window_start", pa.timestamp("us", "UTC")),
-        ("window_end", pa.timestamp("us", "UTC")),
-        ("dimension", pa.string()),
-        ("segment", pa.string()),
-        ("step", pa.string()),
-        ("type", pa.string()),
-        ("observed_rate", pa.float64()),
-        ("expected_rate", pa.float64()),
-        ("numerator", pa.int64()),
-        ("denominator", pa.int64()),
-        ("z", pa.float64()),
-        ("p_value", pa.float64()),
-        ("severity", pa.string()),
-        ("lost_purchases", pa.float64()),
-        ("lost_revenue", pa.float64()),
-        ("root_cause", pa.string()),
-        ("detected_at", pa.timestamp("us", "UTC")),
-        ("window_date", pa.date32()),
-        ("window_hours", pa.int64()),
-    ]
-)
 
 
 @dataclass
