@@ -212,3 +212,22 @@ def test_an_incident_counts_the_same_missing_purchases_once_across_both_kinds_of
     assert incident.steps == ["conversion", "session_conversion"]
     parts = [_row("session_view_to_cart", 9.0), _row("session_cart_to_purchase", 8.0)]
     assert group_incidents([*hour, *parts])[0].lost_purchases == 17.0
+
+
+def test_the_anomalies_page_drills_into_a_session_anomaly(
+    warehouse: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    rows = _session_rows(warehouse, True)  # writes the anomalies table, session rows included
+    worst = min((r for r in rows if r["step"] == "session_conversion"), key=lambda r: r["z"])
+    monkeypatch.setenv("FUNNELPULSE_WAREHOUSE", warehouse)
+    page = Path(funnel.__file__).parent / "dashboard" / "pages" / "4_Anomalies.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    assert not at.exception
+    box = at.selectbox(key="anomaly")
+    label = next(o for o in box.options if o.endswith(worst["anomaly_id"]))
+    at = box.set_value(label).run()
+    assert not at.exception
+    shown = [m.value.replace("\\", "") for m in at.markdown]  # markdown escapes the underscores
+    assert any("Root cause:** session_conversion (drivers from event counts)" in m for m in shown)
