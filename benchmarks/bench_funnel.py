@@ -88,7 +88,7 @@ REFERENCE_RUN = """
 import json, shutil, tempfile, time
 import pyarrow.parquet as pq
 from funnelpulse import tables
-from funnelpulse.engines.duckdb_conn import connect
+from funnelpulse.localdb import connect
 queries = json.loads({queries!r})
 t = time.perf_counter()
 con = connect()

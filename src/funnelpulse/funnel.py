@@ -245,7 +245,7 @@ def bounded_connection(warehouse: str, memory_mb: int | None) -> Iterator[Any]:
     spills to a private folder removed on close: the joins over every session outgrow RAM."""
     import duckdb
 
-    from .engines.duckdb_conn import connect
+    from .localdb import connect
 
     con = connect()
     spill = tempfile.mkdtemp(prefix="spill-", dir=spill_parent(warehouse)) if memory_mb else None

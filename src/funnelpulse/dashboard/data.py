@@ -15,7 +15,7 @@ from .. import warehouse as safety
 from ..anomaly import scoring
 from ..anomaly.session_rates import EVENT_STEP
 from ..contract import BAND_LABELS, UNKNOWN, band_order_sql, rollup_sql
-from ..engines.duckdb_conn import connect
+from ..localdb import connect
 
 SEGMENT_TABLES = {
     "brand": (tables.GOLD_DAILY_BRAND, "date"),

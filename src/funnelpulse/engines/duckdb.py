@@ -17,6 +17,7 @@ import pyarrow as pa
 from .. import faults, tables
 from ..console import Progress
 from ..errors import WarehouseError
+from ..localdb import connect
 from .base import (
     GOLD_MODELS,
     SILVER_MODEL,
@@ -26,7 +27,6 @@ from .base import (
     covered_dates,
     rows_per_date,
 )
-from .duckdb_conn import connect
 
 if TYPE_CHECKING:
     import duckdb

@@ -23,15 +23,15 @@ import pyarrow as pa
 
 from .. import tables
 from ..config import Settings
-from ..engines.duckdb_conn import connect
+from ..contract import QUARANTINE_SCHEMA, STREAM_SCHEMA
 from ..errors import FunnelPulseError
 from ..faults import checkpoint
-from ..ingest import QUARANTINE_SCHEMA
+from ..localdb import connect
 from .live_hook import OpenWindowHook
 from .maintenance import Maintenance, table_config
 from .sources import Batch, FileSource, KafkaSource
 from .state import StreamState
-from .windows import STREAM_SCHEMA, WINDOW_MATCH, StreamResult, metric_expressions, silver_sql
+from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from .. import tables
 from ..contract import COUNTS
-from ..contract import STREAM_SCHEMA as STREAM_SCHEMA  # the stream engines import it from here
 from ..engines.base import GOLD_MODELS
 
 APP_ID = "funnelpulse-stream"
