@@ -360,6 +360,27 @@ def _disk(table: Path) -> tuple[int, int, float]:
     return on_disk, len(log_files), sum(f.stat().st_size for f in log_files) / 1e6
 
 
+def _read_vs_copy(table: Path, copy: Path) -> tuple[float, float, int]:
+    """Best-of-3 read of `table` and of a one-commit copy of its rows (same partitioning): what
+    the table's history costs a reader, apart from how much data it holds."""
+    from deltalake import DeltaTable, write_deltalake
+
+    def best(path: Path) -> float:
+        times = []
+        for _ in range(3):
+            clock = time.perf_counter()
+            tables.read(str(path))
+            times.append((time.perf_counter() - clock) * 1000)
+        return min(times)
+
+    data = tables.read(str(table))
+    shutil.rmtree(copy, ignore_errors=True)
+    write_deltalake(
+        str(copy), data, partition_by=DeltaTable(str(table)).metadata().partition_columns
+    )
+    return best(table), best(copy), data.num_rows
+
+
 def soak(
     bootstrap: str, folder: Path, batches: int, retention_s: int, every: int, days: int | None
 ) -> None:
@@ -416,6 +437,7 @@ def soak(
     )
     started = time.perf_counter()
     last = (0, started)
+    copies: list[str] = []
     while marks and proc.poll() is None:
         try:
             version = DeltaTable(str(live)).transaction_version("funnelpulse-embedded-windows") or 0
@@ -429,11 +451,10 @@ def soak(
             last = (version, now)
             figures = []
             for path in (live, buckets):
-                clock = time.perf_counter()
-                tables.read(str(path))
-                read_ms = (time.perf_counter() - clock) * 1000
+                read_ms, copy_ms, rows = _read_vs_copy(path, folder / f"copy-{path.name}")
                 active = len(DeltaTable(str(path)).file_uris())
                 figures.append((read_ms, active, *_disk(path)))
+                copies.append(f"{path.name} {rows:,} rows: {read_ms:.1f} ms, copy {copy_ms:.1f} ms")
             rss = (
                 int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
                 / 1024
@@ -447,6 +468,8 @@ def soak(
         time.sleep(0.5)
     out, _ = proc.communicate(timeout=7200)
     print(out.strip(), flush=True)
+    print("read (best of 3) against a copy of the same rows written in one commit:")
+    print("\n".join(copies), flush=True)
 
 
 def main() -> None:
