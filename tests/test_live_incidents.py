@@ -92,7 +92,7 @@ def test_opened_once_updated_while_it_lasts_resolved_once(prepared: Path, tmp_pa
     first = check_live(wh, settings, BREAK + timedelta(minutes=15, seconds=40))
     shop = [i for i in first.incidents if i.dimension == "shop"]
     assert len(shop) == 1 and shop[0].status == "open"
-    assert shop[0].step == "cart_to_purchase" and shop[0].type == "drop"
+    assert shop[0].step in ("cart_to_purchase", "purchases") and shop[0].type == "drop"
     assert shop[0].detected_at <= BREAK + timedelta(minutes=15)
     sent = lines(alert_file)
     opened = [x for x in sent if x["incident_id"] == shop[0].incident_id]
@@ -126,6 +126,32 @@ def test_opened_once_updated_while_it_lasts_resolved_once(prepared: Path, tmp_pa
         "sent",
         "sent",
     ]
+
+
+@pytest.mark.parametrize(("every_s", "checks"), [(0.0, 3), (3600.0, 1)])
+def test_the_stream_hook_checks_each_new_bucket_unless_throttled(
+    prepared: Path, tmp_path: Path, every_s: float, checks: int
+) -> None:
+    from funnelpulse.streaming.live_hook import OpenWindowHook
+
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    settings = load_settings(
+        warehouse=wh,
+        alert_sinks=("file",),
+        alert_file=str(alert_file),
+        min_severity="low",
+        live_check_every_s=every_s,
+    )
+    hook = OpenWindowHook(wh, settings, ["file"])
+    stream_until(wh, silver, BREAK + timedelta(minutes=15))
+    for minutes in (5, 10, 10, 15):  # three new buckets (one repeated): a fast replay's pace
+        hook.after_commit(BREAK + timedelta(minutes=minutes, seconds=40))
+    assert hook.checks == checks
+    # the newest bucket scored: 12:10-12:15 when every bucket is checked, else 12:00-12:05
+    assert hook._last_bucket == BREAK + timedelta(minutes=10 if every_s == 0 else 0)
+    if every_s == 0:  # the break is alerted by 12:15, once
+        opened = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:all:")]
+        assert len(opened) == 1
 
 
 CHECK = """

@@ -203,3 +203,26 @@ def test_an_incident_opens_once_runs_and_resolves_when_purchases_are_back() -> N
     assert 100 < brand_done.lost_purchases < 200
     assert brand_done.lost_revenue == pytest.approx(brand_done.lost_purchases * 20.0, rel=0.05)
     assert "back to normal" in resolved_message(brand_done)
+
+
+def test_a_purchases_count_proves_a_break_the_lagged_rate_test_is_unsure_of() -> None:
+    """Purchases follow their carts by minutes, so a bucket's purchases among its own carts vary
+    more than a binomial (1.4-1.5x on generated days, more when baskets are slow); the count of
+    purchases does not carry that, so a break is stronger evidence as a count, and the count
+    adds no alarm on a clean day."""
+    rng = np.random.default_rng(11)
+    rates = np.array([1300.0, 300.0, 60.0])  # ~18 purchases per 5 minutes for the shop
+    h = simulate(rng, rates, 24 * 15, 1.0, buy=0.33)
+    start = DAY0 + np.timedelta64(15, "D")
+    lagged = {"cart_to_purchase": np.full((3, 1), 2.0)}  # as the past week's buckets measure
+    hist = HourlyHistory(hours=history(h).hours, values=h, dispersion=lagged)
+    broken = simulate(rng, rates, 288, 5 / 60, buy=0.33, broken_from=120)  # 10:00
+    g = grid(broken, start)
+    both = score(g, hist)
+    rate_only = score(g, hist, Options(steps=("traffic", "view_to_cart", "cart_to_purchase")))
+    assert not both.fired[:, :120].any()
+    assert both.fired[0, 120] and both.step[0, 120] == "purchases"  # the first 5 minutes
+    assert both.observed[0, 120] == 0 and both.window_minutes[0, 120] == 5
+    assert both.p[0, 120] < rate_only.p[0, 120] / 10
+    clean = score(grid(simulate(rng, rates, 288, 5 / 60, buy=0.33), start), hist)
+    assert not clean.fired.any()

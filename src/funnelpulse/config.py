@@ -108,6 +108,9 @@ class Settings:
     live_bucket_minutes: int = _setting(
         5, Rule(int, 1, 60, divides=60), "live bucket size, minutes"
     )
+    live_check_every_s: float = _setting(
+        10.0, Rule(float, 0, 3600), "least wall seconds between open-window checks"
+    )
     min_severity: str = _setting("medium", Rule(str, choices=SEVERITIES), "lowest alerted")
     cooldown_h: int = _setting(6, Rule(int, 0, 8760), "hours between alerts of one segment")
     alert_sinks: tuple[str, ...] = _setting(("console",), Rule(tuple, choices=SINKS), "sinks")

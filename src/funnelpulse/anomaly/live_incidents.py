@@ -258,12 +258,14 @@ _STEP_WORDS = {
     "traffic": "views",
     "view_to_cart": "view to cart",
     "cart_to_purchase": "cart to purchase (checkout)",
+    "purchases": "purchases (checkout)",
 }
 
 
 def _evidence(i: LiveIncident) -> str:
-    if i.step == "traffic" or i.trials is None:
-        return f"{i.observed:,.0f} views, {i.expected:,.1f} expected"
+    if i.step in ("traffic", "purchases") or i.trials is None:
+        unit = "purchases" if i.step == "purchases" else "views"
+        return f"{i.observed:,.0f} {unit}, {i.expected:,.1f} expected"
     unit, verb = ("carts", "bought") if i.step == "cart_to_purchase" else ("views", "carted")
     return f"{i.observed:,.0f} of {i.trials:,.0f} {unit} {verb}, {i.expected:,.1f} expected"
 

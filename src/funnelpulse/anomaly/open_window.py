@@ -30,6 +30,9 @@ STEPS: dict[str, tuple[str, str | None]] = {
     "traffic": ("views", None),
     "view_to_cart": ("carts", "views"),
     "cart_to_purchase": ("purchases", "carts"),
+    # purchases as a count too: within a bucket they follow carts of earlier buckets, so their
+    # share of the bucket's carts varies ~1/(1 - rate) more than a binomial; the count does not
+    "purchases": ("purchases", None),
 }
 PRIOR_WEIGHT = 10.0  # pseudo-trials of the segment's all-hours rate in every rate baseline
 MIN_CV = 0.1  # counts vary within an hour and from day to day at least this much (relative)
@@ -296,9 +299,10 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
             best.per_bucket[step] = (num, exp_b)
             for k in ks:
                 x, mu = window_sum(num, k), window_sum(exp_b, k)
-                r2 = window_sum(base.r2 * exp_b, k) / mu  # expectation-weighted spread
-                # clustered arrivals: counts in units of the bucket-scale variance inflation
-                d = window_sum(phi * exp_b, k) / mu
+                with np.errstate(invalid="ignore", divide="ignore"):  # mu 0: not scored below
+                    r2 = window_sum(base.r2 * exp_b, k) / mu  # expectation-weighted spread
+                    # clustered arrivals: counts in units of the bucket-scale variance inflation
+                    d = window_sum(phi * exp_b, k) / mu
                 ok = np.isfinite(mu) & (mu >= opts.min_expected)
                 low, high = count_tails(
                     np.where(ok, x / d, 0), np.where(ok, mu / d, 1), np.where(ok, r2, 1)

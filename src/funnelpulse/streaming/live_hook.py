@@ -15,8 +15,6 @@ from .buckets import check_bucket_minutes, update_buckets
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_S = 10.0  # score the open window at most this often (wall clock)
-
 
 class OpenWindowHook:
     """Called by the embedded engine: `after_count` inside a batch, `after_commit` after it."""
@@ -28,13 +26,15 @@ class OpenWindowHook:
         alert_sinks: Sequence[str] | None,
         result: Any = None,
         bucket_minutes: int | None = None,
-        check_every_s: float = CHECK_EVERY_S,
+        check_every_s: float | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.settings = settings
         self.alert_sinks = list(alert_sinks) if alert_sinks else None
         self.bucket_minutes = check_bucket_minutes(bucket_minutes or settings.live_bucket_minutes)
-        self.check_every_s = check_every_s
+        # score at most this often (wall clock): at real time a bucket completes every few
+        # minutes anyway; this only bounds the work when a backlog or a fast replay streams in
+        self.check_every_s = settings.live_check_every_s if check_every_s is None else check_every_s
         self._last_check = float("-inf")
         self._last_bucket: datetime | None = None
         self.checks = 0

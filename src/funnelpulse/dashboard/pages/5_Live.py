@@ -111,7 +111,12 @@ def live_incidents() -> None:
     if series.empty:
         st.caption("No buckets to show yet.")
         return
-    unit = {"traffic": "views", "view_to_cart": "carts", "cart_to_purchase": "purchases"}
+    unit = {
+        "traffic": "views",
+        "view_to_cart": "carts",
+        "cart_to_purchase": "purchases",
+        "purchases": "purchases",
+    }
     fig = go.Figure(
         [
             go.Scatter(
