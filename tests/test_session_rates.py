@@ -16,9 +16,9 @@ from funnelpulse.anomaly.session_rates import SESSION_STEPS, add_session_counts,
 from funnelpulse.anomaly.sinks import evidence
 from funnelpulse.config import load_settings
 from funnelpulse.contract import UNKNOWN
-from funnelpulse.engines.duckdb_conn import connect
 from funnelpulse.errors import ConfigError, FunnelPulseError
 from funnelpulse.generate import Incident, generate_labelled, write_events
+from funnelpulse.localdb import connect
 
 DAYS = 9
 # Most payments fail for 4 hours in one price band, two days before the data ends.
