@@ -481,7 +481,9 @@ def test_spark_runs_every_funnel_like_duckdb(
         spark, tables.table_path(demo_warehouse.warehouse, tables.SILVER)
     ).createOrReplaceTempView("silver_events")
     since, until = date(2019, 10, 1), date(2019, 12, 31)
-    sql = funnel.spark_sql(funnel.render(spec, since, until, grain="hour"))
+    from funnelpulse.engines.dialect import to_spark
+
+    sql = to_spark(funnel.render(spec, since, until, grain="hour"))
     got = [r.asDict() for r in spark.sql(sql).collect()]
     for r in got:
         r["hour"] = r["hour"].replace(tzinfo=None)  # Spark hands back naive UTC (session zone)

@@ -23,7 +23,6 @@ import pyarrow as pa
 
 from . import tables
 from .console import Progress
-from .engines._typing import SparkSession
 from .errors import ConfigError, FunnelPulseError, WarehouseError
 
 DAY_SECONDS = 86_400
@@ -195,13 +194,6 @@ def actors(
         return con.sql(actors_sql(spec, since, until)).to_arrow_table()
 
 
-def spark_sql(sql: str) -> str:
-    """The funnel SQL in Spark's dialect (quantiles as Spark's exact `percentile`)."""
-    from .engines.dialect import to_spark
-
-    return to_spark(sql)
-
-
 @dataclass
 class FunnelResult:
     """The funnel as plain rows, with what it was asked for."""
@@ -316,7 +308,9 @@ def _silver_dates(warehouse: str) -> list[date]:
     return sorted(rows_per_date(silver_dataset(warehouse), DateRange()))
 
 
-def _plan(warehouse: str, dates: Any) -> tuple[date | None, date | None, frozenset[str] | None]:
+def rebuild_plan(
+    warehouse: str, dates: Any
+) -> tuple[date | None, date | None, frozenset[str] | None]:
     """SQL date bounds and the partitions to replace (None: replace the whole table)."""
     span = rebuild_range(dates, _silver_dates(warehouse))
     if dates.is_all or span is None:
@@ -330,7 +324,7 @@ def build_gold_duckdb(
     warehouse: str, dates: Any, progress: Progress, memory_mb: int | None = DEFAULT_MEMORY_MB
 ) -> dict[str, int]:
     """Write the four gold_session_funnel_daily* tables from silver with DuckDB."""
-    low, high, replace = _plan(warehouse, dates)
+    low, high, replace = rebuild_plan(warehouse, dates)
     written: dict[str, int] = {}
     with bounded_connection(warehouse, memory_mb) as con:
         con.register("silver_events", silver_dataset(warehouse))
@@ -343,29 +337,6 @@ def build_gold_duckdb(
                 partition_by=[GOLD_PARTITION],
                 replace=None if replace is None else tables.Partitions(GOLD_PARTITION, replace),
             )
-    return written
-
-
-def build_gold_spark(
-    spark: SparkSession, warehouse: str, dates: Any, progress: Progress
-) -> dict[str, int]:
-    """Write the same four tables from the same SQL, run by Spark."""
-    from .engines.spark import read_table, write_delta
-
-    low, high, replace = _plan(warehouse, dates)
-    read_table(spark, tables.table_path(warehouse, tables.SILVER)).createOrReplaceTempView(
-        "silver_events"
-    )
-    written: dict[str, int] = {}
-    for name, by in GOLD_FUNNELS.items():
-        progress.step(f"Building {name}")
-        frame = spark.sql(spark_sql(gold_sql(by, low, high)))
-        written[name] = write_delta(
-            frame,
-            tables.table_path(warehouse, name),
-            GOLD_PARTITION,
-            None if replace is None else tables.Partitions(GOLD_PARTITION, replace),
-        )
     return written
 
 

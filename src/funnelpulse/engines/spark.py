@@ -297,10 +297,30 @@ class SparkEngine:
             path = tables.table_path(warehouse, model.name)
             result.rows[model.name] = _write(spark, model, path, covered)
             faults.checkpoint("build.gold_committed")
-        from ..funnel import build_gold_spark
-
-        result.rows.update(build_gold_spark(spark, warehouse, dates, progress))
+        result.rows.update(_build_session_funnels(spark, warehouse, dates, progress))
         return result
+
+
+def _build_session_funnels(
+    spark: SparkSession, warehouse: str, dates: DateRange, progress: Progress
+) -> dict[str, int]:
+    """The four gold_session_funnel_daily* tables from the funnel contract's SQL, run by Spark."""
+    from .. import funnel
+    from .dialect import to_spark
+
+    low, high, replace = funnel.rebuild_plan(warehouse, dates)
+    read_table(spark, tables.table_path(warehouse, tables.SILVER)).createOrReplaceTempView(
+        "silver_events"
+    )
+    written: dict[str, int] = {}
+    for name, by in funnel.GOLD_FUNNELS.items():
+        progress.step(f"Building {name}")
+        frame = spark.sql(to_spark(funnel.gold_sql(by, low, high)))
+        covered = None if replace is None else tables.Partitions(funnel.GOLD_PARTITION, replace)
+        written[name] = write_delta(
+            frame, tables.table_path(warehouse, name), funnel.GOLD_PARTITION, covered
+        )
+    return written
 
 
 def _write(spark: SparkSession, model: Model, path: str, covered: frozenset[str] | None) -> int:
