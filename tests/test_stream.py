@@ -305,7 +305,7 @@ def test_files_source(tmp_path: Path) -> None:
 
 
 def test_a_stopped_stream_names_its_cause() -> None:
-    from funnelpulse.streaming.job import _cause
+    from funnelpulse.engines.spark_stream import _cause
 
     python = (
         "An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):\n"

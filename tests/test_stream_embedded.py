@@ -531,7 +531,7 @@ def test_the_engines_refuse_each_others_live_table(tmp_path: Path) -> None:
     write_csv(folder / "a.csv", [row("2019-10-01 10:00:00")])
     wh = str(tmp_path / "wh")
     assert stream(wh, f"files://{folder}").returncode == 0
-    from funnelpulse.streaming.job import _refuse_embedded_table
+    from funnelpulse.engines.spark_stream import _refuse_embedded_table
 
     with pytest.raises(FunnelPulseError, match="written by the embedded engine"):
         _refuse_embedded_table(tables.table_path(wh, tables.GOLD_STREAM))

@@ -229,7 +229,7 @@ class SparkEngine:
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions
     ) -> StreamResult:
         """Spark Structured Streaming, for clusters."""
-        from ..streaming.job import run_stream
+        from .spark_stream import run_stream
 
         return run_stream(
             warehouse,

@@ -14,7 +14,7 @@ from typing import Any
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
-from .kafka_client import client_options
+from ..streaming.kafka_client import client_options
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _config(options: dict[str, str]) -> dict[str, Any]:
     """The consumer settings: the user's options (secrets from this process's environment)."""
     import json
 
-    from .kafka_client import client_options, consumer_config
+    from ..streaming.kafka_client import client_options, consumer_config
 
     user = client_options(json.loads(options.get("kafkaOptions", "{}")))
     return consumer_config(options["bootstrap"], user)
@@ -68,7 +68,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         from confluent_kafka import KafkaException
 
         from ..errors import FunnelPulseError
-        from .kafka_client import true_ends
+        from ..streaming.kafka_client import true_ends
 
         deadline = time.time() + self.timeout_s
         delay = 0.5

@@ -25,17 +25,17 @@ import pyarrow.compute as pc
 from .. import tables
 from ..config import Settings
 from ..contract import QUARANTINE_SCHEMA, RAW_COLUMNS, STREAM_SCHEMA
-from ..engines._typing import SparkDataFrame, SparkSession
-from ..engines.spark import spark_session
 from ..errors import FunnelPulseError
-from .kafka_url import parse_kafka
-from .windows import (
+from ..streaming.kafka_url import parse_kafka
+from ..streaming.windows import (
     APP_ID,
     NOT_AN_EVENT,
     WINDOW_MATCH,
     StreamResult,
     metric_expressions,
 )
+from ._typing import SparkDataFrame, SparkSession
+from .spark import spark_session
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _source(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
     raw_schema = StructType([StructField(c, StringType()) for c in RAW_COLUMNS])
     if source.startswith("kafka://"):
         address = parse_kafka(source)
-        from .kafka_source import KafkaDataSource
+        from .spark_kafka_source import KafkaDataSource
 
         spark.dataSource.register(KafkaDataSource)
         stream = (
@@ -305,7 +305,7 @@ def run_stream(
 
     from pyspark.sql import functions as F
 
-    from .kafka_client import file_options
+    from ..streaming.kafka_client import file_options
 
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
     _refuse_embedded_table(tables.table_path(warehouse, tables.GOLD_STREAM))
@@ -402,7 +402,7 @@ def _refuse_embedded_table(live: str) -> None:
 def _typed(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
     """The source judged by the ingest step's typing rules: typed columns, `reason` (NULL for a
     good event), `raw_line` and `source`."""
-    from ..engines.spark_ingest import spark_typed_sql
+    from .spark_ingest import spark_typed_sql
 
     _source(spark, source, options).createOrReplaceTempView("raw")
     return spark.sql(spark_typed_sql(keep=("source",)))
