@@ -108,6 +108,7 @@ def test_newest_complete_bucket_waits_for_its_end_plus_grace() -> None:
     )
 
 
+@pytest.mark.slow  # 40 property examples, ~9 s: in `make test`, not in the edit loop
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
