@@ -33,6 +33,7 @@ from ..streaming.windows import (
     WINDOW_MATCH,
     StreamResult,
     metric_expressions,
+    upsert_windows,
 )
 from ._typing import SparkDataFrame, SparkSession
 from .spark import spark_session
@@ -203,18 +204,7 @@ class _Sink:
         table = DeltaTable(self.live)
         commit = self._commit(app_id, batch_id)
         if data.num_rows:
-            (
-                table.merge(
-                    data,
-                    predicate=WINDOW_MATCH,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=commit,
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
+            upsert_windows(table, data, commit)
         else:
             table.update(
                 predicate="false", updates={"is_final": "is_final"}, commit_properties=commit

@@ -70,6 +70,15 @@ def start_broker(port: int) -> subprocess.Popen[bytes]:
     raise FunnelPulseError(f"The tansu broker did not listen on port {port} within 20 s")
 
 
+def stop_broker(proc: subprocess.Popen[Any]) -> None:
+    """Ask the broker to stop; kill it when it has not stopped within 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextmanager
 def local_broker(port: int | None = None) -> Iterator[str]:
     """A broker for the duration of the block; yields its bootstrap address."""
@@ -78,11 +87,7 @@ def local_broker(port: int | None = None) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_broker(proc)
 
 
 def create_topic(
@@ -130,8 +135,4 @@ def serve(port: int, topic: str, partitions: int, ready: Callable[[], None]) -> 
     except KeyboardInterrupt:
         pass
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_broker(proc)

@@ -31,7 +31,7 @@ from .live_hook import OpenWindowHook
 from .maintenance import Maintenance, table_config
 from .sources import Batch, FileSource, KafkaSource
 from .state import StreamState
-from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql
+from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql, upsert_windows
 
 log = logging.getLogger(__name__)
 
@@ -332,18 +332,9 @@ class EmbeddedStream:
         else:  # brought up to date: ~1 ms where a fresh load costs ~20 ms a batch
             self._table.update_incremental()
         table = self._table
-        if merged.num_rows:
-            (
-                table.merge(
-                    merged,
-                    predicate=f"t.window_date = s.window_date AND {WINDOW_MATCH}",
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=commit,
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
+        if merged.num_rows:  # the window_date term prunes the table's partitions
+            upsert_windows(
+                table, merged, commit, f"t.window_date = s.window_date AND {WINDOW_MATCH}"
             )
         else:  # nothing changed, but the position moved: commit it (an empty append)
             from deltalake import write_deltalake

@@ -5,6 +5,7 @@ repeated event, and its schema (defined in the contract)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import tables
 from ..contract import COUNTS
@@ -15,6 +16,18 @@ METRICS = tuple(COUNTS)
 # Why a message is not an event at all; every other reason comes from the ingest step's rules.
 NOT_AN_EVENT = "not a JSON object with the raw columns"
 WINDOW_MATCH = "t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand"
+
+
+def upsert_windows(table: Any, data: Any, commit: Any, predicate: str = WINDOW_MATCH) -> None:
+    """MERGE windows into the live table in one commit: both engines' way of writing a batch."""
+    (
+        table.merge(
+            data, predicate=predicate, source_alias="s", target_alias="t", commit_properties=commit
+        )
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
 
 
 def metric_expressions(dialect: str = "spark") -> dict[str, str]:
