@@ -361,13 +361,13 @@ def _disk(table: Path) -> tuple[int, int, float]:
 
 
 def _read_vs_copy(table: Path, copy: Path) -> tuple[float, float, int]:
-    """Best-of-3 read of `table` and of a one-commit copy of its rows (same partitioning): what
+    """Best-of-5 read of `table` and of a one-commit copy of its rows (same partitioning): what
     the table's history costs a reader, apart from how much data it holds."""
     from deltalake import DeltaTable, write_deltalake
 
     def best(path: Path) -> float:
         times = []
-        for _ in range(3):
+        for _ in range(5):
             clock = time.perf_counter()
             tables.read(str(path))
             times.append((time.perf_counter() - clock) * 1000)
@@ -468,7 +468,7 @@ def soak(
         time.sleep(0.5)
     out, _ = proc.communicate(timeout=7200)
     print(out.strip(), flush=True)
-    print("read (best of 3) against a copy of the same rows written in one commit:")
+    print("read (best of 5) against a copy of the same rows written in one commit:")
     print("\n".join(copies), flush=True)
 
 

@@ -21,7 +21,7 @@ from .. import faults, tables
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_S = 3600
-CHECKPOINT_EVERY = 100  # batches
+CHECKPOINT_EVERY = 10  # batches: a reader replays at most 9 commits past a checkpoint
 COMPACT_EVERY = 1000  # batches, or sooner: see Maintenance.compact_every_s
 MAX_COMPACT_INTERVAL_S = 300.0
 
