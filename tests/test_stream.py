@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,9 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from conftest import assert_live_equals_batch, fp, row, write_csv
 
@@ -20,6 +23,7 @@ from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
 from funnelpulse.streaming.broker import create_topic, free_port
+from funnelpulse.streaming.buckets import SPARK_BUCKETS_APP_ID, aggregate, read_buckets
 from funnelpulse.streaming.replay import publish
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
@@ -124,6 +128,128 @@ def test_kill_9_and_restart_loses_and_double_counts_nothing(broker: str, tmp_pat
     done = stream(p.warehouse, f"kafka://{broker}/{topic}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert_live_equals_batch(p)
+
+
+# ---------------------------------------------------------------- 5-minute buckets (both engines)
+
+
+@pytest.fixture(scope="module")
+def bucket_input(broker: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], ...]:
+    """A topic of one generated day (a third without a brand, every price band) with 1 event in
+    40 sent again a few dozen messages later, and the buckets a batch build's silver events give."""
+    events = generate_events(12_000, seed=21, days=1, brands=25)
+    rows = events.to_pylist()
+    repeats = {i + 50: rows[i] for i in range(0, len(rows) - 50, 40)}
+    messages = []
+    for i, r in enumerate(rows):
+        for event in (r, repeats.get(i)):
+            if event is not None:
+                text = {
+                    **event,
+                    "event_time": event["event_time"].strftime("%Y-%m-%d %H:%M:%S UTC"),
+                }
+                messages.append((json.dumps(text), event["user_session"], 0.0))
+    create_topic(broker, "buckets")
+    publish(f"kafka://{broker}/buckets", iter(messages))
+    folder = tmp_path_factory.mktemp("buckets")
+    batch = Pipeline(warehouse=str(folder / "batch"))
+    batch.ingest(
+        [
+            write_events(
+                pa.Table.from_pylist(rows + list(repeats.values()), events.schema),
+                folder / "all.csv",
+            )
+        ]
+    )
+    batch.build()
+    expected = bucket_rows(aggregate(batch.table(tables.SILVER)))
+    assert sum(r[4] for r in expected if r[2] == "shop") > 0
+    assert {r[3] for r in expected if r[2] == "brand"} >= {"(unknown)"}
+    return messages, expected
+
+
+def bucket_rows(buckets: pa.Table) -> list[tuple[Any, ...]]:
+    """Bucket rows without their commit times, revenue rounded (sums in another order)."""
+    return sorted(
+        (
+            r["bucket_start"],
+            r["bucket_end"],
+            r["dimension"],
+            r["segment"],
+            r["views"],
+            r["carts"],
+            r["purchases"],
+            round(r["revenue"], 6),
+        )
+        for r in buckets.to_pylist()
+    )
+
+
+def test_both_engines_keep_the_same_5_minute_buckets(
+    broker: str, bucket_input: tuple[list[Any], ...], tmp_path: Path
+) -> None:
+    source = f"kafka://{broker}/buckets"
+    expected = bucket_input[1]
+    embedded = str(tmp_path / "embedded")
+    done = fp(
+        "--warehouse",
+        embedded,
+        "stream",
+        "--source",
+        source,
+        "--until-idle",
+        "2",
+        "--max-rows-per-batch",
+        "4000",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    spark = str(tmp_path / "spark")
+    done = stream(spark, source, "--max-rows-per-batch", "4000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0 late events dropped" in done.stdout
+    assert bucket_rows(read_buckets(spark)) == bucket_rows(read_buckets(embedded)) == expected
+    assert {r[2] for r in expected} == {"shop", "brand", "price_band"}
+
+
+@pytest.mark.faults
+def test_a_spark_batch_replayed_after_its_bucket_merge_counts_once(
+    broker: str, bucket_input: tuple[list[Any], ...], tmp_path: Path
+) -> None:
+    """Killed (SIGKILL) right after the first batch's buckets are committed, before Spark records
+    the batch as done: the restart replays that batch, finds it merged and skips it, then counts
+    what was published meanwhile."""
+    from deltalake import DeltaTable
+
+    messages, expected = bucket_input
+    source = f"kafka://{broker}/buckets-kill"
+    create_topic(broker, "buckets-kill")
+    half = len(messages) // 2
+    publish(source, iter(messages[:half]))
+    wh = str(tmp_path / "wh")
+    args = [sys.executable, "-m", "funnelpulse", "--warehouse", wh, "stream", "--source", source]
+    args += ["--until-idle", "6", "--trigger-s", "1", "--max-rows-per-batch", "4000"]
+    args += ["--engine", "spark", "--master", "local[2]"]
+    killed = subprocess.Popen(
+        args,
+        env={**os.environ, "FUNNELPULSE_KILL_AT": "stream.buckets_merged"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert killed.wait(timeout=600) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(killed.pid, signal.SIGKILL)  # its JVM, if still there
+    path = tables.table_path(wh, tables.GOLD_STREAM_5MIN)
+    assert DeltaTable(path).transaction_version(SPARK_BUCKETS_APP_ID) == 0
+    partial = sum(r[4] for r in bucket_rows(read_buckets(wh)) if r[2] == "shop")
+    assert 0 < partial < sum(r[4] for r in expected if r[2] == "shop")
+    publish(source, iter(messages[half:]))
+    done = stream(wh, source, "--max-rows-per-batch", "4000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "buckets batch 0: " in done.stderr and "(merged before: skipped)" in done.stderr
+    assert bucket_rows(read_buckets(wh)) == expected
 
 
 def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:

@@ -1,19 +1,22 @@
 """`funnelpulse stream`: Spark Structured Streaming from Kafka or a folder into live Delta gold.
 
-Two queries read the source, and both judge each event with the ingest step's own typing rules
+Three queries read the source, and all judge each event with the ingest step's own typing rules
 (`spark_typed_sql`), so the stream accepts and rejects exactly what a batch ingest does. One
 applies the silver rules, drops duplicates within the watermark and keeps 1-hour windows per brand
 (update mode), MERGEing each changed window into `gold_stream_funnel_hourly_brand` (and, with
-alerts on, scores the windows that became final); the other sends malformed events to quarantine.
-Both commit each micro-batch to Delta with the batch id as a Delta transaction version, so a
-retried batch (after a crash or kill -9) changes nothing; Spark's checkpoint holds the source
-offsets and the dedup/aggregation state.
+alerts on, scores the windows that became final). The second applies the same rules and hands
+each batch's new events to the embedded engine's bucket code (`streaming.buckets`), which adds
+them to the 5-minute buckets of `gold_stream_funnel_5min` (and, with alerts on, scores the open
+window). The third sends malformed events to quarantine. Each commits a micro-batch to Delta with
+the batch id as a Delta transaction version, so a retried batch (after a crash or kill -9)
+changes nothing; Spark's checkpoint holds the source offsets and the dedup/aggregation state.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +27,9 @@ import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
-from ..contract import QUARANTINE_SCHEMA, RAW_COLUMNS, STREAM_SCHEMA
+from ..contract import QUARANTINE_SCHEMA, RAW_COLUMNS, STREAM_SCHEMA, price_band_sql
 from ..errors import FunnelPulseError
+from ..streaming.buckets import SPARK_BUCKETS_APP_ID, check_bucket_minutes, update_buckets
 from ..streaming.kafka_url import parse_kafka
 from ..streaming.windows import (
     APP_ID,
@@ -130,13 +134,27 @@ class _Sink:
         self.alerts_checked = False
         self.alerts_sent = 0
         self.alerts_failed = 0
+        self.bucket_minutes = check_bucket_minutes(settings.live_bucket_minutes)
+        self.buckets_merged = 0
+        self.latest_event: datetime | None = None
+        # The windows and the buckets queries call back on their own threads; their alerts go
+        # through one journal, so they take turns (an incident must not be sent by both).
+        self.alerting = threading.Lock()
+        self.open_window: Any = None
+        if alert_sinks:
+            from ..streaming.live_hook import OpenWindowHook
+
+            self.open_window = OpenWindowHook(
+                warehouse, settings, alert_sinks, StreamResult(), self.bucket_minutes
+            )
 
     def alert(self) -> None:
         """Alert on incidents in the final windows (a failure is logged; the stream goes on)."""
         from ..anomaly.live import alert_for_stream
 
         self.alerts_checked = True
-        sent, failed = alert_for_stream(self.warehouse, self.settings, self.alert_sinks)
+        with self.alerting:
+            sent, failed = alert_for_stream(self.warehouse, self.settings, self.alert_sinks)
         self.alerts_sent += sent
         self.alerts_failed += failed
 
@@ -249,6 +267,39 @@ class _Sink:
         if self.alert_sinks and (ripe.num_rows or not self.alerts_checked):
             self.alert()
 
+    def buckets(self, frame: SparkDataFrame, batch_id: int) -> None:
+        """Add the batch's new events to the 5-minute buckets with the embedded engine's code
+        (skipped when this batch id was merged before), then, with alerts on, score the open
+        window as the embedded engine does after each batch."""
+        data = frame.toArrow()
+        if data.num_rows:
+            # UTC wall time, as the embedded engine hands its events over
+            times = data.column("event_time").cast(pa.timestamp("us", "UTC"))
+            data = data.set_column(
+                data.schema.get_field_index("event_time"),
+                "event_time",
+                times.cast(pa.timestamp("us")),
+            )
+            clock = time.perf_counter()
+            rows = update_buckets(
+                self.warehouse, data, batch_id, self.bucket_minutes, SPARK_BUCKETS_APP_ID
+            )
+            self.buckets_merged += rows
+            log.info(
+                "buckets batch %d: %d events, %d bucket rows merged in %.2f s%s",
+                batch_id,
+                data.num_rows,
+                rows,
+                time.perf_counter() - clock,
+                "" if rows else " (merged before: skipped)",
+            )
+            newest = pc.max(times).as_py()
+            if self.latest_event is None or newest > self.latest_event:
+                self.latest_event = newest
+        if self.open_window is not None and self.latest_event is not None:
+            with self.alerting:
+                self.open_window.after_commit(self.latest_event)
+
     def bad_rows(self, frame: SparkDataFrame, batch_id: int) -> None:
         app_id = f"{APP_ID}-quarantine"
         data = frame.toArrow()
@@ -298,7 +349,10 @@ def run_stream(
     from ..streaming.kafka_client import file_options
 
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
-    _refuse_embedded_table(tables.table_path(warehouse, tables.GOLD_STREAM))
+    _refuse_embedded_table(
+        tables.table_path(warehouse, tables.GOLD_STREAM),
+        tables.table_path(warehouse, tables.GOLD_STREAM_5MIN),
+    )
     checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
     from pyspark.sql import SparkSession
 
@@ -312,21 +366,8 @@ def run_stream(
     spark.conf.set("spark.sql.shuffle.partitions", options.get("state_partitions", "2"))
     sink = _Sink(warehouse, settings, alert_sinks)
     metrics = metric_expressions()
-    key = ["event_time", "user_id", "user_session", "product_id", "event_type"]
     good = (
-        _typed(spark, source, options)
-        .where("reason IS NULL AND price IS NOT NULL AND price > 0")
-        .select(
-            F.col("event_time").cast("timestamp").alias("event_time"),
-            "event_type",
-            "product_id",
-            "user_id",
-            "user_session",
-            "price",
-            F.expr("nullif(trim(lower(brand)), '')").alias("brand_norm"),
-        )
-        .withWatermark("event_time", f"{settings.watermark_s} seconds")
-        .dropDuplicatesWithinWatermark(key)
+        _fresh(spark, source, options, settings)
         .groupBy(F.window("event_time", "1 hour").alias("w"), F.col("brand_norm").alias("brand"))
         .agg(
             *[F.expr(sql).alias(name) for name, sql in metrics.items()],
@@ -357,6 +398,25 @@ def run_stream(
     # sharing one plan and planning their first batches at the same moment (as after a restart
     # with a backlog) have failed in Spark 4 with a corrupt task (java.io.OptionalDataException).
     _first_batch(windows_query)
+    # The 5-minute buckets: the same judged, deduplicated events as the windows (own dedup
+    # state, no aggregation state: `update_buckets` counts each batch's new events and adds
+    # them), started after the windows query's first batch for the same reason as below.
+    buckets_query = (
+        _fresh(spark, source, options, settings)
+        .select(
+            "event_time",
+            "event_type",
+            "brand_norm",
+            F.expr(price_band_sql()).alias("price_band"),
+            "price",
+        )
+        .writeStream.foreachBatch(sink.buckets)
+        .trigger(**trigger)
+        .option("checkpointLocation", f"{checkpoint}/buckets")
+        .queryName("funnelpulse_buckets")
+        .start()
+    )
+    _first_batch(buckets_query)
     bad_query = (
         _typed(spark, source, options)
         .where("reason IS NOT NULL")
@@ -367,26 +427,62 @@ def run_stream(
         .queryName("funnelpulse_quarantine")
         .start()
     )
-    result = _supervise(spark, [windows_query, bad_query], until_idle_s, on_batch, stop_spark=ours)
+    result = _supervise(
+        spark, [windows_query, buckets_query, bad_query], until_idle_s, on_batch, stop_spark=ours
+    )
     result.quarantined = sink.quarantined
     result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
+    if sink.open_window is not None:
+        result.alerts_sent += sink.open_window.result.alerts_sent
+        result.alerts_failed += sink.open_window.result.alerts_failed
     if tables.is_delta(sink.live):
         result.windows = tables.dataset(sink.live).count_rows()
     return result
 
 
-def _refuse_embedded_table(live: str) -> None:
-    """The engines keep their positions apart: one must not add to windows the other counted."""
+def _refuse_embedded_table(live: str, buckets: str | None = None) -> None:
+    """The engines keep their positions apart: one must not add to windows or buckets the other
+    counted."""
     from deltalake import DeltaTable
 
-    if (
-        tables.is_delta(live)
-        and DeltaTable(live).transaction_version("funnelpulse-embedded-windows") is not None
+    from ..streaming.buckets import BUCKETS_APP_ID
+
+    for path, name, app_id in (
+        (live, tables.GOLD_STREAM, "funnelpulse-embedded-windows"),
+        (buckets, tables.GOLD_STREAM_5MIN, BUCKETS_APP_ID),
     ):
-        raise FunnelPulseError(
-            f"{tables.GOLD_STREAM} was written by the embedded engine. Run the stream without "
-            "--engine spark, or delete the table to start it over on Spark"
+        if (
+            path
+            and tables.is_delta(path)
+            and DeltaTable(path).transaction_version(app_id) is not None
+        ):
+            raise FunnelPulseError(
+                f"{name} was written by the embedded engine. Run the stream without "
+                "--engine spark, or delete the table to start it over on Spark"
+            )
+
+
+def _fresh(spark: SparkSession, source: str, options: dict[str, str], settings: Settings) -> Any:
+    """The source's good events under the silver rules, each repeat within the watermark dropped
+    (events behind the watermark too): what the live windows and the buckets count."""
+    from pyspark.sql import functions as F
+
+    key = ["event_time", "user_id", "user_session", "product_id", "event_type"]
+    return (
+        _typed(spark, source, options)
+        .where("reason IS NULL AND price IS NOT NULL AND price > 0")
+        .select(
+            F.col("event_time").cast("timestamp").alias("event_time"),
+            "event_type",
+            "product_id",
+            "user_id",
+            "user_session",
+            "price",
+            F.expr("nullif(trim(lower(brand)), '')").alias("brand_norm"),
         )
+        .withWatermark("event_time", f"{settings.watermark_s} seconds")
+        .dropDuplicatesWithinWatermark(key)
+    )
 
 
 def _typed(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
@@ -415,6 +511,16 @@ def _cause(text: str) -> str:
         return python[-1][:500]
     java = re.findall(r"^Caused by: (\S+(?:: .*)?)$", text, flags=re.M)
     return (java[-1] if java else text.strip().splitlines()[0])[:500]
+
+
+def _idle(status: dict[str, Any]) -> bool:
+    """A query waiting for its next trigger or asking the source for new data, with none found.
+    (Asking can take a second or more on a busy machine: with three queries reading one source
+    some query is nearly always asking, so "no trigger active" would never hold for all.)"""
+    message = str(status.get("message", ""))
+    return not status["isDataAvailable"] and (
+        not status["isTriggerActive"] or message.startswith("Getting offsets")
+    )
 
 
 def _supervise(
@@ -467,9 +573,7 @@ def _supervise(
                     result.log.append(line)
                     if on_batch:
                         on_batch(line)
-            idle = all(
-                not q.status["isDataAvailable"] and not q.status["isTriggerActive"] for q in queries
-            )
+            idle = all(_idle(q.status) for q in queries)
             if until_idle_s is not None and idle and time.time() - last_input >= until_idle_s:
                 break
     finally:

@@ -18,8 +18,10 @@ Schema of `gold_stream_funnel_5min` (one row per bucket and segment):
 
 A batch holds only events not counted before (the stream drops repeats first), so its counts are
 added to the row already there. A replayed batch is skipped through the table's transaction
-version for `BUCKETS_APP_ID`, so calling `merge_buckets` before the live table's own commit of the
-same batch keeps both exactly-once across a crash between the two commits.
+version for `BUCKETS_APP_ID` (`SPARK_BUCKETS_APP_ID` for the Spark engine's batch ids), so calling
+`merge_buckets` before the live table's own commit of the same batch keeps both exactly-once
+across a crash between the two commits. Both engines feed the same `aggregate`, so the same
+events give the same buckets whichever engine counted them.
 
 Fault-injection checkpoints (funnelpulse.faults): `stream.buckets_aggregated` (batch aggregated,
 nothing merged) and `stream.buckets_merged` (merge committed, the caller not yet told).
@@ -41,7 +43,8 @@ from ..localdb import connect
 
 log = logging.getLogger(__name__)
 
-BUCKETS_APP_ID = "funnelpulse-stream-buckets"
+BUCKETS_APP_ID = "funnelpulse-stream-buckets"  # the embedded engine's batch numbers
+SPARK_BUCKETS_APP_ID = "funnelpulse-spark-buckets"  # Spark's micro-batch ids
 DEFAULT_BUCKET_MINUTES = 5
 DIMENSIONS = ("shop", "brand", "price_band")
 METRICS = ("views", "carts", "purchases", "revenue")
@@ -112,11 +115,14 @@ def aggregate(
     return pa.table(columns, schema=BUCKET_SCHEMA)
 
 
-def merge_buckets(path: str, buckets: pa.Table, batch_id: int | None = None) -> bool:
+def merge_buckets(
+    path: str, buckets: pa.Table, batch_id: int | None = None, app_id: str = BUCKETS_APP_ID
+) -> bool:
     """Add `buckets` to the table at `path` in one commit; False when `batch_id` was merged before.
 
-    With a batch id the commit records it as the table's transaction version, which is how a
-    replay of the same batch after a crash is recognised and skipped.
+    With a batch id the commit records it as the table's transaction version for `app_id` (one
+    per engine: their batch numbers are unrelated), which is how a replay of the same batch after
+    a crash is recognised and skipped.
     """
     from deltalake import CommitProperties, DeltaTable, Transaction
 
@@ -126,12 +132,12 @@ def merge_buckets(path: str, buckets: pa.Table, batch_id: int | None = None) -> 
         DeltaTable.create(path, BUCKET_SCHEMA)
     table = DeltaTable(path)
     if batch_id is not None:
-        done = table.transaction_version(BUCKETS_APP_ID)
+        done = table.transaction_version(app_id)
         if done is not None and done >= batch_id:
             log.info("batch %d already in %s; skipped", batch_id, path)
             return False
     commit = (
-        CommitProperties(app_transactions=[Transaction(app_id=BUCKETS_APP_ID, version=batch_id)])
+        CommitProperties(app_transactions=[Transaction(app_id=app_id, version=batch_id)])
         if batch_id is not None
         else None
     )
@@ -167,12 +173,13 @@ def update_buckets(
     events: pa.Table | Any,
     batch_id: int | None = None,
     bucket_minutes: int = DEFAULT_BUCKET_MINUTES,
+    app_id: str = BUCKETS_APP_ID,
 ) -> int:
     """Aggregate one stream batch and merge it into `gold_stream_funnel_5min`; rows merged."""
     buckets = aggregate(events, bucket_minutes)
     faults.checkpoint("stream.buckets_aggregated")
     path = tables.table_path(warehouse, tables.GOLD_STREAM_5MIN)
-    merged = merge_buckets(path, buckets, batch_id)
+    merged = merge_buckets(path, buckets, batch_id, app_id)
     faults.checkpoint("stream.buckets_merged")
     return buckets.num_rows if merged else 0
 
