@@ -454,12 +454,13 @@ def test_a_stopped_stream_names_its_cause() -> None:
 
 def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> None:
     """Eleven days in batch gold are the history; the twelfth streams in with a shop-wide
-    tracking outage at 08:00-10:00. The stream alerts on it once final, and a restart does not
-    alert again."""
+    tracking outage at 08:00-10:00. The stream alerts on it once final, the open-window check on
+    the 5-minute buckets sends its "resolved" message, and a restart does not alert again."""
     from datetime import UTC, datetime
 
     import pyarrow.compute as pc
 
+    from funnelpulse.anomaly.live_incidents import read_incidents
     from funnelpulse.generate import Incident
 
     start = datetime(2019, 10, 1, tzinfo=UTC)
@@ -485,9 +486,17 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr[-2000:]
     sent = [json.loads(line) for line in alerts.read_text().splitlines()]
     shop = [a for a in sent if a["dimension"] == "shop"]
-    assert [a["start"] for a in shop] == [outage.start.isoformat()], sent
-    assert "traffic" in shop[0]["steps"] and shop[0]["end"] == outage.end.isoformat()
+    # as on the embedded engine: the final hours' alert (the windows query's first batch runs
+    # before the buckets query starts), then the live path's "resolved" under its own key
+    assert [a["incident_id"] for a in shop] == [
+        "shop:all:20191012T08",
+        "shop:all:20191012T08:resolved",
+    ], sent
+    assert shop[0]["start"] == outage.start.isoformat()
+    assert shop[0]["steps"] == ["traffic"] and shop[0]["end"] == outage.end.isoformat()
     assert all(a["start"] >= last_day.isoformat() for a in sent)  # batch-only hours: detect's job
+    live = read_incidents(p.warehouse).to_pylist()
+    assert {(r["incident_id"], r["status"]) for r in live} >= {("shop:all:20191012T08", "resolved")}
     assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
 
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
