@@ -20,6 +20,7 @@ import pytest
 from conftest import assert_live_equals_batch, fp, row, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
+from funnelpulse.config import load_settings
 from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
 from funnelpulse.streaming.broker import create_topic, free_port
@@ -162,7 +163,9 @@ def bucket_input(broker: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
         ]
     )
     batch.build()
-    expected = bucket_rows(aggregate(batch.table(tables.SILVER)))
+    expected = bucket_rows(
+        aggregate(batch.table(tables.SILVER), load_settings().live_bucket_minutes)
+    )
     assert sum(r[4] for r in expected if r[2] == "shop") > 0
     assert {r[3] for r in expected if r[2] == "brand"} >= {"(unknown)"}
     return messages, expected
@@ -248,8 +251,8 @@ def test_a_spark_batch_replayed_after_its_bucket_merge_counts_once(
     publish(source, iter(messages[half:]))
     done = stream(wh, source, "--max-rows-per-batch", "4000")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "buckets batch 0: " in done.stderr and "(merged before: skipped)" in done.stderr
     assert bucket_rows(read_buckets(wh)) == expected
+    assert "buckets batch 0: " in done.stderr and "(merged before: skipped)" in done.stderr
 
 
 def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
