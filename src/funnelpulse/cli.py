@@ -463,7 +463,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     "--alert",
     is_flag=True,
     help="Score each newly final hour (shop and brands) and, as 5-minute buckets complete, "
-    "the open window (drops, embedded engine); alert on incidents.",
+    "the open window (drops); alert on incidents.",
 )
 @SINK_OPTION
 @click.pass_obj
