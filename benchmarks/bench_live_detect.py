@@ -55,7 +55,7 @@ from funnelpulse.anomaly import live_incidents as li
 from funnelpulse.anomaly.detect import detect
 from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.anomaly.live_data import segment_keys
-from funnelpulse.anomaly.open_window import per_test_alpha
+from funnelpulse.anomaly.open_window import per_test_alpha, window_buckets
 from funnelpulse.config import load_settings
 from funnelpulse.generate import BAND_LABELS, Incident, generate_events, ranked_brands, write_events
 from funnelpulse.streaming.buckets import update_buckets
@@ -212,6 +212,7 @@ def prepare(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         cooldown_h=0,
         live_false_alerts_per_day=args.false_alerts_per_day,
         live_check_every_s=0.0,
+        **({"live_bucket_minutes": args.bucket_minutes} if args.bucket_minutes else {}),
     )
     main = Pipeline(settings)
     main.ingest([hist_csv])
@@ -222,9 +223,13 @@ def prepare(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     silver = tables.read(tables.table_path(judged.warehouse, tables.SILVER)).sort_by("event_time")
     history = tables.read(tables.table_path(main.warehouse, tables.SILVER))
     keys = segment_keys(main.warehouse, settings.min_views)
-    opts = li.options(settings)
+    opts = li.options(settings, **({"window_minutes": tuple(args.windows)} if args.windows else {}))
     alpha = per_test_alpha(
-        opts.false_alerts_per_day, len(keys), len(opts.steps), len(opts.window_minutes), 5
+        opts.false_alerts_per_day,
+        len(keys),
+        len(opts.steps),
+        len(window_buckets(opts.window_minutes, settings.live_bucket_minutes)),
+        settings.live_bucket_minutes,
     )
     ideal = []
     for lab in labels:
@@ -278,10 +283,11 @@ def live_direct(prep: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     for i in range(len(bounds) - 1):
         batch = silver.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
         t = time.perf_counter()
-        update_buckets(main.warehouse, batch, batch_id=i + 1)
+        minutes = prep["settings"].live_bucket_minutes
+        update_buckets(main.warehouse, batch, batch_id=i + 1, bucket_minutes=minutes)
         merge_s.append(time.perf_counter() - t)
         m = (i + 1) * step
-        if m % 5 == 0:  # this batch completed a bucket: score the open window
+        if m % minutes == 0:  # this batch completed a bucket: score the open window
             t = time.perf_counter()
             latest = day + timedelta(minutes=m, seconds=31)
             result = li.check_live(
@@ -319,6 +325,7 @@ def live_broker(prep: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
                 "FUNNELPULSE_MIN_SEVERITY": "low",
                 "FUNNELPULSE_COOLDOWN_H": "0",
                 "FUNNELPULSE_LIVE_CHECK_EVERY_S": "0",
+                "FUNNELPULSE_LIVE_BUCKET_MINUTES": str(settings.live_bucket_minutes),
                 "FUNNELPULSE_LIVE_FALSE_ALERTS_PER_DAY": str(args.false_alerts_per_day),
             }
             clock = time.perf_counter()
@@ -344,14 +351,30 @@ def live_broker(prep: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         raise SystemExit(f"stream exited {code}; see {folder / 'stream.log'}")
     records = [json.loads(x) for x in Path(settings.alert_file).read_text().splitlines()]
     first_event = prep["silver"]["event_time"][0].as_py()
-    found, lags = [], []
+    # Each incident as the stream recorded it: detected_at is the end of its first firing bucket
+    # (no score looks ahead, so that is when a check at real time, one per bucket, opens it).
+    incidents = tables.read(tables.table_path(settings.warehouse, tables.LIVE_INCIDENTS))
+    found = [
+        (
+            i["dimension"],
+            i["segment"],
+            i["started_at"],
+            i["resolved_at"] or i["as_of"],
+            i["detected_at"],
+            i["step"],
+        )
+        for i in incidents.to_pylist()
+    ]
+    detected = {i["incident_id"]: i["detected_at"] for i in incidents.to_pylist()}
+    # The sent opening's "as of" (end of the newest bucket of the check that sent it): later
+    # than detected_at by the buckets a check falls behind at this speed-up.
+    behind, lags = [], []
     for r in records:
         if " LIVE " not in r["message"] or r["incident_id"].endswith(":resolved"):
             continue
-        as_of = datetime.fromisoformat(r["end"])
-        found.append(
-            (r["dimension"], r["segment"], datetime.fromisoformat(r["start"]), as_of, as_of, "")
-        )
+        if r["incident_id"] in detected:
+            as_of = datetime.fromisoformat(r["end"])
+            behind.append((as_of - detected[r["incident_id"]]).total_seconds() / 60)
     # how long after its bucket ended (+ 30 s grace), by the replay's clock, each opening was
     # journalled: the wall time a check takes, x speed-up in event time
     alerts = tables.read(tables.table_path(settings.warehouse, tables.ALERTS)).to_pylist()
@@ -366,6 +389,8 @@ def live_broker(prep: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "found": found,
         "streamed_s": streamed,
         "note": f"{sent.published:,} events replayed at {args.speedup:g}x in {sent.seconds:.0f} s; "
+        f"openings sent as of {_spread(behind)} event-time min after their first firing bucket "
+        "(checks falling behind the replay); "
         f"openings journalled {statistics.median(lags):.1f} s (median, max {max(lags):.1f} s) "
         "wall after their bucket's end + 30 s by the replay clock"
         if lags
@@ -441,6 +466,10 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
     }
 
 
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.0f} (median; max {max(xs):.0f})" if xs else "-"
+
+
 def _fmt(x: float | None) -> str:
     return "missed" if x is None else f"{x:.0f} min"
 
@@ -459,6 +488,19 @@ def main() -> None:
     parser.add_argument("--checkout", choices=("event-time", "generator"), default="event-time")
     parser.add_argument(
         "--batch-minutes", type=int, default=5, help="event time per micro-batch (direct)"
+    )
+    parser.add_argument(
+        "--bucket-minutes",
+        type=int,
+        default=None,
+        help="live_bucket_minutes (default: the setting's)",
+    )
+    parser.add_argument(
+        "--windows",
+        type=int,
+        nargs="+",
+        default=None,
+        help="window lengths, minutes (scoring; --via direct only)",
     )
     parser.add_argument("--data-dir", default="benchmarks/data/live")
     args = parser.parse_args()

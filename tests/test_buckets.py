@@ -125,7 +125,7 @@ def test_merge_adds_batches_and_skips_a_replayed_batch(tmp_path: Path) -> None:
 def test_read_buckets_filters_by_time_and_is_empty_without_a_table(tmp_path: Path) -> None:
     wh = str(tmp_path / "wh")
     assert read_buckets(wh).num_rows == 0
-    update_buckets(wh, BATCH, batch_id=1)
+    update_buckets(wh, BATCH, batch_id=1, bucket_minutes=5)
     later = read_buckets(wh, since=T0 + timedelta(minutes=5))
     assert set(later.column("bucket_start").to_pylist()) == {T0 + timedelta(minutes=5)}
     assert read_buckets(wh).num_rows == 9
@@ -134,7 +134,7 @@ def test_read_buckets_filters_by_time_and_is_empty_without_a_table(tmp_path: Pat
 KILL_SCRIPT = """
 import sys, pyarrow.parquet as pq
 from funnelpulse.streaming.buckets import update_buckets
-update_buckets(sys.argv[1], pq.read_table(sys.argv[2]), batch_id=int(sys.argv[3]))
+update_buckets(sys.argv[1], pq.read_table(sys.argv[2]), batch_id=int(sys.argv[3]), bucket_minutes=5)
 """
 
 
@@ -148,7 +148,7 @@ def test_kill_around_the_commit_then_retry_counts_each_event_once(
     wh = str(tmp_path / "wh")
     batch_file = tmp_path / "batch.parquet"
     pq.write_table(BATCH, batch_file)
-    update_buckets(wh, events([(T0, "view", "acme", "<10", 5.0)]), batch_id=1)
+    update_buckets(wh, events([(T0, "view", "acme", "<10", 5.0)]), batch_id=1, bucket_minutes=5)
 
     def run(env: dict[str, str]) -> int:
         return subprocess.run(

@@ -51,6 +51,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+MINUTES = 5  # these scenarios are written in 5-minute buckets (the setting is 2 by default)
+
+
 def stream_until(wh: str, silver: pa.Table, until: datetime, since: datetime = DAY) -> None:
     """Feed the day's events in 5-minute batches (batch id = minutes since midnight / 5)."""
     t = since
@@ -62,7 +65,9 @@ def stream_until(wh: str, silver: pa.Table, until: datetime, since: datetime = D
                 pc.less(silver["event_time"], pa.scalar(nxt, pa.timestamp("us", "UTC"))),
             )
         )
-        update_buckets(wh, part, batch_id=int((nxt - DAY) / timedelta(minutes=5)))
+        update_buckets(
+            wh, part, batch_id=int((nxt - DAY) / timedelta(minutes=5)), bucket_minutes=MINUTES
+        )
         t = nxt
 
 
@@ -78,7 +83,11 @@ def setup_copy(prepared: Path, tmp_path: Path) -> tuple[str, pa.Table, Path]:
 
 def settings_for(wh: str, alert_file: Path):  # type: ignore[no-untyped-def]
     return load_settings(
-        warehouse=wh, alert_sinks=("file",), alert_file=str(alert_file), min_severity="low"
+        warehouse=wh,
+        alert_sinks=("file",),
+        alert_file=str(alert_file),
+        min_severity="low",
+        live_bucket_minutes=MINUTES,
     )
 
 
@@ -141,6 +150,7 @@ def test_the_stream_hook_checks_each_new_bucket_unless_throttled(
         alert_file=str(alert_file),
         min_severity="low",
         live_check_every_s=every_s,
+        live_bucket_minutes=MINUTES,
     )
     hook = OpenWindowHook(wh, settings, ["file"])
     stream_until(wh, silver, BREAK + timedelta(minutes=15))
@@ -160,7 +170,7 @@ from datetime import datetime
 from funnelpulse.anomaly.live_incidents import check_live
 from funnelpulse.config import load_settings
 s = load_settings(warehouse=sys.argv[1], alert_sinks=("file",), alert_file=sys.argv[2],
-                  min_severity="low")
+                  min_severity="low", live_bucket_minutes=5)
 check_live(sys.argv[1], s, datetime.fromisoformat(sys.argv[3]))
 """
 

@@ -106,7 +106,7 @@ class Settings:
         0.5, Rule(float, 0, 1000, low_open=True), "target false live incidents per day"
     )
     live_bucket_minutes: int = _setting(
-        5, Rule(int, 1, 60, divides=60), "live bucket size, minutes"
+        2, Rule(int, 1, 60, divides=60), "live bucket size, minutes"
     )
     live_check_every_s: float = _setting(
         10.0, Rule(float, 0, 3600), "least wall seconds between open-window checks"

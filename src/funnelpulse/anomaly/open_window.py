@@ -24,7 +24,10 @@ import numpy as np
 
 from .scoring import count_tails, rate_tails, severity, window_sum, z_of
 
-WINDOW_MINUTES = (5, 15, 30, 60, 120, 240)
+# Window lengths, minutes, each rounded to whole buckets (with 5-minute buckets: 5, 10, 15, 30...).
+# A 10-minute window is the one that catches a checkout break at ~2.4 purchases a minute: one
+# clean 5-minute bucket holds just too little evidence, two do (benchmark: BENCHMARKS.md).
+WINDOW_MINUTES = (6, 10, 16, 30, 60, 120, 240)
 # step: (numerator, denominator); denominator None = a count compared with its expected count
 STEPS: dict[str, tuple[str, str | None]] = {
     "traffic": ("views", None),
@@ -254,13 +257,17 @@ def bucket_dispersion(
     return np.clip(np.nan_to_num(phi, nan=1.0), 1.0, 100.0)
 
 
+def window_buckets(window_minutes: tuple[int, ...], bucket_minutes: int) -> list[int]:
+    """Window lengths in whole buckets (each rounded, at least one), without repeats."""
+    return sorted({max(1, round(m / bucket_minutes)) for m in window_minutes})
+
+
 def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -> Scores:
     """Score every window ending at every bucket of the grid (see the module docstring)."""
     opts = opts or Options()
     v, h = grid.values, history.values
     shape = v["views"].shape
-    ks = [m // grid.bucket_minutes for m in opts.window_minutes if m % grid.bucket_minutes == 0]
-    ks = sorted({k for k in ks if k >= 1})
+    ks = window_buckets(opts.window_minutes, grid.bucket_minutes)
     alpha = per_test_alpha(
         opts.false_alerts_per_day,
         shape[0],

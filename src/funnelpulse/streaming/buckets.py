@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 BUCKETS_APP_ID = "funnelpulse-stream-buckets"  # the embedded engine's batch numbers
 SPARK_BUCKETS_APP_ID = "funnelpulse-spark-buckets"  # Spark's micro-batch ids
-DEFAULT_BUCKET_MINUTES = 5
+DEFAULT_BUCKET_MINUTES = 2  # the default of the setting live_bucket_minutes
 DIMENSIONS = ("shop", "brand", "price_band")
 METRICS = ("views", "carts", "purchases", "revenue")
 BUCKET_MATCH = (
