@@ -135,7 +135,6 @@ class _Sink:
         self.alerts_sent = 0
         self.alerts_failed = 0
         self.bucket_minutes = check_bucket_minutes(settings.live_bucket_minutes)
-        self.buckets_merged = 0
         self.latest_event: datetime | None = None
         # The windows and the buckets queries call back on their own threads; their alerts go
         # through one journal, so they take turns (an incident must not be sent by both).
@@ -284,7 +283,6 @@ class _Sink:
             rows = update_buckets(
                 self.warehouse, data, batch_id, self.bucket_minutes, SPARK_BUCKETS_APP_ID
             )
-            self.buckets_merged += rows
             log.info(
                 "buckets batch %d: %d events, %d bucket rows merged in %.2f s%s",
                 batch_id,
@@ -392,44 +390,53 @@ def run_stream(
         .queryName("funnelpulse_windows")
         .start()
     )
-    # The quarantine query reads the source a second time; on few cores it competes with the
-    # live windows, so it runs less often (nothing waits on it, and it still drains fully).
-    # It gets its own plan and starts once the windows query has run a batch: two queries
-    # sharing one plan and planning their first batches at the same moment (as after a restart
-    # with a backlog) have failed in Spark 4 with a corrupt task (java.io.OptionalDataException).
-    _first_batch(windows_query)
-    # The 5-minute buckets: the same judged, deduplicated events as the windows (own dedup
-    # state, no aggregation state: `update_buckets` counts each batch's new events and adds
-    # them), started after the windows query's first batch for the same reason as below.
-    buckets_query = (
-        _fresh(spark, source, options, settings)
-        .select(
-            "event_time",
-            "event_type",
-            "brand_norm",
-            F.expr(price_band_sql()).alias("price_band"),
-            "price",
+
+    def buckets() -> Any:
+        # The 5-minute buckets: the same judged, deduplicated events as the windows (own dedup
+        # state, no aggregation state: `update_buckets` counts each batch's new events and
+        # adds them, as on the embedded engine).
+        return (
+            _fresh(spark, source, options, settings)
+            .select(
+                "event_time",
+                "event_type",
+                "brand_norm",
+                F.expr(price_band_sql()).alias("price_band"),
+                "price",
+            )
+            .writeStream.foreachBatch(sink.buckets)
+            .trigger(**trigger)
+            .option("checkpointLocation", f"{checkpoint}/buckets")
+            .queryName("funnelpulse_buckets")
+            .start()
         )
-        .writeStream.foreachBatch(sink.buckets)
-        .trigger(**trigger)
-        .option("checkpointLocation", f"{checkpoint}/buckets")
-        .queryName("funnelpulse_buckets")
-        .start()
-    )
-    _first_batch(buckets_query)
-    bad_query = (
-        _typed(spark, source, options)
-        .where("reason IS NOT NULL")
-        .select("source", "ordinal", "raw_line", "reason")
-        .writeStream.foreachBatch(sink.bad_rows)
-        .trigger(processingTime=f"{max(5.0, 5 * trigger_s)} seconds")
-        .option("checkpointLocation", f"{checkpoint}/quarantine")
-        .queryName("funnelpulse_quarantine")
-        .start()
-    )
-    result = _supervise(
-        spark, [windows_query, buckets_query, bad_query], until_idle_s, on_batch, stop_spark=ours
-    )
+
+    def quarantine() -> Any:
+        # On few cores this competes with the live tables, so it runs less often (nothing
+        # waits on it, and it still drains fully).
+        return (
+            _typed(spark, source, options)
+            .where("reason IS NOT NULL")
+            .select("source", "ordinal", "raw_line", "reason")
+            .writeStream.foreachBatch(sink.bad_rows)
+            .trigger(processingTime=f"{max(5.0, 5 * trigger_s)} seconds")
+            .option("checkpointLocation", f"{checkpoint}/quarantine")
+            .queryName("funnelpulse_quarantine")
+            .start()
+        )
+
+    # Each query reads the source itself, with its own plan, and starts once the one before has
+    # run a batch: two queries planning their first batches at the same moment (as after a
+    # restart with a backlog) have failed in Spark 4 with a corrupt task
+    # (java.io.OptionalDataException). A query that failed starts nothing more: its error is
+    # reported at once (e.g. an unreachable broker).
+    queries = [windows_query]
+    for start in (buckets, quarantine):
+        _first_batch(queries[-1])
+        if not queries[-1].isActive:
+            break
+        queries.append(start())
+    result = _supervise(spark, queries, until_idle_s, on_batch, stop_spark=ours)
     result.quarantined = sink.quarantined
     result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
     if sink.open_window is not None:
