@@ -255,6 +255,28 @@ def test_a_spark_batch_replayed_after_its_bucket_merge_counts_once(
     assert "buckets batch 0: " in done.stderr and "(merged before: skipped)" in done.stderr
 
 
+def test_spark_refuses_buckets_the_embedded_engine_counted(tmp_path: Path) -> None:
+    """Adding Spark's batches on top of the embedded engine's would count events twice."""
+    from funnelpulse.engines.spark_stream import _refuse_embedded_table
+    from funnelpulse.errors import FunnelPulseError
+    from funnelpulse.streaming.buckets import update_buckets
+
+    wh = str(tmp_path / "wh")
+    events = generate_events(200, seed=3, days=1, brands=5)
+    events = events.append_column("brand_norm", events.column("brand")).append_column(
+        "price_band", pa.array(["<10"] * events.num_rows)
+    )
+    live = tables.table_path(wh, tables.GOLD_STREAM)
+    buckets = tables.table_path(wh, tables.GOLD_STREAM_5MIN)
+    update_buckets(wh, events, batch_id=0, app_id=SPARK_BUCKETS_APP_ID)
+    _refuse_embedded_table(live, buckets)  # Spark's own buckets: fine
+    update_buckets(wh, events, batch_id=0)  # the embedded engine's
+    with pytest.raises(
+        FunnelPulseError, match="gold_stream_funnel_5min was written by the embedded"
+    ):
+        _refuse_embedded_table(live, buckets)
+
+
 def test_malformed_and_late_events(broker: str, tmp_path: Path) -> None:
     topic = "bad-and-late"
     create_topic(broker, topic)
