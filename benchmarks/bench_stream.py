@@ -404,7 +404,7 @@ def soak(
     del msgs
     warehouse = folder / "wh-soak"
     live = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM))
-    buckets = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM_5MIN))
+    buckets = Path(tables.table_path(str(warehouse), tables.GOLD_STREAM_BUCKETS))
     env = dict(os.environ, FUNNELPULSE_STREAM_RETENTION_S=str(retention_s))
     proc = subprocess.Popen(
         fp(
@@ -427,7 +427,7 @@ def soak(
     print(
         f"{batches:,} batches of {per_batch} events over {days} days of event time, "
         f"stream_retention_s={retention_s}; "
-        "live table (gold_stream_funnel_hourly_brand) and 5-minute buckets (gold_stream_funnel_5min)",
+        "live table (gold_stream_funnel_hourly_brand) and 5-minute buckets (gold_stream_funnel_buckets)",
         flush=True,
     )
     print(

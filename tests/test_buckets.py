@@ -104,7 +104,7 @@ def test_duckdb_relation_gives_the_same_buckets_as_arrow() -> None:
 
 
 def test_merge_adds_batches_and_skips_a_replayed_batch(tmp_path: Path) -> None:
-    path = str(tmp_path / "wh" / tables.GOLD_STREAM_5MIN)
+    path = str(tmp_path / "wh" / tables.GOLD_STREAM_BUCKETS)
     first = aggregate(BATCH, 5)
     second = aggregate(events([(T0 + timedelta(minutes=1), "purchase", "acme", "<10", 7.5)]), 5)
     assert merge_buckets(path, first, batch_id=1)

@@ -244,7 +244,7 @@ def test_a_spark_batch_replayed_after_its_bucket_merge_counts_once(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(killed.pid, signal.SIGKILL)  # its JVM, if still there
-    path = tables.table_path(wh, tables.GOLD_STREAM_5MIN)
+    path = tables.table_path(wh, tables.GOLD_STREAM_BUCKETS)
     assert DeltaTable(path).transaction_version(SPARK_BUCKETS_APP_ID) == 0
     partial = sum(r[4] for r in bucket_rows(read_buckets(wh)) if r[2] == "shop")
     assert 0 < partial < sum(r[4] for r in expected if r[2] == "shop")
@@ -267,12 +267,12 @@ def test_spark_refuses_buckets_the_embedded_engine_counted(tmp_path: Path) -> No
         "price_band", pa.array(["<10"] * events.num_rows)
     )
     live = tables.table_path(wh, tables.GOLD_STREAM)
-    buckets = tables.table_path(wh, tables.GOLD_STREAM_5MIN)
+    buckets = tables.table_path(wh, tables.GOLD_STREAM_BUCKETS)
     update_buckets(wh, events, batch_id=0, app_id=SPARK_BUCKETS_APP_ID)
     _refuse_embedded_table(live, buckets)  # Spark's own buckets: fine
     update_buckets(wh, events, batch_id=0)  # the embedded engine's
     with pytest.raises(
-        FunnelPulseError, match="gold_stream_funnel_5min was written by the embedded"
+        FunnelPulseError, match="gold_stream_funnel_buckets was written by the embedded"
     ):
         _refuse_embedded_table(live, buckets)
 

@@ -574,7 +574,7 @@ def test_stream_retention_is_a_checked_setting_that_reaches_both_live_tables(
     assert not Path(wh, tables.GOLD_STREAM).exists()
     done = stream(wh, f"files://{folder}", env={RETENTION_ENV: "120"})
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in (tables.GOLD_STREAM, tables.GOLD_STREAM_5MIN):
+    for name in (tables.GOLD_STREAM, tables.GOLD_STREAM_BUCKETS):
         config = DeltaTable(tables.table_path(wh, name)).metadata().configuration
         assert config["delta.deletedFileRetentionDuration"] == "interval 120 seconds", name
         assert config["delta.logRetentionDuration"] == "interval 120 seconds", name
@@ -668,6 +668,6 @@ def test_kill_9_right_after_a_vacuum_then_restart_counts_exactly(
     batch.ingest([str(write_events(events, tmp_path / "events.csv"))])
     batch.build()
     assert_live_equals_batch(_merged(batch, Path(wh)))
-    shop = tables.read(tables.table_path(wh, tables.GOLD_STREAM_5MIN)).to_pylist()
+    shop = tables.read(tables.table_path(wh, tables.GOLD_STREAM_BUCKETS)).to_pylist()
     bucket_views = sum(r["views"] for r in shop if r["dimension"] == "shop")
     assert bucket_views == sum(r[2] for r in live_rows(wh)) > 0

@@ -462,7 +462,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 @click.option(
     "--alert",
     is_flag=True,
-    help="Score each newly final hour (shop and brands) and, as 5-minute buckets complete, "
+    help="Score each newly final hour (shop and brands) and, as live buckets complete, "
     "the open window (drops); alert on incidents.",
 )
 @SINK_OPTION

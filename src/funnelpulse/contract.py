@@ -200,7 +200,7 @@ STREAM_SCHEMA = pa.schema(
         ("updated_at", _UTC),
     ]
 )
-# The live 5-minute buckets per segment (gold_stream_funnel_5min).
+# The live buckets (live_bucket_minutes, 2 by default) per segment (gold_stream_funnel_buckets).
 BUCKET_SCHEMA = pa.schema(
     [
         ("bucket_start", _UTC),
@@ -289,7 +289,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     tables.BRONZE: BRONZE_SCHEMA,
     tables.QUARANTINE: QUARANTINE_SCHEMA,
     tables.GOLD_STREAM: STREAM_SCHEMA,
-    tables.GOLD_STREAM_5MIN: BUCKET_SCHEMA,
+    tables.GOLD_STREAM_BUCKETS: BUCKET_SCHEMA,
     tables.ANOMALIES: ANOMALY_SCHEMA,
     tables.LIVE_INCIDENTS: INCIDENT_SCHEMA,
     tables.ALERTS: ALERT_SCHEMA,

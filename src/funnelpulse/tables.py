@@ -30,7 +30,7 @@ GOLD_DAILY_BRAND = "gold_funnel_daily_brand"
 GOLD_DAILY_CATEGORY = "gold_funnel_daily_category"
 GOLD_HOURLY_PRICE_BAND = "gold_funnel_hourly_price_band"
 GOLD_STREAM = "gold_stream_funnel_hourly_brand"
-GOLD_STREAM_5MIN = "gold_stream_funnel_5min"  # live 5-minute buckets (streaming/buckets.py)
+GOLD_STREAM_BUCKETS = "gold_stream_funnel_buckets"  # live buckets (streaming/buckets.py)
 LIVE_INCIDENTS = (
     "live_incidents"  # open-window incidents of the last day (anomaly/live_incidents.py)
 )
@@ -55,7 +55,7 @@ ALL_TABLES = (
     GOLD_HOURLY_PRICE_BAND,
     *GOLD_SESSION_FUNNELS,
     GOLD_STREAM,
-    GOLD_STREAM_5MIN,
+    GOLD_STREAM_BUCKETS,
     ANOMALIES,
     LIVE_INCIDENTS,
     ALERTS,

@@ -1,4 +1,4 @@
-"""Dense arrays for open-window scoring, read from the warehouse: the live 5-minute buckets and
+"""Dense arrays for open-window scoring, read from the warehouse: the live buckets and
 the hourly history (batch gold, and the live buckets rolled up to hours where batch gold ends)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the dashboard's Live page shows: a segment's 5-minute series against its expected band."""
+"""What the dashboard's Live page shows: a segment's live bucket series against its expected band."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scoring the open window: live 5-minute buckets against the same time of day on past days.
+"""Scoring the open window: live buckets (2 minutes by default) against the same time of day on past days.
 
 Pure functions over dense arrays shaped (segments, buckets). Every bucket's expectation comes
 from the same hour on past days (the hourly history: batch gold, plus live buckets rolled up to
@@ -24,10 +24,11 @@ import numpy as np
 
 from .scoring import count_tails, rate_tails, severity, window_sum, z_of
 
-# Window lengths, minutes, each rounded to whole buckets (with 5-minute buckets: 5, 10, 15, 30...).
-# A 10-minute window is the one that catches a checkout break at ~2.4 purchases a minute: one
-# clean 5-minute bucket holds just too little evidence, two do (benchmark: BENCHMARKS.md).
-WINDOW_MINUTES = (6, 10, 16, 30, 60, 120, 240)
+# Window lengths, minutes, each rounded to whole buckets (at least one): with the default 2-minute
+# buckets 2, 6, 10, 16, 30...; with 5-minute buckets 5, 10, 15, 30... The newest bucket alone
+# catches a break at high volume; the 10-minute window one at ~2.4 purchases a minute, where a
+# single 5-minute bucket holds just too little evidence (benchmark: BENCHMARKS.md).
+WINDOW_MINUTES = (1, 6, 10, 16, 30, 60, 120, 240)
 # step: (numerator, denominator); denominator None = a count compared with its expected count
 STEPS: dict[str, tuple[str, str | None]] = {
     "traffic": ("views", None),

@@ -6,7 +6,7 @@ applies the silver rules, drops duplicates within the watermark and keeps 1-hour
 (update mode), MERGEing each changed window into `gold_stream_funnel_hourly_brand` (and, with
 alerts on, scores the windows that became final). The second applies the same rules and hands
 each batch's new events to the embedded engine's bucket code (`streaming.buckets`), which adds
-them to the 5-minute buckets of `gold_stream_funnel_5min` (and, with alerts on, scores the open
+them to the live buckets of `gold_stream_funnel_buckets` (and, with alerts on, scores the open
 window). The third sends malformed events to quarantine. Each commits a micro-batch to Delta with
 the batch id as a Delta transaction version, so a retried batch (after a crash or kill -9)
 changes nothing; Spark's checkpoint holds the source offsets and the dedup/aggregation state.
@@ -267,7 +267,7 @@ class _Sink:
             self.alert()
 
     def buckets(self, frame: SparkDataFrame, batch_id: int) -> None:
-        """Add the batch's new events to the 5-minute buckets with the embedded engine's code
+        """Add the batch's new events to the live buckets with the embedded engine's code
         (skipped when this batch id was merged before), then, with alerts on, score the open
         window as the embedded engine does after each batch."""
         data = frame.toArrow()
@@ -349,7 +349,7 @@ def run_stream(
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
     _refuse_embedded_table(
         tables.table_path(warehouse, tables.GOLD_STREAM),
-        tables.table_path(warehouse, tables.GOLD_STREAM_5MIN),
+        tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS),
     )
     checkpoint = checkpoint or str(Path(warehouse, "_checkpoints", "stream"))
     from pyspark.sql import SparkSession
@@ -392,7 +392,7 @@ def run_stream(
     )
 
     def buckets() -> Any:
-        # The 5-minute buckets: the same judged, deduplicated events as the windows (own dedup
+        # The live buckets: the same judged, deduplicated events as the windows (own dedup
         # state, no aggregation state: `update_buckets` counts each batch's new events and
         # adds them, as on the embedded engine).
         return (
@@ -456,7 +456,7 @@ def _refuse_embedded_table(live: str, buckets: str | None = None) -> None:
 
     for path, name, app_id in (
         (live, tables.GOLD_STREAM, "funnelpulse-embedded-windows"),
-        (buckets, tables.GOLD_STREAM_5MIN, BUCKETS_APP_ID),
+        (buckets, tables.GOLD_STREAM_BUCKETS, BUCKETS_APP_ID),
     ):
         if (
             path

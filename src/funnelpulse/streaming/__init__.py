@@ -1,2 +1,2 @@
 """Real time: the embedded stream engine and its inputs, what both engines share (windows,
-5-minute buckets), replay, and a local broker. The Spark stream is in engines/spark_stream.py."""
+live buckets), replay, and a local broker. The Spark stream is in engines/spark_stream.py."""

@@ -1,8 +1,8 @@
-"""Fine-grained live state: 5-minute (configurable) buckets of views, carts, purchases and revenue
-for the whole shop, each brand and each price band, MERGEd per stream batch into
-`gold_stream_funnel_5min`, so an open window can be scored minutes after it happens.
+"""Fine-grained live state: buckets of `live_bucket_minutes` (2 by default) of views, carts,
+purchases and revenue for the whole shop, each brand and each price band, MERGEd per stream batch into
+`gold_stream_funnel_buckets`, so an open window can be scored minutes after it happens.
 
-Schema of `gold_stream_funnel_5min` (one row per bucket and segment):
+Schema of `gold_stream_funnel_buckets` (one row per bucket and segment):
 
 | column       | type            | meaning                                                     |
 |--------------|-----------------|-------------------------------------------------------------|
@@ -175,10 +175,10 @@ def update_buckets(
     bucket_minutes: int = DEFAULT_BUCKET_MINUTES,
     app_id: str = BUCKETS_APP_ID,
 ) -> int:
-    """Aggregate one stream batch and merge it into `gold_stream_funnel_5min`; rows merged."""
+    """Aggregate one stream batch and merge it into `gold_stream_funnel_buckets`; rows merged."""
     buckets = aggregate(events, bucket_minutes)
     faults.checkpoint("stream.buckets_aggregated")
-    path = tables.table_path(warehouse, tables.GOLD_STREAM_5MIN)
+    path = tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)
     merged = merge_buckets(path, buckets, batch_id, app_id)
     faults.checkpoint("stream.buckets_merged")
     return buckets.num_rows if merged else 0
@@ -188,7 +188,7 @@ def read_buckets(warehouse: str, since: datetime | None = None) -> pa.Table:
     """The live buckets (from `since` on), or an empty table when the stream has not run."""
     import pyarrow.dataset as ds
 
-    path = tables.table_path(warehouse, tables.GOLD_STREAM_5MIN)
+    path = tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)
     if not tables.exists(path):
         return BUCKET_SCHEMA.empty_table()
     flt = ds.field("bucket_start") >= pa.scalar(since, pa.timestamp("us", "UTC")) if since else None

@@ -113,12 +113,12 @@ class EmbeddedStream:
         self._load_open_windows()
         self.metrics = metric_expressions("duckdb")
         self.maintenance = Maintenance(
-            [self.live, tables.table_path(warehouse, tables.GOLD_STREAM_5MIN)],
+            [self.live, tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)],
             retention_s=settings.stream_retention_s,
         )
         self.result = StreamResult()
         self.alerts_checked = False
-        # 5-minute buckets per batch; with --alert, the open window scored as buckets complete
+        # live buckets per batch; with --alert, the open window scored as buckets complete
         self.open_window = OpenWindowHook(warehouse, settings, alert_sinks, self.result)
         if source_url.startswith("kafka://"):
             offsets = (

@@ -1,5 +1,5 @@
 """What the embedded stream does for live detection after each batch: MERGE the batch's new
-events into the 5-minute buckets (before the live table's commit, so a retried batch is skipped
+events into the live buckets (before the live table's commit, so a retried batch is skipped
 by its transaction version), and, with --alert, score the open window once a bucket completes."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class OpenWindowHook:
         self.result = result  # the stream's result: live alerts count in its totals
 
     def after_count(self, con: Any, batch: int, events_table: str = "fresh") -> int:
-        """MERGE the batch's new (judged, deduplicated) events into the 5-minute buckets."""
+        """MERGE the batch's new (judged, deduplicated) events into the live buckets."""
         return update_buckets(
             self.warehouse,
             con.sql(f"SELECT * FROM {events_table}"),

@@ -61,13 +61,14 @@ live()
 
 @st.fragment(run_every=10)
 def live_incidents() -> None:
-    """Open incidents from the open-window check, their running loss, and one segment's 5-minute
+    """Open incidents from the open-window check, their running loss, and one segment's bucket
     series against its expected band (a fragment: only this part refreshes, no page flicker)."""
-    st.subheader("Live incidents (5-minute buckets)")
+    minutes = settings().live_bucket_minutes
+    st.subheader(f"Live incidents ({minutes}-minute buckets)")
     path = warehouse()
-    if not tables.exists(tables.table_path(path, tables.GOLD_STREAM_5MIN)):
+    if not tables.exists(tables.table_path(path, tables.GOLD_STREAM_BUCKETS)):
         st.caption(
-            "No 5-minute live buckets yet (`gold_stream_funnel_5min`, written by "
+            "No live buckets yet (`gold_stream_funnel_buckets`, written by "
             "`funnelpulse stream`)."
         )
         return
@@ -149,7 +150,7 @@ def live_incidents() -> None:
         ]
     )
     fig.update_layout(
-        title=chart_text(f"{chosen['segment']}: {unit.get(chosen['step'], '')} per 5 minutes"),
+        title=chart_text(f"{chosen['segment']}: {unit.get(chosen['step'], '')} per {minutes} minutes"),
         height=340,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
