@@ -203,8 +203,12 @@ def test_killed_while_alerting_then_restarted_sends_each_message_once(
     assert any(str(i).startswith("shop:all:") for i in got)
 
 
-def test_live_page_shows_the_open_incident_and_its_band(prepared: Path, tmp_path: Path) -> None:
+def test_live_page_shows_the_open_incident_and_its_band(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FUNNELPULSE_LIVE_BUCKET_MINUTES", str(MINUTES))  # the page's settings
 
     wh, silver, alert_file = setup_copy(prepared, tmp_path)
     stream_until(wh, silver, BREAK + timedelta(minutes=30))
@@ -232,9 +236,11 @@ def test_live_page_shows_the_open_incident_and_its_band(prepared: Path, tmp_path
 
 @pytest.mark.browser
 def test_live_page_updates_the_running_loss_without_reloading(
-    prepared: Path, tmp_path: Path
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
+    # the dashboard reads the same settings as the stream that wrote the buckets
+    monkeypatch.setenv("FUNNELPULSE_LIVE_BUCKET_MINUTES", str(MINUTES))
     from browser_tools import browser, running_dashboard
 
     wh, silver, alert_file = setup_copy(prepared, tmp_path)
@@ -244,7 +250,7 @@ def test_live_page_updates_the_running_loss_without_reloading(
     with running_dashboard(wh) as url, browser() as b:
         page = b.new_page()
         page.goto(f"{url}/Live", wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Live incidents (5-minute buckets)").wait_for(
+        page.get_by_role("heading", name=f"Live incidents ({MINUTES}-minute buckets)").wait_for(
             timeout=60_000
         )
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
