@@ -13,8 +13,9 @@ through ingest -> build (batch gold); then the streamed day goes
 - `--via broker` (default): published with `replay` (the library call behind `funnelpulse
   replay`) into the bundled tansu broker at `--speedup`, consumed by `funnelpulse stream --alert
   --sink file` (embedded engine, live hook, `live_check_every_s` 0 so every completed bucket is
-  checked as at real time); the delay is read from the file sink: the `as of` (end of the
-  bucket whose check sent the opening) minus the incident's start;
+  checked as at real time); the delay is the stream's own `detected_at` (end of the incident's
+  first firing bucket, in `live_incidents`) minus the incident's start, and how far the sent
+  openings' `as of` trailed it (checks falling behind a fast replay) is printed;
 - `--via direct`: judged by the same silver rules and fed in micro-batches to `update_buckets`
   and `check_live` in process (no transport), the delay from the incidents' `detected_at`.
 
