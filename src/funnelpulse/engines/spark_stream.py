@@ -381,49 +381,41 @@ def run_stream(
             "last_event_at",
         )
     )
-    trigger = {"processingTime": f"{trigger_s} seconds"}
-    windows_query = (
-        good.writeStream.outputMode("update")
-        .foreachBatch(sink.windows)
-        .trigger(**trigger)
-        .option("checkpointLocation", f"{checkpoint}/windows")
-        .queryName("funnelpulse_windows")
-        .start()
-    )
+
+    def start(writer: Any, batch: Any, every_s: float, name: str) -> Any:
+        """Start one foreachBatch query with its own checkpoint subfolder `name`."""
+        return (
+            writer.foreachBatch(batch)
+            .trigger(processingTime=f"{every_s} seconds")
+            .option("checkpointLocation", f"{checkpoint}/{name}")
+            .queryName(f"funnelpulse_{name}")
+            .start()
+        )
+
+    windows_query = start(good.writeStream.outputMode("update"), sink.windows, trigger_s, "windows")
 
     def buckets() -> Any:
         # The live buckets: the same judged, deduplicated events as the windows (own dedup
         # state, no aggregation state: `update_buckets` counts each batch's new events and
         # adds them, as on the embedded engine).
-        return (
-            _fresh(spark, source, options, settings)
-            .select(
-                "event_time",
-                "event_type",
-                "brand_norm",
-                F.expr(price_band_sql()).alias("price_band"),
-                "price",
-            )
-            .writeStream.foreachBatch(sink.buckets)
-            .trigger(**trigger)
-            .option("checkpointLocation", f"{checkpoint}/buckets")
-            .queryName("funnelpulse_buckets")
-            .start()
+        events = _fresh(spark, source, options, settings).select(
+            "event_time",
+            "event_type",
+            "brand_norm",
+            F.expr(price_band_sql()).alias("price_band"),
+            "price",
         )
+        return start(events.writeStream, sink.buckets, trigger_s, "buckets")
 
     def quarantine() -> Any:
         # On few cores this competes with the live tables, so it runs less often (nothing
         # waits on it, and it still drains fully).
-        return (
+        bad = (
             _typed(spark, source, options)
             .where("reason IS NOT NULL")
             .select("source", "ordinal", "raw_line", "reason")
-            .writeStream.foreachBatch(sink.bad_rows)
-            .trigger(processingTime=f"{max(5.0, 5 * trigger_s)} seconds")
-            .option("checkpointLocation", f"{checkpoint}/quarantine")
-            .queryName("funnelpulse_quarantine")
-            .start()
         )
+        return start(bad.writeStream, sink.bad_rows, max(5.0, 5 * trigger_s), "quarantine")
 
     # Each query reads the source itself, with its own plan, and starts once the one before has
     # run a batch: two queries planning their first batches at the same moment (as after a
@@ -431,11 +423,11 @@ def run_stream(
     # (java.io.OptionalDataException). A query that failed starts nothing more: its error is
     # reported at once (e.g. an unreachable broker).
     queries = [windows_query]
-    for start in (buckets, quarantine):
+    for begin in (buckets, quarantine):
         _first_batch(queries[-1])
         if not queries[-1].isActive:
             break
-        queries.append(start())
+        queries.append(begin())
     result = _supervise(spark, queries, until_idle_s, on_batch, stop_spark=ours)
     result.quarantined = sink.quarantined
     result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
