@@ -41,7 +41,7 @@ test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
 # The edit loop: no Spark, no broker, no browser, no fault injection, nothing marked slow.
-test-fast: $(STAMP)
+test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser and not faults and not slow"
 
 lint: $(STAMP)
