@@ -157,16 +157,31 @@ def _date(value: str | date | None) -> date | None:
 @MASTER_OPTION
 @click.option("--since", type=DATE, default=None, help="First UTC date to rebuild.")
 @click.option("--until", type=DATE, default=None, help="Last UTC date to rebuild.")
+@click.option(
+    "--full", is_flag=True, help="Rebuild every date, not only those whose bronze rows changed."
+)
 @click.pass_obj
 def build(
-    ctx: _Context, engine: str | None, master: str | None, since: date | None, until: date | None
+    ctx: _Context,
+    engine: str | None,
+    master: str | None,
+    since: date | None,
+    until: date | None,
+    full: bool,
 ) -> None:
-    """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
+    """Build silver_events and the gold tables from bronze_events.
+
+    With no dates, only the dates whose bronze rows changed since the last build are rebuilt (new
+    files, replaced files, late events of any date); --since/--until rebuild a range, --full all."""
     from .report import format_build
 
     check_range(since, until)
+    if full and (since or until):
+        raise click.UsageError("--full rebuilds every date: leave out --since and --until")
     with ctx.progress() as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(since, until)
+        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(
+            since, until, full=full
+        )
     _say(format_build(result))
 
 

@@ -18,7 +18,8 @@ Build
 - ``build.journal_written``   the pending-build journal is on disk, nothing committed yet
 - ``build.silver_committed``  silver_events committed, no gold table yet
 - ``build.gold_committed``    the first gold table committed, the others not yet
-- ``build.all_committed``     every table committed, the build manifest not yet written
+- ``build.all_committed``     every table committed, the build record not yet written
+- ``build.state_written``     the build record written, the journal not yet removed
 
 Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules.
 """

@@ -113,11 +113,18 @@ class Pipeline:
         return done
 
     def build(
-        self, since: date | None = None, until: date | None = None, engine: str | None = None
+        self,
+        since: date | None = None,
+        until: date | None = None,
+        engine: str | None = None,
+        full: bool = False,
     ) -> BuildResult:
-        """bronze_events -> silver_events and every gold table, for the UTC dates in range."""
+        """bronze_events -> silver_events and every gold table, for the UTC dates in range.
+
+        With no range, only the dates whose bronze rows changed since the last build are rebuilt
+        (the first build builds everything); `full=True` rebuilds every date."""
         started = time.monotonic()
-        result = self._build(since, until, engine)
+        result = self._build(since, until, engine, full)
         log.info(
             "build (%s): %s in %.1f s",
             result.engine,
@@ -127,12 +134,18 @@ class Pipeline:
         return result
 
     def _build(
-        self, since: date | None = None, until: date | None = None, engine: str | None = None
+        self,
+        since: date | None = None,
+        until: date | None = None,
+        engine: str | None = None,
+        full: bool = False,
     ) -> BuildResult:
         if since and until and since > until:  # an empty range would commit nothing, silently
             raise ConfigError(f"since {since} is after until {until}. Swap them")
+        if full and (since or until):
+            raise ConfigError("--full rebuilds every date: leave out --since and --until")
         return safety.build(
-            self.engine(engine), self.warehouse, DateRange(since, until), self.progress
+            self.engine(engine), self.warehouse, DateRange(since, until), self.progress, full=full
         )
 
     def detect(

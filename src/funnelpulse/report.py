@@ -244,6 +244,8 @@ def format_ingest(result: IngestResult) -> str:
 
 def format_build(result: BuildResult) -> str:
     """The rows of every table the build wrote."""
+    if not result.rows:
+        return "Nothing to build: no bronze date changed since the last build (--full rebuilds all)"
     return "\n".join(f"{name}: {rows:,} rows" for name, rows in result.rows.items())
 
 

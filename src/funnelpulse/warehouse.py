@@ -365,10 +365,13 @@ def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -
     since, until = record.get("since"), record.get("until")
     label = f"{since or 'start'}..{until or 'end'}"
     progress.step(f"Completing the interrupted build of {label}")
-    dates = DateRange(
-        date.fromisoformat(since) if since else None, date.fromisoformat(until) if until else None
-    )
-    get_engine("duckdb").build(warehouse, dates, progress)
+    runs = record.get("runs") or [[since, until]]
+    for first, last in runs:
+        dates = DateRange(
+            date.fromisoformat(first) if first else None,
+            date.fromisoformat(last) if last else None,
+        )
+        get_engine("duckdb").build(warehouse, dates, progress)
 
 
 def _undo(warehouse: str, record: dict[str, Any]) -> None:
@@ -412,8 +415,12 @@ def problems(warehouse: str) -> list[str]:
                 f"`funnelpulse ingest {record.get('source')}` to complete it"
             )
         elif record.get("kind") == "build":
+            # An interrupted incremental build is redone by the next plain `build` (its dates
+            # were not recorded as built); a ranged one by the same range.
             flags = "".join(
-                f" --{k} {record[k]}" for k in ("since", "until") if record.get(k) is not None
+                f" --{k} {record[k]}"
+                for k in ("since", "until")
+                if record.get(k) is not None and not record.get("runs")
             )
             out.append(
                 "a build was interrupted before every table was written, so the gold tables may "
@@ -444,23 +451,75 @@ def _covers(since: date | None, until: date | None, record: dict[str, Any]) -> b
     return low and high
 
 
-def build(engine: Any, warehouse: str, dates: Any, progress: Progress | None = None) -> Any:
-    """Run `engine.build` as one journaled step under the writer lock (silver and gold together)."""
+def build(
+    engine: Any,
+    warehouse: str,
+    dates: Any,
+    progress: Progress | None = None,
+    *,
+    full: bool = False,
+) -> Any:
+    """Run `engine.build` as one journaled step under the writer lock (silver and gold together).
+
+    With no dates and not `full`, only the dates whose bronze files changed since the last build
+    are rebuilt (incremental.py); the record of what was built is written after the last commit.
+    """
+    from . import incremental
+    from .engines.base import BuildResult, DateRange
+
     progress = progress or SilentProgress()
     since, until = dates.since, dates.until
+    ranged = not dates.is_all
     with writer_lock(warehouse, progress):
-        recover(warehouse, progress, superseded=lambda r: _covers(since, until, r))
-        with journal(
-            warehouse,
-            "build",
-            engine=engine.name,
-            since=since.isoformat() if since else None,
-            until=until.isoformat() if until else None,
-            versions=versions(warehouse, _build_tables()),
-        ):
-            result = engine.build(warehouse, dates, progress)
+        # An incremental build redoes only what changed, so it lets recovery finish every
+        # interrupted build first; a full or ranged one redoes what it covers itself.
+        redoes = (lambda r: _covers(since, until, r)) if (full or ranged) else (lambda r: False)
+        recover(warehouse, progress, superseded=redoes)
+        fingerprints = incremental.bronze_fingerprints(warehouse)
+        models = incremental.models_hash()
+        runs: list[tuple[date, date]] | None = None  # None: the whole range asked for
+        if not full and not ranged:
+            plan = incremental.plan(warehouse, fingerprints, models)
+            if plan.empty:
+                progress.step("Nothing to build: no bronze date changed since the last build")
+                return BuildResult(engine=engine.name)
+            if not plan.full:
+                runs = plan.runs
+                progress.step(
+                    f"Building what changed since the last build: {incremental.describe(runs)}"
+                )
+        record: dict[str, Any] = {
+            "engine": engine.name,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "versions": versions(warehouse, _build_tables()),
+        }
+        if runs is not None:
+            record["since"], record["until"] = runs[0][0].isoformat(), runs[-1][1].isoformat()
+            record["runs"] = [[a.isoformat(), b.isoformat()] for a, b in runs]
+        with journal(warehouse, "build", **record):
+            if runs is None:
+                result = engine.build(warehouse, dates, progress)
+            else:
+                result = BuildResult(engine=engine.name)
+                for first, last in runs:
+                    part = engine.build(warehouse, DateRange(first, last), progress)
+                    for name, rows in part.rows.items():
+                        result.rows[name] = result.rows.get(name, 0) + rows
+                    result.dates.extend(part.dates)
             faults.checkpoint("build.all_committed")
-        drop_superseded(warehouse, lambda r: _covers(since, until, r))
+            old = incremental.read_state(warehouse)
+            if runs is not None:
+                built: set[str] | None = incremental.covered(runs)
+            elif ranged:
+                known = set(fingerprints) | set((old or {}).get("dates", {}))
+                built = {d for d in known if dates.contains(date.fromisoformat(d))}
+            else:
+                built = None
+            state = incremental.new_state(old, built, fingerprints, models)
+            _write_json(incremental.state_location(warehouse), state)
+            faults.checkpoint("build.state_written")
+        drop_superseded(warehouse, redoes)
     return result
 
 

@@ -1,0 +1,134 @@
+"""Day-append benchmark: one new file into a built warehouse, against the same file into an empty one.
+
+The new file holds the day after the history plus late events of an older day (the case that a
+look-back window would miss). Each step is timed as the user's whole command (`funnelpulse
+ingest FILE` then `funnelpulse build`, start to exit) in a fresh process. Afterwards the
+incrementally built tables are checked against a full rebuild of the same bronze (row count and an
+order-free hash of every row of every built table).
+
+Usage: python benchmarks/bench_incremental.py [--rows 9000000] [--days 60] [--late 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure  # noqa: E402
+
+GENERATE = """
+from datetime import datetime, timedelta, UTC
+import pyarrow as pa
+from funnelpulse import generate_events, write_events
+start = datetime(2019, 10, 1, tzinfo=UTC)
+history = generate_events(ROWS, seed=0, start=start, days=DAYS)
+write_events(history, HISTORY)
+per_day = ROWS // DAYS
+new_day = generate_events(per_day, seed=1, start=start + timedelta(days=DAYS), days=1)
+late = generate_events(LATE, seed=2, start=start + timedelta(days=DAYS // 3), days=1)
+write_events(pa.concat_tables([new_day, late]), NEW)
+print(new_day.num_rows + late.num_rows)
+"""
+
+CHECKSUMS = """
+import duckdb
+from funnelpulse import tables
+from funnelpulse.engines.base import MODELS
+from funnelpulse.funnel import GOLD_FUNNELS
+con = duckdb.connect()
+for name in [m.name for m in MODELS] + list(GOLD_FUNNELS):
+    con.register("t", tables.dataset(tables.table_path(WAREHOUSE, name)))
+    cols = [f.name for f in con.sql("SELECT * FROM t LIMIT 0").to_arrow_table().schema]
+    fields = ", ".join(
+        f"round({c}, 6)" if str(con.sql(f"SELECT typeof({c}) FROM t LIMIT 1").fetchone() or "")
+        .find("DOUBLE") >= 0 else c for c in cols
+    )
+    n, h = con.sql(f"SELECT count(*), sum(hash({fields}))::HUGEINT FROM t").fetchone()
+    print(name, n, h)
+    con.unregister("t")
+"""
+
+
+def fp(warehouse: Path, *args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(warehouse), *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=9_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--late", type=int, default=5_000)
+    parser.add_argument("--data-dir", default="benchmarks/data")
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    history = data / f"history-{args.rows}-{args.days}d.csv"
+    new = data / f"append-{args.rows}-{args.days}d.csv"
+    if not (history.exists() and new.exists()):
+        code = (
+            GENERATE.replace("ROWS", str(args.rows))
+            .replace("DAYS", str(args.days))
+            .replace("LATE", str(args.late))
+            .replace("HISTORY", repr(str(history)))
+            .replace("NEW", repr(str(new)))
+        )
+        gen = measure(code)
+        print(
+            f"generated {history.name} and {new.name} ({gen.output} new rows) in {gen.wall_s:.0f} s"
+        )
+    built, empty, full = (data / f"wh-{k}" for k in ("built", "empty", "full"))
+    for folder in (built, empty, full):
+        shutil.rmtree(folder, ignore_errors=True)
+
+    setup = fp(built, "ingest", str(history)) + fp(built, "build")
+    append_ingest = fp(built, "ingest", str(new))
+    append_build = fp(built, "build")
+    fresh_ingest = fp(empty, "ingest", str(new))
+    fresh_build = fp(empty, "build")
+    shutil.copytree(built, full)
+    full_build = fp(full, "build", "--full")
+    same = (
+        measure(CHECKSUMS.replace("WAREHOUSE", repr(str(built)))).output
+        == measure(CHECKSUMS.replace("WAREHOUSE", repr(str(full)))).output
+    )
+
+    append, fresh = append_ingest + append_build, fresh_ingest + fresh_build
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"history: {args.rows:,} events over {args.days} days (ingest + first build {setup:.1f} s)"
+    )
+    print(
+        f"day-append into the built warehouse: ingest {append_ingest:.1f} s + build "
+        f"{append_build:.1f} s = {append:.1f} s"
+    )
+    print(
+        f"same file into an empty warehouse:   ingest {fresh_ingest:.1f} s + build "
+        f"{fresh_build:.1f} s = {fresh:.1f} s"
+    )
+    print(f"ratio: {append / fresh:.2f}x (bar: 2x); build --full of all days: {full_build:.1f} s")
+    print(f"tables equal a full rebuild: {same}")
+    for folder in (built, empty, full):
+        shutil.rmtree(folder, ignore_errors=True)
+    if not same:
+        raise SystemExit("incremental tables differ from a full rebuild")
+
+
+if __name__ == "__main__":
+    main()
