@@ -525,3 +525,37 @@ def test_a_hanging_receiver_gets_one_attempt_per_run_and_the_next_run_resends_wi
             assert tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()[0]["attempts"] == 3
     finally:
         server.shutdown()
+
+
+def test_a_live_notice_without_an_answer_is_sent_again_only_after_the_retry_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.anomaly import live_incidents
+    from funnelpulse.anomaly.live_incidents import LiveIncident, deliver
+
+    Slow.seen, Slow.delay_s, Slow.status = [], 1.5, 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    settings = load_settings(warehouse=str(tmp_path / "wh"), cooldown_h=0, alert_timeout_s=0.5)
+    start = datetime(2019, 10, 10, 9, tzinfo=UTC)
+    incident = LiveIncident(
+        "brand:acme:2019-10-10T09", "brand", "acme", "open", "conversion", "drop", "high",
+        start, start, start, None, start + timedelta(minutes=20), 20.0, 10, 0.01, 0.05, 400.0,
+        -6.0, 1e-9, 12.0, 60.0,
+    )  # fmt: skip
+    try:
+        first = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (first.sent, first.failed) == (0, 1) and len(Slow.seen) == 1  # no retry in the call
+        # the next check, moments later: the notice may have arrived, so it waits
+        Slow.delay_s = 0.0
+        soon = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (soon.sent, soon.pending) == (0, 1) and len(Slow.seen) == 1
+        # once the retry delay has passed, the same key goes again, once
+        monkeypatch.setattr(live_incidents, "RETRY_FAILED_AFTER_S", 0.0)
+        later = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert later.sent == 1 and len(Slow.seen) == 2 and Slow.seen[0] == Slow.seen[1]
+        done = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (done.sent, done.skipped) == (0, 1) and len(Slow.seen) == 2
+    finally:
+        server.shutdown()
