@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -393,3 +394,168 @@ def test_unknown_sink_is_a_clear_error(tmp_path: Path) -> None:
     settings = load_settings(warehouse=str(tmp_path / "wh"))
     with pytest.raises(ConfigError, match="Unknown alert sink 'pager'"):
         send_alerts(settings.warehouse, settings, [anomaly(3)], sinks=["pager"])
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """`/r<code>` answers that redirect to `/final`; `/final` records what reached it."""
+
+    seen: list[dict[str, Any]] = []
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/r"):
+            code = int(self.path[2:5])
+            self.send_response(code)
+            self.send_header("Location", "/final")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        Redirector.seen.append(
+            {
+                "method": self.command,
+                "body": json.loads(body) if body else None,
+                "key": self.headers.get("Idempotency-Key"),
+            }
+        )
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_GET = _handle  # noqa: N815
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_a_redirect_keeps_the_post_or_is_a_failure_naming_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Redirector.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for code in (307, 308):  # followed: the same POST, body and key reach the target
+            monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", f"{base}/r{code}")
+            settings = load_settings(warehouse=str(tmp_path / f"wh{code}"))
+            result = send_alerts(settings.warehouse, settings, [anomaly(3)], sinks=["webhook"])
+            assert (result.sent, result.failed) == (1, 0)
+            got = Redirector.seen.pop()
+            assert got["method"] == "POST" and got["body"]["segment"] == "acme"
+            assert got["key"] == got["body"]["idempotency_key"]
+        for code in (301, 302, 303):  # not followed: a failure that names the target
+            monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", f"{base}/r{code}")
+            monkeypatch.setenv("FUNNELPULSE_SLACK_WEBHOOK_URL", f"{base}/r{code}")
+            settings = load_settings(warehouse=str(tmp_path / f"wh{code}"))
+            result = send_alerts(
+                settings.warehouse, settings, [anomaly(3)], sinks=["webhook", "slack"]
+            )
+            assert (result.sent, result.failed) == (0, 2)
+            recorded = tables.read(tables.table_path(settings.warehouse, tables.ALERTS))
+            rows = recorded.to_pylist()
+            assert sorted(r["status"] for r in rows) == ["failed", "failed"]
+            for row in rows:
+                assert f"HTTP {code} redirect to {base}/final not followed" in row["error"]
+                assert row["attempts"] == 1  # a redirect is configuration: no retry
+            assert f"redirect to {base}/final" in result.problem()
+        assert Redirector.seen == []  # no body-less GET, nothing recorded as sent
+    finally:
+        server.shutdown()
+
+
+class Slow(BaseHTTPRequestHandler):
+    """Reads the whole request, records it, then answers only after `delay_s`."""
+
+    seen: list[str] = []
+    delay_s = 0.0
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Slow.seen.append(self.headers["Idempotency-Key"])
+        time.sleep(Slow.delay_s)
+        try:
+            self.send_response(Slow.status)
+            self.end_headers()
+        except OSError:  # the sender gave up waiting
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_a_hanging_receiver_gets_one_attempt_per_run_and_the_next_run_resends_with_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.anomaly.alerts import idempotency_key
+
+    Slow.seen, Slow.delay_s, Slow.status = [], 1.5, 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    settings = load_settings(warehouse=str(tmp_path / "wh"), cooldown_h=0, alert_timeout_s=0.5)
+    rows = [anomaly(3, segment="a"), anomaly(3, segment="b")]
+    keys = sorted(idempotency_key(i.incident_id) for i in group_incidents(rows))
+    try:
+        first = send_alerts(
+            settings.warehouse, settings, rows, sinks=["webhook"], retry_delays_s=(0.01, 0.01)
+        )
+        assert (first.sent, first.failed) == (0, 2)
+        assert sorted(Slow.seen) == keys  # each once: a timeout is never retried in the run
+        recorded = tables.read(tables.table_path(settings.warehouse, tables.ALERTS)).to_pylist()
+        assert [r["attempts"] for r in recorded] == [1, 1]
+        assert all("it may have arrived" in r["error"] for r in recorded)
+        # the next run sends both again, with the same keys; then nothing repeats
+        Slow.delay_s = 0.0
+        second = send_alerts(settings.warehouse, settings, rows, sinks=["webhook"])
+        assert (second.sent, second.failed) == (2, 0)
+        assert sorted(Slow.seen) == sorted(keys * 2)
+        third = send_alerts(settings.warehouse, settings, rows, sinks=["webhook"])
+        assert (third.sent, third.skipped) == (0, 2) and len(Slow.seen) == 4
+        # a 429 or a 5xx is retried in the run: the receiver certainly did not take it
+        for status in (429, 503):
+            Slow.seen, Slow.status = [], status
+            wh = str(tmp_path / f"wh{status}")
+            result = send_alerts(
+                wh, settings, rows[:1], sinks=["webhook"], retry_delays_s=(0.01, 0.01)
+            )
+            first_key = idempotency_key(group_incidents(rows[:1])[0].incident_id)
+            assert result.failed == 1 and Slow.seen == [first_key] * 3
+            assert tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()[0]["attempts"] == 3
+    finally:
+        server.shutdown()
+
+
+def test_a_live_notice_without_an_answer_is_sent_again_only_after_the_retry_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnelpulse.anomaly import live_incidents
+    from funnelpulse.anomaly.live_incidents import LiveIncident, deliver
+
+    Slow.seen, Slow.delay_s, Slow.status = [], 1.5, 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    settings = load_settings(warehouse=str(tmp_path / "wh"), cooldown_h=0, alert_timeout_s=0.5)
+    start = datetime(2019, 10, 10, 9, tzinfo=UTC)
+    incident = LiveIncident(
+        "brand:acme:2019-10-10T09", "brand", "acme", "open", "conversion", "drop", "high",
+        start, start, start, None, start + timedelta(minutes=20), 20.0, 10, 0.01, 0.05, 400.0,
+        -6.0, 1e-9, 12.0, 60.0,
+    )  # fmt: skip
+    try:
+        first = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (first.sent, first.failed) == (0, 1) and len(Slow.seen) == 1  # no retry in the call
+        # the next check, moments later: the notice may have arrived, so it waits
+        Slow.delay_s = 0.0
+        soon = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (soon.sent, soon.pending) == (0, 1) and len(Slow.seen) == 1
+        # once the retry delay has passed, the same key goes again, once
+        monkeypatch.setattr(live_incidents, "RETRY_FAILED_AFTER_S", 0.0)
+        later = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert later.sent == 1 and len(Slow.seen) == 2 and Slow.seen[0] == Slow.seen[1]
+        done = deliver(settings.warehouse, settings, [incident], sinks=["webhook"])
+        assert (done.sent, done.skipped) == (0, 1) and len(Slow.seen) == 2
+    finally:
+        server.shutdown()

@@ -39,14 +39,27 @@ class Receiver:
         self.release = threading.Event()
         self.gate = threading.Event()  # every request waits for this
         self.gate.set()
+        self.redirect: tuple[int, str] | None = None  # answer every POST with this redirect
+        self.gets = 0
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                receiver.gets += 1
+                self.send_response(200)
+                self.end_headers()
+
             def do_POST(self) -> None:  # noqa: N802
                 import json
 
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.redirect:
+                    self.send_response(receiver.redirect[0])
+                    self.send_header("Location", receiver.redirect[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with receiver.lock:
                     receiver.received.append(
                         {"key": self.headers["Idempotency-Key"], "body": body, "path": self.path}
@@ -232,12 +245,13 @@ def test_two_overlapping_runs_deliver_each_incident_once(
     warehouse: str, receiver: Receiver
 ) -> None:
     receiver.gate.clear()  # the first run blocks at its first delivery, holding the alert lock
-    first = _start(warehouse, _env(receiver.url))
+    env = _env(receiver.url, FUNNELPULSE_ALERT_TIMEOUT_S="120")  # it waits for the answer
+    first = _start(warehouse, env)
     deadline = time.monotonic() + 120
     while not receiver.received and time.monotonic() < deadline:
         time.sleep(0.05)
     assert receiver.received, "the first run never delivered"
-    second = _start(warehouse, _env(receiver.url))
+    second = _start(warehouse, env)
     assert second.stdout is not None
     line = second.stdout.readline()  # the detect summary: the second run is about to alert
     assert "anomalies (" in line, line
@@ -263,3 +277,37 @@ def test_dead_webhook_fails_fast_with_a_summary_and_no_secret(warehouse: str) ->
     for piece in ("T0FAULT", "B0FAULT", "tok3nSecret"):
         assert piece not in dead.stdout + dead.stderr
     assert _statuses(warehouse) == Counter({"failed": 3})
+
+
+def test_a_webhook_answering_302_records_failures_naming_the_target_never_sent(
+    warehouse: str, receiver: Receiver
+) -> None:
+    receiver.redirect = (302, "https://hooks.example.test/new-home")
+    run = _run(warehouse, _env(receiver.url))
+    assert run.returncode == 1
+    assert receiver.gets == 0 and receiver.received == []  # no POST taken, no GET made
+    assert "redirect to https://hooks.example.test/new-home not followed" in run.stderr
+    statuses = _statuses(warehouse)
+    assert statuses["sent"] == 0 and statuses["failed"] >= 1
+    # the receiver fixed: the next run delivers every incident, once
+    receiver.redirect = None
+    fixed = _run(warehouse, _env(receiver.url))
+    assert fixed.returncode == 0, fixed.stderr
+    assert receiver.keys() == Counter(dict.fromkeys(_expected_keys(warehouse), 1))
+
+
+def test_a_hanging_webhook_gets_one_attempt_per_incident_per_run(
+    warehouse: str, receiver: Receiver
+) -> None:
+    receiver.gate.clear()  # every request is read, then left without an answer
+    hung = _run(warehouse, _env(receiver.url, FUNNELPULSE_ALERT_TIMEOUT_S="2"))
+    assert hung.returncode == 1
+    tried = receiver.keys()
+    assert len(tried) == 3 and set(tried.values()) == {1}  # 3 in a row, then the sink is left
+    assert "it may have arrived" in hung.stderr and "gave up after 3" in hung.stderr
+    receiver.gate.set()
+    again = _run(warehouse, _env(receiver.url))
+    assert again.returncode == 0, again.stderr
+    expected = _expected_keys(warehouse)
+    # the next run sends what got no answer again, with the same key; nothing else repeats
+    assert receiver.keys() == Counter({k: 2 if k in tried else 1 for k in expected})

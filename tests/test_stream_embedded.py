@@ -671,3 +671,71 @@ def test_kill_9_right_after_a_vacuum_then_restart_counts_exactly(
     shop = tables.read(tables.table_path(wh, tables.GOLD_STREAM_BUCKETS)).to_pylist()
     bucket_views = sum(r["views"] for r in shop if r["dimension"] == "shop")
     assert bucket_views == sum(r[2] for r in live_rows(wh)) > 0
+
+
+@pytest.mark.kafka
+def test_replay_from_a_messy_file_publishes_what_ingest_keeps_and_says_what_it_skipped(
+    broker: str, tmp_path: Path
+) -> None:
+    """100 good rows (one spelled `...T09:15:00.250Z`), 5 with a wrong number of fields, one at
+    `10:00:00+02:00` and one with `product_id=abc`: replay publishes exactly the 100 that ingest
+    keeps, counts the 7 it skipped with their reasons and lines, and the stream of what it
+    published equals the batch build of the same file."""
+    from funnelpulse.streaming.broker import create_topic
+
+    good = [
+        row(
+            f"2019-10-01 {8 + i // 40:02d}:{i % 60:02d}:00",
+            etype=("view", "view", "cart", "purchase")[i % 4],
+            product=100 + i,
+            brand=f"b{i % 3}",
+            user=i % 17,
+            session=f"s{i % 11}",
+        )
+        for i in range(99)
+    ]
+    good.append("2019-10-01T09:15:00.250Z,view,7,7,,b1,3.50,4,s2")
+    lines = list(good)
+    wrong = [
+        (10, row("2019-10-01 08:10:00") + ",extra"),
+        (20, row("2019-10-01 08:20:00") + ",x,y"),
+        (30, "2019-10-01 08:30:00 UTC,view,1,7"),
+        (40, "2019-10-01 08:40:00 UTC,view"),
+        (50, row("2019-10-01 08:50:00") + ","),
+    ]
+    for position, text in wrong:
+        lines.insert(position, text)
+    lines.insert(60, "2019-10-01 10:00:00+02:00,view,5,7,,b0,5.00,10,s1")
+    lines.insert(70, "2019-10-01 09:00:00 UTC,view,abc,7,,b0,5.00,10,s1")
+    source = write_csv(tmp_path / "messy.csv", lines)
+    # the line numbers ingest gives these rows in quarantine, as replay must report them
+    batch = Pipeline(warehouse=str(tmp_path / "batch"))
+    batch.ingest([source])
+    batch.build()
+    quarantined = batch.table(tables.QUARANTINE).to_pylist()
+    assert len(quarantined) == 7 and batch.table(tables.BRONZE).num_rows == 100
+    by_kind: dict[str, list[int]] = {}
+    for q in quarantined:
+        by_kind.setdefault(q["reason"].split(":")[0], []).append(q["line_number"])
+
+    topic = "replay-messy"
+    create_topic(broker, topic)
+    sent = fp("replay", "--to", f"kafka://{broker}/{topic}", "--from", str(source))
+    assert sent.returncode == 0, sent.stderr
+    assert "Published 100 events" in sent.stdout and "all delivered" in sent.stdout
+    assert "Skipped 7 rows that ingest would quarantine: " in sent.stdout
+    for kind, numbers in by_kind.items():
+        listed = ", ".join(str(n) for n in sorted(numbers))
+        count = len(numbers)
+        assert f"{count} {kind} (line{'s' if count > 1 else ''} {listed})" in sent.stdout, (
+            kind,
+            sent.stdout,
+        )
+    assert set(by_kind) >= {"bad event_time", "non-numeric product_id"}
+    assert sum(len(v) for k, v in by_kind.items() if "columns" in k) == 5
+
+    live = tmp_path / "live"
+    done = stream(str(live), f"kafka://{broker}/{topic}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "100 events in, 0 late events dropped" in done.stdout
+    assert_live_equals_batch(_merged(batch, live))

@@ -480,6 +480,12 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     help="Score each newly final hour (shop and brands) and, as live buckets complete, "
     "the open window (drops); alert on incidents.",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Start the live tables over and rebuild them from the source's beginning (when a "
+    "data file of theirs is missing).",
+)
 @SINK_OPTION
 @click.pass_obj
 def stream(
@@ -494,6 +500,7 @@ def stream(
     master: str | None,
     engine: str | None,
     alert: bool,
+    repair: bool,
     sinks: tuple[str, ...],
 ) -> None:
     """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder, exactly once.
@@ -518,6 +525,7 @@ def stream(
         broker_timeout_s=broker_timeout_s,
         alert_sinks=(list(sinks) or list(pipeline.settings.alert_sinks)) if alert else None,
         kafka_options=settings_options(ctx.config),
+        repair=repair,
     )
     result = pipeline.stream(source, engine, options)
     click.echo(format_stream(result, pipeline.warehouse, alert))

@@ -115,6 +115,9 @@ class Settings:
     cooldown_h: int = _setting(6, Rule(int, 0, 8760), "hours between alerts of one segment")
     alert_sinks: tuple[str, ...] = _setting(("console",), Rule(tuple, choices=SINKS), "sinks")
     alert_file: str = _setting("", Rule(str), "JSON-lines file of the file sink")
+    alert_timeout_s: float = _setting(
+        5.0, Rule(float, 0, 600, low_open=True), "seconds to wait for a receiver's answer"
+    )
     smtp_host: str = _setting("localhost", Rule(str, nonempty=True), "SMTP server")
     smtp_port: int = _setting(25, Rule(int, 1, 65_535), "SMTP port")
     smtp_from: str = _setting("funnelpulse@localhost", Rule(str, nonempty=True), "sender")

@@ -327,11 +327,13 @@ def format_stream(result: StreamResult, warehouse: str, alert: bool) -> str:
 
 
 def format_replay(result: ReplayResult) -> str:
-    """Events published and the rate."""
-    return (
+    """Events published and the rate, then every row of the given files that was skipped."""
+    text = (
         f"Published {result.published:,} events in {result.seconds:.1f} s "
         f"({result.published / max(result.seconds, 1e-9):,.0f}/s), all delivered"
     )
+    skipped = result.skipped.summary()
+    return text + ("\n" + skipped if skipped else "")
 
 
 def format_broker(port: int, topic: str, partitions: int) -> str:

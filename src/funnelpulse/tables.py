@@ -437,14 +437,15 @@ def file_size(path: str, relative: str) -> int:
     return int(info.size or 0)
 
 
-def vacuum(path: str, retain_hours: float, dry_run: bool) -> list[str]:
-    """Delete (or, dry, list) files of versions older than `retain_hours` and files no commit made."""
+def vacuum(path: str, retain_hours: float | None, dry_run: bool) -> list[str]:
+    """Delete (or, dry, list) files of versions older than `retain_hours` (None: the table's own
+    retention) and files no commit made."""
     from deltalake.exceptions import DeltaError
 
     try:
         return list(
             _open(path).vacuum(
-                retention_hours=int(retain_hours),
+                retention_hours=None if retain_hours is None else int(retain_hours),
                 dry_run=dry_run,
                 enforce_retention_duration=False,
                 full=True,
@@ -452,6 +453,18 @@ def vacuum(path: str, retain_hours: float, dry_run: bool) -> list[str]:
         )
     except (DeltaError, OSError) as exc:
         raise user_error(path, exc) from exc
+
+
+def delete_files(path: str, relatives: list[str]) -> None:
+    """Delete files of the table at `path` given relative to it (gone already is fine)."""
+    filesystem, root = _filesystem(path)
+    for relative in relatives:
+        try:
+            filesystem.delete_file(f"{root.rstrip('/')}/{unquote(relative)}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise user_error(path, exc) from exc
 
 
 def _partition_text(value: object) -> str | None:

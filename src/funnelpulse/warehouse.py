@@ -561,9 +561,42 @@ def vacuum(
             path = tables.table_path(warehouse, name)
             if not tables.is_delta(path):
                 continue
-            sizes = [tables.file_size(path, f) for f in tables.vacuum(path, retain_hours, True)]
-            sizes = [s for s in sizes if s > 0]  # the log may still list files already deleted
-            if sizes and not dry_run:
-                tables.vacuum(path, retain_hours, dry_run=False)
-            out[name] = (len(sizes), sum(sizes))
+            if "://" in warehouse:  # nothing registers there (see running.py)
+                sizes = [tables.file_size(path, f) for f in tables.vacuum(path, retain_hours, True)]
+                sizes = [s for s in sizes if s > 0]  # the log may list files already deleted
+                if sizes and not dry_run:
+                    tables.vacuum(path, retain_hours, dry_run=False)
+                out[name] = (len(sizes), sum(sizes))
+                continue
+            gone = vacuum_table(path, retain_hours, dry_run)
+            out[name] = (len(gone), sum(gone.values()))
     return out
+
+
+def vacuum_table(path: str, retain_hours: float | None, dry_run: bool) -> dict[str, int]:
+    """Delete (or, dry, list) the files of a local table that no version within `retain_hours`
+    (None: the table's own retention) names and no running process may still need; returns
+    their sizes by relative path. Never waits for a running process (see running.py)."""
+    from . import running
+
+    candidates = tables.vacuum(path, retain_hours, dry_run=True)
+    if not candidates:
+        return {}
+    # read after listing: a writer that began before the listing is marked busy by now
+    kept = running.kept_files(path, candidates, running.live_claims(path_warehouse(path)))
+    named = running.current_files(path)  # a commit made since the listing names these
+    gone: dict[str, int] = {}
+    for rel in candidates:
+        if rel in kept or running.absolute(path, rel) in named:
+            continue
+        size = tables.file_size(path, rel)
+        if size > 0:  # the log may still list files already deleted
+            gone[rel] = size
+    if not dry_run:
+        tables.delete_files(path, list(gone))
+    return gone
+
+
+def path_warehouse(table_path: str) -> str:
+    """The warehouse a table of it lives in (tables are its direct children)."""
+    return str(Path(table_path).parent)

@@ -1,9 +1,10 @@
 """Alert delivery: one alert per incident per sink, journalled before and after it is sent.
 
 Guarantee (see README "Guarantees"): every incident reaches every sink at least once, and a
-repeat can only follow a crash (kill -9, power loss) in the window between the receiver accepting
-a delivery and the "sent" record reaching the journal (one fsync); that repeat carries the same
-idempotency key. SIGTERM is not a crash: the delivery under way finishes and is recorded first.
+repeat (always with the same idempotency key) can only follow either a crash (kill -9, power loss)
+in the window between the receiver accepting a delivery and the "sent" record reaching the journal
+(one fsync), or a delivery that got no answer (a timeout: it may have arrived), which the next run
+sends again. Within a run, a delivery is retried only when the receiver certainly did not take it. SIGTERM is not a crash: the delivery under way finishes and is recorded first.
 Two runs at once are serialized by the warehouse's alert lock, so they never both send.
 Secrets come only from the environment and are scrubbed from every recorded error and log line.
 """
@@ -118,14 +119,22 @@ def _sigterm_deferred() -> Iterator[list[int]]:
             previous(signal.SIGTERM, None)
 
 
-def _deliver(
+def deliver_once(
     send: Send,
     incident: Detected,
     text: str,
     delays_s: Sequence[float],
     deadline: float,
-    stop: list[int],
+    stop: list[int] | None = None,
 ) -> tuple[bool, int, str | None]:
+    """One delivery of one incident to one sink: retried after `delays_s` only while the receiver
+    certainly did not take it (refused connection, 408, 429, 5xx) and the deadline allows.
+
+    A timeout or a connection dropped while waiting for the answer is not retried: the alert may
+    have arrived, and the next run sends it again with the same idempotency key. A sink raising
+    anything but DeliveryError is not retried either (its state is unknown).
+    """
+    stop = stop if stop is not None else []
     error = None
     attempt = 0
     for attempt in range(1, len(delays_s) + 2):
@@ -134,10 +143,11 @@ def _deliver(
             return True, attempt, None
         except DeliveryError as exc:
             error = scrub(str(exc))
-            if exc.permanent:
+            if exc.permanent or exc.maybe_delivered:
                 break
         except Exception as exc:  # a sink must never crash the pipeline
             error = scrub(f"{type(exc).__name__}: {exc}")
+            break
         if attempt > len(delays_s):
             break
         wait_until = time.monotonic() + delays_s[attempt - 1]
@@ -227,7 +237,7 @@ def send_alerts(
             )
             record("sending")
             checkpoint("alerts.before_send")
-            ok, attempts, error = _deliver(
+            ok, attempts, error = deliver_once(
                 senders[name], incident, text, retry_delays_s, deadline, stop
             )
             checkpoint("alerts.after_send")

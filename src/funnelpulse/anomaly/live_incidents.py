@@ -29,17 +29,20 @@ from ..config import Settings
 from ..contract import INCIDENT_SCHEMA
 from ..faults import checkpoint
 from .alertlog import AlertLog
-from .alerts import RETRY_DELAYS_S, AlertResult
+from .alerts import RETRY_DELAYS_S, AlertResult, deliver_once
 from .incidents import Detected
 from .live_data import load_grid, load_history, segment_keys
 from .open_window import LiveGrid, Options, Scores, newest_complete, score
-from .sinks import DeliveryError, plain, scrub, sink
+from .sinks import plain, sink
 
 log = logging.getLogger(__name__)
 
 LOOKBACK = timedelta(hours=24)
 RESOLVE_MINUTES = 15  # quiet this long, with the rate back, closes an incident
 STALE_MINUTES = 120  # quiet this long closes it whatever the rate (too little traffic to tell)
+SEND_BUDGET_S = 30.0  # no retry of one live notice starts after this long
+# A notice whose delivery failed is tried again (same key) by the first check this long after.
+RETRY_FAILED_AFTER_S = 120.0
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
@@ -339,12 +342,21 @@ def deliver(
     with AlertLog(warehouse) as journal:
         history = journal.history()
         done: dict[tuple[str, str], str] = {}
+        failed_at: dict[tuple[str, str], datetime] = {}
         for r in history:  # a delivery that went through (or cooled down) outranks a failure
             pair = (r["incident_id"], r["sink"])
             if r["status"] in ("sent", "cooldown") or (
                 r["status"] == "failed" and pair not in done
             ):
                 done[pair] = r["status"]
+            if r["status"] == "failed":
+                failed_at[pair] = max(failed_at.get(pair, r["recorded_at"]), r["recorded_at"])
+        retry_before = datetime.now(UTC) - timedelta(seconds=RETRY_FAILED_AFTER_S)
+
+        def due(pair: tuple[str, str]) -> bool:
+            status = done.get(pair)
+            return status is None or (status == "failed" and failed_at[pair] <= retry_before)
+
         last_sent: dict[tuple[str, str, str], datetime] = {}
         for r in history:
             if r["status"] == "sent" and not r["incident_id"].endswith(":resolved"):
@@ -355,15 +367,19 @@ def deliver(
                 continue
             for name in names:
                 notices: list[tuple[Detected, str]] = []
-                if done.get((incident.incident_id, name)) in (None, "failed"):
+                waiting = False
+                if due((incident.incident_id, name)):
                     notices.append((_detected(incident, False), open_message(incident)))
+                elif done.get((incident.incident_id, name)) == "failed":
+                    waiting = True
                 resolved_id = incident.incident_id + ":resolved"
-                if incident.status == "resolved" and done.get((resolved_id, name)) in (
-                    None,
-                    "failed",
-                ):
+                if incident.status == "resolved" and due((resolved_id, name)):
                     notices.append((_detected(incident, True), resolved_message(incident)))
-                if not notices:
+                elif done.get((resolved_id, name)) == "failed":
+                    waiting = True
+                if waiting:
+                    result.pending += 1
+                elif not notices:
                     result.skipped += 1
                 for notice, text in notices:
                     is_open = not notice.incident_id.endswith(":resolved")
@@ -403,20 +419,8 @@ def deliver(
 def _send(
     send: Any, notice: Detected, text: str, delays_s: Sequence[float]
 ) -> tuple[bool, int, str | None]:
-    error = None
-    for attempt in range(1, len(delays_s) + 2):
-        try:
-            send(notice, text)
-            return True, attempt, None
-        except DeliveryError as exc:
-            error = scrub(str(exc))
-            if exc.permanent:
-                return False, attempt, error
-        except Exception as exc:  # a sink must never stop the stream
-            error = scrub(f"{type(exc).__name__}: {exc}")
-        if attempt <= len(delays_s):
-            time.sleep(delays_s[attempt - 1])
-    return False, len(delays_s) + 1, error
+    """The batch alerts' delivery rules: retried only when the receiver certainly did not take it."""
+    return deliver_once(send, notice, text, delays_s, time.monotonic() + SEND_BUDGET_S)
 
 
 def _record(

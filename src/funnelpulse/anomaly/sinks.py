@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import http.client
 import json
 import logging
 import os
@@ -46,11 +47,20 @@ Send = Callable[[Detected, str], None]
 
 
 class DeliveryError(Exception):
-    """A sink could not deliver; `permanent` means a retry cannot help (bad URL, HTTP 4xx)."""
+    """A sink could not deliver.
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    `permanent`: a retry cannot help (bad URL, HTTP 4xx, a redirect we do not follow).
+    `maybe_delivered`: the request went out and no answer came back (a timeout, a dropped
+    connection), so the receiver may have taken it: it is not sent again in this run.
+    Only a failure that is neither is retried within the run (refused connection, 429, 5xx).
+    """
+
+    def __init__(
+        self, message: str, permanent: bool = False, maybe_delivered: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.maybe_delivered = maybe_delivered
 
 
 def idempotency_key(incident_id: str) -> str:
@@ -232,8 +242,58 @@ def _checked_url(url_env: str) -> str:
     return url
 
 
-def post_json(url_env: str, payload: dict[str, Any], key: str) -> None:
-    """POST `payload` with the idempotency key as a header; HTTP 4xx (but 408/429) is permanent."""
+class _Redirected(Exception):
+    """A redirect answer that is not followed: the alert was not delivered."""
+
+    def __init__(self, code: int, target: str, why: str) -> None:
+        super().__init__(why)
+        self.code, self.target, self.why = code, target, why
+
+
+class _KeepMethodRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow 307/308 as the same POST with the same body and headers; refuse every other
+    redirect (urllib would turn a POST into a body-less GET on 301/302/303, which the receiver
+    answers 200 without ever seeing the alert)."""
+
+    def redirect_request(  # type: ignore[override]
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request:
+        target = urlsplit(newurl)
+        if code not in (307, 308):
+            raise _Redirected(code, newurl, "a POST cannot follow it without losing its body")
+        if target.scheme not in ("http", "https") or not target.hostname:
+            raise _Redirected(code, newurl, "not an http(s) address")
+        if urlsplit(req.full_url).scheme == "https" and target.scheme == "http":
+            raise _Redirected(code, newurl, "it leaves https for plain http")
+        return urllib.request.Request(
+            newurl,
+            data=req.data,
+            headers=dict(req.headers),
+            origin_req_host=req.origin_req_host,
+            unverifiable=True,
+            method=req.get_method(),
+        )
+
+
+_OPENER = urllib.request.build_opener(_KeepMethodRedirects())
+
+
+def post_json(
+    url_env: str, payload: dict[str, Any], key: str, timeout_s: float = REQUEST_TIMEOUT_S
+) -> None:
+    """POST `payload` with the idempotency key as a header.
+
+    A 307/308 redirect is followed with the same method and body; any other redirect is a
+    permanent failure naming its target. HTTP 4xx (but 408/429) is permanent. A failure before
+    the request was fully sent, 408, 429 and 5xx are retriable; a timeout or a dropped
+    connection while waiting for the answer is `maybe_delivered` (see DeliveryError).
+    """
     url = _checked_url(url_env)
     request = urllib.request.Request(
         url,
@@ -246,15 +306,45 @@ def post_json(url_env: str, payload: dict[str, Any], key: str) -> None:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=timeout_s) as response:
             if response.status >= 300:
-                raise DeliveryError(f"HTTP {response.status}")
+                raise DeliveryError(f"{url_env}: HTTP {response.status}", permanent=True)
+    except _Redirected as exc:
+        raise DeliveryError(
+            scrub(
+                f"{url_env}: HTTP {exc.code} redirect to {exc.target} not followed ({exc.why}); "
+                f"the alert was not delivered. Set {url_env} to the address it should reach"
+            ),
+            permanent=True,
+        ) from None
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # a redirect loop, or a 3xx without a Location
+            target = exc.headers.get("Location", "no address") if exc.headers else "no address"
+            raise DeliveryError(
+                scrub(f"{url_env}: HTTP {exc.code} redirect to {target} not followed"),
+                permanent=True,
+            ) from None
         permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
         raise DeliveryError(f"{url_env}: HTTP {exc.code}", permanent=permanent) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(scrub(f"cannot reach {url_env}: {reason}")) from None
+    except urllib.error.URLError as exc:
+        # raised while connecting or sending: the receiver never had the whole request
+        raise DeliveryError(scrub(f"cannot reach {url_env}: {exc.reason}")) from None
+    except ValueError as exc:  # an address the HTTP client refuses before sending anything
+        raise DeliveryError(
+            scrub(f"{url_env} is not a valid http(s) URL ({exc})"), permanent=True
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        # the request went out, the answer did not come: it may have arrived
+        reason = f"no answer within {timeout_s:g} s"
+        if not isinstance(exc, TimeoutError):
+            reason = f"the connection ended before an answer ({type(exc).__name__})"
+        raise DeliveryError(
+            scrub(
+                f"{url_env}: {reason}; it may have arrived, so it is not sent again in this "
+                "run (the next run sends it with the same idempotency key)"
+            ),
+            maybe_delivered=True,
+        ) from None
 
 
 def _email(settings: Settings) -> Send:
@@ -272,18 +362,34 @@ def _email(settings: Settings) -> Send:
         mail.add_alternative(
             "<html><body><p>" + html.escape(text) + "</p></body></html>", subtype="html"
         )
+        where = f"SMTP {settings.smtp_host}:{settings.smtp_port}"
         try:
-            with smtplib.SMTP(
-                settings.smtp_host, settings.smtp_port, timeout=REQUEST_TIMEOUT_S
-            ) as smtp:
+            smtp = smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.alert_timeout_s
+            )
+        except (OSError, smtplib.SMTPException) as exc:  # no connection: nothing was sent
+            raise DeliveryError(scrub(f"{where}: {exc}")) from None
+        try:
+            with smtp:
                 user, password = os.environ.get(ENV_SMTP_USER), os.environ.get(ENV_SMTP_PASSWORD)
                 if user and password:
                     smtp.starttls()
                     smtp.login(user, password)
                 smtp.send_message(mail)
-        except (OSError, smtplib.SMTPException) as exc:
+        except smtplib.SMTPResponseException as exc:  # the server answered no: not taken
             raise DeliveryError(
-                scrub(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc}")
+                scrub(f"{where}: {exc}"),
+                permanent=exc.smtp_code >= 500,
+            ) from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryError(scrub(f"{where}: {exc}"), permanent=True) from None
+        except (OSError, smtplib.SMTPException) as exc:  # cut off mid-way: it may have arrived
+            raise DeliveryError(
+                scrub(
+                    f"{where}: {exc}; it may have arrived, so it is not sent again in this run "
+                    "(the next run sends it with the same X-FunnelPulse-Incident key)"
+                ),
+                maybe_delivered=True,
             ) from None
 
     return by_email
@@ -306,7 +412,10 @@ def sink(name: str, settings: Settings, stream: TextIO) -> Send:
         return to_file
     if name == "webhook":
         return lambda incident, text: post_json(
-            ENV_WEBHOOK, incident_record(incident, text), idempotency_key(incident.incident_id)
+            ENV_WEBHOOK,
+            incident_record(incident, text),
+            idempotency_key(incident.incident_id),
+            settings.alert_timeout_s,
         )
     if name == "slack":
 
@@ -319,7 +428,7 @@ def sink(name: str, settings: Settings, stream: TextIO) -> Send:
                 "unfurl_media": False,
                 "idempotency_key": key,
             }
-            post_json(ENV_SLACK, payload, key)
+            post_json(ENV_SLACK, payload, key, settings.alert_timeout_s)
 
         return to_slack
     if name == "email":

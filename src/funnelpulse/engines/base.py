@@ -73,6 +73,7 @@ class StreamOptions:
     broker_timeout_s: float = 60.0
     alert_sinks: list[str] | None = None
     kafka_options: dict[str, str] | None = None
+    repair: bool = False  # start the live tables over from the source (embedded engine)
 
 
 @dataclass

@@ -72,6 +72,7 @@ class DuckDBEngine:
             broker_timeout_s=options.broker_timeout_s,
             kafka_options=options.kafka_options,
             alert_sinks=options.alert_sinks,
+            repair=options.repair,
         )
 
     def load_cube(

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..ingest import IngestResult
     from ..streaming.windows import StreamResult
-from ..errors import MissingDependencyError, WarehouseError
+from ..errors import FunnelPulseError, MissingDependencyError, WarehouseError
 from .base import (
     GOLD_MODELS,
     SILVER_MODEL,
@@ -230,6 +230,12 @@ class SparkEngine:
     ) -> StreamResult:
         """Spark Structured Streaming, for clusters."""
         from .spark_stream import run_stream
+
+        if options.repair:
+            raise FunnelPulseError(
+                "--repair starts over the embedded engine's live tables. On Spark, delete the "
+                "live tables and the stream's checkpoint folder, then run the stream again"
+            )
 
         return run_stream(
             warehouse,

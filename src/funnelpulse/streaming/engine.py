@@ -27,8 +27,10 @@ from ..contract import QUARANTINE_SCHEMA, STREAM_SCHEMA
 from ..errors import FunnelPulseError
 from ..faults import checkpoint
 from ..localdb import connect
+from ..running import Registration
 from .live_hook import OpenWindowHook
 from .maintenance import Maintenance, table_config
+from .repair import check_live_tables, missing_file_error, start_over
 from .sources import Batch, FileSource, KafkaSource
 from .state import StreamState
 from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql, upsert_windows
@@ -380,14 +382,18 @@ def run_embedded(
     kafka_options: dict[str, str] | None = None,
     on_batch: Any = None,
     alert_sinks: list[str] | None = None,
+    repair: bool = False,
 ) -> StreamResult:
     """Run until Ctrl-C/SIGTERM (the batch in flight is committed first), or until no input
-    arrived for `until_idle_s` seconds."""
+    arrived for `until_idle_s` seconds. `repair` first starts the live tables over (repair.py)."""
     if "://" in warehouse and checkpoint_dir is None:
         raise FunnelPulseError(
             "The embedded stream keeps its state on local disk. Give --checkpoint LOCAL_DIR"
         )
     checkpoint_dir = checkpoint_dir or str(Path(warehouse, "_checkpoints", "stream-embedded"))
+    if repair:
+        start_over(warehouse, checkpoint_dir, f"{APP_ID}-quarantine")
+    check_live_tables(warehouse, source)
     stopping = {"flag": False}
 
     def stop(*_: Any) -> None:
@@ -396,19 +402,23 @@ def run_embedded(
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.time()
     run = None
+    # A heartbeat naming the files each step may read or write, so vacuum keeps them.
+    beat = Registration(warehouse, "stream").start()
     try:
-        run = EmbeddedStream(
-            warehouse,
-            settings,
-            source,
-            checkpoint_dir,
-            kafka_options or {},
-            broker_timeout_s,
-            alert_sinks,
-        )
+        with beat.busy():
+            run = EmbeddedStream(
+                warehouse,
+                settings,
+                source,
+                checkpoint_dir,
+                kafka_options or {},
+                broker_timeout_s,
+                alert_sinks,
+            )
         last_input = time.monotonic()
         while not stopping["flag"]:
-            done = run.step(max_rows, trigger_s)
+            with beat.busy():
+                done = run.step(max_rows, trigger_s)
             if done is not None:
                 last_input = time.monotonic()
                 if on_batch:
@@ -416,7 +426,14 @@ def run_embedded(
             elif until_idle_s is not None and time.monotonic() - last_input >= until_idle_s:
                 break
             if alert_sinks and not run.alerts_checked:
-                run._alert()  # what a crash kept from being sent goes out now
+                with beat.busy():
+                    run._alert()  # what a crash kept from being sent goes out now
+    except Exception as exc:
+        missing = missing_file_error(exc, source)
+        if missing is not None:
+            raise missing from exc
+        raise
+    else:
         result = run.result
         size = run.state.size()
         result.state_keys, result.state_bytes = size.keys, size.file_bytes
@@ -431,6 +448,7 @@ def run_embedded(
             signal.signal(s, handler)
         if run is not None:
             run.close()
+        beat.close()
     result.seconds = time.time() - started
     if tables.is_delta(tables.table_path(warehouse, tables.GOLD_STREAM)):
         result.windows = tables.dataset(

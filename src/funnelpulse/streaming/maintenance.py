@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import faults, tables
+from ..errors import FunnelPulseError
+from ..warehouse import vacuum_table
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,12 @@ class Maintenance:
             # None: the table's own delta.deletedFileRetentionDuration (retention_s, set above).
             # full: the default mode sees only files removed since the last checkpoint, and a
             # checkpoint always comes before a removal expires, so it would never delete any.
-            removed = table.vacuum(retention_hours=None, dry_run=False, full=True)
+            # Files a running process may still need are kept (running.py): vacuum_table.
+            removed = (
+                table.vacuum(retention_hours=None, dry_run=False, full=True)
+                if "://" in path
+                else list(vacuum_table(path, None, dry_run=False))
+            )
             table.cleanup_metadata()
             if removed:
                 faults.checkpoint("stream.vacuumed")  # files and log entries gone, for tests
@@ -102,7 +109,7 @@ class Maintenance:
                 len(removed),
                 time.perf_counter() - clock,
             )
-        except (DeltaError, OSError) as exc:  # housekeeping must never stop the stream
+        except (DeltaError, OSError, FunnelPulseError) as exc:  # housekeeping never stops it
             log.warning("maintenance of %s failed (%s); retried later", path, exc)
 
     def _configure(self, path: str) -> None:

@@ -7,31 +7,65 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from .. import tables
 from ..console import Progress, SilentProgress
+from ..engines.duckdb_ingest import raw_view
 from ..errors import FunnelPulseError, InputError
-from ..ingest import RAW_COLUMNS
+from ..ingest import check_file, typed_sql
 from ..localdb import connect
 from .kafka_client import client, producer_config
 from .kafka_url import parse_kafka
 
 log = logging.getLogger(__name__)
 
-# The raw columns as the REES46 text has them, one JSON object per event.
+# The raw columns as the REES46 text has them, one JSON object per event (sub-second digits kept).
 JSON_SQL = """
 SELECT to_json({
-    'event_time': strftime(event_time, '%Y-%m-%d %H:%M:%S') || ' UTC', 'event_type': event_type,
+    'event_time': CASE WHEN epoch_us(event_time) % 1000000 = 0
+        THEN strftime(event_time, '%Y-%m-%d %H:%M:%S UTC')
+        ELSE strftime(event_time, '%Y-%m-%d %H:%M:%S.%f UTC') END,
+    'event_type': event_type,
     'product_id': product_id, 'category_id': category_id, 'category_code': category_code,
     'brand': brand, 'price': price, 'user_id': user_id, 'user_session': user_session
 })::VARCHAR AS value, user_session AS key, epoch(event_time) AS ts
 FROM events ORDER BY event_time, source_order
 """
+# Line numbers listed per reason in the summary; the rest are counted.
+LINES_SHOWN = 5
+
+
+@dataclass
+class Skipped:
+    """Rows of the given files that were not published: reason -> (file, line number) of each."""
+
+    lines: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    def add(self, reason: str, source: str, line: int) -> None:
+        self.lines.setdefault(reason, []).append((source, line))
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.lines.values())
+
+    def summary(self) -> str:
+        """`Skipped 7 rows: 5 too many columns (lines 12, 14, ...), ...`, or '' when none."""
+        if not self.total:
+            return ""
+        several_files = len({f for v in self.lines.values() for f, _ in v}) > 1
+        parts = []
+        for reason, where in sorted(self.lines.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            shown = [f"{Path(f).name}:{n}" if several_files else str(n) for f, n in where]
+            listed = ", ".join(shown[:LINES_SHOWN]) + (", ..." if len(shown) > LINES_SHOWN else "")
+            parts.append(f"{len(where):,} {reason} (line{'s' if len(where) > 1 else ''} {listed})")
+        rows = "row" if self.total == 1 else "rows"
+        return f"Skipped {self.total:,} {rows} that ingest would quarantine: " + "; ".join(parts)
 
 
 @dataclass
@@ -39,9 +73,15 @@ class ReplayResult:
     published: int
     seconds: float
     failed: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
 
 
-def _events(warehouse: str, sources: list[str]) -> pa.Table:
+def _reason_class(reason: str) -> str:
+    """The kind of a quarantine reason, as ingest counts them (`bad event_time`, not its value)."""
+    return reason.split(":")[0]
+
+
+def _events(warehouse: str, sources: list[str], skipped: Skipped) -> pa.Table:
     con = connect()
     try:
         if sources == ["bronze"]:
@@ -51,30 +91,40 @@ def _events(warehouse: str, sources: list[str]) -> pa.Table:
                 "CREATE VIEW events AS SELECT *, (source_file, source_row) AS source_order FROM bronze"
             )
         else:
-            files = [str(Path(s)) for s in sources]
-            for f in files:
-                if not Path(f).exists():
-                    raise InputError(f"{f}: no such file. Check the path")
-            listed = ", ".join(tables.sql_quote(f) for f in files)
-            columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_COLUMNS) + "}"
-            reader = (
-                f"read_parquet([{listed}])"
-                if all(f.endswith(".parquet") for f in files)
-                else f"read_csv([{listed}], columns={columns}, header=true, auto_detect=false, ignore_errors=true)"
-            )
-            con.execute(
-                f"""CREATE VIEW events AS SELECT
-                    coalesce(try_strptime(CAST(event_time AS VARCHAR), '%Y-%m-%d %H:%M:%S UTC'),
-                             TRY_CAST(event_time AS TIMESTAMP)) AS event_time,
-                    event_type, TRY_CAST(product_id AS BIGINT) AS product_id,
-                    TRY_CAST(category_id AS BIGINT) AS category_id, category_code, brand,
-                    TRY_CAST(price AS DOUBLE) AS price, TRY_CAST(user_id AS BIGINT) AS user_id, user_session,
-                    0 AS source_order
-                FROM {reader} WHERE event_time IS NOT NULL"""
-            )
+            _judged_files(con, [Path(s) for s in sources], skipped)
         return con.sql(JSON_SQL).to_arrow_table()
     finally:
         con.close()
+
+
+def _judged_files(con: Any, files: list[Path], skipped: Skipped) -> None:
+    """View `events` over the rows of `files` that ingest would put in bronze: the same checks,
+    reader and typing rules; each row it would quarantine is added to `skipped` instead."""
+    for f in files:
+        if not f.exists():
+            raise InputError(f"{f}: no such file. Check the path")
+    selects = []
+    for number, f in enumerate(files):
+        header = check_file(f)
+        accounts = raw_view(con, f, header)
+        con.execute(
+            f"CREATE TEMP TABLE judged_{number} AS SELECT * FROM ({typed_sql()})"
+        ).fetchall()
+        bad = con.execute(
+            f"SELECT ordinal, reason FROM judged_{number} WHERE reason IS NOT NULL ORDER BY ordinal"
+        ).fetchall()
+        count = f"SELECT count(*) FROM judged_{number} WHERE reason IS NULL"
+        (good,) = con.execute(count).fetchall()[0]
+        accounts.check(good, len(bad))  # every line of the file is one of the two
+        for ordinal, reason in bad:
+            # as quarantine_events: the line in the file, counting the header
+            skipped.add(_reason_class(reason), str(f), ordinal + (1 if header else 0))
+        selects.append(
+            f"SELECT event_time, event_type, product_id, category_id, category_code, brand, "
+            f"price, user_id, user_session, ({number}, ordinal) AS source_order "
+            f"FROM judged_{number} WHERE reason IS NULL"
+        )
+    con.execute("CREATE VIEW events AS " + " UNION ALL ".join(selects))
 
 
 def _producer(bootstrap: str, options: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -160,9 +210,17 @@ def replay(
     """Publish stored events in event-time order; `speedup` 3600 plays an hour per second, 0 = flat out."""
     progress = progress or SilentProgress()
     progress.step("Reading events")
-    events = _events(warehouse, sources)
+    skipped = Skipped()
+    events = _events(warehouse, sources, skipped)
     if events.num_rows == 0:
+        if skipped.total:
+            raise InputError(
+                f"No events to replay: every row of the given files would be quarantined. "
+                f"{skipped.summary()}. Fix the files, or check them with `funnelpulse ingest`"
+            )
         raise InputError("No events to replay. Ingest some first, or give raw files")
+    if skipped.total:
+        progress.step(skipped.summary())
     values = events.column("value").to_pylist()
     keys = events.column("key").to_pylist()
     stamps = events.column("ts").to_pylist()
@@ -174,7 +232,9 @@ def replay(
             yield value, key, (start_wall + (ts - first) / speedup) if speedup > 0 else 0.0
 
     progress.step(f"Publishing {len(values):,} events")
-    return publish(target, messages(), progress, len(values), options)
+    result = publish(target, messages(), progress, len(values), options)
+    result.skipped = skipped
+    return result
 
 
 def synthetic(
