@@ -39,6 +39,16 @@ SERVED_TABLES: tuple[str, ...] = tuple(
 # The column each table is filtered on by date (first match wins).
 _DATE_COLUMNS = ("date", "window_date", "event_date", "bucket_start", "started_at", "recorded_at")
 
+_WRITER = {
+    tables.BRONZE: "`funnelpulse ingest FILE...`",
+    tables.QUARANTINE: "`funnelpulse ingest FILE...`",
+    tables.ANOMALIES: "`funnelpulse detect`",
+    tables.ALERTS: "`funnelpulse detect --alert`",
+    tables.GOLD_STREAM: "`funnelpulse stream`",
+    tables.GOLD_STREAM_BUCKETS: "`funnelpulse stream`",
+    tables.LIVE_INCIDENTS: "`funnelpulse stream --alert`",
+    INCIDENTS: "`funnelpulse detect`",
+}
 MAX_ROWS = 10_000  # the most rows one response carries; more sets `truncated`
 
 
@@ -86,8 +96,8 @@ class Snapshot:
             path = tables.table_path(self.warehouse, name)
             if not tables.exists(path):
                 raise WarehouseError(
-                    f"Table {name} not found in {self.warehouse}. Run `funnelpulse build` first "
-                    "(or the step that writes it)"
+                    f"Table {name} not found in {self.warehouse}: the step that writes it has "
+                    f"not run yet. Run {_WRITER.get(name, '`funnelpulse build`')} first"
                 )
             self._data[name], self.versions[name] = _newest(path)
         return self._data[name]
