@@ -6,7 +6,6 @@ numbers equal the CLI's; every response names the table versions it read in the
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from datetime import date
 from typing import Any
 
 from . import queries
+from .config import check_bind
 from .errors import ConfigError, FunnelPulseError, MissingDependencyError, WarehouseError
 from .report import csv_text
 
@@ -29,15 +29,6 @@ except ImportError as exc:  # the `api` extra is not installed
 TOKEN_ENV = "FUNNELPULSE_API_TOKEN"
 VERSIONS_HEADER = "FunnelPulse-Table-Versions"
 OPEN_PATHS = ("/healthz", "/readyz")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _versions_header(versions: dict[str, int | None]) -> str:
@@ -62,8 +53,10 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return JSONResponse(
-                    {"error": "Missing or wrong token. Send the header "
-                     "`Authorization: Bearer <FUNNELPULSE_API_TOKEN>`"},
+                    {
+                        "error": "Missing or wrong token. Send the header "
+                        "`Authorization: Bearer <FUNNELPULSE_API_TOKEN>`"
+                    },
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -107,8 +100,13 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         accept = request.headers.get("accept", "")
         return "text/csv" in accept and "application/json" not in accept
 
-    def reply(request: Request, fmt: str | None, body: Any, versions: dict[str, Any],
-              csv: Callable[[], str] | None = None) -> Any:
+    def reply(
+        request: Request,
+        fmt: str | None,
+        body: Any,
+        versions: dict[str, Any],
+        csv: Callable[[], str] | None = None,
+    ) -> Any:
         headers = {VERSIONS_HEADER: _versions_header(versions)}
         if wants_csv(request, fmt):
             if csv is None:
@@ -142,7 +140,10 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
     def page_reply(request: Request, fmt: str | None, result: queries.Read) -> Any:
         page: queries.Page = result.data
         response = reply(
-            request, fmt, page_body(page, result.versions), result.versions,
+            request,
+            fmt,
+            page_body(page, result.versions),
+            result.versions,
             lambda: csv_text(page.columns, page.rows),
         )
         response.headers["FunnelPulse-Truncated"] = "true" if page.truncated else "false"
@@ -181,9 +182,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
         result = await read(lambda: queries.funnel(warehouse, spec, since, until))
         data: fn.FunnelResult = result.data
-        return reply(
-            request, format, data.as_dict(), result.versions, lambda: fn.format_csv(data)
-        )
+        return reply(request, format, data.as_dict(), result.versions, lambda: fn.format_csv(data))
 
     @app.get("/api/v1/tables", summary="The served tables: version, rows, columns")
     async def table_list(request: Request, format: str | None = Fmt) -> Any:
@@ -191,7 +190,10 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         result = await read(lambda: queries.catalog(warehouse))
         names = ["name", "version", "rows", "date_column"]
         return reply(
-            request, format, {"tables": result.data}, result.versions,
+            request,
+            format,
+            {"tables": result.data},
+            result.versions,
             lambda: csv_text(names, [{k: t[k] for k in names} for t in result.data]),
         )
 
@@ -211,7 +213,12 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         only(request, paging)
         result = await read(
             lambda: queries.rows(
-                warehouse, name, since=since, until=until, segments=segment, limit=limit,
+                warehouse,
+                name,
+                since=since,
+                until=until,
+                segments=segment,
+                limit=limit,
                 offset=offset,
             )
         )
@@ -232,8 +239,13 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         equals = {"severity": severity} if severity else {}
         result = await read(
             lambda: queries.anomalies(
-                warehouse, since=since, until=until, segments=segment, equals=equals,
-                limit=limit, offset=offset,
+                warehouse,
+                since=since,
+                until=until,
+                segments=segment,
+                equals=equals,
+                limit=limit,
+                offset=offset,
             )
         )
         return page_reply(request, format, result)
@@ -268,22 +280,17 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         only(request, paging)
         result = await read(
             lambda: queries.live_buckets(
-                warehouse, since=since, until=until, segments=segment, limit=limit,
+                warehouse,
+                since=since,
+                until=until,
+                segments=segment,
+                limit=limit,
                 offset=offset,
             )
         )
         return page_reply(request, format, result)
 
     return app
-
-
-def check_bind(host: str, secret: str | None, env: str, what: str) -> None:
-    """Refuse to serve beyond loopback without a secret."""
-    if not is_loopback(host) and not secret:
-        raise ConfigError(
-            f"Serving {what} on {host} (beyond this machine) needs {env}. Set it to a long "
-            "random secret, or serve on 127.0.0.1"
-        )
 
 
 def serve(

@@ -32,9 +32,7 @@ TABLE_NAMES: tuple[str, ...] = tuple(dict.fromkeys((*tables.ALL_TABLES, INCIDENT
 # Tables the HTTP API serves row by row: gold, session funnels, anomalies, incidents, live.
 # Raw events (bronze, quarantine, silver) are reachable through SQL only.
 SERVED_TABLES: tuple[str, ...] = tuple(
-    n
-    for n in TABLE_NAMES
-    if n not in (tables.BRONZE, tables.QUARANTINE, tables.SILVER)
+    n for n in TABLE_NAMES if n not in (tables.BRONZE, tables.QUARANTINE, tables.SILVER)
 )
 # The column each table is filtered on by date (first match wins).
 _DATE_COLUMNS = ("date", "window_date", "event_date", "bucket_start", "started_at", "recorded_at")
@@ -329,7 +327,11 @@ def _order_columns(schema: pa.Schema) -> list[str]:
         f.name
         for f in schema
         if f.name not in first
-        and (pa.types.is_integer(f.type) or pa.types.is_string(f.type) or pa.types.is_temporal(f.type))
+        and (
+            pa.types.is_integer(f.type)
+            or pa.types.is_string(f.type)
+            or pa.types.is_temporal(f.type)
+        )
     ]
     return first + plain
 
@@ -396,7 +398,11 @@ def incidents(warehouse: str, *, limit: int = 1_000, **kwargs: Any) -> Read:
     snap = Snapshot(warehouse)
     out: dict[str, Any] = {}
     versions: dict[str, int | None] = {}
-    for key, name in (("incidents", INCIDENTS), ("live", tables.LIVE_INCIDENTS), ("alerts", tables.ALERTS)):
+    for key, name in (
+        ("incidents", INCIDENTS),
+        ("live", tables.LIVE_INCIDENTS),
+        ("alerts", tables.ALERTS),
+    ):
         if not snap.exists(name):
             continue
         read = rows(warehouse, name, limit=limit, among=(name,), **kwargs)

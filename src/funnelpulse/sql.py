@@ -96,6 +96,40 @@ _CATALOG = re.compile(
     r"current_database|current_user|session_user|version|has_\w+_privilege)\b",
     re.IGNORECASE,
 )
+# Catalog relations clients read that DuckDB lacks or lacks columns of: views on the catalog
+# connection (named fp_*; the statement's references are rewritten to them).
+_NONE = "WHERE false"
+_CATALOG_VIEWS: dict[str, str] = {
+    "pg_class": "SELECT *, false AS relforcerowsecurity FROM pg_catalog.pg_class",
+    "pg_policy": "SELECT NULL::VARCHAR AS polname, NULL::BOOLEAN AS polpermissive, "
+    "NULL::BIGINT AS polrelid, NULL::VARCHAR AS polcmd, NULL AS polroles, "
+    f"NULL::VARCHAR AS polqual, NULL::VARCHAR AS polwithcheck {_NONE}",
+    "pg_statistic_ext": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS stxrelid, "
+    "NULL::VARCHAR AS stxname, NULL::BIGINT AS stxnamespace, NULL::INTEGER[] AS stxkeys, "
+    f"NULL::VARCHAR[] AS stxkind, NULL::INTEGER AS stxstattarget {_NONE}",
+    "pg_publication": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS pubname, "
+    f"NULL::BOOLEAN AS puballtables, NULL::BOOLEAN AS pubviaroot {_NONE}",
+    "pg_publication_rel": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS prpubid, "
+    f"NULL::BIGINT AS prrelid, NULL::VARCHAR AS prqual, NULL::SMALLINT[] AS prattrs {_NONE}",
+    "pg_publication_namespace": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS pnpubid, "
+    f"NULL::BIGINT AS pnnspid {_NONE}",
+    "pg_inherits": "SELECT NULL::BIGINT AS inhrelid, NULL::BIGINT AS inhparent, "
+    f"NULL::INTEGER AS inhseqno, NULL::BOOLEAN AS inhdetachpending {_NONE}",
+    "pg_trigger": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS tgrelid, NULL::VARCHAR AS tgname, "
+    f"NULL::BOOLEAN AS tgisinternal, NULL::VARCHAR AS tgenabled, NULL::BIGINT AS tgparentid {_NONE}",
+    "pg_rewrite": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS rulename, NULL::BIGINT AS ev_class, "
+    f"NULL::VARCHAR AS ev_type, NULL::VARCHAR AS ev_enabled {_NONE}",
+    "pg_foreign_table": f"SELECT NULL::BIGINT AS ftrelid, NULL::BIGINT AS ftserver {_NONE}",
+    "pg_partitioned_table": f"SELECT NULL::BIGINT AS partrelid, NULL::VARCHAR AS partstrat {_NONE}",
+    "pg_collation": "SELECT oid, collname, NULL::BIGINT AS collnamespace FROM pg_catalog.pg_collation",
+    "pg_sequence": "SELECT NULL::BIGINT AS seqrelid, NULL::BIGINT AS seqtypid, NULL::BIGINT AS "
+    "seqstart, NULL::BIGINT AS seqincrement, NULL::BIGINT AS seqmax, NULL::BIGINT AS seqmin, "
+    f"NULL::BIGINT AS seqcache, NULL::BOOLEAN AS seqcycle {_NONE}",
+    "pg_roles": "SELECT 10::BIGINT AS oid, 'funnelpulse' AS rolname, false AS rolsuper, "
+    "false AS rolcreatedb, false AS rolcreaterole, true AS rolcanlogin",
+    "pg_user": "SELECT 10::BIGINT AS usesysid, 'funnelpulse' AS usename, false AS usesuper",
+}
+
 # Postgres spellings DuckDB does not parse, rewritten to what it does.
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"OPERATOR\s*\(\s*pg_catalog\.([~!=<>*+-]+)\s*\)", re.IGNORECASE), r"\1"),
@@ -103,8 +137,15 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bpg_catalog\.(version)\s*\(\s*\)", re.IGNORECASE), "'" + VERSION_TEXT + "'"),
     (re.compile(r"(?<![\w.])version\s*\(\s*\)", re.IGNORECASE), "'" + VERSION_TEXT + "'"),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.IGNORECASE), r"\1("),
+    (re.compile(r"\bpg_catalog\s*\.\s*", re.IGNORECASE), ""),
+    (re.compile(r"(?<![\w.])(" + "|".join(_CATALOG_VIEWS) + r")\b", re.IGNORECASE), r"fp_\1"),
     (re.compile(r"::\s*(regclass|regtype|regproc|regnamespace|oid)\b", re.IGNORECASE), "::BIGINT"),
     (re.compile(r"::\s*(name|\"char\")", re.IGNORECASE), "::VARCHAR"),
+    (re.compile(r"\bjson_build_object\s*\(", re.IGNORECASE), "json_object("),
+    (
+        re.compile(r"\bAS\s+(regclass|regtype|regproc|regnamespace|oid)\s*\)", re.IGNORECASE),
+        "AS BIGINT)",
+    ),
 )
 # Functions clients call that DuckDB lacks, as macros on the catalog connection.
 _MACROS = (
@@ -115,6 +156,24 @@ _MACROS = (
     "CREATE MACRO pg_total_relation_size(id) AS 0",
     "CREATE MACRO pg_get_partkeydef(id) AS NULL",
     "CREATE MACRO pg_get_function_identity_arguments(id) AS ''",
+    "CREATE MACRO pg_get_expr(node, relation) AS NULL, (node, relation, pretty) AS NULL",
+    "CREATE MACRO pg_get_constraintdef(id, pretty) AS NULL",
+    "CREATE MACRO pg_get_indexdef(id, col, pretty) AS NULL",
+    "CREATE MACRO pg_get_statisticsobjdef_columns(id) AS NULL",
+    "CREATE MACRO obj_description(id, catalog) AS NULL",
+    "CREATE MACRO col_description(id, col) AS NULL",
+    "CREATE MACRO shobj_description(id, catalog) AS NULL",
+    "CREATE MACRO pg_get_triggerdef(id, pretty) AS NULL",
+    "CREATE MACRO pg_get_ruledef(id, pretty) AS NULL",
+    "CREATE MACRO pg_partition_tree(id) AS NULL",
+    "CREATE MACRO pg_relation_is_publishable(id) AS false",
+    "CREATE MACRO array_upper(a, dimension) AS len(a)",
+    "CREATE MACRO to_regtype(name) AS NULL::BIGINT",
+    "CREATE MACRO pg_get_serial_sequence(tbl, col) AS NULL::VARCHAR",
+    "CREATE MACRO pg_collation_is_visible(id) AS true",
+    "CREATE MACRO pg_type_is_visible(id) AS true",
+    "CREATE MACRO pg_function_is_visible(id) AS true",
+    "CREATE MACRO to_regclass(name) AS NULL::BIGINT",
 )
 
 
@@ -183,6 +242,8 @@ class SqlSession:
         self._described: dict[str, pa.Schema] = {}
         for macro in _MACROS:
             self._catalog.execute(macro)
+        for name, body in _CATALOG_VIEWS.items():
+            self._catalog.execute(f"CREATE VIEW fp_{name} AS {body}")
         self._catalog.execute("SET enable_external_access=false")
         self._catalog.execute("SET lock_configuration=true")
         self._refresh_catalog()
@@ -289,7 +350,13 @@ class SqlSession:
                     "accepted"
                 )
             value = match.group(2).strip().strip("'\"")
-            if name == "timezone" and value.upper() not in ("UTC", "GMT", "ETC/UTC", "0", "DEFAULT"):
+            if name == "timezone" and value.upper() not in (
+                "UTC",
+                "GMT",
+                "ETC/UTC",
+                "0",
+                "DEFAULT",
+            ):
                 raise ReadOnlyError(
                     f"Time zone {value!r} is not available: every time here is UTC. Leave "
                     "TimeZone at UTC and convert in the client"
@@ -349,4 +416,3 @@ def _engine_message(exc: Exception) -> str:
     text = str(exc).strip()
     text = re.sub(r"^[A-Za-z ]*Error:\s*", "", text)
     return text.split("\n\n")[0] or "The statement failed"
-
