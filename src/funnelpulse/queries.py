@@ -119,6 +119,22 @@ def _records(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[s
     return [dict(zip(columns, r, strict=True)) for r in rel.fetchall()]
 
 
+_base: Any = None
+_base_guard = threading.Lock()
+
+
+def _cursor() -> Any:
+    """A fresh connection to one shared in-memory database: its own registered tables, none of
+    the cost of starting a database per request."""
+    global _base
+    with _base_guard:
+        if _base is None:
+            _base = connect()
+        con = _base.cursor()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
 def _between(column: str, since: date | None, until: date | None) -> str:
     """A WHERE clause keeping the UTC dates since..until (either end open when None)."""
     parts = [f"{column} >= DATE '{since}'"] if since else []
@@ -306,7 +322,7 @@ def rows(
     columns = data.schema.names
     where, params = _filters(name, data.schema, since, until, segments, equals or {})
     order = ", ".join(f'"{c}"' for c in _order_columns(data.schema))
-    con = connect()
+    con = _cursor()
     try:
         con.register("t", data)
         found = _records(
