@@ -84,9 +84,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     warehouse = args.warehouse or prepare(args.rows, args.days)
+    made = "given" if args.warehouse else f"{args.rows:,} generated events over {args.days} days"
+    rows = tables.dataset(tables.table_path(warehouse, tables.SILVER)).count_rows()
     print(
-        f"warehouse {warehouse} ({args.rows:,} generated events over {args.days} days; "
-        f"prepared in {time.perf_counter() - started:.0f} s)"
+        f"warehouse {warehouse} ({made}; {rows:,} silver rows; prepared in "
+        f"{time.perf_counter() - started:.0f} s)"
     )
     day = START + timedelta(days=14)
     month_end = START + timedelta(days=30)
