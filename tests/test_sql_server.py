@@ -253,3 +253,16 @@ def test_sql_command_timeout(warehouse: str) -> None:
         ],
     )
     assert done.exit_code == 1 and "statement timeout" in done.output
+
+
+def test_a_client_cancel_request_stops_its_statement(port: int) -> None:
+    import threading
+
+    with psycopg.connect(dsn(port), connect_timeout=10) as con:
+        timer = threading.Timer(0.5, con.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled) as cancelled:
+            con.execute("SELECT count(*) FROM range(1000000000000) a, range(10) b")
+        assert "user request" in str(cancelled.value)  # the client's cancel, not the timeout
+        con.rollback()
+        assert con.execute("SELECT 3").fetchall() == [(3,)]

@@ -239,6 +239,7 @@ class SqlSession:
         self._data = _locked_connection()
         self._catalog = connect()
         self._pinned: dict[str, int | None] = {}
+        self._cancelled = False
         self._described: dict[str, pa.Schema] = {}
         for macro in _MACROS:
             self._catalog.execute(macro)
@@ -254,6 +255,7 @@ class SqlSession:
 
     def interrupt(self) -> None:
         """Cancel the statement running now (a client's cancel request)."""
+        self._cancelled = True
         self._data.interrupt()
         self._catalog.interrupt()
 
@@ -385,6 +387,7 @@ class SqlSession:
     def _execute(self, con: Any, text: str) -> Result:
         import duckdb
 
+        self._cancelled = False
         timer = threading.Timer(self.timeout_s, con.interrupt)
         timer.daemon = True
         timer.start()
@@ -393,6 +396,8 @@ class SqlSession:
             names = [(d[0], str(d[1])) for d in cursor.description or []]
             rows = cursor.fetchmany(self.max_rows + 1)
         except duckdb.InterruptException as exc:
+            if self._cancelled:
+                raise StatementTimeout("canceling statement due to user request") from exc
             raise StatementTimeout(
                 f"The statement ran longer than the {self.timeout_s:g} s statement timeout and "
                 "was cancelled. Narrow it (a date range, fewer columns) and run it again"
