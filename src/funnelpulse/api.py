@@ -100,7 +100,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         accept = request.headers.get("accept", "")
         return "text/csv" in accept and "application/json" not in accept
 
-    def reply(
+    def _reply(
         request: Request,
         fmt: str | None,
         body: Any,
@@ -137,9 +137,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             "next_offset": page.next_offset,
         }
 
-    def page_reply(request: Request, fmt: str | None, result: queries.Read) -> Any:
+    def _page_reply(request: Request, fmt: str | None, result: queries.Read) -> Any:
         page: queries.Page = result.data
-        response = reply(
+        response = _reply(
             request,
             fmt,
             page_body(page, result.versions),
@@ -148,6 +148,13 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         )
         response.headers["FunnelPulse-Truncated"] = "true" if page.truncated else "false"
         return response
+
+    async def reply(*args: Any, **kwargs: Any) -> Any:
+        """Encode off the event loop: a large page must not hold up other requests."""
+        return await run_in_threadpool(_reply, *args, **kwargs)
+
+    async def page_reply(*args: Any) -> Any:
+        return await run_in_threadpool(_page_reply, *args)
 
     @app.get("/healthz", summary="Liveness (never needs the token)")
     async def healthz() -> dict[str, str]:
@@ -163,7 +170,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
     ) -> Any:
         only(request, {"since", "until", "top", "format"})
         result = await read(lambda: queries.report(warehouse, top, since, until))
-        return reply(request, format, result.data, result.versions)
+        return await reply(request, format, result.data, result.versions)
 
     @app.get("/api/v1/funnel", summary="The ordered funnel (`funnelpulse funnel --format json`)")
     async def funnel(
@@ -182,14 +189,16 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
         result = await read(lambda: queries.funnel(warehouse, spec, since, until))
         data: fn.FunnelResult = result.data
-        return reply(request, format, data.as_dict(), result.versions, lambda: fn.format_csv(data))
+        return await reply(
+            request, format, data.as_dict(), result.versions, lambda: fn.format_csv(data)
+        )
 
     @app.get("/api/v1/tables", summary="The served tables: version, rows, columns")
     async def table_list(request: Request, format: str | None = Fmt) -> Any:
         only(request, {"format"})
         result = await read(lambda: queries.catalog(warehouse))
         names = ["name", "version", "rows", "date_column"]
-        return reply(
+        return await reply(
             request,
             format,
             {"tables": result.data},
@@ -222,7 +231,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
                 offset=offset,
             )
         )
-        return page_reply(request, format, result)
+        return await page_reply(request, format, result)
 
     @app.get("/api/v1/anomalies", summary="Batch anomalies")
     async def anomalies(
@@ -248,7 +257,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
                 offset=offset,
             )
         )
-        return page_reply(request, format, result)
+        return await page_reply(request, format, result)
 
     @app.get("/api/v1/incidents", summary="Incidents: lasting (batch and live), live, alerts")
     async def incidents(
@@ -265,7 +274,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
                 warehouse, since=since, until=until, segments=segment, limit=limit
             )
         )
-        return reply(request, format, result.data, result.versions)
+        return await reply(request, format, result.data, result.versions)
 
     @app.get("/api/v1/live/buckets", summary="The stream's live buckets")
     async def live_buckets(
@@ -288,7 +297,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
                 offset=offset,
             )
         )
-        return page_reply(request, format, result)
+        return await page_reply(request, format, result)
 
     return app
 

@@ -9,11 +9,8 @@ gets its own `sql.SqlSession`, so a slow or failing statement never stops the ot
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import itertools
 import json
 import logging
@@ -26,12 +23,13 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .config import check_bind
 from .errors import FunnelPulseError
+from .scram import Scram
 from .sql import SERVER_VERSION, ReadOnlyError, Result, SqlSession, StatementTimeout, split
 
 log = logging.getLogger(__name__)
@@ -40,7 +38,6 @@ PASSWORD_ENV = "FUNNELPULSE_SQL_PASSWORD"
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL_REQUEST, _PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DATE = dt.date(2000, 1, 1)
-_ITERATIONS = 4096
 
 # DuckDB type (prefix) -> Postgres type oid.
 _OIDS = (
@@ -176,57 +173,6 @@ def bind(sql: str, values: list[str | None], oids: list[int]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# SCRAM-SHA-256 (RFC 5802 / 7677), server side
-
-
-def _hmac(key: bytes, text: bytes) -> bytes:
-    return hmac.new(key, text, hashlib.sha256).digest()
-
-
-@dataclass
-class _Scram:
-    password: str
-    salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
-    nonce: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(18)).decode())
-    first_bare: str = ""
-    server_first: str = ""
-
-    def start(self, client_first: str) -> str:
-        parts = client_first.split(",", 2)
-        if len(parts) < 3 or parts[0] not in ("n", "y"):
-            raise FunnelPulseError("Malformed SCRAM message")
-        self.first_bare = parts[2]
-        client_nonce = dict(p.split("=", 1) for p in self.first_bare.split(",") if "=" in p)["r"]
-        self.nonce = client_nonce + self.nonce
-        salt = base64.b64encode(self.salt).decode()
-        self.server_first = f"r={self.nonce},s={salt},i={_ITERATIONS}"
-        return self.server_first
-
-    def finish(self, client_final: str) -> str | None:
-        """The server's final message, or None when the proof is wrong."""
-        without_proof, _, proof_part = client_final.rpartition(",p=")
-        fields = dict(p.split("=", 1) for p in without_proof.split(",") if "=" in p)
-        if fields.get("r") != self.nonce or not proof_part:
-            return None
-        salted = hashlib.pbkdf2_hmac("sha256", self.password.encode(), self.salt, _ITERATIONS)
-        client_key = _hmac(salted, b"Client Key")
-        stored_key = hashlib.sha256(client_key).digest()
-        message = f"{self.first_bare},{self.server_first},{without_proof}".encode()
-        signature = _hmac(stored_key, message)
-        try:
-            proof = base64.b64decode(proof_part)
-        except ValueError:
-            return None
-        if len(proof) != len(signature):
-            return None
-        candidate = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
-        if not hmac.compare_digest(hashlib.sha256(candidate).digest(), stored_key):
-            return None
-        server_key = _hmac(salted, b"Server Key")
-        return "v=" + base64.b64encode(_hmac(server_key, message)).decode()
-
-
-# ---------------------------------------------------------------------------------------------
 # One connection
 
 
@@ -356,7 +302,7 @@ class _Connection:
         return True
 
     def authenticate(self, user: str) -> bool:
-        scram = _Scram(self.server.password or "")
+        scram = Scram(self.server.password or "")
         self.send(b"R", struct.pack(">i", 10) + b"SCRAM-SHA-256\0\0")
         self.flush()
         kind, body = self.message()
