@@ -266,3 +266,23 @@ def test_a_client_cancel_request_stops_its_statement(port: int) -> None:
         assert "user request" in str(cancelled.value)  # the client's cancel, not the timeout
         con.rollback()
         assert con.execute("SELECT 3").fetchall() == [(3,)]
+
+
+def test_grafanas_catalog_queries_are_answered(port: int, warehouse: str) -> None:
+    """The statements Grafana's PostgreSQL data source sends (recorded from its source)."""
+    from pathlib import Path
+
+    from funnelpulse.sql import split
+
+    fixture = Path(__file__).parent / "fixtures" / "pg_clients" / "grafana.sql"
+    version, timescale, listed, columns = split(fixture.read_text())
+    with psycopg.connect(dsn(port), connect_timeout=10, autocommit=True) as con:
+        assert con.execute(version).fetchall() == [(1500,)]  # server_version_num 150000 / 100
+        assert con.execute(timescale).fetchall() == []
+        names = [r[0] for r in con.execute(listed).fetchall()]
+        got = con.execute(columns).fetchall()
+    assert {tables.GOLD_DAILY_BRAND, tables.SILVER, tables.GOLD_SESSION_FUNNEL} <= set(names)
+    assert not [n for n in names if n.startswith("fp_") or "." in n]  # no helper views, no schema
+    schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
+    assert [c for c, _ in got] == schema.names
+    assert dict(got)["date"] == "DATE" and dict(got)["views"] == "BIGINT"

@@ -51,7 +51,7 @@ SESSION_SETTINGS: dict[str, str] = {
     "intervalstyle": "postgres",
     "timezone": "UTC",
     "extra_float_digits": "1",
-    "search_path": '"$user", public',
+    "search_path": '"$user", main',  # the warehouse's tables are in schema main
     "standard_conforming_strings": "on",
     "client_min_messages": "notice",
     "statement_timeout": "0",
@@ -90,6 +90,9 @@ _TRANSACTION = re.compile(
     r"DEALLOCATE(?:\s+ALL|\s+\w+)?|CLOSE\s+ALL|UNLISTEN\s+\*)\b[^;]*;?\s*$",
     re.IGNORECASE,
 )
+_SETTING = re.compile(
+    r"(?:\bpg_catalog\.)?\bcurrent_setting\s*\(\s*'([^']+)'\s*(?:,\s*\w+\s*)?\)", re.IGNORECASE
+)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _CATALOG = re.compile(
     r"\b(pg_catalog|information_schema|pg_[a-z_]+|duckdb_[a-z_]+|current_schema|"
@@ -99,8 +102,10 @@ _CATALOG = re.compile(
 # Catalog relations clients read that DuckDB lacks or lacks columns of: views on the catalog
 # connection (named fp_*; the statement's references are rewritten to them).
 _NONE = "WHERE false"
+_OWN = "'fp\\_%' ESCAPE '\\'"  # these views' own names, kept out of what clients list
 _CATALOG_VIEWS: dict[str, str] = {
-    "pg_class": "SELECT *, false AS relforcerowsecurity FROM pg_catalog.pg_class",
+    "pg_class": "SELECT *, false AS relforcerowsecurity FROM pg_catalog.pg_class "
+    f"WHERE relname NOT LIKE {_OWN}",
     "pg_policy": "SELECT NULL::VARCHAR AS polname, NULL::BOOLEAN AS polpermissive, "
     "NULL::BIGINT AS polrelid, NULL::VARCHAR AS polcmd, NULL AS polroles, "
     f"NULL::VARCHAR AS polqual, NULL::VARCHAR AS polwithcheck {_NONE}",
@@ -125,6 +130,14 @@ _CATALOG_VIEWS: dict[str, str] = {
     "pg_sequence": "SELECT NULL::BIGINT AS seqrelid, NULL::BIGINT AS seqtypid, NULL::BIGINT AS "
     "seqstart, NULL::BIGINT AS seqincrement, NULL::BIGINT AS seqmax, NULL::BIGINT AS seqmin, "
     f"NULL::BIGINT AS seqcache, NULL::BOOLEAN AS seqcycle {_NONE}",
+    "pg_extension": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS extname, "
+    f"NULL::VARCHAR AS extversion, NULL::BIGINT AS extnamespace {_NONE}",
+    "information_schema_tables": "SELECT * FROM information_schema.tables "
+    f"WHERE table_name NOT LIKE {_OWN}",
+    "information_schema_columns": "SELECT * FROM information_schema.columns "
+    f"WHERE table_name NOT LIKE {_OWN}",
+    "information_schema_views": "SELECT * FROM information_schema.views "
+    f"WHERE table_name NOT LIKE {_OWN}",
     "pg_roles": "SELECT 10::BIGINT AS oid, 'funnelpulse' AS rolname, false AS rolsuper, "
     "false AS rolcreatedb, false AS rolcreaterole, true AS rolcanlogin",
     "pg_user": "SELECT 10::BIGINT AS usesysid, 'funnelpulse' AS usename, false AS usesuper",
@@ -138,10 +151,20 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![\w.])version\s*\(\s*\)", re.IGNORECASE), "'" + VERSION_TEXT + "'"),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.IGNORECASE), r"\1("),
     (re.compile(r"\bpg_catalog\s*\.\s*", re.IGNORECASE), ""),
+    (re.compile(r"\binformation_schema\s*\.\s*(tables|columns|views)\b", re.IGNORECASE), r"information_schema_\1"),
     (re.compile(r"(?<![\w.])(" + "|".join(_CATALOG_VIEWS) + r")\b", re.IGNORECASE), r"fp_\1"),
     (re.compile(r"::\s*(regclass|regtype|regproc|regnamespace|oid)\b", re.IGNORECASE), "::BIGINT"),
     (re.compile(r"::\s*(name|\"char\")", re.IGNORECASE), "::VARCHAR"),
     (re.compile(r"\bjson_build_object\s*\(", re.IGNORECASE), "json_object("),
+    # An array function used as a relation (`FROM ..., string_to_array('a,b', ',') s`).
+    (
+        re.compile(
+            r"\bstring_to_array\s*\(('(?:[^']|'')*'\s*,\s*'(?:[^']|'')*')\)\s+"
+            r"(?!(?:AS|FROM|WHERE|AND|OR|THEN|ELSE|END|IS|IN|ORDER|GROUP)\b)([A-Za-z_]\w*)\b",
+            re.IGNORECASE,
+        ),
+        r"(SELECT string_to_array(\1) AS \2) AS _\2(\2)",
+    ),
     (
         re.compile(r"\bAS\s+(regclass|regtype|regproc|regnamespace|oid)\s*\)", re.IGNORECASE),
         "AS BIGINT)",
@@ -150,7 +173,6 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
 # Functions clients call that DuckDB lacks, as macros on the catalog connection.
 _MACROS = (
     "CREATE MACRO pg_get_userbyid(id) AS 'funnelpulse'",
-    "CREATE MACRO current_setting(name) AS NULL",
     "CREATE MACRO pg_encoding_to_char(id) AS 'UTF8'",
     "CREATE MACRO pg_relation_size(id) AS 0",
     "CREATE MACRO pg_total_relation_size(id) AS 0",
@@ -169,6 +191,10 @@ _MACROS = (
     "CREATE MACRO pg_relation_is_publishable(id) AS false",
     "CREATE MACRO array_upper(a, dimension) AS len(a)",
     "CREATE MACRO to_regtype(name) AS NULL::BIGINT",
+    "CREATE MACRO quote_ident(name) AS CASE WHEN regexp_full_match(name, '[a-z_][a-z0-9_$]*') "
+    "THEN name ELSE '\"' || replace(name, '\"', '\"\"') || '\"' END",
+    "CREATE MACRO parse_ident(name) AS string_split(name, '.')",
+    "CREATE MACRO array_lower(a, dimension) AS 1",
     "CREATE MACRO pg_get_serial_sequence(tbl, col) AS NULL::VARCHAR",
     "CREATE MACRO pg_collation_is_visible(id) AS true",
     "CREATE MACRO pg_type_is_visible(id) AS true",
@@ -245,6 +271,7 @@ class SqlSession:
             self._catalog.execute(macro)
         for name, body in _CATALOG_VIEWS.items():
             self._catalog.execute(f"CREATE VIEW fp_{name} AS {body}")
+        self._catalog.execute("SET integer_division=true")  # Postgres' 7/2 = 3 in catalog SQL
         self._catalog.execute("SET enable_external_access=false")
         self._catalog.execute("SET lock_configuration=true")
         self._refresh_catalog()
@@ -294,6 +321,7 @@ class SqlSession:
         answered = self._session_statement(text)
         if answered is not None:
             return answered
+        text = _SETTING.sub(lambda m: self._setting_literal(m.group(1)), text)
         bare = _STRING.sub("''", text)
         mentioned = [
             n for n in queries.TABLE_NAMES if re.search(rf"\b{re.escape(n)}\b", bare, re.I)
@@ -311,6 +339,13 @@ class SqlSession:
         result = self._execute(con, text)
         result.versions = versions
         return result
+
+    def _setting_literal(self, name: str) -> str:
+        """current_setting('name') as the literal Postgres would return."""
+        value = self.settings.get(name.lower())
+        if value is None:
+            raise SqlError(f'unrecognized configuration parameter "{name}"')
+        return "'" + value.replace("'", "''") + "'"
 
     def _session_statement(self, text: str) -> Result | None:
         if _TRANSACTION.match(text):
