@@ -79,9 +79,9 @@ def test_psql_lists_and_describes_tables(port: int) -> None:
     assert f'Table "main.{tables.GOLD_DAILY_BRAND}"' in described.stdout
     for column, kind in (
         ("date", "date"),
-        ("brand", "varchar"),
-        ("views", "int8"),
-        ("revenue", "float8"),
+        ("brand", "character varying"),
+        ("views", "bigint"),
+        ("revenue", "double precision"),
     ):
         assert any(
             line.split("|")[0].strip() == column and line.split("|")[1].strip() == kind
@@ -129,7 +129,12 @@ def test_sqlalchemy_reflects_and_queries(port: int, warehouse: str) -> None:
             inspector = sa.inspect(con)
             names = inspector.get_table_names()
             assert {tables.GOLD_DAILY_BRAND, tables.SILVER, tables.BRONZE} <= set(names)
-            columns = [c["name"] for c in inspector.get_columns(tables.GOLD_DAILY_BRAND)]
+            reflected = inspector.get_columns(tables.GOLD_DAILY_BRAND)
+            columns = [c["name"] for c in reflected]
+            kinds = {c["name"]: c["type"] for c in reflected}
+            assert isinstance(kinds["views"], sa.BigInteger)  # Postgres type names, understood
+            assert isinstance(kinds["brand"], sa.String)
+            assert isinstance(kinds["date"], sa.Date)
             schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
             assert columns == schema.names
             got = con.execute(

@@ -194,6 +194,14 @@ _MACROS = (
     "CREATE MACRO quote_ident(name) AS CASE WHEN regexp_full_match(name, '[a-z_][a-z0-9_$]*') "
     "THEN name ELSE '\"' || replace(name, '\"', '\"\"') || '\"' END",
     "CREATE MACRO parse_ident(name) AS string_split(name, '.')",
+    # Postgres' own type names, which drivers map to their types (SQLAlchemy, JDBC).
+    "CREATE MACRO format_type(id, typmod) AS CASE pg_catalog.format_type(id, typmod) "
+    "WHEN 'int8' THEN 'bigint' WHEN 'int4' THEN 'integer' WHEN 'int2' THEN 'smallint' "
+    "WHEN 'float8' THEN 'double precision' WHEN 'float4' THEN 'real' "
+    "WHEN 'varchar' THEN 'character varying' WHEN 'bool' THEN 'boolean' "
+    "WHEN 'timestamptz' THEN 'timestamp with time zone' "
+    "WHEN 'timestamp' THEN 'timestamp without time zone' "
+    "ELSE pg_catalog.format_type(id, typmod) END",
     "CREATE MACRO array_lower(a, dimension) AS 1",
     "CREATE MACRO pg_get_serial_sequence(tbl, col) AS NULL::VARCHAR",
     "CREATE MACRO pg_collation_is_visible(id) AS true",
