@@ -425,27 +425,31 @@ class _Connection:
                     if prepared.sql.strip()
                     else Result()
                 )
-                self.describe(result, [0]) if result.columns else self.send(b"n")
+                if result.columns:
+                    self.describe(result, [0])
+                else:
+                    self.send(b"n")
             else:
                 portal = self.portal(name)
-                self.describe(
-                    portal.result, portal.formats
-                ) if portal.result and portal.result.columns else self.send(b"n")
+                if portal.result is not None and portal.result.columns:
+                    self.describe(portal.result, portal.formats)
+                else:
+                    self.send(b"n")
         elif kind == b"E":
             name, rest = _cstring(body)
             limit = struct.unpack(">i", rest[:4])[0]
             portal = self.portal(name)
-            result = portal.result
-            if result is None or not result.tag:
+            done = portal.result
+            if done is None or not done.tag:
                 self.send(b"I")
                 return
-            end = len(result.rows) if limit <= 0 else min(len(result.rows), portal.sent + limit)
-            self.rows(result, portal.formats, portal.sent, end)
+            end = len(done.rows) if limit <= 0 else min(len(done.rows), portal.sent + limit)
+            self.rows(done, portal.formats, portal.sent, end)
             portal.sent = end
-            if end < len(result.rows):
+            if end < len(done.rows):
                 self.send(b"s")
             else:
-                self.complete(result, len(result.rows))
+                self.complete(done, len(done.rows))
         elif kind == b"C":
             target, name = body[:1], _cstring(body[1:])[0]
             (self.statements if target == b"S" else self.portals).pop(name, None)
