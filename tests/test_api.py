@@ -256,3 +256,19 @@ def test_report_reads_one_code_path(warehouse: str) -> None:
 
     assert Pipeline(warehouse=warehouse).report() == queries.report(warehouse).data
     assert Path(warehouse).is_dir()
+
+
+def test_a_request_past_the_timeout_is_a_504_and_cors_is_off(warehouse: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from funnelpulse.api import create_app
+
+    slow = TestClient(create_app(warehouse, token=None, timeout_s=0.001))
+    response = slow.get("/api/v1/funnel", params={"by": "brand"})
+    assert response.status_code == 504
+    assert "timeout" in response.json()["error"]
+    assert slow.get("/healthz").status_code == 200  # and it goes on answering
+    fine = TestClient(create_app(warehouse, token=None, timeout_s=60))
+    crossed = fine.get("/api/v1/tables", headers={"Origin": "https://elsewhere.example"})
+    assert crossed.status_code == 200
+    assert not [h for h in crossed.headers if h.lower().startswith("access-control-")]
