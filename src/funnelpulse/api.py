@@ -8,11 +8,13 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from . import queries
+from . import queries, tables
 from .config import check_bind
 from .errors import ConfigError, FunnelPulseError, MissingDependencyError, WarehouseError
 from .report import csv_text
@@ -140,6 +142,33 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             "next_offset": page.next_offset,
         }
 
+    # Encoded pages by (request, table version): a table's version never changes its rows, so a
+    # page asked again (a dashboard polling) is sent as encoded the first time, and a new commit
+    # (a new version) is a new key. Bounded by entries and bytes, least recently used out first.
+    pages: OrderedDict[tuple[Any, ...], tuple[bytes, str, dict[str, str]]] = OrderedDict()
+    pages_guard = threading.Lock()
+    max_entries, max_bytes = 64, 128 * 1024 * 1024
+
+    def page_key(request: Request, fmt: str | None, name: str, version: int | None) -> Any:
+        if version is None:
+            return None
+        query = tuple(sorted(request.query_params.multi_items()))
+        return (request.url.path, query, wants_csv(request, fmt), name, version)
+
+    def cached(request: Request, fmt: str | None, name: str) -> Any:
+        if name not in queries.SERVED_TABLES:
+            return None
+        latest = tables.latest_version(tables.table_path(warehouse, name))
+        key = page_key(request, fmt, name, latest)
+        with pages_guard:
+            hit = pages.get(key) if key is not None else None
+            if hit is not None:
+                pages.move_to_end(key)
+        if hit is None:
+            return None
+        body, media_type, headers = hit
+        return Response(body, media_type=media_type, headers=headers)
+
     def _page_reply(request: Request, fmt: str | None, result: queries.Read) -> Any:
         page: queries.Page = result.data
         response = _reply(
@@ -150,6 +179,16 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             lambda: csv_text(page.columns, page.rows),
         )
         response.headers["FunnelPulse-Truncated"] = "true" if page.truncated else "false"
+        key = page_key(request, fmt, page.table, result.versions.get(page.table))
+        if key is not None and len(response.body) <= max_bytes // 4:
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            with pages_guard:
+                pages[key] = (bytes(response.body), response.media_type, headers)
+                while (
+                    len(pages) > max_entries
+                    or sum(len(b) for b, _, _ in pages.values()) > max_bytes
+                ):
+                    pages.popitem(last=False)
         return response
 
     async def reply(*args: Any, **kwargs: Any) -> Any:
@@ -223,6 +262,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         format: str | None = Fmt,
     ) -> Any:
         only(request, paging)
+        hit = cached(request, format, name)
+        if hit is not None:
+            return hit
         result = await read(
             lambda: queries.rows(
                 warehouse,
@@ -248,6 +290,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         format: str | None = Fmt,
     ) -> Any:
         only(request, paging | {"severity"})
+        hit = cached(request, format, tables.ANOMALIES)
+        if hit is not None:
+            return hit
         equals = {"severity": severity} if severity else {}
         result = await read(
             lambda: queries.anomalies(
@@ -290,6 +335,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         format: str | None = Fmt,
     ) -> Any:
         only(request, paging)
+        hit = cached(request, format, tables.GOLD_STREAM_BUCKETS)
+        if hit is not None:
+            return hit
         result = await read(
             lambda: queries.live_buckets(
                 warehouse,
