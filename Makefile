@@ -26,11 +26,13 @@ demo: $(CORE_STAMP)
 	$(BIN)/funnelpulse --warehouse $(WAREHOUSE) demo
 
 # System tools the tests use: Debian's chromium for the browser tests (never a downloaded
-# browser) and shellcheck for the deploy script. Java 17 is expected for the Spark tests.
+# browser), shellcheck for the deploy script and psql (postgresql-client) for the SQL server.
+# Java 17 is expected for the Spark tests.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -230,11 +230,14 @@ def funnel(
 ) -> None:
     """Ordered funnel per session: viewed, then carted, then purchased within the window."""
     from . import funnel as fn
+    from . import queries
 
     spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
     pipeline = ctx.pipeline(None)
     memory = pipeline.settings.funnel_memory_mb or None
-    result = fn.query(pipeline.warehouse, spec, _date(since), _date(until), memory_mb=memory)
+    result = queries.funnel(
+        pipeline.warehouse, spec, _date(since), _date(until), memory_mb=memory
+    ).data
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -597,6 +600,113 @@ def broker(port: int, topic: str, partitions: int) -> None:
     from .streaming.broker import serve
 
     serve(port, topic, partitions, ready=lambda: click.echo(format_broker(port, topic, partitions)))
+
+
+@cli.command("sql")
+@click.argument("statement")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option(
+    "--timeout-s",
+    type=POSITIVE,
+    default=30.0,
+    show_default=True,
+    help="Cancel the statement after this many seconds.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Print at most this many rows (a note says when more matched).",
+)
+@click.pass_obj
+def sql(ctx: _Context, statement: str, fmt: str, timeout_s: float, max_rows: int) -> None:
+    """Run read-only SQL over the warehouse's tables (each at its newest version).
+
+    Every table is a view by its name: bronze_events, silver_events, gold_*, anomalies, ...
+    Statements that write, attach, install, read files or change settings are refused.
+    """
+    from .report import format_sql
+    from .sql import SqlSession, split
+
+    session = SqlSession(ctx.pipeline(None).warehouse, timeout_s=timeout_s, max_rows=max_rows)
+    try:
+        for text in split(statement):
+            result = session.run(text)
+            _say(format_sql(result, fmt))
+            if result.truncated:
+                click.echo(
+                    f"(only the first {max_rows:,} rows are shown; raise --max-rows for more)",
+                    err=True,
+                )
+    finally:
+        session.close()
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve on (loopback by default; any other needs FUNNELPULSE_API_TOKEN).",
+)
+@click.option("--port", type=PORT, default=8080, show_default=True)
+@click.option(
+    "--timeout-s",
+    type=POSITIVE,
+    default=30.0,
+    show_default=True,
+    help="Statement timeout of each request.",
+)
+@click.pass_obj
+def api(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
+    """Serve the read-only HTTP API (JSON or CSV; OpenAPI docs at /docs) until Ctrl-C."""
+    from .api import serve
+
+    warehouse = ctx.pipeline(None).warehouse
+    serve(
+        warehouse,
+        host,
+        port,
+        timeout_s=timeout_s,
+        ready=lambda: click.echo(
+            f"Serving the API over {warehouse} on http://{host}:{port} (docs at /docs; "
+            "Ctrl-C to stop)"
+        ),
+    )
+
+
+@cli.command("sql-server")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve on (loopback by default; any other needs FUNNELPULSE_SQL_PASSWORD).",
+)
+@click.option("--port", type=PORT, default=5433, show_default=True)
+@click.option(
+    "--timeout-s",
+    type=POSITIVE,
+    default=30.0,
+    show_default=True,
+    help="Cancel a statement after this many seconds.",
+)
+@click.pass_obj
+def sql_server(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
+    """Serve read-only SQL over the Postgres wire protocol (psql, BI tools) until Ctrl-C."""
+    from .pgwire import serve
+
+    warehouse = ctx.pipeline(None).warehouse
+    serve(
+        warehouse,
+        host,
+        port,
+        timeout_s=timeout_s,
+        ready=lambda: click.echo(
+            f"Serving SQL over {warehouse} on postgresql://{host}:{port}/funnelpulse "
+            "(read-only; Ctrl-C to stop)"
+        ),
+    )
 
 
 def run(args: list[str] | None = None) -> int:

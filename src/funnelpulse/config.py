@@ -382,3 +382,24 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         if value is not None:
             values[name] = check(name, _from_value(name, value))
     return replace(Settings(), **values)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.1, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, secret: str | None, env: str, what: str) -> None:
+    """Refuse to serve beyond loopback without a secret (the API's token, the SQL password)."""
+    if not is_loopback(host) and not secret:
+        raise ConfigError(
+            f"Serving {what} on {host} (beyond this machine) needs {env}. Set it to a long "
+            "random secret, or serve on 127.0.0.1"
+        )

@@ -273,12 +273,16 @@ def query(
     until: date | None = None,
     grain: str = "total",
     memory_mb: int | None = DEFAULT_MEMORY_MB,
+    silver: Any = None,
 ) -> FunnelResult:
-    """Compute the funnel from silver now (DuckDB), so any window or breakdown needs no rebuild."""
+    """Compute the funnel from silver now (DuckDB), so any window or breakdown needs no rebuild.
+
+    `silver`: the silver_events dataset to read (queries.funnel pins its version); default: the
+    table as it is now."""
     if since and until and since > until:
         raise ConfigError(f"--since {since} is after --until {until}. Swap them")
     with bounded_connection(warehouse, memory_mb) as con:
-        con.register("silver_events", silver_dataset(warehouse))
+        con.register("silver_events", silver if silver is not None else silver_dataset(warehouse))
         table = con.sql(render(spec, since, until, grain)).to_arrow_table()
     order = [c for c in ("date", "hour") if c in table.column_names]
     rows = table.to_pylist()

@@ -8,10 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tables
-from .contract import UNKNOWN, band_order_sql, rollup_sql
-from .errors import ConfigError, WarehouseError
-from .localdb import connect
+from . import queries, tables
 
 if TYPE_CHECKING:
     from .anomaly.incidents import Score
@@ -24,95 +21,17 @@ if TYPE_CHECKING:
 
 def table_rows(warehouse: str) -> dict[str, int]:
     """Row count of every table that exists (from file metadata, no scan)."""
-    out = {}
-    for name in tables.ALL_TABLES:
-        path = tables.table_path(warehouse, name)
-        if tables.exists(path):
-            out[name] = tables.dataset(path).count_rows()
-    return out
-
-
-def _between(column: str, since: date | None, until: date | None) -> str:
-    """A WHERE clause keeping the UTC dates since..until (either end open when None)."""
-    parts = [f"{column} >= DATE '{since}'"] if since else []
-    parts += [f"{column} <= DATE '{until}'"] if until else []
-    return f" WHERE {' AND '.join(parts)}" if parts else ""
+    snap = queries.Snapshot(warehouse)
+    return {name: snap.dataset(name).count_rows() for name in snap.names(tables.ALL_TABLES)}
 
 
 def summary(
     warehouse: str, top: int = 5, since: date | None = None, until: date | None = None
 ) -> dict[str, Any]:
-    """Everything `funnelpulse report` prints, as plain data (JSON-ready).
-
-    `since`/`until` keep only those UTC dates (both included) in every figure except the table
-    sizes, so the figures equal the dashboard's for the same date range.
-    """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ConfigError(f"top = {top!r}: give a whole number of at least 1")
-    if since and until and since > until:
-        raise ConfigError(f"since {since} is after until {until}. Swap them")
-    rows = table_rows(warehouse)
-    if not rows:
-        raise WarehouseError(
-            f"No warehouse at {warehouse} (no tables there). Run `funnelpulse ingest FILE...` and "
-            "`funnelpulse build` first, or give the right --warehouse"
-        )
-    result: dict[str, Any] = {"warehouse": warehouse, "tables": rows}
-    if since or until:
-        result["range"] = {
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None,
-        }
-    if tables.GOLD_DAILY_BRAND not in rows:
-        return result
-    day = _between("date", since, until)
-    con = connect()
-    try:
-        for name in (
-            tables.GOLD_DAILY_BRAND,
-            tables.GOLD_DAILY_CATEGORY,
-            tables.GOLD_HOURLY_PRICE_BAND,
-        ):
-            con.register(name, tables.dataset(tables.table_path(warehouse, name)))
-
-        def records(sql: str) -> list[dict[str, Any]]:
-            rel = con.sql(sql)
-            return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
-
-        span = records(
-            f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}{day}"
-        )[0]
-        result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
-        result["funnel"] = records(
-            f"SELECT {rollup_sql(revenue_digits=2)} FROM {tables.GOLD_DAILY_BRAND}{day}"
-        )[0]
-        result["top_brands"] = records(
-            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {rollup_sql(revenue_digits=2)}
-            FROM {tables.GOLD_DAILY_BRAND}{day}
-            GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}"""
-        )
-        result["categories"] = records(
-            f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {rollup_sql(revenue_digits=2)}
-            FROM {tables.GOLD_DAILY_CATEGORY}{day} GROUP BY category_root
-            ORDER BY revenue DESC, category_root LIMIT {top}"""
-        )
-        result["price_bands"] = records(
-            f"""SELECT price_band, {rollup_sql(revenue_digits=2)}
-            FROM {tables.GOLD_HOURLY_PRICE_BAND}{_between("window_date", since, until)}
-            GROUP BY price_band
-            ORDER BY {band_order_sql("price_band")}"""
-        )
-        anomalies = tables.table_path(warehouse, tables.ANOMALIES)
-        if tables.exists(anomalies):
-            con.register("anomalies", tables.dataset(anomalies))
-            result["anomalies"] = records(
-                f"""SELECT severity, COUNT(*) AS count
-                FROM anomalies{_between("window_date", since, until)}
-                GROUP BY severity ORDER BY count DESC, severity"""
-            )
-    finally:
-        con.close()
-    return result
+    """Everything `funnelpulse report` prints, as plain data (JSON-ready): read through
+    `queries.report`, the one code path the HTTP API and the dashboard also use."""
+    data: dict[str, Any] = queries.report(warehouse, top, since, until).data
+    return data
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -342,3 +261,36 @@ def format_broker(port: int, topic: str, partitions: int) -> str:
         f"Kafka-protocol broker on 127.0.0.1:{port}, topic {topic} ({partitions} partitions). "
         "In-memory: data is gone when it stops. Ctrl-C to stop."
     )
+
+
+def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV with a header (the API's and `funnelpulse sql`'s CSV)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def format_sql(result: Any, fmt: str) -> str:
+    """What `funnelpulse sql` prints for one statement: an aligned table, CSV or JSON."""
+    import json
+
+    names = [c[0] for c in result.columns]
+    records = result.records()
+    if fmt == "json":
+        return json.dumps(records, indent=2, default=str)
+    if fmt == "csv":
+        return csv_text(names, records).rstrip("\n")
+    if not names:
+        return result.tag
+    cells = [[plain("NULL" if v is None else v) for v in row] for row in result.rows]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.append(f"({len(cells):,} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(lines)

@@ -125,7 +125,49 @@ def _delta_dataset(path: str) -> ds.Dataset:
     deltalake's own dataset wrapper left a Rust thread that aborted the interpreter at exit,
     and the project writes no deletion vectors, so the file list is the whole truth.
     """
-    table = _open(path)
+    return _files_dataset(path, _open(path))
+
+
+def pinned(path: str, at: int | None = None) -> tuple[ds.Dataset, int | None]:
+    """The table as an Arrow dataset and the version it is at (None: plain Parquet, unversioned).
+
+    Both come from one opening of the log, so the rows are exactly those of that version: a
+    write committed meanwhile is not half seen. `at` pins an older version still on disk.
+    """
+    if not is_delta(path):
+        return dataset(path), None
+    from deltalake.exceptions import DeltaError
+
+    if at is None:
+        table = _open(path)
+    else:
+        from deltalake import DeltaTable
+
+        try:
+            table = DeltaTable(path, version=at)
+        except (DeltaError, OSError):
+            table = _open(path)
+    return _files_dataset(path, table), int(table.version())
+
+
+def latest_version(path: str) -> int | None:
+    """The newest committed version of a local Delta table from its log's file names (no parse);
+    None when that cannot be told cheaply (object stores, checkpoint-only logs)."""
+    if "://" in path:
+        return None
+    newest = -1
+    try:
+        with os.scandir(Path(path, "_delta_log")) as entries:
+            for entry in entries:
+                name = entry.name
+                if len(name) == 25 and name.endswith(".json") and name[:20].isdigit():
+                    newest = max(newest, int(name[:20]))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return newest if newest >= 0 else None
+
+
+def _files_dataset(path: str, table: Any) -> ds.Dataset:
     schema = pa.schema(table.schema().to_arrow())
     parts = table.metadata().partition_columns
     partitioning = (

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import tables
+from .. import queries, tables
 from .. import warehouse as safety
 from ..anomaly import scoring
 from ..anomaly.session_rates import EVENT_STEP
@@ -49,9 +49,10 @@ class DashboardData:
     def __init__(self, warehouse: str) -> None:
         self.warehouse = warehouse
         self.con = connect()
-        self.available = {
-            name for name in tables.ALL_TABLES if tables.exists(tables.table_path(warehouse, name))
-        }
+        # Tables open through the queries layer, each pinned at its newest version when a page
+        # first needs it: the same reads as the report, the API and SQL.
+        self.snapshot = queries.Snapshot(warehouse)
+        self.available = set(self.snapshot.names(tables.ALL_TABLES))
         self._registered: set[str] = set()
 
     def has(self, *names: str) -> bool:
@@ -61,7 +62,7 @@ class DashboardData:
         """Open a table only when a query first needs it: pages render without opening the rest."""
         for name in self.available - self._registered:
             if name in sql:
-                self.con.register(name, tables.dataset(tables.table_path(self.warehouse, name)))
+                self.con.register(name, self.snapshot.dataset(name))
                 self._registered.add(name)
 
     def _rows(self, sql: str) -> list[dict[str, Any]]:

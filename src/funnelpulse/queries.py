@@ -1,0 +1,438 @@
+"""Every read of the warehouse, whatever asks: the report, the funnel, the HTTP API, the SQL
+server and `funnelpulse sql` get their numbers here, so they are one code path.
+
+Each read pins every table it touches at the newest committed version (one opening of the
+table's log gives both the version and its files), and says which versions it read. A write
+committed meanwhile is seen whole on the next read, never half: its old files stay on disk
+until `vacuum`, and the newest version's files are never vacuumed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from . import tables
+from .contract import UNKNOWN, band_order_sql, rollup_sql
+from .errors import ConfigError, WarehouseError
+from .localdb import connect
+
+if TYPE_CHECKING:
+    from .funnel import FunnelResult, FunnelSpec
+
+# The lasting incidents table (batch and live) another part of the product writes, when present.
+INCIDENTS = getattr(tables, "INCIDENTS", "incidents")
+TABLE_NAMES: tuple[str, ...] = tuple(dict.fromkeys((*tables.ALL_TABLES, INCIDENTS)))
+# Tables the HTTP API serves row by row: gold, session funnels, anomalies, incidents, live.
+# Raw events (bronze, quarantine, silver) are reachable through SQL only.
+SERVED_TABLES: tuple[str, ...] = tuple(
+    n for n in TABLE_NAMES if n not in (tables.BRONZE, tables.QUARANTINE, tables.SILVER)
+)
+# The column each table is filtered on by date (first match wins).
+_DATE_COLUMNS = ("date", "window_date", "event_date", "bucket_start", "started_at", "recorded_at")
+
+_WRITER = {
+    tables.BRONZE: "`funnelpulse ingest FILE...`",
+    tables.QUARANTINE: "`funnelpulse ingest FILE...`",
+    tables.ANOMALIES: "`funnelpulse detect`",
+    tables.ALERTS: "`funnelpulse detect --alert`",
+    tables.GOLD_STREAM: "`funnelpulse stream`",
+    tables.GOLD_STREAM_BUCKETS: "`funnelpulse stream`",
+    tables.LIVE_INCIDENTS: "`funnelpulse stream --alert`",
+    INCIDENTS: "`funnelpulse detect`",
+}
+MAX_ROWS = 10_000  # the most rows one response carries; more sets `truncated`
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinned tables
+
+
+_opened: dict[str, tuple[int, ds.Dataset]] = {}
+_opened_guard = threading.Lock()
+
+
+def _newest(path: str) -> tuple[ds.Dataset, int | None]:
+    """The table at its newest version; reopened only when a newer commit exists (local tables
+    tell that from the log's file names, so a hot read costs one folder listing)."""
+    latest = tables.latest_version(path)
+    if latest is not None:
+        with _opened_guard:
+            hit = _opened.get(path)
+        if hit is not None and hit[0] == latest:
+            return hit[1], latest
+    data, version = tables.pinned(path, latest)
+    if version is not None:
+        with _opened_guard:
+            _opened[path] = (version, data)
+    return data, version
+
+
+class Snapshot:
+    """The warehouse's tables, each pinned at its newest version the first time it is asked for."""
+
+    def __init__(self, warehouse: str) -> None:
+        self.warehouse = warehouse
+        self.versions: dict[str, int | None] = {}
+        self._data: dict[str, ds.Dataset] = {}
+
+    def exists(self, name: str) -> bool:
+        return name in self._data or tables.exists(tables.table_path(self.warehouse, name))
+
+    def names(self, among: Iterable[str] = TABLE_NAMES) -> list[str]:
+        """The tables among `among` that exist in the warehouse."""
+        return [n for n in among if self.exists(n)]
+
+    def dataset(self, name: str) -> ds.Dataset:
+        if name not in self._data:
+            path = tables.table_path(self.warehouse, name)
+            if not tables.exists(path):
+                raise WarehouseError(
+                    f"Table {name} not found in {self.warehouse}: the step that writes it has "
+                    f"not run yet. Run {_WRITER.get(name, '`funnelpulse build`')} first"
+                )
+            self._data[name], self.versions[name] = _newest(path)
+        return self._data[name]
+
+    def register(self, con: Any, names: Iterable[str]) -> None:
+        for name in names:
+            con.register(name, self.dataset(name))
+
+
+@dataclass
+class Read:
+    """What a read returns: its data and the version of every table it read."""
+
+    data: Any
+    versions: dict[str, int | None] = field(default_factory=dict)
+
+
+def _records(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    rel = con.execute(sql, params) if params is not None else con.sql(sql)
+    columns = [d[0] for d in rel.description]
+    return [dict(zip(columns, r, strict=True)) for r in rel.fetchall()]
+
+
+_base: Any = None
+_base_guard = threading.Lock()
+
+
+def _cursor() -> Any:
+    """A fresh connection to one shared in-memory database: its own registered tables, none of
+    the cost of starting a database per request."""
+    global _base
+    with _base_guard:
+        if _base is None:
+            _base = connect()
+        con = _base.cursor()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def _between(column: str, since: date | None, until: date | None) -> str:
+    """A WHERE clause keeping the UTC dates since..until (either end open when None)."""
+    parts = [f"{column} >= DATE '{since}'"] if since else []
+    parts += [f"{column} <= DATE '{until}'"] if until else []
+    return f" WHERE {' AND '.join(parts)}" if parts else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The report and the funnel
+
+
+def report(
+    warehouse: str, top: int = 5, since: date | None = None, until: date | None = None
+) -> Read:
+    """Everything `funnelpulse report` prints, as plain data (JSON-ready).
+
+    `since`/`until` keep only those UTC dates (both included) in every figure except the table
+    sizes, so the figures equal the dashboard's for the same date range.
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"top = {top!r}: give a whole number of at least 1")
+    if since and until and since > until:
+        raise ConfigError(f"since {since} is after until {until}. Swap them")
+    snap = Snapshot(warehouse)
+    rows = {name: snap.dataset(name).count_rows() for name in snap.names(tables.ALL_TABLES)}
+    if not rows:
+        raise WarehouseError(
+            f"No warehouse at {warehouse} (no tables there). Run `funnelpulse ingest FILE...` and "
+            "`funnelpulse build` first, or give the right --warehouse"
+        )
+    result: dict[str, Any] = {"warehouse": warehouse, "tables": rows}
+    if since or until:
+        result["range"] = {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        }
+    if tables.GOLD_DAILY_BRAND not in rows:
+        return Read(result, snap.versions)
+    day = _between("date", since, until)
+    con = connect()
+    try:
+        snap.register(
+            con,
+            (tables.GOLD_DAILY_BRAND, tables.GOLD_DAILY_CATEGORY, tables.GOLD_HOURLY_PRICE_BAND),
+        )
+        span = _records(
+            con, f"SELECT MIN(date) AS start, MAX(date) AS end FROM {tables.GOLD_DAILY_BRAND}{day}"
+        )[0]
+        result["date_range"] = {k: v.isoformat() if v else None for k, v in span.items()}
+        result["funnel"] = _records(
+            con, f"SELECT {rollup_sql(revenue_digits=2)} FROM {tables.GOLD_DAILY_BRAND}{day}"
+        )[0]
+        result["top_brands"] = _records(
+            con,
+            f"""SELECT coalesce(brand, '{UNKNOWN}') AS brand, {rollup_sql(revenue_digits=2)}
+            FROM {tables.GOLD_DAILY_BRAND}{day}
+            GROUP BY brand ORDER BY revenue DESC, brand LIMIT {top}""",
+        )
+        result["categories"] = _records(
+            con,
+            f"""SELECT coalesce(category_root, '{UNKNOWN}') AS category_root, {rollup_sql(revenue_digits=2)}
+            FROM {tables.GOLD_DAILY_CATEGORY}{day} GROUP BY category_root
+            ORDER BY revenue DESC, category_root LIMIT {top}""",
+        )
+        result["price_bands"] = _records(
+            con,
+            f"""SELECT price_band, {rollup_sql(revenue_digits=2)}
+            FROM {tables.GOLD_HOURLY_PRICE_BAND}{_between("window_date", since, until)}
+            GROUP BY price_band
+            ORDER BY {band_order_sql("price_band")}""",
+        )
+        if tables.ANOMALIES in rows:
+            snap.register(con, (tables.ANOMALIES,))
+            result["anomalies"] = _records(
+                con,
+                f"""SELECT severity, COUNT(*) AS count
+                FROM anomalies{_between("window_date", since, until)}
+                GROUP BY severity ORDER BY count DESC, severity""",
+            )
+    finally:
+        con.close()
+    return Read(result, snap.versions)
+
+
+def funnel(
+    warehouse: str,
+    spec: FunnelSpec,
+    since: date | None = None,
+    until: date | None = None,
+    grain: str = "total",
+    memory_mb: int | None = None,
+) -> Read:
+    """The ordered session funnel (`funnelpulse funnel`), computed from silver at its newest
+    version; `data` is a FunnelResult."""
+    from . import funnel as fn
+
+    snap = Snapshot(warehouse)
+    if not snap.exists(tables.SILVER):
+        raise WarehouseError(
+            f"No silver_events table in {warehouse}. Run `funnelpulse build` first"
+        )
+    result: FunnelResult = fn.query(
+        warehouse, spec, since, until, grain, memory_mb, silver=snap.dataset(tables.SILVER)
+    )
+    return Read(result, snap.versions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables, row by row
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a table's rows: `truncated` says more rows match than were returned."""
+
+    table: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    offset: int
+    truncated: bool
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offset + len(self.rows) if self.truncated else None
+
+
+def catalog(warehouse: str, among: Iterable[str] = SERVED_TABLES) -> Read:
+    """Every table that exists: its version, rows and columns (from metadata, no scan)."""
+    snap = Snapshot(warehouse)
+    out = []
+    for name in snap.names(among):
+        data = snap.dataset(name)
+        out.append(
+            {
+                "name": name,
+                "version": snap.versions[name],
+                "rows": data.count_rows(),
+                "date_column": date_column(data.schema),
+                "columns": [{"name": f.name, "type": str(f.type)} for f in data.schema],
+            }
+        )
+    return Read(out, snap.versions)
+
+
+def date_column(schema: pa.Schema) -> str | None:
+    return next((c for c in _DATE_COLUMNS if c in schema.names), None)
+
+
+def parse_segment(text: str) -> tuple[str, str]:
+    """`dimension:value` (brand:acme, price_band:<10) as a pair; the value may hold colons."""
+    dimension, sep, value = text.partition(":")
+    if not sep or not dimension or not value:
+        raise ConfigError(
+            f"segment {text!r} is not dimension:value. Write it as e.g. brand:acme or "
+            "price_band:<10"
+        )
+    return dimension.strip(), value
+
+
+def rows(
+    warehouse: str,
+    name: str,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    segments: Iterable[str] = (),
+    equals: dict[str, str] | None = None,
+    limit: int = 1_000,
+    offset: int = 0,
+    among: Iterable[str] = SERVED_TABLES,
+) -> Read:
+    """A page of `name`'s rows kept by date range and segments, in a stable order; `data` is a
+    Page. `segments` are `dimension:value`; `equals` are column=value filters."""
+    among = tuple(among)
+    if name not in among:
+        raise ConfigError(f"Unknown table {name!r}. Use one of: {', '.join(among)}")
+    if not 1 <= limit <= MAX_ROWS:
+        raise ConfigError(f"limit = {limit}: give a number from 1 to {MAX_ROWS}")
+    if offset < 0:
+        raise ConfigError(f"offset = {offset}: give 0 or more")
+    if since and until and since > until:
+        raise ConfigError(f"since {since} is after until {until}. Swap them")
+    snap = Snapshot(warehouse)
+    data = snap.dataset(name)
+    columns = data.schema.names
+    where, params = _filters(name, data.schema, since, until, segments, equals or {})
+    order = ", ".join(f'"{c}"' for c in _order_columns(data.schema))
+    con = _cursor()
+    try:
+        con.register("t", data)
+        found = _records(
+            con,
+            f"SELECT * FROM t{where} ORDER BY {order} LIMIT {limit + 1} OFFSET {offset}",
+            params,
+        )
+    finally:
+        con.close()
+    page = Page(name, columns, found[:limit], offset, len(found) > limit)
+    return Read(page, snap.versions)
+
+
+def _order_columns(schema: pa.Schema) -> list[str]:
+    """Date first, then the other sortable columns: the same order on every page."""
+    first = [c for c in (date_column(schema),) if c]
+    plain = [
+        f.name
+        for f in schema
+        if f.name not in first
+        and (
+            pa.types.is_integer(f.type)
+            or pa.types.is_string(f.type)
+            or pa.types.is_temporal(f.type)
+        )
+    ]
+    return first + plain
+
+
+def _filters(
+    name: str,
+    schema: pa.Schema,
+    since: date | None,
+    until: date | None,
+    segments: Iterable[str],
+    equals: dict[str, str],
+) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    if since or until:
+        column = date_column(schema)
+        if column is None:
+            raise ConfigError(f"Table {name} has no date column: leave out since and until")
+        expr = f'CAST("{column}" AS DATE)'
+        if since:
+            parts.append(f"{expr} >= ?")
+            params.append(since)
+        if until:
+            parts.append(f"{expr} <= ?")
+            params.append(until)
+    for text in segments:
+        dimension, value = parse_segment(text)
+        if dimension in schema.names and dimension not in ("dimension", "segment"):
+            parts.append(f'"{dimension}" = ?')
+            params.append(value)
+        elif {"dimension", "segment"} <= set(schema.names):
+            parts.append("dimension = ? AND segment = ?")
+            params += [dimension, value]
+        else:
+            raise ConfigError(
+                f"Table {name} has no {dimension!r} segments. Segment columns here: "
+                f"{', '.join(segment_columns(schema)) or 'none'}"
+            )
+    for column, value in equals.items():
+        if column not in schema.names:
+            raise ConfigError(
+                f"Table {name} has no column {column!r}. Columns: {', '.join(schema.names)}"
+            )
+        parts.append(f'CAST("{column}" AS VARCHAR) = ?')
+        params.append(value)
+    return (f" WHERE {' AND '.join(parts)}" if parts else ""), params
+
+
+def segment_columns(schema: pa.Schema) -> list[str]:
+    """The text columns a table can be filtered on by segment."""
+    if {"dimension", "segment"} <= set(schema.names):
+        return ["dimension:segment"]
+    return [c for c in ("brand", "category_root", "price_band") if c in schema.names]
+
+
+def anomalies(warehouse: str, **kwargs: Any) -> Read:
+    """Batch anomalies (the `anomalies` table), filtered like any table."""
+    return rows(warehouse, tables.ANOMALIES, **kwargs)
+
+
+def incidents(warehouse: str, *, limit: int = 1_000, **kwargs: Any) -> Read:
+    """Every incident there is: the lasting `incidents` table when the warehouse has one, the
+    live (open-window) incidents, and the batch alerts sent; each list says where it came from."""
+    snap = Snapshot(warehouse)
+    out: dict[str, Any] = {}
+    versions: dict[str, int | None] = {}
+    for key, name in (
+        ("incidents", INCIDENTS),
+        ("live", tables.LIVE_INCIDENTS),
+        ("alerts", tables.ALERTS),
+    ):
+        if not snap.exists(name):
+            continue
+        read = rows(warehouse, name, limit=limit, among=(name,), **kwargs)
+        page: Page = read.data
+        out[key] = {
+            "table": name,
+            "rows": page.rows,
+            "truncated": page.truncated,
+            "next_offset": page.next_offset,
+        }
+        versions.update(read.versions)
+    return Read(out, versions)
+
+
+def live_buckets(warehouse: str, **kwargs: Any) -> Read:
+    """The stream's live buckets (gold_stream_funnel_buckets), filtered like any table."""
+    return rows(warehouse, tables.GOLD_STREAM_BUCKETS, **kwargs)

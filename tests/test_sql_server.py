@@ -1,0 +1,293 @@
+"""SQL over the Postgres wire protocol with real clients (Debian's psql, psycopg 3, SQLAlchemy)
+against a running `funnelpulse sql-server`, and `funnelpulse sql` in the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from serving import running
+
+from funnelpulse import Pipeline, tables
+from funnelpulse.cli import cli
+from funnelpulse.localdb import connect
+from funnelpulse.pipeline import sample_files
+
+psycopg = pytest.importorskip("psycopg")
+sa = pytest.importorskip("sqlalchemy")
+
+PASSWORD = "s3cret-for-tests"
+PSQL = shutil.which("psql")
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
+    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("sql") / "warehouse"))
+    p.ingest(sample_files())
+    p.build()
+    return p.warehouse
+
+
+@pytest.fixture(scope="module")
+def port(warehouse: str) -> Iterator[int]:
+    env = {"FUNNELPULSE_SQL_PASSWORD": PASSWORD}
+    with running(warehouse, "sql-server", "--timeout-s", "2", env=env) as p:
+        yield p
+
+
+def dsn(port: int, password: str = PASSWORD) -> str:
+    return f"host=127.0.0.1 port={port} user=analyst dbname=funnelpulse password={password}"
+
+
+def duck(warehouse: str, sql: str) -> list[tuple[Any, ...]]:
+    """The same query run in-process by DuckDB on the same tables."""
+    con = connect()
+    for name in tables.ALL_TABLES:
+        path = tables.table_path(warehouse, name)
+        if tables.exists(path):
+            con.register(name, tables.dataset(path))
+    return con.sql(sql).fetchall()
+
+
+def psql(port: int, *commands: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    assert PSQL, "psql is missing: run `make test-deps` (Debian's postgresql-client)"
+    args = [PSQL, "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "analyst", "-d", "funnelpulse"]
+    for command in commands:
+        args += ["-c", command]
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+
+
+QUERY = """SELECT brand, sum(views) AS views, sum(purchases) AS purchases, round(sum(revenue), 2)
+FROM gold_funnel_daily_brand WHERE date BETWEEN DATE '2019-10-01' AND DATE '2019-10-31'
+GROUP BY brand ORDER BY views DESC, brand NULLS FIRST LIMIT 20"""
+
+
+def test_psql_lists_and_describes_tables(port: int) -> None:
+    listed = psql(port, r"\dt")
+    assert listed.returncode == 0, listed.stderr
+    for name in (tables.GOLD_DAILY_BRAND, tables.SILVER, tables.GOLD_SESSION_FUNNEL):
+        assert f" {name} " in listed.stdout and "| table |" in listed.stdout
+    described = psql(port, rf"\d {tables.GOLD_DAILY_BRAND}")
+    assert described.returncode == 0, described.stderr
+    assert f'Table "main.{tables.GOLD_DAILY_BRAND}"' in described.stdout
+    for column, kind in (
+        ("date", "date"),
+        ("brand", "character varying"),
+        ("views", "bigint"),
+        ("revenue", "double precision"),
+    ):
+        assert any(
+            line.split("|")[0].strip() == column and line.split("|")[1].strip() == kind
+            for line in described.stdout.splitlines()
+            if "|" in line
+        ), (column, described.stdout)
+
+
+def test_psql_select_equals_duckdb(port: int, warehouse: str) -> None:
+    done = psql(port, QUERY.replace("\n", " "))
+    assert done.returncode == 0, done.stderr
+    want = duck(warehouse, QUERY)
+    lines = [ln for ln in done.stdout.splitlines()[2:] if "|" in ln]
+    got = [tuple(cell.strip() for cell in ln.split("|")) for ln in lines]
+    assert len(got) == len(want) == 20
+    for g, w in zip(got, want, strict=True):
+        assert g == tuple("" if v is None else str(v) for v in w)
+
+
+def test_psycopg_select_with_parameters_equals_duckdb(port: int, warehouse: str) -> None:
+    with psycopg.connect(dsn(port), connect_timeout=10) as con:
+        got = con.execute(
+            "SELECT brand, views, revenue, date FROM gold_funnel_daily_brand "
+            "WHERE brand = %s AND views >= %s ORDER BY date",
+            ["runail", 5],
+        ).fetchall()
+        assert con.execute(QUERY).fetchall() == [
+            tuple(float(v) if isinstance(v, float) else v for v in r)
+            for r in duck(warehouse, QUERY)
+        ]
+    want = duck(
+        warehouse,
+        "SELECT brand, views, revenue, date FROM gold_funnel_daily_brand "
+        "WHERE brand = 'runail' AND views >= 5 ORDER BY date",
+    )
+    assert got == want and len(got) > 1
+
+
+def test_sqlalchemy_reflects_and_queries(port: int, warehouse: str) -> None:
+    engine = sa.create_engine(
+        f"postgresql+psycopg://analyst:{PASSWORD}@127.0.0.1:{port}/funnelpulse"
+    )
+    try:
+        with engine.connect() as con:
+            inspector = sa.inspect(con)
+            names = inspector.get_table_names()
+            assert {tables.GOLD_DAILY_BRAND, tables.SILVER, tables.BRONZE} <= set(names)
+            reflected = inspector.get_columns(tables.GOLD_DAILY_BRAND)
+            columns = [c["name"] for c in reflected]
+            kinds = {c["name"]: c["type"] for c in reflected}
+            assert isinstance(kinds["views"], sa.BigInteger)  # Postgres type names, understood
+            assert isinstance(kinds["brand"], sa.String)
+            assert isinstance(kinds["date"], sa.Date)
+            schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
+            assert columns == schema.names
+            got = con.execute(
+                sa.text("SELECT count(*) FROM silver_events WHERE brand = :b"), {"b": "runail"}
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert got == duck(warehouse, "SELECT count(*) FROM silver_events WHERE brand = 'runail'")[0][0]
+
+
+@pytest.mark.parametrize(
+    "statement, words",
+    [
+        ("INSERT INTO anomalies SELECT * FROM anomalies", "INSERT statements are not allowed"),
+        ("DELETE FROM silver_events", "DELETE statements are not allowed"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE statements are not allowed"),
+        ("COPY gold_funnel_daily_brand TO '/tmp/out.csv'", "COPY statements are not allowed"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "ATTACH statements are not allowed"),
+        ("INSTALL httpfs", "INSTALL statements are not allowed"),
+        ("LOAD httpfs", "LOAD statements are not allowed"),
+        ("SET threads = 1", "Changing the setting 'threads' is not allowed"),
+        ("SET enable_external_access = true", "is not allowed"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "Reading or writing files"),
+        ("SELECT * FROM read_text('/etc/hostname')", "Reading or writing files"),
+        ("SELECT * FROM glob('/*')", "Reading or writing files"),
+    ],
+)
+def test_writes_files_and_settings_are_refused(port: int, statement: str, words: str) -> None:
+    with psycopg.connect(dsn(port), connect_timeout=10) as con:
+        with pytest.raises(psycopg.Error) as refused:
+            con.execute(statement)
+        assert words in str(refused.value)
+        con.rollback()
+        assert con.execute("SELECT 1").fetchall() == [(1,)]  # the session goes on
+
+
+def test_client_session_settings_are_answered(port: int) -> None:
+    with psycopg.connect(dsn(port), connect_timeout=10, autocommit=True) as con:
+        con.execute("SET application_name = 'grafana'")
+        con.execute("SET extra_float_digits = 3")
+        assert con.execute("SHOW application_name").fetchall() == [("grafana",)]
+        assert con.execute("SHOW transaction isolation level").fetchall() == [("read committed",)]
+        assert con.execute("SELECT version()").fetchall()[0][0].startswith("PostgreSQL 15")
+        assert con.execute("SELECT current_schema()").fetchall() == [("main",)]
+
+
+def test_a_runaway_statement_is_cancelled_and_the_server_stays_up(port: int) -> None:
+    with psycopg.connect(dsn(port), connect_timeout=10) as con:
+        with pytest.raises(psycopg.errors.QueryCanceled) as cancelled:
+            con.execute("SELECT count(*) FROM range(1000000000000) a, range(10) b")
+        assert "statement timeout" in str(cancelled.value)
+        con.rollback()
+        assert con.execute("SELECT count(*) FROM gold_funnel_daily_brand").fetchall()[0][0] > 0
+    with psycopg.connect(dsn(port), connect_timeout=10) as other:  # and new clients still connect
+        assert other.execute("SELECT 2").fetchall() == [(2,)]
+
+
+def test_a_wrong_password_is_refused(port: int) -> None:
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(dsn(port, "not-the-password"), connect_timeout=10)
+    assert "password authentication failed" in str(refused.value)
+    done = psql(port, "SELECT 1", password="wrong")
+    assert done.returncode != 0 and "password authentication failed" in done.stderr
+
+
+def test_serving_beyond_loopback_needs_a_password(
+    warehouse: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FUNNELPULSE_SQL_PASSWORD", raising=False)
+    done = CliRunner().invoke(cli, ["--warehouse", warehouse, "sql-server", "--host", "0.0.0.0"])
+    assert done.exit_code == 1
+    assert "needs FUNNELPULSE_SQL_PASSWORD" in done.output
+
+
+# --- funnelpulse sql in the terminal ---------------------------------------------------------
+
+
+def test_sql_command_prints_table_csv_and_json(warehouse: str) -> None:
+    runner = CliRunner()
+    base = ["--warehouse", warehouse, "sql"]
+    want = duck(warehouse, QUERY)
+    as_json = runner.invoke(cli, [*base, QUERY, "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.output)
+    assert [tuple(r.values()) for r in rows] == [tuple(r) for r in want]
+    as_csv = runner.invoke(cli, [*base, QUERY, "--format", "csv"])
+    assert as_csv.output.splitlines()[0].startswith("brand,views,purchases")
+    assert len(as_csv.output.splitlines()) == len(want) + 1
+    as_table = runner.invoke(cli, [*base, "SELECT 1 AS one"])
+    assert as_table.output.split() == ["one", "---", "1", "(1", "row)"]
+
+
+@pytest.mark.parametrize(
+    "statement, words",
+    [
+        ("DROP TABLE silver_events", "DROP statements are not allowed"),
+        ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY statements are not allowed"),
+        ("SELECT * FROM read_parquet('/tmp/*.parquet')", "Reading or writing files"),
+        ("SELECT * FROM no_such_table", "no_such_table"),
+    ],
+)
+def test_sql_command_refuses_with_one_error_line(
+    warehouse: str, statement: str, words: str
+) -> None:
+    done = CliRunner().invoke(cli, ["--warehouse", warehouse, "sql", statement])
+    assert done.exit_code == 1
+    assert done.output.startswith("Error: ") and words in done.output
+    assert "Traceback" not in done.output and "Exception" not in done.output
+
+
+def test_sql_command_timeout(warehouse: str) -> None:
+    done = CliRunner().invoke(
+        cli,
+        [
+            "--warehouse",
+            warehouse,
+            "sql",
+            "SELECT count(*) FROM range(1000000000000)",
+            "--timeout-s",
+            "0.5",
+        ],
+    )
+    assert done.exit_code == 1 and "statement timeout" in done.output
+
+
+def test_a_client_cancel_request_stops_its_statement(port: int) -> None:
+    import threading
+
+    with psycopg.connect(dsn(port), connect_timeout=10) as con:
+        timer = threading.Timer(0.5, con.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled) as cancelled:
+            con.execute("SELECT count(*) FROM range(1000000000000) a, range(10) b")
+        assert "user request" in str(cancelled.value)  # the client's cancel, not the timeout
+        con.rollback()
+        assert con.execute("SELECT 3").fetchall() == [(3,)]
+
+
+def test_grafanas_catalog_queries_are_answered(port: int, warehouse: str) -> None:
+    """The statements Grafana's PostgreSQL data source sends (recorded from its source)."""
+    from pathlib import Path
+
+    from funnelpulse.sql import split
+
+    fixture = Path(__file__).parent / "fixtures" / "pg_clients" / "grafana.sql"
+    version, timescale, listed, columns = split(fixture.read_text())
+    with psycopg.connect(dsn(port), connect_timeout=10, autocommit=True) as con:
+        assert con.execute(version).fetchall() == [(1500,)]  # server_version_num 150000 / 100
+        assert con.execute(timescale).fetchall() == []
+        names = [r[0] for r in con.execute(listed).fetchall()]
+        got = con.execute(columns).fetchall()
+    assert {tables.GOLD_DAILY_BRAND, tables.SILVER, tables.GOLD_SESSION_FUNNEL} <= set(names)
+    assert not [n for n in names if n.startswith("fp_") or "." in n]  # no helper views, no schema
+    schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
+    assert [c for c, _ in got] == schema.names
+    assert dict(got)["date"] == "DATE" and dict(got)["views"] == "BIGINT"
