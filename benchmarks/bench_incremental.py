@@ -39,18 +39,19 @@ print(new_day.num_rows + late.num_rows)
 
 CHECKSUMS = """
 import duckdb
+import pyarrow as pa
 from funnelpulse import tables
 from funnelpulse.engines.base import MODELS
 from funnelpulse.funnel import GOLD_FUNNELS
 con = duckdb.connect()
 for name in [m.name for m in MODELS] + list(GOLD_FUNNELS):
-    con.register("t", tables.dataset(tables.table_path(WAREHOUSE, name)))
-    cols = [f.name for f in con.sql("SELECT * FROM t LIMIT 0").to_arrow_table().schema]
+    data = tables.dataset(tables.table_path(WAREHOUSE, name))
+    con.register("t", data)
     fields = ", ".join(
-        f"round({c}, 6)" if str(con.sql(f"SELECT typeof({c}) FROM t LIMIT 1").fetchone() or "")
-        .find("DOUBLE") >= 0 else c for c in cols
+        f'round("{f.name}", 6)' if pa.types.is_floating(f.type) else f'"{f.name}"'
+        for f in data.schema
     )
-    n, h = con.sql(f"SELECT count(*), sum(hash({fields}))::HUGEINT FROM t").fetchone()
+    n, h = con.execute(f"SELECT count(*), sum(hash({fields}))::HUGEINT FROM t").fetchone()
     print(name, n, h)
     con.unregister("t")
 """
