@@ -51,7 +51,7 @@ for name in [m.name for m in MODELS] + list(GOLD_FUNNELS):
         f'round("{f.name}", 6)' if pa.types.is_floating(f.type) else f'"{f.name}"'
         for f in data.schema
     )
-    n, h = con.execute(f"SELECT count(*), sum(hash({fields}))::HUGEINT FROM t").fetchone()
+    n, h = con.execute(f"SELECT count(*), sum(hash({fields}))::HUGEINT FROM t").fetchall()[0]
     print(name, n, h)
     con.unregister("t")
 """
