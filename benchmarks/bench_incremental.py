@@ -103,10 +103,12 @@ def main() -> None:
     fresh_build = fp(empty, "build")
     shutil.copytree(built, full)
     full_build = fp(full, "build", "--full")
-    same = (
-        measure(CHECKSUMS.replace("WAREHOUSE", repr(str(built)))).output
-        == measure(CHECKSUMS.replace("WAREHOUSE", repr(str(full)))).output
-    )
+    sums_incremental = measure(CHECKSUMS.replace("WAREHOUSE", repr(str(built)))).output
+    sums_full = measure(CHECKSUMS.replace("WAREHOUSE", repr(str(full)))).output
+    same = sums_incremental == sums_full
+    for a, b in zip(sums_incremental.splitlines(), sums_full.splitlines(), strict=True):
+        if a != b:
+            print(f"differs: incremental {a} | full {b}")
 
     append, fresh = append_ingest + append_build, fresh_ingest + fresh_build
     print(
@@ -125,9 +127,10 @@ def main() -> None:
     )
     print(f"ratio: {append / fresh:.2f}x (bar: 2x); build --full of all days: {full_build:.1f} s")
     print(f"tables equal a full rebuild: {same}")
-    for folder in (built, empty, full):
-        shutil.rmtree(folder, ignore_errors=True)
-    if not same:
+    if same:
+        for folder in (built, empty, full):
+            shutil.rmtree(folder, ignore_errors=True)
+    else:  # kept to look at
         raise SystemExit("incremental tables differ from a full rebuild")
 
 
