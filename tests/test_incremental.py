@@ -205,3 +205,32 @@ def test_incremental_build_killed_at_each_boundary_then_rebuilt_equals_full(
     assert_equals_full_rebuild(wh, scratch)
     # A later build finds nothing left to do: what was built is recorded once it is all built.
     assert "Nothing to build" in _cli(wh, "build").stdout
+
+
+def test_a_late_view_that_moves_a_long_sessions_entry_far_back_stays_exact(tmp_path: Path) -> None:
+    """A session first seen on day 9 gets a late view dated day 2: its entry date moves a week
+    back, so the session funnel row of day 9, far from the changed date, must lose it."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    p = Pipeline(warehouse=str(wh))
+    rng = random.Random(3)
+    history = [r for d in range(10) for r in day_rows(rng, FIRST + timedelta(d), 8, f"h{d}")]
+    history += [
+        row("2019-10-10 10:00:00", "view", 1, "b1", "5.00", 77, "long"),
+        row("2019-10-10 10:05:00", "cart", 1, "b1", "5.00", 77, "long"),
+    ]
+    p.ingest([write_csv(raw / "hist.csv", history)])
+    p.build()
+    p.ingest(
+        [
+            write_csv(
+                raw / "late.csv", [row("2019-10-03 09:00:00", "view", 1, "b1", "5.00", 77, "long")]
+            )
+        ]
+    )
+    result = p.build()
+    assert date(2019, 10, 10) in result.dates  # the session's old entry date was rebuilt too
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch)

@@ -143,7 +143,46 @@ def plan(warehouse: str, fingerprints: dict[str, str], models: str) -> Plan:
         if fingerprints.get(day) != recorded.get(day)
     ]
     pad = FunnelSpec().window_days
+    if changed:
+        changed = sorted(set(changed) | session_view_dates(warehouse, changed))
     return Plan(False, runs_of(changed, 2 * pad + 1), f"{len(changed)} date(s) changed")
+
+
+def session_view_dates(warehouse: str, changed: list[date]) -> set[date]:
+    """The dates with a view of any session that has an event on a changed date.
+
+    A session funnel row is keyed by the entry date (a session's first view): a late view can
+    move a session's entry to an earlier date, and so take it out of the row of a date far from
+    the changed ones. Every entry date such a session had before the build is one of its view
+    dates, so rebuilding those too keeps the session funnels exact, however long a session.
+    """
+    from .localdb import connect
+
+    silver = tables.table_path(warehouse, tables.SILVER)
+    bronze = tables.table_path(warehouse, tables.BRONZE)
+    if not tables.is_delta(silver) or not tables.is_delta(bronze):
+        return set()
+    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in changed)
+    con = connect()
+    try:
+        con.register("silver", tables.dataset(silver))
+        con.register("bronze", tables.dataset(bronze))
+        found = con.execute(
+            f"""
+            WITH touched AS (
+                SELECT DISTINCT user_session FROM silver
+                WHERE event_date IN ({listed}) AND user_session IS NOT NULL
+                UNION
+                SELECT DISTINCT user_session FROM bronze
+                WHERE event_date IN ({listed}) AND user_session IS NOT NULL
+            )
+            SELECT DISTINCT s.event_date FROM silver s SEMI JOIN touched t USING (user_session)
+            WHERE s.event_type = 'view'
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    return {row[0] for row in found}
 
 
 def describe(runs: list[tuple[date, date]]) -> str:
