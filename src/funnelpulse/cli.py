@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .cli_incidents import incidents
 from .cli_options import (
     DATE,
     ENGINE_OPTION,
@@ -266,7 +267,9 @@ def detect(
     )
     if alert:
         with ctx.progress() as progress:
-            sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
+            sent = pipeline.alert(
+                result.anomalies, list(sinks) or None, progress=progress, as_of=result.as_of
+            )
         click.echo(sent.summary())
         if not sent.ok:
             raise FunnelPulseError(sent.problem())
@@ -574,6 +577,9 @@ def broker(port: int, topic: str, partitions: int) -> None:
     from .streaming.broker import serve
 
     serve(port, topic, partitions, ready=lambda: click.echo(format_broker(port, topic, partitions)))
+
+
+cli.add_command(incidents)
 
 
 def run(args: list[str] | None = None) -> int:

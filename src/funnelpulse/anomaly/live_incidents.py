@@ -33,7 +33,8 @@ from .alerts import RETRY_DELAYS_S, AlertResult
 from .incidents import Detected
 from .live_data import load_grid, load_history, segment_keys
 from .open_window import LiveGrid, Options, Scores, newest_complete, score
-from .sinks import DeliveryError, plain, scrub, sink
+from .sink_registry import sink
+from .sinks import DeliveryError, plain, scrub
 
 log = logging.getLogger(__name__)
 

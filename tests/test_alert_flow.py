@@ -1,0 +1,370 @@
+"""The incident workflow against real receivers on 127.0.0.1: PagerDuty (trigger, acknowledge,
+resolve under one dedup_key), Alertmanager (the alert, then its endsAt), mutes and maintenance
+windows, routes, a receiver that is down, and the `funnelpulse incidents` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from receivers import receiver
+
+from funnelpulse import tables
+from funnelpulse.anomaly.alerts import send_alerts
+from funnelpulse.anomaly.sink_base import Sink
+from funnelpulse.anomaly.sink_registry import REGISTRY
+from funnelpulse.anomaly.sinks import idempotency_key
+from funnelpulse.anomaly.workflow import record_action
+from funnelpulse.cli import cli
+from funnelpulse.config import RULES, SINK_SECRETS, SINKS, load_settings
+from funnelpulse.contract import ANOMALY_SCHEMA
+
+ROUTING_KEY = "R0UTINGKEY0000000000000000000042"
+DAY = datetime(2019, 10, 10, tzinfo=UTC)
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+FAST = (0.01, 0.01)
+
+
+def anomaly(
+    hour: int, segment: str = "acme", z: float = -7.0, step: str = "conversion", dim: str = "brand"
+) -> dict[str, Any]:
+    start = DAY + timedelta(hours=hour)
+    severity = "critical" if abs(z) >= 8 else "high" if abs(z) >= 6 else "medium"
+    return {
+        "anomaly_id": f"{dim}-{segment}-{step}-{hour}",
+        "window_start": start,
+        "window_end": start + timedelta(hours=1),
+        "dimension": dim,
+        "segment": segment,
+        "step": step,
+        "type": "drop" if z < 0 else "spike",
+        "observed_rate": 0.05,
+        "expected_rate": 0.25,
+        "z": z,
+        "severity": severity if z < 0 or abs(z) >= 6 else "low",
+        "lost_purchases": 12.0,
+        "lost_revenue": 60.0,
+        "root_cause": None,
+    }
+
+
+def write_config(tmp_path: Path, text: str, **values: str) -> Path:
+    path = tmp_path / "funnelpulse.toml"
+    head = "".join(f'{k} = "{v}"\n' for k, v in values.items())
+    path.write_text("[funnelpulse]\n" + head + text)
+    return path
+
+
+def rows_of(warehouse: str) -> list[dict[str, Any]]:
+    return tables.read(tables.table_path(warehouse, tables.ALERTS)).to_pylist()
+
+
+def test_every_sink_is_one_registered_class_that_declares_its_needs() -> None:
+    assert tuple(REGISTRY) == SINKS
+    for name, cls in REGISTRY.items():
+        assert issubclass(cls, Sink) and cls.name == name
+        # the secrets a run checks before any work are those the sink declares
+        assert set(cls.secrets) == ({SINK_SECRETS[name]} if name in SINK_SECRETS else set())
+        assert set(cls.settings) <= set(RULES), cls.settings
+
+
+def test_pagerduty_gets_trigger_then_resolve_with_one_dedup_key_for_a_batch_incident(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    rows = [anomaly(3), anomaly(4, z=-8.5)]
+    with receiver() as pd:
+        settings = load_settings(
+            warehouse=str(tmp_path / "wh"), pagerduty_url=pd.url + "/v2/enqueue"
+        )
+        # the data ends one hour after the incident: still open
+        first = send_alerts(
+            settings.warehouse, settings, rows, sinks=["pagerduty"], as_of=DAY + timedelta(hours=6)
+        )
+        assert (first.sent, first.failed) == (1, 0)
+        # three hours of normal data later: resolved
+        later = DAY + timedelta(hours=8)
+        second = send_alerts(settings.warehouse, settings, rows, sinks=["pagerduty"], as_of=later)
+        assert (second.sent, second.skipped, second.updates) == (1, 1, 1)
+        third = send_alerts(settings.warehouse, settings, rows, sinks=["pagerduty"], as_of=later)
+        assert (third.sent, third.skipped) == (0, 2)
+    events = pd.bodies("/v2/enqueue")
+    assert [e["event_action"] for e in events] == ["trigger", "resolve"]
+    key = idempotency_key("brand:acme:20191010T03")
+    assert {e["dedup_key"] for e in events} == {key}
+    assert {e["routing_key"] for e in events} == {ROUTING_KEY}
+    trigger = events[0]["payload"]
+    assert trigger["severity"] == "critical" and trigger["source"] == "funnelpulse"
+    assert trigger["component"] == "brand:acme"
+    assert trigger["summary"].startswith("[CRITICAL] conversion drop - brand acme")
+    # the routing key (a secret) is never recorded
+    assert ROUTING_KEY not in json.dumps([str(r) for r in rows_of(settings.warehouse)])
+
+
+def test_alertmanager_gets_the_alert_then_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [anomaly(3, segment="globex", step="cart_to_purchase")]
+    with receiver() as am:
+        settings = load_settings(warehouse=str(tmp_path / "wh"), alertmanager_url=am.url)
+        send_alerts(settings.warehouse, settings, rows, sinks=["alertmanager"])
+        send_alerts(
+            settings.warehouse,
+            settings,
+            rows,
+            sinks=["alertmanager"],
+            as_of=DAY + timedelta(hours=10),
+        )
+    assert [r["path"] for r in am.log] == ["/api/v2/alerts"] * 2
+    (firing,), (ended,) = am.bodies()
+    assert firing["labels"] == ended["labels"]  # the same alert to Alertmanager
+    assert firing["labels"] | {"incident_key": ""} == {
+        "alertname": "FunnelPulseIncident",
+        "severity": "high",
+        "dimension": "brand",
+        "segment": "brand:globex",
+        "step": "cart_to_purchase",
+        "direction": "drops",
+        "incident_key": "",
+    }
+    assert firing["startsAt"] == ended["startsAt"] == "2019-10-10T03:00:00.000000Z"
+    assert datetime.fromisoformat(firing["endsAt"]) > datetime.now(UTC) + timedelta(hours=23)
+    assert ended["endsAt"] == "2019-10-10T04:00:00.000000Z"
+    assert ended["annotations"]["summary"].startswith("[RESOLVED] brand globex incident")
+    assert firing["generatorURL"].startswith("http://localhost:8501/Anomalies?incident=brand%3A")
+
+
+def test_a_muted_segment_is_recorded_not_sent_and_sent_once_after_the_mute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", "http://127.0.0.1:9/unused")
+    rows = [anomaly(3), anomaly(3, segment="globex")]
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        settings = load_settings(warehouse=str(tmp_path / "wh"))
+        wh = settings.warehouse
+        record_action(
+            wh, action="mute", segment="brand:acme", until=NOW + timedelta(hours=2), by="ana"
+        )
+        muted = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW)
+        assert (muted.sent, muted.muted) == (1, 1)
+        assert [b["segment"] for b in hook.bodies()] == ["globex"]
+        still = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=1))
+        assert (still.sent, still.muted) == (0, 1)
+        after = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=3))
+        assert (after.sent, after.muted) == (1, 0)
+        again = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=4))
+        assert again.sent == 0
+    assert Counter(b["segment"] for b in hook.bodies()) == {"globex": 1, "acme": 1}
+    statuses = Counter((r["segment"], r["status"]) for r in rows_of(wh))
+    assert statuses == {("acme", "muted"): 1, ("acme", "sent"): 1, ("globex", "sent"): 1}
+    muted_row = next(r for r in rows_of(wh) if r["status"] == "muted")
+    assert muted_row["error"] == "muted brand:acme until 2026-12-07 14:00 UTC by ana"
+
+
+def test_an_incident_over_before_its_mute_ends_is_never_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        settings = load_settings(warehouse=str(tmp_path / "wh"))
+        wh = settings.warehouse
+        record_action(wh, action="mute", segment="brand:acme", until=NOW + timedelta(hours=1))
+        rows = [anomaly(3)]
+        send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW)
+        late = DAY + timedelta(hours=12)
+        done = send_alerts(
+            wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=2), as_of=late
+        )
+        assert (done.sent, done.muted) == (0, 0)
+    assert hook.log == []
+
+
+def test_a_maintenance_window_holds_back_what_it_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(
+        tmp_path,
+        """
+[[silences]]
+start = "2026-12-07T11:00:00Z"
+end = "2026-12-07T13:00:00Z"
+segment = "brand:acme"
+note = "checkout upgrade"
+
+[[silences]]
+from = "22:00"
+to = "02:00"
+days = ["mon"]
+step = "traffic"
+""",
+        warehouse=str(tmp_path / "wh"),
+    )
+    rows = [anomaly(3), anomaly(5, segment="globex", step="traffic")]
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        settings = load_settings(config)
+        wh = settings.warehouse
+        held = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW)
+        assert (held.sent, held.muted) == (1, 1)  # acme held; globex traffic at noon sent
+        assert hook.bodies()[0]["segment"] == "globex"
+        after = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=2))
+        assert (after.sent, after.muted) == (1, 0)
+    muted = next(r for r in rows_of(wh) if r["status"] == "muted")
+    assert muted["error"] == "maintenance window 1 (checkout upgrade)"
+    nightly = settings.silences[1]
+    assert nightly.active(datetime(2026, 12, 7, 23, 30, tzinfo=UTC))  # Monday night
+    assert nightly.active(datetime(2026, 12, 8, 1, 30, tzinfo=UTC))  # its after-midnight part
+    assert not nightly.active(datetime(2026, 12, 8, 23, 30, tzinfo=UTC))  # Tuesday
+
+
+def test_routes_send_critical_to_pagerduty_and_slack_and_low_to_the_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    alerts_file = tmp_path / "alerts.jsonl"
+    with receiver() as pd, receiver() as slack:
+        monkeypatch.setenv("FUNNELPULSE_SLACK_WEBHOOK_URL", slack.url + "/slack")
+        config = write_config(
+            tmp_path,
+            """
+[[routes]]
+name = "page"
+severity = "critical"
+direction = "drops"
+sinks = ["pagerduty"]
+continue = true
+
+[[routes]]
+min_severity = "high"
+sinks = ["slack"]
+
+[[routes]]
+severity = "low"
+sinks = ["file"]
+""",
+            warehouse=str(tmp_path / "wh"),
+            pagerduty_url=pd.url + "/v2/enqueue",
+            alert_file=str(alerts_file),
+            min_severity="low",
+        )
+        settings = load_settings(config)
+        rows = [
+            anomaly(3, segment="acme", z=-9.0),  # critical drop: pagerduty, then slack
+            anomaly(5, segment="globex", z=-6.5),  # high: slack only
+            anomaly(7, segment="initech", z=+4.5),  # low spike: the file only
+        ]
+        result = send_alerts(settings.warehouse, settings, rows)
+        assert (result.sent, result.failed) == (4, 0)
+    assert [e["payload"]["component"] for e in pd.bodies()] == ["brand:acme"]
+    assert sorted(b["text"].split(" - ")[1].split(",")[0] for b in slack.bodies()) == [
+        "brand acme",
+        "brand globex",
+    ]
+    lines = [json.loads(x) for x in alerts_file.read_text().splitlines()]
+    assert [x["segment"] for x in lines] == ["initech"]
+
+
+def test_a_receiver_down_for_three_attempts_then_the_next_run_delivers_the_rest_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    rows = [anomaly(3), anomaly(3, segment="globex"), anomaly(3, segment="initech")]
+    with receiver() as pd:
+        settings = load_settings(warehouse=str(tmp_path / "wh"), pagerduty_url=pd.url)
+        pd.refuse = 3  # the first incident's three attempts all fail
+        first = send_alerts(
+            settings.warehouse, settings, rows, sinks=["pagerduty"], retry_delays_s=FAST
+        )
+        assert (first.sent, first.failed, pd.refused) == (2, 1, 3)
+        assert not first.ok and "HTTP 503" in first.problem()
+        second = send_alerts(
+            settings.warehouse, settings, rows, sinks=["pagerduty"], retry_delays_s=FAST
+        )
+        assert (second.sent, second.failed, second.skipped) == (1, 0, 2)
+    keys = Counter(e["dedup_key"] for e in pd.bodies())
+    assert sorted(keys.values()) == [1, 1, 1]
+
+
+def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    warehouse = str(tmp_path / "wh")
+    rows = [anomaly(3), anomaly(4), anomaly(5, segment="globex", z=-6.5)]
+    table = pa.Table.from_pylist(
+        [r | {"window_date": r["window_start"].date(), "window_hours": 1} for r in rows],
+        schema=ANOMALY_SCHEMA,
+    )
+    tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
+    runner = CliRunner()
+    with receiver() as pd:
+        monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_URL", pd.url + "/v2/enqueue")
+        settings = load_settings(warehouse=warehouse)
+        first = send_alerts(warehouse, settings, rows, sinks=["pagerduty"])
+        assert first.sent == 2
+
+        def run(*args: str) -> Any:
+            return runner.invoke(cli, ["--warehouse", warehouse, "incidents", *args])
+
+        listed = run("list", "--open")
+        assert listed.exit_code == 0, listed.output
+        assert listed.output.splitlines()[1:] == [
+            "brand:globex:20191010T05                 open          high      "
+            "2019-10-10 05:00   60 min  brand:globex conversion drop",
+            "brand:acme:20191010T03                   open          high      "
+            "2019-10-10 03:00      2 h  brand:acme conversion drop",
+        ]
+        acme = "brand:acme:20191010T03"
+        acked = run("ack", acme, "--note", "checkout team on it", "--by", "ana")
+        assert acked.exit_code == 0, acked.output
+        assert acked.output == f"Acknowledged {acme}: 1 sink(s) told, 0 failed.\n"
+        again = run("ack", acme)
+        assert again.output == f"{acme} was already acknowledged: nothing sent again.\n"
+        shown = run("show", acme)
+        assert "state:    acknowledged (by ana at " in shown.output
+        assert "acknowledged by ana at " in shown.output and ": checkout team on it" in shown.output
+        assert "route:    no route matched: default route to console (alert_sinks)" in shown.output
+        resolved = run("resolve", acme, "--by", "bo")
+        assert resolved.exit_code == 0, resolved.output
+        still_open = run("list", "--open", "--format", "json")
+        assert [x["id"] for x in json.loads(still_open.output)] == ["brand:globex:20191010T05"]
+
+        muted = run("mute", "--segment", "brand:globex", "--for", "2h", "--note", "deploy")
+        assert muted.exit_code == 0 and muted.output.startswith("Muted brand:globex until ")
+        states = {x["id"]: x["state"] for x in json.loads(run("list", "--format", "json").output)}
+        assert states == {acme: "resolved", "brand:globex:20191010T05": "muted"}
+        assert run("unmute", "--segment", "brand:globex").exit_code == 0
+        states = {x["id"]: x["state"] for x in json.loads(run("list", "--format", "json").output)}
+        assert states["brand:globex:20191010T05"] == "open"
+
+        explained = run("routes", "--explain", acme)
+        assert "no route matched: default route to console" in explained.output
+
+        bad = run("ack", "brand:nope:20191010T03")
+        assert bad.exit_code == 1 and "Error: No incident 'brand:nope:20191010T03'" in bad.output
+        bad = run("mute", "--segment", "acme", "--for", "2h")
+        assert bad.exit_code == 1 and "must be written dimension:value" in bad.output
+        bad = run("mute", "--segment", "brand:acme", "--for", "2x")
+        assert bad.exit_code == 1 and "Write it like 30m, 2h or 1d" in bad.output
+    events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
+    key = idempotency_key(acme)
+    assert events[2:] == [("acknowledge", key), ("resolve", key)]
+    assert sorted(a for a, _ in events[:2]) == ["trigger", "trigger"]
+    acts = tables.read(tables.table_path(warehouse, tables.INCIDENT_ACTIONS)).to_pylist()
+    acts.sort(key=lambda a: a["at"])
+    assert [(a["action"], a["by"]) for a in acts][:3] == [
+        ("acknowledge", "ana"),
+        ("resolve", "bo"),
+        ("mute", acts[2]["by"]),
+    ]
+    assert acts[2]["note"] == "deploy" and acts[3]["action"] == "unmute"
