@@ -368,3 +368,78 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
         ("mute", acts[2]["by"]),
     ]
     assert acts[2]["note"] == "deploy" and acts[3]["action"] == "unmute"
+
+
+README_ROUTES = """
+[[routes]]
+name = "page"
+severity = "critical"
+direction = "drops"
+sinks = ["pagerduty", "alertmanager"]
+continue = true
+
+[[routes]]
+min_severity = "high"
+sinks = ["slack"]
+
+[[routes]]
+severity = "low"
+sinks = ["file"]
+"""
+
+
+def test_routes_explain_prints_the_routes_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    warehouse = str(tmp_path / "wh")
+    config = write_config(tmp_path, README_ROUTES, warehouse=warehouse)
+    rows = [anomaly(3, z=-9.0)]
+    table = pa.Table.from_pylist(
+        [r | {"window_date": r["window_start"].date(), "window_hours": 1} for r in rows],
+        schema=ANOMALY_SCHEMA,
+    )
+    tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
+    done = CliRunner().invoke(
+        cli, ["--config", str(config), "incidents", "routes", "--explain", "brand:acme:20191010T03"]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output == (
+        "Incident brand:acme:20191010T03:\n"
+        "  route 1 (page): matched severity in ['critical'], direction drops -> pagerduty, "
+        "alertmanager, continue\n"
+        "  route 2: matched severity >= high -> slack\n"
+        "  sinks: pagerduty, alertmanager, slack\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            '[[routes]]\nsink = ["slack"]\n',
+            "[[routes]] number 1 has an unknown key 'sink' (did you mean 'sinks'?)",
+        ),
+        ('[[routes]]\nsinks = ["pager"]\n', "sinks 'pager' is not one of console, file"),
+        ('[[routes]]\nsegment = "acme"\nsinks = ["file"]\n', "must be written dimension:value"),
+        (
+            '[[silences]]\nstart = "2026-12-24T02:00:00Z"\n',
+            "[[silences]] number 1 needs both start and end",
+        ),
+        (
+            '[[silences]]\nfrom = "25:00"\nto = "01:00"\n',
+            'from must be a time of day as "HH:MM" (UTC)',
+        ),
+    ],
+)
+def test_bad_routes_and_silences_are_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, error: str
+) -> None:
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    config = write_config(tmp_path, text)
+    done = CliRunner().invoke(cli, ["--config", str(config), "incidents", "list"])
+    assert done.exit_code == 1, done.output
+    assert done.output.startswith("Error: In ") and error in done.output, done.output
+    assert "Traceback" not in done.output

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import Settings
 from .incidents import Detected
-from .routes import route
+from .routes import forced_sinks, route
 from .sink_base import notice_id
 from .sinks import plain
 from .workflow import Decision, active_mutes, decisions, held_back
@@ -43,6 +43,7 @@ def plan(
     """Openings first, then acknowledgements, then resolutions (each needs the one before)."""
     mutes = active_mutes(actions, now)
     decided = decisions(actions)
+    forced = forced_sinks(forced, settings.alert_sinks)
     openings, later = [], []
     for incident in incidents:
         sinks = route(incident, settings.routes, settings.alert_sinks, forced).sinks

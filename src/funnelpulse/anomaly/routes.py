@@ -43,6 +43,17 @@ def route(
     return Routing(tuple(sinks), tuple(matched))
 
 
+def forced_sinks(sinks: Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...] | None:
+    """The sinks a run was told to use (--sink), or None when routing applies.
+
+    The stream hands its sinks on as `alert_sinks` when no --sink was given, so a list equal to
+    the configured `alert_sinks` means "no --sink": routes apply.
+    """
+    if not sinks or tuple(sinks) == tuple(default):
+        return None
+    return tuple(sinks)
+
+
 def explain(routing: Routing, default: Sequence[str]) -> list[str]:
     """Lines saying which route(s) the incident took and why."""
     if routing.forced:
