@@ -443,3 +443,68 @@ def test_bad_routes_and_silences_are_one_clear_error(
     assert done.exit_code == 1, done.output
     assert done.output.startswith("Error: In ") and error in done.output, done.output
     assert "Traceback" not in done.output
+
+
+@pytest.mark.slow
+def test_a_stream_whose_source_stops_raises_one_no_data_incident_and_resolves_it(
+    tmp_path: Path,
+) -> None:
+    """no_data_minutes = 0.05 (3 s): the incident must arrive within 3 s + one check interval
+    (5 s) of the last event, and its resolution once a new file brings events."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from funnelpulse.generate import generate_events, write_events
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    events = generate_events(4_000, seed=3, days=2, brands=5)
+    half = events.num_rows // 2
+    write_events(events.slice(0, half), folder / "a.csv")
+    alerts = tmp_path / "alerts.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELPULSE_")}
+    env |= {
+        "FUNNELPULSE_ALERT_FILE": str(alerts),
+        "FUNNELPULSE_NO_DATA_MINUTES": "0.05",
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "wh"), "stream"]
+    args += ["--source", f"files://{folder}", "--alert", "--sink", "file"]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def no_data_lines() -> list[dict[str, Any]]:
+        found = [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
+        return [x for x in found if x["incident_id"].startswith("shop:all:no_data:")]
+
+    try:
+        deadline = time.monotonic() + 240
+        while not no_data_lines() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        opened = no_data_lines()
+        assert len(opened) == 1, proc.stderr.read() if proc.poll() is not None else opened
+        seen_at = datetime.now(UTC)
+        # start is the wall-clock time of the last arrival: from there to the sink took the
+        # limit (3 s) plus at most one check interval (5 s), give or take this loop's polling
+        silent = seen_at - datetime.fromisoformat(opened[0]["start"])
+        assert timedelta(seconds=3) <= silent <= timedelta(seconds=3 + 5 + 1), silent
+        assert opened[0]["steps"] == ["no_data"] and opened[0]["severity"] == "high"
+        assert opened[0]["message"].startswith("[HIGH] NO DATA - shop all: no event arrived for")
+        time.sleep(1.0)
+        assert len(no_data_lines()) == 1  # one incident per silence, not one per check
+        write_events(events.slice(half), folder / "b.csv")
+        deadline = time.monotonic() + 120
+        while len(no_data_lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        both = no_data_lines()
+        assert [x["incident_id"] for x in both[:2]] == [
+            opened[0]["incident_id"],
+            opened[0]["incident_id"] + ":resolved",
+        ], both
+        assert both[1]["message"].startswith("[RESOLVED] NO DATA - shop all: events arrive again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)

@@ -143,6 +143,11 @@ class Settings:
     resolve_after_h: int = _setting(
         3, Rule(int, 1, 168), "hours a segment scores normal before its batch incident resolves"
     )
+    no_data_minutes: float = _setting(
+        15.0,
+        Rule(float, 0, 1440, low_open=True),
+        "minutes without any event before a running stream raises a no-data incident",
+    )
     session_rates: bool = _setting(
         False, Rule(bool), "detect also scores the session conversion rates"
     )

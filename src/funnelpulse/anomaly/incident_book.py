@@ -11,6 +11,7 @@ Alertmanager endsAt, a message elsewhere), through the same journal and keys as 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from .. import tables
 from ..config import Settings
 from ..errors import InputError
+from ..faults import checkpoint
 from .alertlog import AlertLog, previous_alerts
 from .alerts import RETRY_DELAYS_S, AlertResult, _deliver
 from .incidents import Detected, group_incidents
@@ -139,7 +141,7 @@ def decide(
     action: str,
     note: str = "",
     by: str = "",
-    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
 ) -> AlertResult:
     """Acknowledge or resolve an incident: record who and when, then tell every sink that got
     its opening (once: a second `ack` records nothing new and sends nothing)."""
@@ -169,26 +171,8 @@ def decide(
                 result.skipped += 1
                 continue
             item = Planned(view.incident, notice, kind, name, None, True, decision)
-            message = text(item, "", settings)
-            base = {
-                "incident_id": notice.incident_id,
-                "sink": name,
-                "severity": notice.severity,
-                "dimension": notice.dimension,
-                "segment": notice.segment,
-                "incident_start": notice.start,
-                "incident_end": notice.end,
-                "message": message,
-            }
-            journal.record(
-                {**base, "status": "sending", "attempts": 0, "error": None}
-                | {"recorded_at": datetime.now(UTC)}
-            )
-            send = sink(name, settings, sys.stderr)
-            ok, attempts, error = _deliver(send, notice, message, retry_delays_s, float("inf"), [])
-            journal.record(
-                {**base, "status": "sent" if ok else "failed", "attempts": attempts}
-                | {"error": error, "recorded_at": datetime.now(UTC)}
+            ok, error = send_one(
+                journal, settings, notice, name, text(item, "", settings), retry_delays_s
             )
             if ok:
                 result.sent += 1
@@ -197,6 +181,49 @@ def decide(
                 result.failed += 1
                 result.errors[name] = error or "failed"
     return result
+
+
+def send_one(
+    journal: AlertLog,
+    settings: Settings,
+    notice: Detected,
+    name: str,
+    message: str,
+    retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+    status: str = "",
+) -> tuple[bool, str | None]:
+    """Deliver one notice to one sink, journalled before and after (the alerts' guarantee);
+    with `status` (e.g. muted), only record that status."""
+    base = {
+        "incident_id": notice.incident_id,
+        "sink": name,
+        "severity": notice.severity,
+        "dimension": notice.dimension,
+        "segment": notice.segment,
+        "incident_start": notice.start,
+        "incident_end": notice.end,
+        "message": message,
+    }
+    if status:
+        journal.record(
+            base
+            | {"status": status, "attempts": 0, "error": None}
+            | {"recorded_at": datetime.now(UTC)}
+        )
+        return False, None
+    journal.record(
+        base | {"status": "sending", "attempts": 0, "error": None, "recorded_at": datetime.now(UTC)}
+    )
+    checkpoint("alerts.notice_before_send")
+    send = sink(name, settings, sys.stderr)
+    ok, attempts, error = _deliver(send, notice, message, retry_delays_s, float("inf"), [])
+    checkpoint("alerts.notice_after_send")
+    journal.record(
+        base
+        | {"status": "sent" if ok else "failed", "attempts": attempts, "error": error}
+        | {"recorded_at": datetime.now(UTC)}
+    )
+    return ok, error
 
 
 def mute(

@@ -52,7 +52,7 @@ def plan(
         held = held_back(incident, mutes, settings.silences, now)
         for name in sinks:
             openings.append(Planned(incident, incident, "open", name, held, over))
-        follow = []
+        follow: list[tuple[str, Decision | None]] = []
         if "acknowledge" in by_hand:
             follow.append(("acknowledged", by_hand["acknowledge"]))
         if over:
