@@ -508,3 +508,58 @@ def test_a_stream_whose_source_stops_raises_one_no_data_incident_and_resolves_it
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
+
+
+KILLABLE = """
+import sys
+from datetime import UTC, datetime, timedelta
+from funnelpulse.anomaly.alerts import send_alerts
+from funnelpulse.config import load_settings
+day = datetime(2019, 10, 10, 3, tzinfo=UTC)
+rows = [{"anomaly_id": "a", "window_start": day, "window_end": day + timedelta(hours=1),
+         "dimension": "brand", "segment": "acme", "step": "conversion", "type": "drop",
+         "observed_rate": 0.05, "expected_rate": 0.25, "z": -7.0, "severity": "high",
+         "lost_purchases": 12.0, "lost_revenue": 60.0, "root_cause": None}]
+s = load_settings(warehouse=sys.argv[1], pagerduty_url=sys.argv[2])
+r = send_alerts(s.warehouse, s, rows, sinks=["pagerduty"], as_of=day + timedelta(hours=9))
+print(r.summary())
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["alerts.after_send", "alerts.resolve_after_send"])
+def test_kill_9_between_a_pagerduty_event_and_its_record_repeats_only_that_event_same_key(
+    tmp_path: Path, kill_at: str
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "alert.py"
+    script.write_text(KILLABLE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELPULSE_")}
+    env["FUNNELPULSE_PAGERDUTY_ROUTING_KEY"] = ROUTING_KEY
+    wh = str(tmp_path / "wh")
+    with receiver() as pd:
+        args = [sys.executable, str(script), wh, pd.url]
+        killed = subprocess.run(
+            args,
+            env=env | {"FUNNELPULSE_KILL_AT": kill_at},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert killed.returncode == -9, killed.stderr
+        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert "resent after an interrupted delivery (same idempotency key)" in again.stdout
+        third = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert "0 sent, 0 failed, 2 already sent" in third.stdout
+    events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
+    key = idempotency_key("brand:acme:20191010T03")
+    repeated = "trigger" if kill_at == "alerts.after_send" else "resolve"
+    expected = Counter({("trigger", key): 1, ("resolve", key): 1})
+    expected[(repeated, key)] += 1  # the one event the crash kept from being recorded
+    assert Counter(events) == expected
+    assert events[-1] == ("resolve", key)
+    # the repeat carries the same idempotency key header as the first delivery
+    headers = Counter((e["body"]["event_action"], e["key"]) for e in pd.log)
+    assert len(headers) == 2 and sorted(headers.values()) == sorted(expected.values())

@@ -20,7 +20,8 @@ Build
 - ``build.gold_committed``    the first gold table committed, the others not yet
 - ``build.all_committed``     every table committed, the build manifest not yet written
 
-Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules.
+Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules
+(``alerts.resolve_after_send``: a resolve notice delivered, its record not yet written).
 """
 
 from __future__ import annotations

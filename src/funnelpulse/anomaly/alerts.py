@@ -265,6 +265,8 @@ def send_alerts(
                 senders[name], incident, text, retry_delays_s, deadline, stop
             )
             checkpoint("alerts.after_send")
+            if item.kind == "resolved":
+                checkpoint("alerts.resolve_after_send")
             record("sent" if ok else "failed", attempts, error)
             checkpoint("alerts.recorded")
             if ok:
