@@ -563,3 +563,84 @@ def test_kill_9_between_a_pagerduty_event_and_its_record_repeats_only_that_event
     # the repeat carries the same idempotency key header as the first delivery
     headers = Counter((e["body"]["event_action"], e["key"]) for e in pd.log)
     assert len(headers) == 2 and sorted(headers.values()) == sorted(expected.values())
+
+
+def test_digest_compares_with_a_week_before_lists_incidents_and_sends_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    warehouse = str(tmp_path / "wh")
+    day, before = date(2019, 10, 10), date(2019, 10, 3)
+    gold = [
+        {
+            "date": day,
+            "brand": "acme",
+            "views": 1000,
+            "carts": 100,
+            "purchases": 10,
+            "revenue": 400.0,
+        },
+        {
+            "date": day,
+            "brand": "globex",
+            "views": 500,
+            "carts": 60,
+            "purchases": 12,
+            "revenue": 300.0,
+        },
+        {
+            "date": before,
+            "brand": "acme",
+            "views": 1000,
+            "carts": 110,
+            "purchases": 25,
+            "revenue": 1000.0,
+        },
+        {
+            "date": before,
+            "brand": "globex",
+            "views": 500,
+            "carts": 50,
+            "purchases": 10,
+            "revenue": 250.0,
+        },
+    ]
+    tables.write(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND), pa.Table.from_pylist(gold))
+    rows = [anomaly(3), anomaly(4)]
+    table = pa.Table.from_pylist(
+        [r | {"window_date": r["window_start"].date(), "window_hours": 1} for r in rows],
+        schema=ANOMALY_SCHEMA,
+    )
+    tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
+    alerts_file = tmp_path / "digest.jsonl"
+    monkeypatch.setenv("FUNNELPULSE_ALERT_FILE", str(alerts_file))
+    runner = CliRunner()
+    done = runner.invoke(cli, ["--warehouse", warehouse, "digest", "--date", "2019-10-10"])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == [
+        "FunnelPulse daily digest for 2019-10-10 (UTC), against 2019-10-03",
+        "Views 1,500 (+0.0%), carts 160 (+0.0%), purchases 22 (-37.1%), revenue 700.00 (-44.0%).",
+        "Conversion 1.47% vs 2.33% a week before.",
+        "Incidents opened: 1; resolved: 0.",
+        "- opened brand:acme:20191010T03 (high, now open): 24.0 purchases lost",
+        "Largest movers (revenue against a week before):",
+        "- brand:acme: 400.00 vs 1,000.00 (-600.00)",
+        "- brand:globex: 300.00 vs 250.00 (+50.00)",
+    ]
+    as_json = json.loads(
+        runner.invoke(cli, ["--warehouse", warehouse, "digest", "--format", "json"]).output
+    )
+    assert as_json["date"] == "2019-10-10" and as_json["change_pct"]["revenue"] == -44.0
+    assert [m["segment"] for m in as_json["movers"]] == ["brand:acme", "brand:globex"]
+    sent = runner.invoke(cli, ["--warehouse", warehouse, "digest", "--sink", "file"])
+    assert sent.exit_code == 0 and "Digest to file: sent" in sent.output
+    again = runner.invoke(cli, ["--warehouse", warehouse, "digest", "--sink", "file"])
+    assert "Digest to file: already sent" in again.output
+    lines = [json.loads(x) for x in alerts_file.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["incident_id"] == "digest:2019-10-10"
+    assert lines[0]["message"].startswith("FunnelPulse daily digest for 2019-10-10")
+    missing = runner.invoke(cli, ["--warehouse", warehouse, "digest", "--date", "2019-10-11"])
+    assert missing.exit_code == 1 and "Error: No data for 2019-10-11" in missing.output

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_incidents import incidents
+from .cli_incidents import digest, incidents
 from .cli_options import (
     DATE,
     ENGINE_OPTION,
@@ -580,6 +580,7 @@ def broker(port: int, topic: str, partitions: int) -> None:
 
 
 cli.add_command(incidents)
+cli.add_command(digest)
 
 
 def run(args: list[str] | None = None) -> int:

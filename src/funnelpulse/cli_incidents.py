@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import click
 
+from .cli_options import DATE
+from .config import SINKS
 from .errors import FunnelPulseError
 
 
@@ -145,3 +148,37 @@ def routes(ctx: Any, incident_id: str) -> None:
     for line in explain(routing, pipeline.settings.alert_sinks):
         click.echo(f"  {line}")
     click.echo(f"  sinks: {', '.join(routing.sinks)}")
+
+
+@click.command()
+@click.option(
+    "--date", "day", type=DATE, default=None, help="The UTC date (default: the newest with data)."
+)
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    type=click.Choice(SINKS),
+    help="Also send it to this sink (repeat).",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def digest(ctx: Any, day: date | None, sinks: tuple[str, ...], fmt: str) -> None:
+    """A day's funnel against the same weekday a week before, its incidents and top movers."""
+    from .anomaly.digest import build_digest, format_digest, send_digest
+
+    pipeline = _book(ctx)
+    if sinks:
+        pipeline.settings.check_sinks(list(sinks))
+    found = build_digest(pipeline.warehouse, pipeline.settings, day)
+    click.echo(found.to_json() if fmt == "json" else format_digest(found))
+    if sinks:
+        outcome = send_digest(pipeline.warehouse, pipeline.settings, found, list(sinks))
+        for name, status in outcome.items():
+            click.echo(f"Digest to {name}: {status}", err=True)
+        failed = [n for n, s in outcome.items() if s.startswith("failed")]
+        if failed:
+            raise FunnelPulseError(
+                f"The digest could not be sent to {', '.join(failed)}. Run the command again "
+                "to retry (sinks that got it are not sent it twice)"
+            )
