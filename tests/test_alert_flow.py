@@ -644,3 +644,38 @@ def test_digest_compares_with_a_week_before_lists_incidents_and_sends_once(
     assert lines[0]["message"].startswith("FunnelPulse daily digest for 2019-10-10")
     missing = runner.invoke(cli, ["--warehouse", warehouse, "digest", "--date", "2019-10-11"])
     assert missing.exit_code == 1 and "Error: No data for 2019-10-11" in missing.output
+
+
+def test_an_ack_pagerduty_refused_exits_1_and_the_next_ack_delivers_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    warehouse = str(tmp_path / "wh")
+    rows = [anomaly(3)]
+    table = pa.Table.from_pylist(
+        [r | {"window_date": r["window_start"].date(), "window_hours": 1} for r in rows],
+        schema=ANOMALY_SCHEMA,
+    )
+    tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
+    acme = "brand:acme:20191010T03"
+    runner = CliRunner()
+    with receiver() as pd:
+        monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_URL", pd.url)
+        settings = load_settings(warehouse=warehouse)
+        assert send_alerts(warehouse, settings, rows, sinks=["pagerduty"]).sent == 1
+        pd.refuse = 3  # down for every attempt of this run
+        down = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
+        assert down.exit_code == 1, down.output
+        assert "Acknowledged brand:acme:20191010T03: 0 sink(s) told, 1 failed." in down.output
+        assert (
+            "Error: 1 alert delivery did not succeed (pagerduty: pagerduty_url: HTTP 503). Run "
+            "`funnelpulse incidents ack brand:acme:20191010T03` again to retry them"
+        ) in down.output
+        up = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
+        assert up.exit_code == 0 and "1 sink(s) told, 0 failed" in up.output
+        again = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
+        assert again.output == f"{acme} was already acknowledged: nothing sent again.\n"
+    assert [e["event_action"] for e in pd.bodies()] == ["trigger", "acknowledge"]
+    assert pd.refused == 3

@@ -63,10 +63,11 @@ def _decide(ctx: Any, incident_id: str, action: str, note: str, by: str) -> None
         return
     click.echo(f"{word} {incident_id}: {result.sent} sink(s) told, {result.failed} failed.")
     if not result.ok:
+        command = {"acknowledge": "ack", "resolve": "resolve"}[action]
         raise FunnelPulseError(
-            result.problem().replace(
-                "`funnelpulse detect --alert`", "`funnelpulse detect --alert` or stream"
-            )
+            result.problem().split(". They are retried")[0]
+            + f". Run `funnelpulse incidents {command} {incident_id}` again to retry them (the "
+            "next `detect --alert` sends them too)"
         )
 
 

@@ -144,18 +144,22 @@ def decide(
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
 ) -> AlertResult:
     """Acknowledge or resolve an incident: record who and when, then tell every sink that got
-    its opening (once: a second `ack` records nothing new and sends nothing)."""
+    its opening (once: a second `ack` records nothing new and only retries a sink that failed)."""
     view = find(warehouse, settings, incident_id)
     kind = {"acknowledge": "acknowledged", "resolve": "resolved"}[action]
     result = AlertResult()
-    if action in view.decisions or view.state == "resolved":
-        result.skipped += 1
+    decision = view.decisions.get(action)
+    before = decision is not None
+    if decision is None and view.state == "resolved":
+        result.skipped += 1  # over already (by the data): nothing to acknowledge or resolve
         return result
     with AlertLog(warehouse) as journal:
-        row = record_action(
-            warehouse, action=action, incident_id=incident_id, note=note or None, by=by or None
-        )
-        decision = Decision(action, row["by"], row["at"], note)
+        if decision is None:
+            row = record_action(
+                warehouse, action=action, incident_id=incident_id, note=note or None, by=by or None
+            )
+            decision = Decision(action, row["by"], row["at"], note)
+        # else: recorded before; only the sinks a failed delivery left out are told now
         history = journal.history()
         opened = [
             r["sink"] for r in history if r["incident_id"] == incident_id and r["status"] == "sent"
@@ -180,6 +184,8 @@ def decide(
             else:
                 result.failed += 1
                 result.errors[name] = error or "failed"
+    if before and not (result.sent or result.failed):
+        result.skipped = max(result.skipped, 1)
     return result
 
 
