@@ -679,3 +679,68 @@ def test_an_ack_pagerduty_refused_exits_1_and_the_next_ack_delivers_it_once(
         assert again.output == f"{acme} was already acknowledged: nothing sent again.\n"
     assert [e["event_action"] for e in pd.bodies()] == ["trigger", "acknowledge"]
     assert pd.refused == 3
+
+
+AM_BINARY = "/usr/bin/prometheus-alertmanager"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(AM_BINARY).exists(),
+    reason="needs Debian's prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+)
+def test_a_real_alertmanager_takes_the_alert_and_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import time
+    import urllib.request
+
+    from funnelpulse.streaming.broker import free_port
+
+    port = free_port()
+    config = tmp_path / "am.yml"
+    config.write_text("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+    am = subprocess.Popen(
+        [AM_BINARY, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}"]
+        + [f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def alerts() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(url + "/api/v2/alerts", timeout=5) as response:
+            found: list[dict[str, Any]] = json.loads(response.read())
+        return [a for a in found if a["labels"].get("alertname") == "FunnelPulseIncident"]
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        settings = load_settings(warehouse=str(tmp_path / "wh"), alertmanager_url=url)
+        rows = [anomaly(3, segment="globex")]
+        first = send_alerts(settings.warehouse, settings, rows, sinks=["alertmanager"])
+        assert (first.sent, first.failed) == (1, 0), first.errors
+        (firing,) = alerts()
+        assert firing["status"]["state"] == "active"
+        assert firing["labels"]["segment"] == "brand:globex"
+        assert firing["labels"]["incident_key"] == idempotency_key("brand:globex:20191010T03")
+        assert firing["startsAt"].startswith("2019-10-10T03:00:00")
+        done = send_alerts(
+            settings.warehouse,
+            settings,
+            rows,
+            sinks=["alertmanager"],
+            as_of=DAY + timedelta(hours=10),
+        )
+        assert (done.sent, done.failed) == (1, 0), done.errors
+        # the same alert (same labels) now ended: Alertmanager no longer lists it as firing
+        assert alerts() == []
+    finally:
+        am.terminate()
+        am.wait(timeout=30)
