@@ -26,13 +26,15 @@ demo: $(CORE_STAMP)
 	$(BIN)/funnelpulse --warehouse $(WAREHOUSE) demo
 
 # System tools the tests use: Debian's chromium for the browser tests (never a downloaded
-# browser), shellcheck for the deploy script and psql (postgresql-client) for the SQL server.
+# browser), shellcheck for the deploy script, psql (postgresql-client) for the SQL server and a
+# real Alertmanager for the alertmanager sink.
 # Java 17 is expected for the Spark tests.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,19 @@ def _run(warehouse: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def _expected_keys(warehouse: str) -> set[str]:
-    """The incidents the anomalies table holds (at the default severity floor), as keys."""
+    """The incidents the anomalies table holds (at the default severity floor), as keys: each
+    opening, and the resolution of each incident that scored normal for resolve_after_h (3) hours
+    before the newest hour of the data."""
     rows = tables.read(tables.table_path(warehouse, tables.ANOMALIES)).to_pylist()
     floor = SEVERITY_RANK["medium"]
     found = [i for i in group_incidents(rows) if SEVERITY_RANK[i.severity] >= floor]
-    return {idempotency_key(i.incident_id) for i in found}
+    gold = tables.read(tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND))
+    as_of = max(gold.column("window_start").to_pylist()) + timedelta(hours=1)
+    over = [i for i in found if as_of - i.end >= timedelta(hours=3)]
+    assert over, "the data should hold incidents that are over"
+    return {idempotency_key(i.incident_id) for i in found} | {
+        idempotency_key(i.incident_id + ":resolved") for i in over
+    }
 
 
 def _statuses(warehouse: str) -> Counter[str]:

@@ -271,3 +271,57 @@ def test_live_page_updates_the_running_loss_without_reloading(
         assert page.evaluate("window.__not_reloaded === true")  # the fragment refreshed alone
         after = lost.locator('[data-testid="stMetricValue"]').inner_text()
         assert float(after.replace(",", "")) > float(before.replace(",", ""))
+
+
+def test_pagerduty_gets_trigger_then_resolve_with_one_dedup_key_for_a_live_break(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receivers import receiver
+
+    wh, silver, _ = setup_copy(prepared, tmp_path)
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", "live-routing-key-0001")
+    with receiver() as pd:
+        settings = load_settings(
+            warehouse=wh,
+            alert_sinks=("pagerduty",),
+            pagerduty_url=pd.url + "/v2/enqueue",
+            min_severity="low",
+            live_bucket_minutes=MINUTES,
+        )
+        stream_until(wh, silver, BREAK + timedelta(minutes=15))
+        first = check_live(wh, settings, BREAK + timedelta(minutes=15, seconds=40))
+        shop = next(i for i in first.incidents if i.dimension == "shop")
+        stream_until(wh, silver, BREAK + timedelta(hours=2), since=BREAK + timedelta(minutes=15))
+        check_live(wh, settings, BREAK + timedelta(hours=2, seconds=40))
+        check_live(wh, settings, BREAK + timedelta(hours=2, seconds=40))
+    key = idempotency_key(shop.incident_id)
+    events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
+    assert [a for a, k in events if k == key] == ["trigger", "resolve"]
+    assert len(events) == len(set(events))  # nothing sent twice
+
+
+def test_a_muted_live_incident_is_recorded_and_sent_once_when_unmuted(
+    prepared: Path, tmp_path: Path
+) -> None:
+    from funnelpulse.anomaly.incident_book import mute, unmute
+
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    settings = settings_for(wh, alert_file)
+    mute(wh, "shop:all", None, timedelta(hours=1), "load test", "ana")
+    stream_until(wh, silver, BREAK + timedelta(minutes=15))
+    first = check_live(wh, settings, BREAK + timedelta(minutes=15, seconds=40))
+    shop = next(i for i in first.incidents if i.dimension == "shop")
+    assert first.delivery is not None and first.delivery.muted == 1
+    assert [x for x in lines(alert_file) if x["incident_id"] == shop.incident_id] == []
+    check_live(wh, settings, BREAK + timedelta(minutes=15, seconds=40))
+    assert unmute(wh, "shop:all", None) == 1
+    stream_until(wh, silver, BREAK + timedelta(minutes=25), since=BREAK + timedelta(minutes=15))
+    check_live(wh, settings, BREAK + timedelta(minutes=25, seconds=40))
+    check_live(wh, settings, BREAK + timedelta(minutes=25, seconds=40))
+    sent = [x for x in lines(alert_file) if x["incident_id"] == shop.incident_id]
+    assert len(sent) == 1
+    alerts = tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()
+    statuses = sorted(
+        r["status"] for r in alerts if r["incident_id"] == shop.incident_id and r["sink"] == "file"
+    )
+    assert statuses == ["muted", "sent"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .cli_incidents import digest, incidents
 from .cli_options import (
     DATE,
     ENGINE_OPTION,
@@ -284,7 +285,9 @@ def detect(
     )
     if alert:
         with ctx.progress() as progress:
-            sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
+            sent = pipeline.alert(
+                result.anomalies, list(sinks) or None, progress=progress, as_of=result.as_of
+            )
         click.echo(sent.summary())
         if not sent.ok:
             raise FunnelPulseError(sent.problem())
@@ -707,6 +710,10 @@ def sql_server(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
             "(read-only; Ctrl-C to stop)"
         ),
     )
+
+
+cli.add_command(incidents)
+cli.add_command(digest)
 
 
 def run(args: list[str] | None = None) -> int:

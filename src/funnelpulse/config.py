@@ -15,23 +15,33 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .alert_policy import Route, Silence, parse_routes, parse_silences
 from .engines import ENGINE_NAMES
 from .errors import ConfigError
 
 ENGINES = ENGINE_NAMES
 METHODS = ("seasonal", "reference")
 SEVERITIES = ("low", "medium", "high", "critical")
-SINKS = ("console", "file", "webhook", "slack", "email")
+SINKS = ("console", "file", "webhook", "slack", "email", "pagerduty", "alertmanager")
 # Secrets live only in the environment; a sink that needs one is refused before any work without it.
-SINK_SECRETS = {"webhook": "FUNNELPULSE_WEBHOOK_URL", "slack": "FUNNELPULSE_SLACK_WEBHOOK_URL"}
+SINK_SECRETS = {
+    "webhook": "FUNNELPULSE_WEBHOOK_URL",
+    "slack": "FUNNELPULSE_SLACK_WEBHOOK_URL",
+    "pagerduty": "FUNNELPULSE_PAGERDUTY_ROUTING_KEY",
+}
+URL_SECRETS = ("webhook", "slack")  # sinks whose secret is the URL itself
+# Sinks whose URL is a setting (not a secret): the setting they need.
+SINK_URLS = {"pagerduty": "pagerduty_url", "alertmanager": "alertmanager_url"}
 # Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
-OTHER_TABLES = ("kafka",)
+OTHER_TABLES = ("kafka", "routes", "silences")
 # FUNNELPULSE_* variables that are not settings (secrets, deployment, test hooks).
 OTHER_VARIABLES = (
     "webhook_url",
     "slack_webhook_url",
     "smtp_user",
     "smtp_password",
+    "pagerduty_routing_key",
+    "user",
     "kill_at",
     "config",
     "log_level",
@@ -122,6 +132,25 @@ class Settings:
     smtp_port: int = _setting(25, Rule(int, 1, 65_535), "SMTP port")
     smtp_from: str = _setting("funnelpulse@localhost", Rule(str, nonempty=True), "sender")
     smtp_to: str = _setting("", Rule(str), "recipients of the email sink")
+    pagerduty_url: str = _setting(
+        "https://events.pagerduty.com/v2/enqueue",
+        Rule(str, nonempty=True),
+        "PagerDuty Events API v2 endpoint of the pagerduty sink",
+    )
+    alertmanager_url: str = _setting(
+        "", Rule(str), "Alertmanager base URL of the alertmanager sink (http://host:9093)"
+    )
+    dashboard_url: str = _setting(
+        "http://localhost:8501", Rule(str, nonempty=True), "dashboard address put in alert links"
+    )
+    resolve_after_h: int = _setting(
+        3, Rule(int, 1, 168), "hours a segment scores normal before its batch incident resolves"
+    )
+    no_data_minutes: float = _setting(
+        15.0,
+        Rule(float, 0, 1440, low_open=True),
+        "minutes without any event before a running stream raises a no-data incident",
+    )
     session_rates: bool = _setting(
         False, Rule(bool), "detect also scores the session conversion rates"
     )
@@ -132,9 +161,13 @@ class Settings:
         1536, Rule(int, 0, 1_048_576), "DuckDB memory cap of session funnels, MB (0: no cap)"
     )
 
+    # [[routes]] and [[silences]] of the config file (alert_policy.py)
+    routes: tuple[Route, ...] = ()
+    silences: tuple[Silence, ...] = ()
+
     def __post_init__(self) -> None:
-        for f in fields(self):
-            check(f.name, getattr(self, f.name))
+        for name in RULES:
+            check(name, getattr(self, name))
 
     @property
     def warehouse_path(self) -> str:
@@ -144,6 +177,8 @@ class Settings:
         """The sinks an alerting run will use, refused before any work when one cannot deliver."""
         names = tuple(sinks) if sinks else self.alert_sinks
         check("alert_sinks", names, "from --sink" if sinks else "")
+        if not sinks:  # every sink a route can send to must be able to deliver too
+            names += tuple(dict.fromkeys(s for r in self.routes for s in r.sinks if s not in names))
         for name in names:
             if name == "file" and not self.alert_file:
                 raise ConfigError(
@@ -160,7 +195,14 @@ class Settings:
                 raise ConfigError(
                     f"The {name} alert sink needs {secret}. Set it in the environment"
                 )
-            if secret and not _is_http_url(os.environ[secret]):
+            setting = SINK_URLS.get(name)
+            if setting and not _is_http_url(getattr(self, setting)):
+                raise ConfigError(
+                    f"The {name} alert sink needs {setting} set to an http(s) URL with a host "
+                    f"(now {_show(getattr(self, setting))}). Set it in funnelpulse.toml or "
+                    f"FUNNELPULSE_{setting.upper()}"
+                )
+            if secret and name in URL_SECRETS and not _is_http_url(os.environ[secret]):
                 # the value is a secret: name the variable, never show it
                 raise ConfigError(
                     f"{secret} is not an http(s) URL with a host. Set it to the URL your "
@@ -169,7 +211,9 @@ class Settings:
         return names
 
 
-RULES: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(Settings)}
+RULES: dict[str, Rule] = {
+    f.name: f.metadata["rule"] for f in fields(Settings) if "rule" in f.metadata
+}
 
 
 def _is_http_url(value: str) -> bool:
@@ -376,6 +420,12 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             where = f"from {env}"
             values[name] = check(name, _from_text(name, os.environ[env], where), where)
     _warn_near_misses()
+    if path.is_file():
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "routes" in raw:
+            values["routes"] = parse_routes(raw["routes"], path, SINKS)
+        if "silences" in raw:
+            values["silences"] = parse_silences(raw["silences"], path)
     for name, value in overrides.items():
         if name not in RULES:
             raise _unknown(name, "given")

@@ -21,7 +21,8 @@ Build
 - ``build.all_committed``     every table committed, the build record not yet written
 - ``build.state_written``     the build record written, the journal not yet removed
 
-Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules.
+Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules
+(``alerts.resolve_after_send``: a resolve notice delivered, its record not yet written).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,9 +175,14 @@ class Pipeline:
         return result
 
     def alert(
-        self, anomalies: pa.Table, sinks: list[str] | None = None, progress: Progress | None = None
+        self,
+        anomalies: pa.Table,
+        sinks: list[str] | None = None,
+        progress: Progress | None = None,
+        as_of: datetime | None = None,
     ) -> AlertResult:
-        """Send one alert per incident to the configured sinks (see README "Guarantees")."""
+        """Send one alert per incident to the configured sinks (see README "Guarantees"); with
+        `as_of`, the resolution of each incident whose segment scores normal again."""
         from .anomaly.alerts import send_alerts
 
         started = time.monotonic()
@@ -187,6 +192,7 @@ class Pipeline:
             anomalies.to_pylist(),
             sinks=sinks,
             progress=progress or self.progress,
+            as_of=as_of,
         )
         log.info(
             "alert: %d sent, %d failed, %d already sent, %d in cool-down in %.1f s",

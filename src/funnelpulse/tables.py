@@ -36,6 +36,7 @@ LIVE_INCIDENTS = (
 )
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
+INCIDENT_ACTIONS = "incident_actions"  # ack, resolve, mute, unmute (anomaly/workflow.py)
 # Ordered session funnels per entry date (funnel.py), whole shop and per held-constant segment.
 GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
 GOLD_SESSION_FUNNELS = (
@@ -59,6 +60,7 @@ ALL_TABLES = (
     ANOMALIES,
     LIVE_INCIDENTS,
     ALERTS,
+    INCIDENT_ACTIONS,
 )
 
 

@@ -22,16 +22,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from ..config import Settings
+from ..config import SINKS, Settings
 from ..console import Progress, SilentProgress
 from ..contract import ALERT_SCHEMA
 from ..errors import ConfigError, FunnelPulseError
 from ..faults import checkpoint
+from . import notices
 from .alertlog import AlertLog, previous_alerts
 from .incidents import Detected, group_incidents
 from .scoring import SEVERITY_RANK
+from .sink_registry import sink
 from .sinks import (
-    SINKS,
     DeliveryError,
     Send,
     idempotency_key,
@@ -39,8 +40,8 @@ from .sinks import (
     message,
     plain,
     scrub,
-    sink,
 )
+from .workflow import read_actions
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -75,6 +76,8 @@ class AlertResult:
     cooldown: int = 0
     resent: int = 0  # interrupted by a crash earlier, sent again with the same key
     pending: int = 0  # not attempted: the sink gave up or the time budget ran out
+    muted: int = 0  # held back by a mute or a maintenance window (recorded as muted)
+    updates: int = 0  # of `sent`: acknowledge and resolve notices
     errors: dict[str, str] = field(default_factory=dict)  # sink -> last error (scrubbed)
 
     @property
@@ -90,6 +93,8 @@ class AlertResult:
             text += f", {self.resent} resent after an interrupted delivery (same idempotency key)"
         if self.pending:
             text += f", {self.pending} not attempted"
+        if self.muted:
+            text += f", {self.muted} muted"
         return text
 
     def problem(self) -> str:
@@ -170,11 +175,16 @@ def send_alerts(
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     budget_s: float = BUDGET_S,
     progress: Progress | None = None,
+    as_of: datetime | None = None,
+    now: datetime | None = None,
 ) -> AlertResult:
-    """Group anomalies into incidents and alert each sink once per incident (see module doc)."""
+    """Group anomalies into incidents and alert each sink once per incident (see module doc).
+
+    `sinks` (--sink) bypasses the configured routes. With `as_of` (the end of the newest scored
+    hour), an incident whose segment has scored normal for `resolve_after_h` hours gets its
+    resolve notice. `now` is the clock mutes and maintenance windows are judged by.
+    """
     progress = progress or SilentProgress()
-    names = list(sinks or settings.alert_sinks)
-    senders = {name: sink(name, settings, stream or sys.stderr) for name in names}
     floor = SEVERITY_RANK.get(settings.min_severity)
     if floor is None:
         raise ConfigError(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
@@ -182,10 +192,17 @@ def send_alerts(
     incidents = [i for i in group_incidents(anomalies) if SEVERITY_RANK[i.severity] >= floor]
     result = AlertResult()
     with AlertLog(warehouse, on_wait=progress.step) as journal, _sigterm_deferred() as stop:
+        todo = notices.plan(
+            incidents, settings, sinks, read_actions(warehouse), as_of, now or datetime.now(UTC)
+        )
+        names = list(dict.fromkeys(p.sink for p in todo))
+        senders = {name: sink(name, settings, stream or sys.stderr) for name in names}
         history = journal.history()
         done = {
             (r["incident_id"], r["sink"]) for r in history if r["status"] in ("sent", "cooldown")
         }
+        opened = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "sent"}
+        muted = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "muted"}
         interrupted = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "sending"}
         last_sent: dict[tuple[str, str, str], datetime] = {}
         for r in history:
@@ -195,16 +212,21 @@ def send_alerts(
         deadline = time.monotonic() + budget_s
         failures_in_row = dict.fromkeys(names, 0)
         cooldown = timedelta(hours=settings.cooldown_h)
-        todo = [(i, n) for i in incidents for n in names]
-        for number, (incident, name) in enumerate(todo, 1):
+        for number, item in enumerate(todo, 1):
+            incident, name = item.notice, item.sink
             pair = (incident.incident_id, name)
             if pair in done:
                 result.skipped += 1
                 continue
+            first = (item.incident.incident_id, name)
+            if item.kind != "open" and first not in opened:
+                continue  # never acknowledge or resolve what was not announced to this sink
+            if item.kind == "open" and item.resolved and first in muted:
+                continue  # held back until it was over: nothing left to say
             if stop or failures_in_row[name] >= GIVE_UP_AFTER or time.monotonic() > deadline:
                 result.pending += 1
                 continue
-            text = message(incident, by_id)
+            text = notices.text(item, message(item.incident, by_id), settings)
 
             def record(status: str, attempts: int = 0, error: str | None = None) -> None:
                 journal.record(
@@ -224,16 +246,28 @@ def send_alerts(
                     }
                 )
 
+            if item.held:
+                if pair not in muted:  # one record per held notice, not one per run
+                    record("muted", error=item.held)
+                    muted.add(pair)
+                result.muted += 1
+                continue
             key = (name, incident.dimension, incident.segment)
             recent = last_sent.get(key)
-            if recent is not None and timedelta(0) < incident.start - recent < cooldown:
+            if (
+                item.kind == "open"
+                and recent is not None
+                and timedelta(0) < incident.start - recent < cooldown
+            ):
                 record("cooldown")
                 result.cooldown += 1
                 continue
             again = pair in interrupted
             progress.step(
                 f"Alert {number}/{len(todo)} to {name}: {incident.dimension} incident at "
-                f"{incident.start:%Y-%m-%d %H:%M} UTC" + (" (resending, same key)" if again else "")
+                + ("" if item.kind == "open" else f"({item.kind}) ")
+                + f"{incident.start:%Y-%m-%d %H:%M} UTC"
+                + (" (resending, same key)" if again else "")
             )
             record("sending")
             checkpoint("alerts.before_send")
@@ -241,12 +275,18 @@ def send_alerts(
                 senders[name], incident, text, retry_delays_s, deadline, stop
             )
             checkpoint("alerts.after_send")
+            if item.kind == "resolved":
+                checkpoint("alerts.resolve_after_send")
             record("sent" if ok else "failed", attempts, error)
             checkpoint("alerts.recorded")
             if ok:
                 result.sent += 1
                 result.resent += again
-                last_sent[key] = incident.start
+                if item.kind == "open":
+                    last_sent[key] = incident.start
+                    opened.add(pair)
+                else:
+                    result.updates += 1
                 failures_in_row[name] = 0
                 log.info("alert %s sent to %s (%d attempts)", plain(pair[0]), name, attempts)
             else:

@@ -49,6 +49,7 @@ class DetectResult:
     anomalies: pa.Table
     segments: int
     hours: int
+    as_of: datetime | None = None  # the end of the newest hour scored (batch incidents resolve by it)
 
 
 def detect(
@@ -123,7 +124,11 @@ def detect(
             partition_by=["window_date"],
             replace=replace,
         )
-    return DetectResult(method, table, len(series.segment), len(series.hours))
+    as_of = None
+    if len(series.hours):
+        as_of = series.hours[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+        as_of += timedelta(hours=1)
+    return DetectResult(method, table, len(series.segment), len(series.hours), as_of)
 
 
 def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]

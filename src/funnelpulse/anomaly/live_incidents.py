@@ -33,7 +33,10 @@ from .alerts import RETRY_DELAYS_S, AlertResult, deliver_once
 from .incidents import Detected
 from .live_data import load_grid, load_history, segment_keys
 from .open_window import LiveGrid, Options, Scores, newest_complete, score
-from .sinks import plain, sink
+from .routes import forced_sinks, route
+from .sink_registry import sink
+from .sinks import plain
+from .workflow import active_mutes, held_back, read_actions
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +336,12 @@ def deliver(
     stream: TextIO | None = None,
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
 ) -> AlertResult:
-    """Send each incident's opening (and, once closed, its resolution) to every sink once."""
-    names = list(sinks or settings.alert_sinks)
-    senders = {n: sink(n, settings, stream or sys.stderr) for n in names}
+    """Send each incident's opening (and, once closed, its resolution) to every sink it is
+    routed to, once; an opening held back by a mute or maintenance window is recorded as muted."""
+    forced = forced_sinks(sinks, settings.alert_sinks)
+    senders: dict[str, Any] = {}
+    now = datetime.now(UTC)
+    mutes = active_mutes(read_actions(warehouse), now)
     floor = _SEVERITY_RANK[settings.min_severity]
     cooldown = timedelta(hours=settings.cooldown_h)
     result = AlertResult()
@@ -362,10 +368,25 @@ def deliver(
             if r["status"] == "sent" and not r["incident_id"].endswith(":resolved"):
                 key = (r["sink"], r["dimension"], r["segment"])
                 last_sent[key] = max(last_sent.get(key, r["incident_start"]), r["incident_start"])
+        muted = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "muted"}
         for incident in incidents:
             if _SEVERITY_RANK[incident.severity] < floor:
                 continue
-            for name in names:
+            opening = _detected(incident, False)
+            routed = route(opening, settings.routes, settings.alert_sinks, forced).sinks
+            held = held_back(opening, mutes, settings.silences, now)
+            for name in routed:
+                pair = (incident.incident_id, name)
+                if done.get(pair) in (None, "failed") and (
+                    held or (incident.status == "resolved" and pair in muted)
+                ):
+                    if held and pair not in muted:  # recorded once, sent when the mute ends
+                        _record(journal, opening, name, "muted", open_message(incident), 0, held)
+                        muted.add(pair)
+                    result.muted += bool(held)
+                    continue
+                if name not in senders:
+                    senders[name] = sink(name, settings, stream or sys.stderr)
                 notices: list[tuple[Detected, str]] = []
                 waiting = False
                 if due((incident.incident_id, name)):

@@ -23,19 +23,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from ..config import Settings
-from ..errors import ConfigError
 from .incidents import Detected
 
-SINKS = ("console", "file", "webhook", "slack", "email")
 ENV_WEBHOOK = "FUNNELPULSE_WEBHOOK_URL"
 ENV_SLACK = "FUNNELPULSE_SLACK_WEBHOOK_URL"
 ENV_SMTP_USER = "FUNNELPULSE_SMTP_USER"
 ENV_SMTP_PASSWORD = "FUNNELPULSE_SMTP_PASSWORD"
-SECRET_ENVS = (ENV_WEBHOOK, ENV_SLACK, ENV_SMTP_PASSWORD, ENV_SMTP_USER)
+ENV_PAGERDUTY = "FUNNELPULSE_PAGERDUTY_ROUTING_KEY"
+SECRET_ENVS = (ENV_WEBHOOK, ENV_SLACK, ENV_SMTP_PASSWORD, ENV_SMTP_USER, ENV_PAGERDUTY)
 REQUEST_TIMEOUT_S = 5.0
 KEY_HEADER = "Idempotency-Key"
 INCIDENT_HEADER = "X-FunnelPulse-Incident"
@@ -285,16 +284,22 @@ _OPENER = urllib.request.build_opener(_KeepMethodRedirects())
 
 
 def post_json(
-    url_env: str, payload: dict[str, Any], key: str, timeout_s: float = REQUEST_TIMEOUT_S
+    url_env: str,
+    payload: Any,
+    key: str,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+    url: str | None = None,
 ) -> None:
     """POST `payload` with the idempotency key as a header.
 
     A 307/308 redirect is followed with the same method and body; any other redirect is a
     permanent failure naming its target. HTTP 4xx (but 408/429) is permanent. A failure before
     the request was fully sent, 408, 429 and 5xx are retriable; a timeout or a dropped
-    connection while waiting for the answer is `maybe_delivered` (see DeliveryError).
+    connection while waiting for the answer is `maybe_delivered` (see DeliveryError). The URL
+    comes from the environment variable `url_env`, or is `url` (a setting; `url_env` then only
+    names it in errors).
     """
-    url = _checked_url(url_env)
+    url = url or _checked_url(url_env)
     request = urllib.request.Request(
         url,
         data=json.dumps(payload).encode(),
@@ -393,49 +398,6 @@ def _email(settings: Settings) -> Send:
             ) from None
 
     return by_email
-
-
-def sink(name: str, settings: Settings, stream: TextIO) -> Send:
-    """The sender of one sink; it raises DeliveryError (already free of secrets) when it fails."""
-    if name == "console":
-        return lambda incident, text: print(f"ALERT {text}", file=stream, flush=True)
-    if name == "file":
-        if not settings.alert_file:
-            raise ConfigError("The file alert sink needs alert_file (FUNNELPULSE_ALERT_FILE)")
-
-        def to_file(incident: Detected, text: str) -> None:
-            with open(settings.alert_file, "a") as handle:
-                handle.write(json.dumps(incident_record(incident, text)) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-
-        return to_file
-    if name == "webhook":
-        return lambda incident, text: post_json(
-            ENV_WEBHOOK,
-            incident_record(incident, text),
-            idempotency_key(incident.incident_id),
-            settings.alert_timeout_s,
-        )
-    if name == "slack":
-
-        def to_slack(incident: Detected, text: str) -> None:
-            key = idempotency_key(incident.incident_id)
-            payload = {
-                "text": f":rotating_light: {slack_escape(text)}",
-                "mrkdwn": False,
-                "unfurl_links": False,
-                "unfurl_media": False,
-                "idempotency_key": key,
-            }
-            post_json(ENV_SLACK, payload, key, settings.alert_timeout_s)
-
-        return to_slack
-    if name == "email":
-        if not settings.smtp_to:
-            raise ConfigError("The email alert sink needs smtp_to (FUNNELPULSE_SMTP_TO)")
-        return _email(settings)
-    raise ConfigError(f"Unknown alert sink {name!r}. Use: {', '.join(SINKS)}")
 
 
 class ScrubSecrets(logging.Filter):

@@ -416,9 +416,19 @@ def run_embedded(
                 alert_sinks,
             )
         last_input = time.monotonic()
+        watch = None
+        if alert_sinks:  # the alerting parts load only when alerting (start-up time)
+            from ..anomaly.no_data import NoDataWatch
+
+            watch = NoDataWatch(warehouse, settings, alert_sinks)
         while not stopping["flag"]:
             with beat.busy():
                 done = run.step(max_rows, trigger_s)
+            if watch is not None:
+                if done is not None and done.messages:
+                    watch.arrived()
+                else:
+                    watch.tick()
             if done is not None:
                 last_input = time.monotonic()
                 if on_batch:
