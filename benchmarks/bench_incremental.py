@@ -44,6 +44,7 @@ from funnelpulse import tables
 from funnelpulse.engines.base import MODELS
 from funnelpulse.funnel import GOLD_FUNNELS
 con = duckdb.connect()
+con.execute("SET enable_progress_bar=false")
 for name in [m.name for m in MODELS] + list(GOLD_FUNNELS):
     data = tables.dataset(tables.table_path(WAREHOUSE, name))
     con.register("t", data)
