@@ -157,16 +157,27 @@ def _date(value: str | date | None) -> date | None:
 @MASTER_OPTION
 @click.option("--since", type=DATE, default=None, help="First UTC date to rebuild.")
 @click.option("--until", type=DATE, default=None, help="Last UTC date to rebuild.")
+@click.option(
+    "--allow-shrink",
+    is_flag=True,
+    help="Build even though bronze_events lost rows since the last build (gone on purpose).",
+)
 @click.pass_obj
 def build(
-    ctx: _Context, engine: str | None, master: str | None, since: date | None, until: date | None
+    ctx: _Context,
+    engine: str | None,
+    master: str | None,
+    since: date | None,
+    until: date | None,
+    allow_shrink: bool,
 ) -> None:
     """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
     from .report import format_build
 
     check_range(since, until)
     with ctx.progress() as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(since, until)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        result = pipeline.build(since, until, allow_shrink=allow_shrink)
     _say(format_build(result))
 
 

@@ -113,11 +113,19 @@ class Pipeline:
         return done
 
     def build(
-        self, since: date | None = None, until: date | None = None, engine: str | None = None
+        self,
+        since: date | None = None,
+        until: date | None = None,
+        engine: str | None = None,
+        *,
+        allow_shrink: bool = False,
     ) -> BuildResult:
-        """bronze_events -> silver_events and every gold table, for the UTC dates in range."""
+        """bronze_events -> silver_events and every gold table, for the UTC dates in range.
+
+        Refused when bronze lost rows since the last build that no commit removed, unless
+        `allow_shrink` (the rows are gone on purpose)."""
         started = time.monotonic()
-        result = self._build(since, until, engine)
+        result = self._build(since, until, engine, allow_shrink)
         log.info(
             "build (%s): %s in %.1f s",
             result.engine,
@@ -127,12 +135,20 @@ class Pipeline:
         return result
 
     def _build(
-        self, since: date | None = None, until: date | None = None, engine: str | None = None
+        self,
+        since: date | None,
+        until: date | None,
+        engine: str | None,
+        allow_shrink: bool,
     ) -> BuildResult:
         if since and until and since > until:  # an empty range would commit nothing, silently
             raise ConfigError(f"since {since} is after until {until}. Swap them")
         return safety.build(
-            self.engine(engine), self.warehouse, DateRange(since, until), self.progress
+            self.engine(engine),
+            self.warehouse,
+            DateRange(since, until),
+            self.progress,
+            allow_shrink=allow_shrink,
         )
 
     def detect(

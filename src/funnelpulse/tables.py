@@ -22,6 +22,20 @@ import pyarrow.parquet as pq
 
 from .errors import WarehouseError
 
+# Tables a full `funnelpulse build` rewrites from bronze_events (engines/base.py MODELS, and the
+# session funnels): a damaged one is rebuilt by that command.
+BUILT_TABLES = (
+    "silver_events",
+    "gold_funnel_hourly_brand",
+    "gold_funnel_daily_brand",
+    "gold_funnel_daily_category",
+    "gold_funnel_hourly_price_band",
+    "gold_session_funnel_daily",
+    "gold_session_funnel_daily_brand",
+    "gold_session_funnel_daily_category",
+    "gold_session_funnel_daily_price_band",
+)
+
 BRONZE = "bronze_events"
 QUARANTINE = "quarantine_events"
 SILVER = "silver_events"
@@ -64,6 +78,13 @@ ALL_TABLES = (
 
 def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"
+
+
+def _local(path: str) -> str | None:
+    """The local folder of a table path (file:// included); None for an object store."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    return None if "://" in path else path
 
 
 # Set by a journaled step (warehouse.journal): its data files carry the tag in their names, so
@@ -133,12 +154,21 @@ def _delta_dataset(path: str) -> ds.Dataset:
         if parts
         else None
     )
+    local = _local(path)
+    if local is None:
+        files = table.file_uris()
+    else:  # the table's own URIs percent-encode the folder (`wh space` -> `wh%20space`)
+        root = os.path.abspath(local)
+        relatives = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+        files = [os.path.join(root, r) for r in relatives]
     return ds.dataset(
-        table.file_uris(),
+        files,
         schema=schema,
         format="parquet",
         partitioning=partitioning,
-        partition_base_dir=path if parts else None,
+        partition_base_dir=(os.path.abspath(local) if local is not None else path)
+        if parts
+        else None,
     )
 
 
@@ -228,10 +258,12 @@ def _commit(
 
     adds: list[Any] = []
     try:
+        if replace is None and damaged_commit(path) is not None:
+            set_aside(path)  # a full rewrite needs nothing of the damaged change
         if not is_delta(path):
             _clear_debris(path)
             DeltaTable.create(path, schema, partition_by=list(partition_by) or None)
-        table = DeltaTable(path)
+        table = _open(path)
         now_ms = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -304,11 +336,17 @@ def user_error(path: str, exc: Exception) -> Exception:
     return exc
 
 
+def open_table(path: str) -> Any:
+    """The Delta table at `path` (its log checked), with a user's error when it cannot be opened."""
+    return _open(path)
+
+
 def _open(path: str) -> Any:
     """The Delta table at `path`, with a user's error when it cannot be opened."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
+    check_log(path)
     try:
         return DeltaTable(path)
     except (DeltaError, OSError) as exc:
@@ -318,6 +356,118 @@ def _open(path: str) -> Any:
             "step that writes it (`funnelpulse ingest` for bronze_events and quarantine_events, "
             "`funnelpulse build` for the others)"
         ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged log: its newest commit file is empty or cut short (a disk or copy that failed half
+# way). The table format reads an empty newest commit as "no files", an empty table; here it is
+# an error that says what to do. Object stores write an object whole or not at all, so only
+# local tables are checked.
+
+
+class DamagedTableError(WarehouseError):
+    """A table's newest commit does not parse; the message says how to get past it."""
+
+
+def _newest_commit(path: str) -> Path | None:
+    local = _local(path)
+    if local is None:
+        return None
+    try:
+        with os.scandir(Path(local, "_delta_log")) as entries:
+            names = [e.name for e in entries if re.fullmatch(r"\d{20}\.json", e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Path(local, "_delta_log", max(names)) if names else None
+
+
+def _parses(commit: Path) -> bool:
+    """True when every line of the commit file is a JSON action (an empty file is not)."""
+    try:
+        text = commit.read_bytes()
+    except FileNotFoundError:
+        return True  # replaced by a concurrent writer's rename: nothing damaged
+    lines = [line for line in text.split(b"\n") if line.strip()]
+    if not lines:
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in lines)
+    except ValueError:
+        return False
+
+
+def damaged_commit(path: str) -> Path | None:
+    """The table's newest commit file when it does not parse (else None)."""
+    newest = _newest_commit(path)
+    return newest if newest is not None and not _parses(newest) else None
+
+
+def check_log(path: str) -> None:
+    """Refuse a table whose newest commit does not parse, naming it and a step that works."""
+    commit = damaged_commit(path)
+    if commit is None:
+        return
+    import shlex
+
+    name = os.path.basename(path.rstrip("/"))
+    what = (
+        f"Table {name} is damaged: its newest change ({commit}) is empty or cut short, so the "
+        "table cannot be read as it is"
+    )
+    if name in BUILT_TABLES:
+        raise DamagedTableError(f"{what}. Run `funnelpulse build` to rebuild it from bronze_events")
+    if name == "anomalies":
+        raise DamagedTableError(f"{what}. Run `funnelpulse detect` to write it again")
+    aside = f"{commit}.damaged"
+    steps = (
+        f"Set that change aside with `mv {shlex.quote(str(commit))} {shlex.quote(aside)}` (the "
+        "table then reads as it was before it)"
+    )
+    if name in (BRONZE, QUARANTINE):
+        sources = _sources_of_uncommitted(path, commit)
+        again = (
+            f"`funnelpulse ingest {' '.join(shlex.quote(s) for s in sources)}`"
+            if sources
+            else "`funnelpulse ingest` for the files loaded last"
+        )
+        steps += f", then run {again} to load what that change held"
+    raise DamagedTableError(f"{what}. {steps}")
+
+
+def _sources_of_uncommitted(path: str, damaged: Path) -> list[str]:
+    """The raw files whose rows only the damaged commit named (read from its data files)."""
+    local = _local(path)
+    if local is None:
+        return []
+    logged = "".join(
+        p.read_text(errors="replace") for p in damaged.parent.glob("*.json") if p != damaged
+    )
+    sources: set[str] = set()
+    for file in Path(local).rglob("*.parquet"):
+        if file.name in logged:
+            continue
+        with contextlib.suppress(Exception):
+            column = pq.read_table(file, columns=["source_file"]).column("source_file")
+            sources.update(s for s in column.unique().to_pylist() if s)
+    return sorted(sources)
+
+
+def set_aside(path: str) -> Path | None:
+    """Rename a damaged newest commit to `*.damaged` (kept for inspection): the table then reads
+    as the version before it. Returns the new name (None when nothing was damaged)."""
+    commit = damaged_commit(path)
+    if commit is None:
+        return None
+    aside = commit.with_name(f"{commit.name}.{int(time.time())}.damaged")
+    os.replace(commit, aside)
+    import warnings
+
+    warnings.warn(
+        f"table {os.path.basename(path.rstrip('/'))} had a damaged newest change; it was set "
+        f"aside as {aside} and the table is written again in full",
+        stacklevel=2,
+    )
+    return aside
 
 
 def _clear_debris(path: str) -> None:

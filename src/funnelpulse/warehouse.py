@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from . import faults, tables
+from . import build_records, faults, tables
 from .console import Progress, SilentProgress
 from .errors import WarehouseError
 
@@ -368,7 +368,27 @@ def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -
     dates = DateRange(
         date.fromisoformat(since) if since else None, date.fromisoformat(until) if until else None
     )
-    get_engine("duckdb").build(warehouse, dates, progress)
+    _build_and_record(get_engine("duckdb"), warehouse, dates, progress, allow_shrink=False)
+
+
+def _build_and_record(
+    engine: Any, warehouse: str, dates: Any, progress: Progress, allow_shrink: bool
+) -> Any:
+    """Check bronze against the last build's record, build, and record what was consumed.
+
+    Call inside the build's journal: a build that dies before its record is written is finished
+    by the next command, which writes the record then.
+    """
+    if dates.is_all:  # a full rewrite needs nothing of a damaged newest change: set it aside
+        for name in tables.BUILT_TABLES:
+            tables.set_aside(tables.table_path(warehouse, name))
+    bronze = build_records.bronze_state(warehouse)
+    build_records.check_bronze(warehouse, bronze, allow_shrink)
+    result = engine.build(warehouse, dates, progress)
+    faults.checkpoint("build.all_committed")
+    if bronze is not None:
+        build_records.append(warehouse, engine.name, dates.since, dates.until, bronze)
+    return result
 
 
 def _undo(warehouse: str, record: dict[str, Any]) -> None:
@@ -444,12 +464,25 @@ def _covers(since: date | None, until: date | None, record: dict[str, Any]) -> b
     return low and high
 
 
-def build(engine: Any, warehouse: str, dates: Any, progress: Progress | None = None) -> Any:
-    """Run `engine.build` as one journaled step under the writer lock (silver and gold together)."""
+def build(
+    engine: Any,
+    warehouse: str,
+    dates: Any,
+    progress: Progress | None = None,
+    *,
+    allow_shrink: bool = False,
+) -> Any:
+    """Run `engine.build` as one journaled step under the writer lock (silver and gold together),
+    refusing a bronze that lost rows since the last build unless `allow_shrink`."""
     progress = progress or SilentProgress()
     since, until = dates.since, dates.until
     with writer_lock(warehouse, progress):
+        if dates.is_all:  # before the versions are read for the journal
+            for name in tables.BUILT_TABLES:
+                tables.set_aside(tables.table_path(warehouse, name))
         recover(warehouse, progress, superseded=lambda r: _covers(since, until, r))
+        # Checked before the journal: a refused build leaves nothing to finish or undo.
+        build_records.check_bronze(warehouse, build_records.bronze_state(warehouse), allow_shrink)
         with journal(
             warehouse,
             "build",
@@ -458,8 +491,7 @@ def build(engine: Any, warehouse: str, dates: Any, progress: Progress | None = N
             until=until.isoformat() if until else None,
             versions=versions(warehouse, _build_tables()),
         ):
-            result = engine.build(warehouse, dates, progress)
-            faults.checkpoint("build.all_committed")
+            result = _build_and_record(engine, warehouse, dates, progress, allow_shrink=True)
         drop_superseded(warehouse, lambda r: _covers(since, until, r))
     return result
 

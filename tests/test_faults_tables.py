@@ -1,0 +1,144 @@
+"""Tables that cannot lie: a damaged log, a bronze that shrank, a lost or corrupted data file.
+
+Each case breaks a real warehouse on disk the way a failing disk or a wrong copy would, runs the
+real command, checks it refuses with an `Error:` that names the table and a step, follows that
+step literally, and checks the command then succeeds with exact counts.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_faults import BAD_LINES, cli, make_csv, no_jargon, ok, rows
+
+from funnelpulse import tables
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A warehouse with two raw files ingested and built, copied fresh for each test."""
+    folder = tmp_path_factory.mktemp("built")
+    files = {
+        "oct": make_csv(folder / "oct.csv", 6_000, "2019-10-01", 4, seed=1),
+        "nov": make_csv(folder / "nov.csv", 4_000, "2019-11-01", 3, seed=2),
+    }
+    wh = folder / "wh"
+    ok(cli(wh, "ingest", str(files["oct"])))
+    ok(cli(wh, "ingest", str(files["nov"])))
+    ok(cli(wh, "build"))
+    return {**files, "wh": wh}
+
+
+@pytest.fixture
+def wh(tmp_path: Path, built: dict[str, Path]) -> Path:
+    copy = tmp_path / "wh"
+    shutil.copytree(built["wh"], copy)
+    return copy
+
+
+def newest_commit(wh: Path, name: str) -> Path:
+    return sorted((wh / name / "_delta_log").glob("*.json"))[-1]
+
+
+def damage(commit: Path, how: str) -> None:
+    size = commit.stat().st_size
+    with open(commit, "r+b") as handle:
+        handle.truncate(0 if how == "empty" else size // 2)
+
+
+def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert result.stderr.startswith("Error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+    no_jargon(result.stderr)
+    for word in words:
+        assert word in result.stderr, result.stderr
+    return result.stderr
+
+
+def quoted_commands(message: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", message)
+
+
+@pytest.mark.parametrize("how", ["empty", "half"])
+def test_a_damaged_newest_commit_of_silver_is_an_error_and_build_repairs_it(
+    wh: Path, how: str
+) -> None:
+    damage(newest_commit(wh, tables.SILVER), how)
+    for command in (["report"], ["funnel"], ["detect"], ["build", "--since", "2019-10-02"]):
+        message = refused(cli(wh, *command), "silver_events", "is damaged")
+        assert quoted_commands(message) == ["funnelpulse build"], message
+    # The advice, literally: then every reader works again, with the real counts.
+    built = ok(cli(wh, "build"))
+    assert "silver_events: 10,000 rows" in built
+    report = ok(cli(wh, "report"))
+    assert re.search(r"silver_events\s+10,000", report), report
+    assert "sessions" in ok(cli(wh, "funnel"))
+    ok(cli(wh, "detect"))
+    assert rows(wh, tables.SILVER) == 10_000
+
+
+@pytest.mark.parametrize("how", ["empty", "half"])
+def test_a_damaged_newest_commit_of_bronze_never_builds_an_empty_warehouse(
+    wh: Path, built: dict[str, Path], how: str
+) -> None:
+    damage(newest_commit(wh, tables.BRONZE), how)
+    message = refused(cli(wh, "build"), "bronze_events", "is damaged")
+    assert rows(wh, tables.SILVER) == 10_000  # nothing was replaced
+    assert refused(cli(wh, "report"), "bronze_events", "is damaged") == message
+    # The advice names the file to set aside and the raw file whose rows that change held.
+    move, ingest = quoted_commands(message)
+    assert move.startswith("mv ") and move.endswith(".damaged")
+    assert ingest == f"funnelpulse ingest {shlex.quote(str(built['nov'].resolve()))}"
+    subprocess.run(move, shell=True, check=True)
+    assert rows(wh, tables.BRONZE) == 6_000  # as it was before the damaged change
+    ok(cli(wh, *shlex.split(ingest)[1:]))
+    assert rows(wh, tables.BRONZE) == 10_000
+    assert rows(wh, tables.QUARANTINE) == 2 * BAD_LINES
+    assert "silver_events: 10,000 rows" in ok(cli(wh, "build"))
+    ok(cli(wh, "report"))
+
+
+def test_build_refuses_a_bronze_that_lost_rows_no_commit_removed(
+    wh: Path, built: dict[str, Path]
+) -> None:
+    # The log goes back one version (a restore of an old copy of the folder, say): the bronze
+    # that reads now lacks nov's 4,000 rows, and no commit removed them.
+    newest_commit(wh, tables.BRONZE).unlink()
+    assert rows(wh, tables.BRONZE) == 6_000
+    message = refused(cli(wh, "build"), "bronze_events has 6,000 rows", "read 10,000")
+    assert rows(wh, tables.SILVER) == 10_000  # silver and gold untouched
+    refused(cli(wh, "build", "--since", "2019-11-01"), "bronze_events has 6,000 rows")
+    assert "funnelpulse build --allow-shrink" in quoted_commands(message)
+    # Re-ingesting the missing file makes the build work (the first step the error gives).
+    ok(cli(wh, "ingest", str(built["nov"])))
+    assert "silver_events: 10,000 rows" in ok(cli(wh, "build"))
+
+
+def test_build_accepts_rows_removed_by_a_commit_and_allow_shrink_when_on_purpose(
+    wh: Path, built: dict[str, Path], tmp_path: Path
+) -> None:
+    # A re-ingest of a file with fewer rows is a commit that removes rows: not a loss.
+    raw = tmp_path / "nov.csv"
+    shutil.copy(built["nov"], raw)
+    ok(cli(wh, "ingest", str(raw)))  # nov's events under another name: they replace nov's rows
+    assert rows(wh, tables.BRONZE) == 10_000
+    make_csv(raw, 1_000, "2019-11-01", 3, seed=5)
+    ok(cli(wh, "ingest", str(raw)))  # the file now holds 1,000 rows: they replace its 4,000
+    assert rows(wh, tables.BRONZE) == 7_000
+    assert "silver_events: 7,000 rows" in ok(cli(wh, "build"))
+    # bronze recreated from one file on purpose: refused, then accepted with the flag.
+    shutil.rmtree(wh / tables.BRONZE)
+    ok(cli(wh, "ingest", str(built["oct"])))
+    message = refused(cli(wh, "build"), "bronze_events has 6,000 rows", "read 7,000")
+    assert "no longer in the table's history" in message
+    assert rows(wh, tables.SILVER) == 7_000
+    assert "silver_events: 6,000 rows" in ok(cli(wh, "build", "--allow-shrink"))
+    assert "silver_events: 6,000 rows" in ok(cli(wh, "build"))  # the new record is the base
