@@ -142,3 +142,35 @@ def test_build_accepts_rows_removed_by_a_commit_and_allow_shrink_when_on_purpose
     assert rows(wh, tables.SILVER) == 7_000
     assert "silver_events: 6,000 rows" in ok(cli(wh, "build", "--allow-shrink"))
     assert "silver_events: 6,000 rows" in ok(cli(wh, "build"))  # the new record is the base
+
+
+def data_file(wh: Path, name: str, day: str) -> Path:
+    return next((wh / name).glob(f"*={day}/*.parquet"))
+
+
+@pytest.mark.parametrize("how", ["deleted", "corrupted"])
+def test_a_lost_data_file_of_a_built_table_says_run_build(wh: Path, how: str) -> None:
+    file = data_file(wh, tables.SILVER, "2019-10-02")
+    if how == "deleted":
+        file.unlink()
+    else:  # same size, garbage inside (a bad sector, a copy gone wrong)
+        file.write_bytes(b"\0" * file.stat().st_size)
+    for command in (["report"], ["funnel"], ["detect"]):
+        message = refused(cli(wh, *command), "Table silver_events has 1 data file(s)", file.name)
+        assert quoted_commands(message) == ["funnelpulse build"], message
+    assert "silver_events: 10,000 rows" in ok(cli(wh, "build"))
+    ok(cli(wh, "report"))
+    ok(cli(wh, "funnel"))
+
+
+def test_a_lost_data_file_of_bronze_names_the_raw_file_to_ingest_again(
+    wh: Path, built: dict[str, Path]
+) -> None:
+    data_file(wh, tables.BRONZE, "2019-11-02").unlink()
+    message = refused(cli(wh, "build"), "Table bronze_events has 1 data file(s)")
+    assert rows(wh, tables.SILVER) == 10_000  # nothing replaced
+    (command,) = quoted_commands(message)
+    assert command == f"funnelpulse ingest {shlex.quote(str(built['nov'].resolve()))}"
+    ok(cli(wh, *shlex.split(command)[1:]))
+    assert rows(wh, tables.BRONZE) == 10_000
+    assert "silver_events: 10,000 rows" in ok(cli(wh, "build"))

@@ -72,10 +72,26 @@ class _Cli(click.Group):
         code = exit_code(
             lambda: parse_and_run(argv, prog_name or "funnelpulse", standalone_mode=False, **extra),
             debug="--debug" in argv,
+            diagnose=_diagnose,
         )
         if standalone:
             sys.exit(code)
         return code
+
+
+_current: list[_Context] = []  # the running command's context, for _diagnose
+
+
+def _diagnose(exc: BaseException) -> Exception | None:
+    """Explain a failure to read a warehouse file: which table lost or broke a file, what to run."""
+    import duckdb
+    import pyarrow as pa
+
+    if not _current or not isinstance(exc, OSError | pa.ArrowException | duckdb.Error):
+        return None
+    from . import tables
+
+    return tables.broken_files_error(_current[-1].pipeline(None).warehouse)
 
 
 @click.group("funnelpulse", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +129,7 @@ def cli(
 
         scrubbed_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = _Context(warehouse, config, quiet)
+    _current[:] = [ctx.obj]
 
 
 @cli.command()

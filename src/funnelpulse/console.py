@@ -75,9 +75,16 @@ def progress(quiet: bool) -> Iterator[Progress]:
 EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_ABORTED = 1, 2, 3, 130
 
 
-def exit_code(command: Callable[[], object], debug: bool = False) -> int:
+def exit_code(
+    command: Callable[[], object],
+    debug: bool = False,
+    diagnose: Callable[[BaseException], Exception | None] | None = None,
+) -> int:
     """Run a command and turn what it raised into an exit code and one `Error: <what failed>.
-    <what to do>` line on stderr, with every part of every configured secret removed."""
+    <what to do>` line on stderr, with every part of every configured secret removed.
+
+    `diagnose(exc)` may explain an unexpected failure (a data file gone from the warehouse, say)
+    as an error the user can act on; then it is shown as such and exits 1."""
     import warnings
 
     import click
@@ -108,6 +115,15 @@ def exit_code(command: Callable[[], object], debug: bool = False) -> int:
     except Exception as exc:
         if debug:
             raise
+        known = None
+        if diagnose is not None:
+            try:
+                known = diagnose(exc)
+            except Exception:  # the diagnosis is a courtesy: never hide the real failure
+                known = None
+        if known is not None:
+            click.echo(scrub(f"Error: {known}"), err=True)
+            return EXIT_ERROR
         message = f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details"
         click.echo(scrub(message), err=True)
         return EXIT_UNEXPECTED

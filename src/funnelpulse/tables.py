@@ -470,6 +470,69 @@ def set_aside(path: str) -> Path | None:
     return aside
 
 
+# ---------------------------------------------------------------------------------------------
+# Lost or corrupted data files: found after a read failed, so that the user is told which table
+# and what to run rather than an unexpected error.
+
+
+def broken_files(path: str) -> list[tuple[str, str | None]]:
+    """Data files the table's log lists that are gone, cut short or unreadable on disk, each
+    with the raw file whose rows it held when its statistics say (bronze, quarantine)."""
+    local = _local(path)
+    if local is None or not is_delta(path):
+        return []
+    table = _open(path)
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    root = os.path.abspath(local)
+    found = []
+    for action in actions:
+        file = os.path.join(root, action["path"])
+        try:
+            ok = os.path.getsize(file) == action["size_bytes"]
+            if ok:
+                pq.read_metadata(file)
+        except (OSError, pa.ArrowException):
+            ok = False
+        if not ok:
+            low, high = action.get("min.source_file"), action.get("max.source_file")
+            found.append((action["path"], low if low is not None and low == high else None))
+    return found
+
+
+def broken_files_error(warehouse: str) -> WarehouseError | None:
+    """The user's error for the first table with lost or corrupted data files (None: none)."""
+    import shlex
+
+    for name in ALL_TABLES:
+        try:
+            broken = broken_files(table_path(warehouse, name))
+        except WarehouseError:
+            continue
+        if not broken:
+            continue
+        shown = ", ".join(f for f, _ in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        what = (
+            f"Table {name} has {len(broken)} data file(s) missing or corrupted on disk ({shown}), "
+            "so it cannot be read"
+        )
+        if name in BUILT_TABLES:
+            return WarehouseError(
+                f"{what}. Run `funnelpulse build` to write it again from bronze_events"
+            )
+        if name == ANOMALIES:
+            return WarehouseError(f"{what}. Run `funnelpulse detect` to write it again")
+        sources = sorted({s for _, s in broken if s})
+        if name in (BRONZE, QUARANTINE) and sources and all(s for _, s in broken):
+            listed = " ".join(shlex.quote(s) for s in sources)
+            return WarehouseError(
+                f"{what}. Run `funnelpulse ingest {listed}` to load those rows again"
+            )
+        return WarehouseError(
+            f"{what}. Restore the files from a backup, or re-run the command that writes {name}"
+        )
+    return None
+
+
 def _clear_debris(path: str) -> None:
     """Remove what a failed first commit left (a log folder without a commit, data files):
     with no commit there never was a table, so nothing here is anyone's data."""
