@@ -93,7 +93,7 @@ def rows_removed_since(warehouse: str, record: dict[str, Any], now: BronzeState)
         return None
     path = tables.table_path(warehouse, tables.BRONZE)
     try:
-        then = DeltaTable(path, version=int(record["bronze_version"]))
+        then = DeltaTable(tables.delta_location(path), version=int(record["bronze_version"]))
         current = tables.open_table(path)
         before = pa.table(then.get_add_actions(flatten=True)).select(["path", "num_records"])
         still = set(pa.table(current.get_add_actions(flatten=True)).column("path").to_pylist())

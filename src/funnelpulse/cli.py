@@ -83,15 +83,33 @@ _current: list[_Context] = []  # the running command's context, for _diagnose
 
 
 def _diagnose(exc: BaseException) -> Exception | None:
-    """Explain a failure to read a warehouse file: which table lost or broke a file, what to run."""
+    """Explain a failure the warehouse's state caused: a full or read-only disk, a data file
+    lost or broken (which table, what to run). None: a real bug, shown as unexpected."""
+    import errno
+
     import duckdb
     import pyarrow as pa
 
-    if not _current or not isinstance(exc, OSError | pa.ArrowException | duckdb.Error):
-        return None
     from . import tables
+    from .errors import WarehouseError
 
-    return tables.broken_files_error(_current[-1].pipeline(None).warehouse)
+    if not _current:
+        return None
+    warehouse = _current[-1].pipeline(None).warehouse
+    if tables.no_space(exc):
+        return tables.storage_error(warehouse, exc)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return WarehouseError(
+                f"Cannot write {seen.filename or warehouse}: {seen.strerror}. This command "
+                f"writes to the warehouse: make {warehouse} writable, or give a writable "
+                "--warehouse"
+            )
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, OSError | pa.ArrowException | duckdb.Error):
+        return tables.broken_files_error(warehouse)
+    return None
 
 
 @click.group("funnelpulse", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -112,7 +112,9 @@ def exit_code(
             raise
         click.echo(scrub(f"Error: {exc}"), err=True)
         return EXIT_ERROR
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Exception, and a native library's panic (a BaseException)
         if debug:
             raise
         known = None

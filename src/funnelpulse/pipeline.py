@@ -69,6 +69,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings or load_settings(**overrides)
         self.progress = progress or SilentProgress()
+        tables.delta_location(self.warehouse)  # a path the table storage would misread is refused
 
     @property
     def warehouse(self) -> str:
@@ -253,7 +254,9 @@ class Pipeline:
         options = options or StreamOptions()
         if options.alert_sinks is not None:  # a sink that cannot deliver is refused first
             self.settings.check_sinks(options.alert_sinks or None)
-        return self.engine(engine).stream(self.warehouse, self.settings, source, options)
+        adapter = self.engine(engine)
+        with safety.stream_lock(self.warehouse):  # one stream per warehouse
+            return adapter.stream(self.warehouse, self.settings, source, options)
 
     def replay(
         self,

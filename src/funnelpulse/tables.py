@@ -80,6 +80,23 @@ def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"
 
 
+def delta_location(path: str) -> str:
+    """How to name a table to the table library; a local path with a `%` is refused.
+
+    The library reads a local path as a URL: it decodes `%41` to `A` on some operations and not
+    on others (it wrote to `wh%41{x}`, then read `whA{x}`), whether the path is given plain,
+    encoded, or through a link (it resolves links). Refusing is the only way not to split one
+    table over two folders.
+    """
+    local = _local(path)
+    if local is not None and "%" in local:
+        raise WarehouseError(
+            f"The path {path} contains '%', which the table storage cannot use reliably (it may "
+            "read '%41' as 'A'). Give a --warehouse folder whose path has no '%'"
+        )
+    return path
+
+
 def _local(path: str) -> str | None:
     """The local folder of a table path (file:// included); None for an object store."""
     if path.startswith("file://"):
@@ -99,7 +116,7 @@ def is_delta(path: str) -> bool:
     if "://" in path:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(path)
+        return DeltaTable.is_deltatable(delta_location(path))
     try:
         with os.scandir(Path(path, "_delta_log")) as entries:
             return any(_COMMIT_FILE.search(e.name) and e.stat().st_size > 0 for e in entries)
@@ -262,7 +279,7 @@ def _commit(
             set_aside(path)  # a full rewrite needs nothing of the damaged change
         if not is_delta(path):
             _clear_debris(path)
-            DeltaTable.create(path, schema, partition_by=list(partition_by) or None)
+            DeltaTable.create(delta_location(path), schema, partition_by=list(partition_by) or None)
         table = _open(path)
         now_ms = int(time.time() * 1000)
         removes = [
@@ -288,7 +305,8 @@ def _commit(
     return sum(json.loads(a.stats)["numRecords"] for a in adds)
 
 
-def _no_space(exc: BaseException) -> bool:
+def no_space(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is a full disk."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
@@ -305,7 +323,7 @@ def storage_error(where: str, exc: BaseException) -> Exception:
 
     if isinstance(exc, FunnelPulseError):
         return exc
-    if _no_space(exc):
+    if no_space(exc):
         return WarehouseError(
             f"No space left on the disk holding {where}. Free some space (`funnelpulse vacuum` "
             "removes old table versions) and re-run the same command"
@@ -321,7 +339,7 @@ def user_error(path: str, exc: Exception) -> Exception:
     from deltalake.exceptions import CommitFailedError, DeltaError
 
     name = os.path.basename(path.rstrip("/"))
-    if isinstance(exc, OSError) or _no_space(exc):
+    if isinstance(exc, OSError) or no_space(exc):
         return storage_error(f"table {name} ({path})", exc)
     if isinstance(exc, CommitFailedError):
         return WarehouseError(
@@ -348,7 +366,7 @@ def _open(path: str) -> Any:
 
     check_log(path)
     try:
-        return DeltaTable(path)
+        return DeltaTable(delta_location(path))
     except (DeltaError, OSError) as exc:
         name = os.path.basename(path.rstrip("/"))
         raise WarehouseError(

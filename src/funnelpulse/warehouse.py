@@ -153,6 +153,39 @@ def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
     return fd
 
 
+@contextlib.contextmanager
+def stream_lock(warehouse: str) -> Iterator[None]:
+    """Held by the one stream that may write a warehouse's live tables: a second is refused at
+    once, with who holds it (a kill -9 frees it, as the writer lock)."""
+    path = lock_file(warehouse).with_name("stream.lock")
+    if _meta_dir(warehouse) is None:
+        path = lock_file(warehouse).with_suffix(".stream.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WarehouseError(
+            f"Cannot write to the warehouse at {warehouse}: {exc.strerror or exc}. The stream "
+            "writes its live tables there: give a writable --warehouse"
+        ) from exc
+    try:
+        if not take_flock(fd, 0, lambda: None):
+            raise WarehouseError(
+                f"{_holder(path)} is already streaming into this warehouse. Stop it (Ctrl-C) "
+                "before starting another stream here, or give another --warehouse"
+            )
+        import sys
+
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
+        info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat()}
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
 def writer_active(warehouse: str) -> bool:
     """True while some process (this one included) holds the warehouse's writer lock."""
     path = lock_file(warehouse)
