@@ -174,3 +174,65 @@ def test_a_lost_data_file_of_bronze_names_the_raw_file_to_ingest_again(
     ok(cli(wh, *shlex.split(command)[1:]))
     assert rows(wh, tables.BRONZE) == 10_000
     assert "silver_events: 10,000 rows" in ok(cli(wh, "build"))
+
+
+# ------------------------------------------------------------------------------------------
+# Recoverable states exit 1 with what to do (exit 3 is left to real bugs)
+
+
+def test_recoverable_states_exit_1_with_what_to_do(tmp_path: Path, built: dict[str, Path]) -> None:
+    """Walks a read-only warehouse (funnel, stream), a full disk under the stream and a second
+    stream on the same warehouse: each exits 1 with one `Error:` line saying what to do, and
+    the command works once that is done."""
+    import os
+    import sys
+    import time
+
+    from test_faults import _fill, tmpfs
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(built["oct"], landing / "oct.csv")
+    stream = ["stream", "--source", f"files://{landing}", "--until-idle", "1"]
+    with tmpfs(tmp_path / "disk", "40m") as disk:
+        wh = disk / "wh"
+        shutil.copytree(built["wh"], wh)
+        # Read-only: the funnel reads (its spill goes elsewhere); the stream says what it needs.
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        try:
+            assert "sessions" in ok(cli(wh, "funnel", "--by", "brand"))
+            refused(cli(wh, *stream), "Read-only file system", "give a writable --warehouse")
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+
+        # A full disk under the stream: exit 1, and once space is freed the same command works.
+        filler = _fill(disk, 96 * 1024)
+        refused(cli(wh, *stream), "No space left on the disk holding", "re-run the same command")
+        filler.unlink()
+        assert "6,007 events in" in ok(cli(wh, *stream, timeout=180))
+        assert rows(wh, tables.GOLD_STREAM) > 0
+
+        # A second stream on the same warehouse is refused at once, naming the first.
+        (landing / "more").mkdir()
+        first = subprocess.Popen(
+            [sys.executable, "-m", "funnelpulse", "-q", "--warehouse", str(wh), *stream[:3]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lock = wh / "_funnelpulse" / "stream.lock"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                not lock.exists() or f'"pid": {first.pid}' not in lock.read_text()
+            ):
+                time.sleep(0.2)
+            second = refused(cli(wh, *stream), "is already streaming into this warehouse")
+            assert f"(pid {first.pid})" in second
+        finally:
+            first.send_signal(2)
+            out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert "Stream stopped" in out
+        assert os.path.exists(lock)
+        ok(cli(wh, *stream))  # the first one stopped: a new stream runs
