@@ -236,3 +236,36 @@ def test_recoverable_states_exit_1_with_what_to_do(tmp_path: Path, built: dict[s
         assert "Stream stopped" in out
         assert os.path.exists(lock)
         ok(cli(wh, *stream))  # the first one stopped: a new stream runs
+
+
+# ------------------------------------------------------------------------------------------
+# Bounded waits: an object store that cannot be reached (no network, no credentials here)
+
+
+def test_an_unreachable_object_store_is_an_error_within_30_s_and_ctrl_c_stops_it() -> None:
+    import signal
+    import sys
+    import time
+
+    command = [
+        sys.executable,
+        "-m",
+        "funnelpulse",
+        "--warehouse",
+        "gs://bucket-that-does-not-exist/wh",
+        "report",
+    ]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 30
+    refused(result, "Cannot reach the warehouse at gs://bucket-that-does-not-exist/wh")
+
+    stopped = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well inside the wait for the store
+    asked = time.monotonic()
+    stopped.send_signal(signal.SIGINT)
+    _, err = stopped.communicate(timeout=60)
+    # Stopped (130; or killed by the signal when it came while Python was still importing).
+    assert stopped.returncode in (130, -signal.SIGINT), err
+    assert time.monotonic() - asked < 15  # at most the grace the watcher gives a clean stop
+    assert "Aborted." in err, err

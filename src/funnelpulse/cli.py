@@ -629,4 +629,12 @@ def run(args: list[str] | None = None) -> int:
 
 def main() -> None:
     """Entry point of the `funnelpulse` script."""
-    sys.exit(run())
+    from .console import EXIT_ABORTED, stop_on_interrupt
+
+    stop_on_interrupt()  # Ctrl-C stops the command even inside a native library call
+    try:
+        code = run()
+    except KeyboardInterrupt:  # Ctrl-C while the command was still starting up
+        click.echo("Aborted.", err=True)
+        code = EXIT_ABORTED
+    sys.exit(code)

@@ -70,6 +70,7 @@ class Pipeline:
         self.settings = settings or load_settings(**overrides)
         self.progress = progress or SilentProgress()
         tables.delta_location(self.warehouse)  # a path the table storage would misread is refused
+        tables.check_reachable(self.warehouse)  # an unreachable store fails fast, not in minutes
 
     @property
     def warehouse(self) -> str:

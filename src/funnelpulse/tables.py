@@ -97,6 +97,50 @@ def delta_location(path: str) -> str:
     return path
 
 
+REACH_TIMEOUT_S = 10.0  # an object store that has not answered by then is not coming
+
+
+def check_reachable(warehouse: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, an object-store warehouse that cannot be reached (no
+    credentials, no network, no such bucket): its client would otherwise retry for minutes."""
+    if _local(warehouse) is not None:
+        return
+    import threading
+    from datetime import timedelta
+
+    from pyarrow import fs
+
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            if warehouse.startswith("gs://"):
+                store: Any = fs.GcsFileSystem(retry_time_limit=timedelta(seconds=timeout_s))
+                inner = warehouse[len("gs://") :]
+            else:
+                store, inner = fs.FileSystem.from_uri(warehouse)
+            store.get_file_info(inner.rstrip("/"))
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, name="funnelpulse-reach", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 2)
+    if outcome and outcome[0] is None:
+        return
+    if not outcome:
+        reason = f"no answer within {timeout_s + 2:.0f} s"
+    else:
+        text = str(outcome[0])
+        reason = text.split("last message of ", 1)[-1].split(". ")[0].rstrip(".")[:200]
+    raise WarehouseError(
+        f"Cannot reach the warehouse at {warehouse} ({reason}). Check the address, the network "
+        "and the credentials (for gs://: GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth "
+        "application-default login`), then re-run"
+    )
+
+
 def _local(path: str) -> str | None:
     """The local folder of a table path (file:// included); None for an object store."""
     if path.startswith("file://"):
