@@ -73,10 +73,44 @@ class _Cli(click.Group):
         code = exit_code(
             lambda: parse_and_run(argv, prog_name or "funnelpulse", standalone_mode=False, **extra),
             debug="--debug" in argv,
+            diagnose=_diagnose,
         )
         if standalone:
             sys.exit(code)
         return code
+
+
+_current: list[_Context] = []  # the running command's context, for _diagnose
+
+
+def _diagnose(exc: BaseException) -> Exception | None:
+    """Explain a failure the warehouse's state caused: a full or read-only disk, a data file
+    lost or broken (which table, what to run). None: a real bug, shown as unexpected."""
+    import errno
+
+    import duckdb
+    import pyarrow as pa
+
+    from . import tables
+    from .errors import WarehouseError
+
+    if not _current:
+        return None
+    warehouse = _current[-1].pipeline(None).warehouse
+    if tables.no_space(exc):
+        return tables.storage_error(warehouse, exc)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return WarehouseError(
+                f"Cannot write {seen.filename or warehouse}: {seen.strerror}. This command "
+                f"writes to the warehouse: make {warehouse} writable, or give a writable "
+                "--warehouse"
+            )
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, OSError | pa.ArrowException | duckdb.Error):
+        return tables.broken_files_error(warehouse)
+    return None
 
 
 @click.group("funnelpulse", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +148,7 @@ def cli(
 
         scrubbed_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = _Context(warehouse, config, quiet)
+    _current[:] = [ctx.obj]
 
 
 @cli.command()
@@ -161,6 +196,11 @@ def _date(value: str | date | None) -> date | None:
 @click.option(
     "--full", is_flag=True, help="Rebuild every date, not only those whose bronze rows changed."
 )
+@click.option(
+    "--allow-shrink",
+    is_flag=True,
+    help="Build even though bronze_events lost rows since the last build (gone on purpose).",
+)
 @click.pass_obj
 def build(
     ctx: _Context,
@@ -169,6 +209,7 @@ def build(
     since: date | None,
     until: date | None,
     full: bool,
+    allow_shrink: bool,
 ) -> None:
     """Build silver_events and the gold tables from bronze_events.
 
@@ -180,9 +221,8 @@ def build(
     if full and (since or until):
         raise click.UsageError("--full rebuilds every date: leave out --since and --until")
     with ctx.progress() as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(
-            since, until, full=full
-        )
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        result = pipeline.build(since, until, full=full, allow_shrink=allow_shrink)
     _say(format_build(result))
 
 
@@ -723,4 +763,12 @@ def run(args: list[str] | None = None) -> int:
 
 def main() -> None:
     """Entry point of the `funnelpulse` script."""
-    sys.exit(run())
+    from .console import EXIT_ABORTED, stop_on_interrupt
+
+    stop_on_interrupt()  # Ctrl-C stops the command even inside a native library call
+    try:
+        code = run()
+    except KeyboardInterrupt:  # Ctrl-C while the command was still starting up
+        click.echo("Aborted.", err=True)
+        code = EXIT_ABORTED
+    sys.exit(code)

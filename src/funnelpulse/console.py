@@ -75,9 +75,16 @@ def progress(quiet: bool) -> Iterator[Progress]:
 EXIT_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_ABORTED = 1, 2, 3, 130
 
 
-def exit_code(command: Callable[[], object], debug: bool = False) -> int:
+def exit_code(
+    command: Callable[[], object],
+    debug: bool = False,
+    diagnose: Callable[[BaseException], Exception | None] | None = None,
+) -> int:
     """Run a command and turn what it raised into an exit code and one `Error: <what failed>.
-    <what to do>` line on stderr, with every part of every configured secret removed."""
+    <what to do>` line on stderr, with every part of every configured secret removed.
+
+    `diagnose(exc)` may explain an unexpected failure (a data file gone from the warehouse, say)
+    as an error the user can act on; then it is shown as such and exits 1."""
     import warnings
 
     import click
@@ -105,10 +112,68 @@ def exit_code(command: Callable[[], object], debug: bool = False) -> int:
             raise
         click.echo(scrub(f"Error: {exc}"), err=True)
         return EXIT_ERROR
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Exception, and a native library's panic (a BaseException)
         if debug:
             raise
+        known = None
+        if diagnose is not None:
+            try:
+                known = diagnose(exc)
+            except Exception:  # the diagnosis is a courtesy: never hide the real failure
+                known = None
+        if known is not None:
+            click.echo(scrub(f"Error: {known}"), err=True)
+            return EXIT_ERROR
         message = f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for details"
         click.echo(scrub(message), err=True)
         return EXIT_UNEXPECTED
     return code if isinstance(code, int) else 0
+
+
+_wakeup: list[Any] = []
+
+
+def stop_on_interrupt(grace_s: float = 10.0) -> None:
+    """Make Ctrl-C always stop the process: after `grace_s` (or a second Ctrl-C) it exits 130.
+
+    Python runs its SIGINT handler only between bytecodes, so a thread blocked in a native
+    library (an object store's retries, a table commit) never sees Ctrl-C. The interpreter's C
+    handler also writes the signal to a wake-up file descriptor, at once: a watcher thread reads
+    it. A command stopped this way is a kill, which the journal and commit protocols survive.
+    Call once, from the main thread of the command-line process.
+    """
+    import os
+    import signal
+    import socket
+    import sys
+    import threading
+    import time
+
+    reader, writer = socket.socketpair()
+    _wakeup[:] = [reader, writer]  # kept open for the life of the process
+    writer.setblocking(False)
+    try:
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        return
+
+    def watch() -> None:
+        deadline: float | None = None
+        while True:
+            reader.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0))
+            try:
+                data = reader.recv(64)
+            except TimeoutError:
+                data = b""
+            if signal.SIGINT not in data and deadline is None:
+                continue
+            if deadline is not None and (signal.SIGINT in data or time.monotonic() >= deadline):
+                sys.stderr.write("Aborted.\n")
+                sys.stderr.flush()
+                os._exit(EXIT_ABORTED)
+            if deadline is None:
+                deadline = time.monotonic() + grace_s
+
+    threading.Thread(target=watch, name="funnelpulse-interrupt", daemon=True).start()

@@ -231,6 +231,15 @@ def spill_parent(warehouse: str) -> str | None:
     return str(meta) if meta.is_dir() else None
 
 
+def _spill_folder(warehouse: str) -> str:
+    """A private spill folder: beside the data, or in the system temp folder when the warehouse
+    is read-only (reading a warehouse never needs to write to it)."""
+    try:
+        return tempfile.mkdtemp(prefix="spill-", dir=spill_parent(warehouse))
+    except OSError:
+        return tempfile.mkdtemp(prefix="funnelpulse-spill-")
+
+
 @contextmanager
 def bounded_connection(warehouse: str, memory_mb: int | None) -> Iterator[Any]:
     """A DuckDB connection held to `memory_mb` MB (None: DuckDB's default, 80 % of RAM) that
@@ -240,11 +249,11 @@ def bounded_connection(warehouse: str, memory_mb: int | None) -> Iterator[Any]:
     from .localdb import connect
 
     con = connect()
-    spill = tempfile.mkdtemp(prefix="spill-", dir=spill_parent(warehouse)) if memory_mb else None
+    spill = _spill_folder(warehouse) if memory_mb else None
     try:
         if spill:
             con.execute(f"SET memory_limit='{int(memory_mb or 0)}MB'")
-            con.execute("SET temp_directory=" + "'" + spill.replace("'", "''") + "'")
+            con.execute("SET temp_directory = ?", [spill])
         yield con
     except duckdb.OutOfMemoryException as exc:
         raise FunnelPulseError(

@@ -69,6 +69,8 @@ class Pipeline:
     ) -> None:
         self.settings = settings or load_settings(**overrides)
         self.progress = progress or SilentProgress()
+        tables.delta_location(self.warehouse)  # a path the table storage would misread is refused
+        tables.check_reachable(self.warehouse)  # an unreachable store fails fast, not in minutes
 
     @property
     def warehouse(self) -> str:
@@ -118,13 +120,17 @@ class Pipeline:
         until: date | None = None,
         engine: str | None = None,
         full: bool = False,
+        *,
+        allow_shrink: bool = False,
     ) -> BuildResult:
         """bronze_events -> silver_events and every gold table, for the UTC dates in range.
 
         With no range, only the dates whose bronze rows changed since the last build are rebuilt
-        (the first build builds everything); `full=True` rebuilds every date."""
+        (the first build builds everything); `full=True` rebuilds every date. Refused when bronze
+        lost rows since the last build that no commit removed, unless `allow_shrink` (the rows
+        are gone on purpose)."""
         started = time.monotonic()
-        result = self._build(since, until, engine, full)
+        result = self._build(since, until, engine, full, allow_shrink)
         log.info(
             "build (%s): %s in %.1f s",
             result.engine,
@@ -135,17 +141,23 @@ class Pipeline:
 
     def _build(
         self,
-        since: date | None = None,
-        until: date | None = None,
-        engine: str | None = None,
-        full: bool = False,
+        since: date | None,
+        until: date | None,
+        engine: str | None,
+        full: bool,
+        allow_shrink: bool,
     ) -> BuildResult:
         if since and until and since > until:  # an empty range would commit nothing, silently
             raise ConfigError(f"since {since} is after until {until}. Swap them")
         if full and (since or until):
             raise ConfigError("--full rebuilds every date: leave out --since and --until")
         return safety.build(
-            self.engine(engine), self.warehouse, DateRange(since, until), self.progress, full=full
+            self.engine(engine),
+            self.warehouse,
+            DateRange(since, until),
+            self.progress,
+            full=full,
+            allow_shrink=allow_shrink,
         )
 
     def detect(
@@ -256,7 +268,9 @@ class Pipeline:
         options = options or StreamOptions()
         if options.alert_sinks is not None:  # a sink that cannot deliver is refused first
             self.settings.check_sinks(options.alert_sinks or None)
-        return self.engine(engine).stream(self.warehouse, self.settings, source, options)
+        adapter = self.engine(engine)
+        with safety.stream_lock(self.warehouse):  # one stream per warehouse
+            return adapter.stream(self.warehouse, self.settings, source, options)
 
     def replay(
         self,

@@ -22,6 +22,20 @@ import pyarrow.parquet as pq
 
 from .errors import WarehouseError
 
+# Tables a full `funnelpulse build` rewrites from bronze_events (engines/base.py MODELS, and the
+# session funnels): a damaged one is rebuilt by that command.
+BUILT_TABLES = (
+    "silver_events",
+    "gold_funnel_hourly_brand",
+    "gold_funnel_daily_brand",
+    "gold_funnel_daily_category",
+    "gold_funnel_hourly_price_band",
+    "gold_session_funnel_daily",
+    "gold_session_funnel_daily_brand",
+    "gold_session_funnel_daily_category",
+    "gold_session_funnel_daily_price_band",
+)
+
 BRONZE = "bronze_events"
 QUARANTINE = "quarantine_events"
 SILVER = "silver_events"
@@ -68,6 +82,74 @@ def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"
 
 
+def delta_location(path: str) -> str:
+    """How to name a table to the table library; a local path with a `%` is refused.
+
+    The library reads a local path as a URL: it decodes `%41` to `A` on some operations and not
+    on others (it wrote to `wh%41{x}`, then read `whA{x}`), whether the path is given plain,
+    encoded, or through a link (it resolves links). Refusing is the only way not to split one
+    table over two folders.
+    """
+    local = _local(path)
+    if local is not None and "%" in local:
+        raise WarehouseError(
+            f"The path {path} contains '%', which the table storage cannot use reliably (it may "
+            "read '%41' as 'A'). Give a --warehouse folder whose path has no '%'"
+        )
+    return path
+
+
+REACH_TIMEOUT_S = 10.0  # an object store that has not answered by then is not coming
+
+
+def check_reachable(warehouse: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, an object-store warehouse that cannot be reached (no
+    credentials, no network, no such bucket): its client would otherwise retry for minutes."""
+    if _local(warehouse) is not None:
+        return
+    import threading
+    from datetime import timedelta
+
+    from pyarrow import fs
+
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            if warehouse.startswith("gs://"):
+                store: Any = fs.GcsFileSystem(retry_time_limit=timedelta(seconds=timeout_s))
+                inner = warehouse[len("gs://") :]
+            else:
+                store, inner = fs.FileSystem.from_uri(warehouse)
+            store.get_file_info(inner.rstrip("/"))
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, name="funnelpulse-reach", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 2)
+    if outcome and outcome[0] is None:
+        return
+    if not outcome:
+        reason = f"no answer within {timeout_s + 2:.0f} s"
+    else:
+        text = str(outcome[0])
+        reason = text.split("last message of ", 1)[-1].split(". ")[0].rstrip(".")[:200]
+    raise WarehouseError(
+        f"Cannot reach the warehouse at {warehouse} ({reason}). Check the address, the network "
+        "and the credentials (for gs://: GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth "
+        "application-default login`), then re-run"
+    )
+
+
+def _local(path: str) -> str | None:
+    """The local folder of a table path (file:// included); None for an object store."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    return None if "://" in path else path
+
+
 # Set by a journaled step (warehouse.journal): its data files carry the tag in their names, so
 # the files a killed write left uncommitted can be found and deleted.
 FILE_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("funnelpulse_file_tag", default="")
@@ -80,7 +162,7 @@ def is_delta(path: str) -> bool:
     if "://" in path:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(path)
+        return DeltaTable.is_deltatable(delta_location(path))
     try:
         with os.scandir(Path(path, "_delta_log")) as entries:
             return any(_COMMIT_FILE.search(e.name) and e.stat().st_size > 0 for e in entries)
@@ -177,12 +259,21 @@ def _files_dataset(path: str, table: Any) -> ds.Dataset:
         if parts
         else None
     )
+    local = _local(path)
+    if local is None:
+        files = table.file_uris()
+    else:  # the table's own URIs percent-encode the folder (`wh space` -> `wh%20space`)
+        root = os.path.abspath(local)
+        relatives = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+        files = [os.path.join(root, r) for r in relatives]
     return ds.dataset(
-        table.file_uris(),
+        files,
         schema=schema,
         format="parquet",
         partitioning=partitioning,
-        partition_base_dir=path if parts else None,
+        partition_base_dir=(os.path.abspath(local) if local is not None else path)
+        if parts
+        else None,
     )
 
 
@@ -272,10 +363,12 @@ def _commit(
 
     adds: list[Any] = []
     try:
+        if replace is None and damaged_commit(path) is not None:
+            set_aside(path)  # a full rewrite needs nothing of the damaged change
         if not is_delta(path):
             _clear_debris(path)
-            DeltaTable.create(path, schema, partition_by=list(partition_by) or None)
-        table = DeltaTable(path)
+            DeltaTable.create(delta_location(path), schema, partition_by=list(partition_by) or None)
+        table = _open(path)
         now_ms = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -300,7 +393,8 @@ def _commit(
     return sum(json.loads(a.stats)["numRecords"] for a in adds)
 
 
-def _no_space(exc: BaseException) -> bool:
+def no_space(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is a full disk."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
@@ -317,7 +411,7 @@ def storage_error(where: str, exc: BaseException) -> Exception:
 
     if isinstance(exc, FunnelPulseError):
         return exc
-    if _no_space(exc):
+    if no_space(exc):
         return WarehouseError(
             f"No space left on the disk holding {where}. Free some space (`funnelpulse vacuum` "
             "removes old table versions) and re-run the same command"
@@ -333,7 +427,7 @@ def user_error(path: str, exc: Exception) -> Exception:
     from deltalake.exceptions import CommitFailedError, DeltaError
 
     name = os.path.basename(path.rstrip("/"))
-    if isinstance(exc, OSError) or _no_space(exc):
+    if isinstance(exc, OSError) or no_space(exc):
         return storage_error(f"table {name} ({path})", exc)
     if isinstance(exc, CommitFailedError):
         return WarehouseError(
@@ -348,13 +442,19 @@ def user_error(path: str, exc: Exception) -> Exception:
     return exc
 
 
+def open_table(path: str) -> Any:
+    """The Delta table at `path` (its log checked), with a user's error when it cannot be opened."""
+    return _open(path)
+
+
 def _open(path: str) -> Any:
     """The Delta table at `path`, with a user's error when it cannot be opened."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
+    check_log(path)
     try:
-        return DeltaTable(path)
+        return DeltaTable(delta_location(path))
     except (DeltaError, OSError) as exc:
         name = os.path.basename(path.rstrip("/"))
         raise WarehouseError(
@@ -362,6 +462,181 @@ def _open(path: str) -> Any:
             "step that writes it (`funnelpulse ingest` for bronze_events and quarantine_events, "
             "`funnelpulse build` for the others)"
         ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged log: its newest commit file is empty or cut short (a disk or copy that failed half
+# way). The table format reads an empty newest commit as "no files", an empty table; here it is
+# an error that says what to do. Object stores write an object whole or not at all, so only
+# local tables are checked.
+
+
+class DamagedTableError(WarehouseError):
+    """A table's newest commit does not parse; the message says how to get past it."""
+
+
+def _newest_commit(path: str) -> Path | None:
+    local = _local(path)
+    if local is None:
+        return None
+    try:
+        with os.scandir(Path(local, "_delta_log")) as entries:
+            names = [e.name for e in entries if re.fullmatch(r"\d{20}\.json", e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Path(local, "_delta_log", max(names)) if names else None
+
+
+def _parses(commit: Path) -> bool:
+    """True when every line of the commit file is a JSON action (an empty file is not)."""
+    try:
+        text = commit.read_bytes()
+    except FileNotFoundError:
+        return True  # replaced by a concurrent writer's rename: nothing damaged
+    lines = [line for line in text.split(b"\n") if line.strip()]
+    if not lines:
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in lines)
+    except ValueError:
+        return False
+
+
+def damaged_commit(path: str) -> Path | None:
+    """The table's newest commit file when it does not parse (else None)."""
+    newest = _newest_commit(path)
+    return newest if newest is not None and not _parses(newest) else None
+
+
+def check_log(path: str) -> None:
+    """Refuse a table whose newest commit does not parse, naming it and a step that works."""
+    commit = damaged_commit(path)
+    if commit is None:
+        return
+    import shlex
+
+    name = os.path.basename(path.rstrip("/"))
+    what = (
+        f"Table {name} is damaged: its newest change ({commit}) is empty or cut short, so the "
+        "table cannot be read as it is"
+    )
+    if name in BUILT_TABLES:
+        raise DamagedTableError(f"{what}. Run `funnelpulse build` to rebuild it from bronze_events")
+    if name == "anomalies":
+        raise DamagedTableError(f"{what}. Run `funnelpulse detect` to write it again")
+    aside = f"{commit}.damaged"
+    steps = (
+        f"Set that change aside with `mv {shlex.quote(str(commit))} {shlex.quote(aside)}` (the "
+        "table then reads as it was before it)"
+    )
+    if name in (BRONZE, QUARANTINE):
+        sources = _sources_of_uncommitted(path, commit)
+        again = (
+            f"`funnelpulse ingest {' '.join(shlex.quote(s) for s in sources)}`"
+            if sources
+            else "`funnelpulse ingest` for the files loaded last"
+        )
+        steps += f", then run {again} to load what that change held"
+    raise DamagedTableError(f"{what}. {steps}")
+
+
+def _sources_of_uncommitted(path: str, damaged: Path) -> list[str]:
+    """The raw files whose rows only the damaged commit named (read from its data files)."""
+    local = _local(path)
+    if local is None:
+        return []
+    logged = "".join(
+        p.read_text(errors="replace") for p in damaged.parent.glob("*.json") if p != damaged
+    )
+    sources: set[str] = set()
+    for file in Path(local).rglob("*.parquet"):
+        if file.name in logged:
+            continue
+        with contextlib.suppress(Exception):
+            column = pq.read_table(file, columns=["source_file"]).column("source_file")
+            sources.update(s for s in column.unique().to_pylist() if s)
+    return sorted(sources)
+
+
+def set_aside(path: str) -> Path | None:
+    """Rename a damaged newest commit to `*.damaged` (kept for inspection): the table then reads
+    as the version before it. Returns the new name (None when nothing was damaged)."""
+    commit = damaged_commit(path)
+    if commit is None:
+        return None
+    aside = commit.with_name(f"{commit.name}.{int(time.time())}.damaged")
+    os.replace(commit, aside)
+    import warnings
+
+    warnings.warn(
+        f"table {os.path.basename(path.rstrip('/'))} had a damaged newest change; it was set "
+        f"aside as {aside} and the table is written again in full",
+        stacklevel=2,
+    )
+    return aside
+
+
+# ---------------------------------------------------------------------------------------------
+# Lost or corrupted data files: found after a read failed, so that the user is told which table
+# and what to run rather than an unexpected error.
+
+
+def broken_files(path: str) -> list[tuple[str, str | None]]:
+    """Data files the table's log lists that are gone, cut short or unreadable on disk, each
+    with the raw file whose rows it held when its statistics say (bronze, quarantine)."""
+    local = _local(path)
+    if local is None or not is_delta(path):
+        return []
+    table = _open(path)
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    root = os.path.abspath(local)
+    found = []
+    for action in actions:
+        file = os.path.join(root, action["path"])
+        try:
+            ok = os.path.getsize(file) == action["size_bytes"]
+            if ok:
+                pq.read_metadata(file)
+        except (OSError, pa.ArrowException):
+            ok = False
+        if not ok:
+            low, high = action.get("min.source_file"), action.get("max.source_file")
+            found.append((action["path"], low if low is not None and low == high else None))
+    return found
+
+
+def broken_files_error(warehouse: str) -> WarehouseError | None:
+    """The user's error for the first table with lost or corrupted data files (None: none)."""
+    import shlex
+
+    for name in ALL_TABLES:
+        try:
+            broken = broken_files(table_path(warehouse, name))
+        except WarehouseError:
+            continue
+        if not broken:
+            continue
+        shown = ", ".join(f for f, _ in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        what = (
+            f"Table {name} has {len(broken)} data file(s) missing or corrupted on disk ({shown}), "
+            "so it cannot be read"
+        )
+        if name in BUILT_TABLES:
+            return WarehouseError(
+                f"{what}. Run `funnelpulse build` to write it again from bronze_events"
+            )
+        if name == ANOMALIES:
+            return WarehouseError(f"{what}. Run `funnelpulse detect` to write it again")
+        sources = sorted({s for _, s in broken if s})
+        if name in (BRONZE, QUARANTINE) and sources and all(s for _, s in broken):
+            listed = " ".join(shlex.quote(s) for s in sources)
+            return WarehouseError(
+                f"{what}. Run `funnelpulse ingest {listed}` to load those rows again"
+            )
+        return WarehouseError(
+            f"{what}. Restore the files from a backup, or re-run the command that writes {name}"
+        )
+    return None
 
 
 def _clear_debris(path: str) -> None:

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from . import faults, tables
+from . import build_records, faults, tables
 from .console import Progress, SilentProgress
 from .errors import WarehouseError
 
@@ -151,6 +151,43 @@ def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
     return fd
+
+
+@contextlib.contextmanager
+def stream_lock(warehouse: str) -> Iterator[None]:
+    """Held by the one stream that may write a warehouse's live tables: a second is refused at
+    once, with who holds it (a kill -9 frees it, as the writer lock)."""
+    path = lock_file(warehouse).with_name("stream.lock")
+    if _meta_dir(warehouse) is None:
+        path = lock_file(warehouse).with_suffix(".stream.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WarehouseError(
+            f"Cannot write to the warehouse at {warehouse}: {exc.strerror or exc}. The stream "
+            "writes its live tables there: give a writable --warehouse"
+        ) from exc
+    try:
+        if not take_flock(fd, 0, lambda: None):
+            raise WarehouseError(
+                f"{_holder(path)} is already streaming into this warehouse. Stop it (Ctrl-C) "
+                "before starting another stream here, or give another --warehouse"
+            )
+        import sys
+
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
+        info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat()}
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # nobody holds it now
+    finally:
+        os.close(fd)  # drops the flock
 
 
 def writer_active(warehouse: str) -> bool:
@@ -371,7 +408,27 @@ def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -
             date.fromisoformat(first) if first else None,
             date.fromisoformat(last) if last else None,
         )
-        get_engine("duckdb").build(warehouse, dates, progress)
+        _build_and_record(get_engine("duckdb"), warehouse, dates, progress, allow_shrink=False)
+
+
+def _build_and_record(
+    engine: Any, warehouse: str, dates: Any, progress: Progress, allow_shrink: bool
+) -> Any:
+    """Check bronze against the last build's record, build, and record what was consumed.
+
+    Call inside the build's journal: a build that dies before its record is written is finished
+    by the next command, which writes the record then.
+    """
+    if dates.is_all:  # a full rewrite needs nothing of a damaged newest change: set it aside
+        for name in tables.BUILT_TABLES:
+            tables.set_aside(tables.table_path(warehouse, name))
+    bronze = build_records.bronze_state(warehouse)
+    build_records.check_bronze(warehouse, bronze, allow_shrink)
+    result = engine.build(warehouse, dates, progress)
+    faults.checkpoint("build.all_committed")
+    if bronze is not None:
+        build_records.append(warehouse, engine.name, dates.since, dates.until, bronze)
+    return result
 
 
 def _undo(warehouse: str, record: dict[str, Any]) -> None:
@@ -458,8 +515,10 @@ def build(
     progress: Progress | None = None,
     *,
     full: bool = False,
+    allow_shrink: bool = False,
 ) -> Any:
-    """Run `engine.build` as one journaled step under the writer lock (silver and gold together).
+    """Run `engine.build` as one journaled step under the writer lock (silver and gold together),
+    refusing a bronze that lost rows since the last build unless `allow_shrink`.
 
     With no dates and not `full`, only the dates whose bronze files changed since the last build
     are rebuilt (incremental.py); the record of what was built is written after the last commit.
@@ -471,10 +530,17 @@ def build(
     since, until = dates.since, dates.until
     ranged = not dates.is_all
     with writer_lock(warehouse, progress):
+        if dates.is_all:  # before the versions are read for the journal
+            for name in tables.BUILT_TABLES:
+                if tables.set_aside(tables.table_path(warehouse, name)) is not None:
+                    full = True  # the table went back a version: what was built is unknown
         # An incremental build redoes only what changed, so it lets recovery finish every
         # interrupted build first; a full or ranged one redoes what it covers itself.
         redoes = (lambda r: _covers(since, until, r)) if (full or ranged) else (lambda r: False)
         recover(warehouse, progress, superseded=redoes)
+        # Checked before the journal: a refused build leaves nothing to finish or undo.
+        bronze = build_records.bronze_state(warehouse)
+        build_records.check_bronze(warehouse, bronze, allow_shrink)
         fingerprints = incremental.bronze_fingerprints(warehouse)
         models = incremental.models_hash()
         runs: list[tuple[date, date]] | None = None  # None: the whole range asked for
@@ -499,7 +565,7 @@ def build(
             record["runs"] = [[a.isoformat(), b.isoformat()] for a, b in runs]
         with journal(warehouse, "build", **record):
             if runs is None:
-                result = engine.build(warehouse, dates, progress)
+                result = _build_and_record(engine, warehouse, dates, progress, allow_shrink=True)
             else:
                 result = BuildResult(engine=engine.name)
                 for first, last in runs:
@@ -507,7 +573,9 @@ def build(
                     for name, rows in part.rows.items():
                         result.rows[name] = result.rows.get(name, 0) + rows
                     result.dates.extend(part.dates)
-            faults.checkpoint("build.all_committed")
+                faults.checkpoint("build.all_committed")
+                if bronze is not None:
+                    build_records.append(warehouse, engine.name, runs[0][0], runs[-1][1], bronze)
             old = incremental.read_state(warehouse)
             if runs is not None:
                 built: set[str] | None = incremental.covered(runs)

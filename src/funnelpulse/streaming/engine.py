@@ -100,7 +100,7 @@ class EmbeddedStream:
         # Bounded memory: DuckDB would otherwise keep up to 80% of RAM as cache over a long run.
         spill = Path(checkpoint_dir, "spill")
         self.con.execute(f"SET memory_limit='{MEMORY_LIMIT}'").fetchall()
-        self.con.execute(f"SET temp_directory='{spill}'").fetchall()
+        self.con.execute("SET temp_directory = ?", [str(spill)]).fetchall()
         self.state = StreamState(self.con, str(Path(checkpoint_dir, "state.duckdb")))
         self.batch, meta = committed(self.live)
         self.state.rollback(self.batch)

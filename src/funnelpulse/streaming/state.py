@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..localdb import file_path
+
 log = logging.getLogger(__name__)
 
 SCHEMA_SQL = """
@@ -46,7 +48,8 @@ class StreamState:
         self.con = con
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        con.execute(f"ATTACH '{path}' AS state").fetchall()
+        # A path is data, never SQL text; `?` in it needs a link (localdb.file_path).
+        con.execute("ATTACH ? AS state", [file_path(path)]).fetchall()
         con.execute(SCHEMA_SQL).fetchall()
 
     def rollback(self, committed: int) -> None:
