@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .cli_options import (
+    CONF_OPTION,
     DATE,
     ENGINE_OPTION,
     MASTER_OPTION,
@@ -119,8 +120,15 @@ def cli(
 @click.argument("files", nargs=-1)
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.pass_obj
-def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: str | None) -> None:
+def ingest(
+    ctx: _Context,
+    files: tuple[str, ...],
+    engine: str | None,
+    master: str | None,
+    spark_conf: Any,
+) -> None:
     """Load raw REES46 files (CSV, CSV.gz, Parquet) into bronze_events; bad rows go to quarantine.
 
     FILES may be local paths or URIs (gs://bucket/raw/, s3://..., file://...); a URI ending in /
@@ -132,7 +140,9 @@ def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: st
 
     try:
         with ctx.progress() as progress:
-            result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
+            result = ctx.pipeline(
+                progress, engine=engine, spark_master=master, spark_conf=spark_conf
+            ).ingest(files)
     except IngestIncomplete as exc:  # say what is already in: re-running only the rest is enough
         _say(format_ingest(exc.committed))
         click.echo(
@@ -155,18 +165,25 @@ def _date(value: str | date | None) -> date | None:
 @cli.command()
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.option("--since", type=DATE, default=None, help="First UTC date to rebuild.")
 @click.option("--until", type=DATE, default=None, help="Last UTC date to rebuild.")
 @click.pass_obj
 def build(
-    ctx: _Context, engine: str | None, master: str | None, since: date | None, until: date | None
+    ctx: _Context,
+    engine: str | None,
+    master: str | None,
+    spark_conf: Any,
+    since: date | None,
+    until: date | None,
 ) -> None:
     """Build silver_events and the gold tables from bronze_events (only the dates covered are replaced)."""
     from .report import format_build
 
     check_range(since, until)
     with ctx.progress() as progress:
-        result = ctx.pipeline(progress, engine=engine, spark_master=master).build(since, until)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
+        result = pipeline.build(since, until)
     _say(format_build(result))
 
 
@@ -240,6 +257,7 @@ def funnel(
 @SINK_OPTION
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.pass_obj
 def detect(
     ctx: _Context,
@@ -249,13 +267,14 @@ def detect(
     sinks: tuple[str, ...],
     engine: str | None,
     master: str | None,
+    spark_conf: Any,
 ) -> None:
     """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`.
 
     With --engine spark, the hourly segment aggregation over silver_events runs on Spark.
     """
     with ctx.progress() as progress:
-        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
         if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
             pipeline.settings.check_sinks(sinks)
         result = pipeline.detect(method, since)
@@ -466,6 +485,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     "the open window (drops); alert on incidents.",
 )
 @SINK_OPTION
+@CONF_OPTION
 @click.pass_obj
 def stream(
     ctx: _Context,
@@ -480,6 +500,7 @@ def stream(
     engine: str | None,
     alert: bool,
     sinks: tuple[str, ...],
+    spark_conf: Any,
 ) -> None:
     """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder, exactly once.
 
@@ -494,7 +515,9 @@ def stream(
     from .streaming.kafka_client import settings_options
 
     scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
-    pipeline = ctx.pipeline(None, watermark_s=watermark_s, spark_master=master)
+    pipeline = ctx.pipeline(
+        None, watermark_s=watermark_s, spark_master=master, spark_conf=spark_conf
+    )
     options = StreamOptions(
         until_idle_s=until_idle,
         trigger_s=trigger_s,
