@@ -190,7 +190,7 @@ def test_ingest_and_build_of_a_big_file_under_a_512m_driver_equal_duckdb(
     done = fp("--log-level", "INFO", "--warehouse", wh, "ingest", "--engine", "spark", *cap,
               str(big_csv), timeout=1800)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Starting Spark (local[2], driver memory 512m)" in done.stderr
+    assert "Starting Spark (local[2], driver memory 512m)" in " ".join(done.stderr.split())
     assert "(JVM heap 512 MB)" in done.stderr  # the cap reached the JVM itself
     done = fp("--warehouse", wh, "build", "--engine", "spark", *cap, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
