@@ -188,11 +188,11 @@ def test_ingest_and_build_of_a_big_file_under_a_512m_driver_equal_duckdb(
     wh = str(tmp_path / "spark")
     cap = ("--conf", "spark.driver.memory=512m")  # the flag wins over the file's driver_memory
     done = fp("--log-level", "INFO", "--warehouse", wh, "ingest", "--engine", "spark", *cap,
-              str(big_csv), timeout=1800)  # fmt: skip
+              str(big_csv), timeout=3600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting Spark (local[2], driver memory 512m)" in " ".join(done.stderr.split())
     assert "(JVM heap 512 MB)" in done.stderr  # the cap reached the JVM itself
-    done = fp("--warehouse", wh, "build", "--engine", "spark", *cap, timeout=1800)
+    done = fp("--warehouse", wh, "build", "--engine", "spark", *cap, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     duck = Pipeline(warehouse=str(tmp_path / "duck"))
     duck.ingest([big_csv])
@@ -221,7 +221,7 @@ def test_a_driver_out_of_memory_is_an_error_naming_the_setting(
     done = fp(
         "--warehouse", str(wh), "ingest", "--engine", "spark", "--master", "local[2]",
         "--conf", "spark.testing.memory=2147483648", str(big_csv),
-        env={"FUNNELPULSE_SPARK_DRIVER_MEMORY": "96m"}, timeout=1800,
+        env={"FUNNELPULSE_SPARK_DRIVER_MEMORY": "96m"}, timeout=3600,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1]
