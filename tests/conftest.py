@@ -121,8 +121,9 @@ def new_york_tz() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def shared_spark() -> Iterator[Any]:
     """One local Spark session for the whole run: the engine finds it active and reuses it."""
-    from funnelpulse.engines.spark import spark_session
+    from funnelpulse.engines.spark import SparkConfig, spark_session
 
-    session = spark_session("local[2]")
+    # A fixed heap rather than half the machine's: test data is small and the machine is shared.
+    session = spark_session(config=SparkConfig("local[2]", driver_memory="2g"))
     yield session
     session.stop()

@@ -21,7 +21,7 @@ BASE = [
     "fp1",
     "--dry-run",
 ]
-JOB = "gcloud dataproc jobs submit pyspark gs://acme-fp/code/funnelpulse_job.py --project acme-prj --region europe-west1 --cluster fp1 --py-files gs://acme-fp/code/funnelpulse-0.1.0-py3-none-any.whl -- --warehouse gs://acme-fp/warehouse"
+JOB = "gcloud dataproc jobs submit pyspark gs://acme-fp/code/funnelpulse_job.py --project acme-prj --region europe-west1 --cluster fp1 --py-files gs://acme-fp/code/funnelpulse-0.1.0-py3-none-any.whl --properties spark.driver.memory=4g\\,spark.executor.memory=5g -- --warehouse gs://acme-fp/warehouse"
 
 
 def dry(*args: str, env: dict[str, str] | None = None) -> list[str]:
@@ -98,6 +98,19 @@ def test_configuration_from_environment_and_defaults() -> None:
     )
 
 
+def test_spark_settings_are_passed_to_each_dataproc_job() -> None:
+    """The job's Spark properties (memory from flags or FUNNELPULSE_SPARK_*, any --conf) are on
+    every submitted job, where they win over the cluster's defaults."""
+    env = {"PATH": "/usr/bin:/bin", "FUNNELPULSE_SPARK_EXECUTOR_MEMORY": "7g"}
+    args = ["--driver-memory", "6g", "--conf", "spark.sql.shuffle.partitions=128", "--batch"]
+    commands = dry(*BASE, *args, env=env)
+    properties = (
+        "--properties spark.driver.memory=6g\\,spark.executor.memory=7g"
+        "\\,spark.sql.shuffle.partitions=128 -- "
+    )
+    assert len(commands) == 2 and all(properties in c for c in commands), commands
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -106,6 +119,8 @@ def test_configuration_from_environment_and_defaults() -> None:
         (["--project", "p", "--bogus"], "unknown option --bogus"),
         (["--project", "p", "--upload"], "needs at least one file"),
         (["--project", "p", "--workers", "x", "--setup"], "--workers must be a number"),
+        (["--project", "p", "--driver-memory", "lots", "--batch"], "memory sizes are like 4g"),
+        (["--project", "p", "--conf", "shuffle=3", "--batch"], "--conf needs KEY=VALUE"),
     ],
 )
 def test_bad_flags_fail_clearly(args: list[str], message: str) -> None:

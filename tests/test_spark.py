@@ -181,6 +181,10 @@ def _spark_submit(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str
             str(Path(sys.executable).with_name("spark-submit")),
             "--master",
             "local[2]",
+            "--driver-memory",
+            "900m",
+            "--conf",
+            "spark.sql.shuffle.partitions=3",
             "--py-files",
             str(wheel),
             str(ROOT / "deploy/spark/funnelpulse_job.py"),
@@ -199,9 +203,16 @@ def test_spark_submit_runs_ingest_build_and_detect(awkward: Pipeline, tmp_path: 
     raw = [str(Path(awkward.warehouse).parent / n) for n in ("awkward.csv", "gen.csv")]
     out = {}
     for step in (["ingest", *raw], ["build"], ["detect"]):
-        done = _spark_submit("--warehouse", warehouse, *step, tmp_path=tmp_path)
+        settings = ["--conf", "spark.driver.memory=5g"]  # ignored: spark-submit's JVM runs already
+        done = _spark_submit("--warehouse", warehouse, *step, *settings, tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Starting Spark" not in done.stderr  # the engine used spark-submit's session
+        # ... with spark-submit's settings, not the configured ones, and says so
+        shown = " ".join(done.stderr.split())  # the progress line may wrap at 80 columns
+        assert (
+            "Using the active Spark session (local[2], driver memory 900m, 3 shuffle partitions)"
+            in shown
+        ), done.stderr[-2000:]
         out[step[0]] = done.stdout
     spark = Pipeline(warehouse=warehouse)
     assert_same_tables(awkward, spark)

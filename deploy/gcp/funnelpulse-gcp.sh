@@ -24,6 +24,11 @@ Options:
   --bucket NAME      bucket without gs://   (env FUNNELPULSE_GCP_BUCKET, default PROJECT-funnelpulse)
   --cluster NAME     Dataproc cluster       (env FUNNELPULSE_GCP_CLUSTER, default funnelpulse)
   --workers N        worker count           (env FUNNELPULSE_GCP_WORKERS, default 2)
+  --driver-memory S  Spark driver heap of each job    (env FUNNELPULSE_SPARK_DRIVER_MEMORY,
+                     default 4g: the n2-standard-4 master has 16 GB)
+  --executor-memory S  Spark executor heap           (env FUNNELPULSE_SPARK_EXECUTOR_MEMORY,
+                     default 5g: two executors fit on each n2-standard-4 worker)
+  --conf KEY=VALUE   any other spark.* property of each job (repeat)
   --delete-bucket    with --delete: also remove the bucket and everything in it
   --dry-run          print the commands, run nothing
   -h, --help         this help
@@ -35,6 +40,9 @@ REGION="${FUNNELPULSE_GCP_REGION:-us-central1}"
 BUCKET="${FUNNELPULSE_GCP_BUCKET:-}"
 CLUSTER="${FUNNELPULSE_GCP_CLUSTER:-funnelpulse}"
 WORKERS="${FUNNELPULSE_GCP_WORKERS:-2}"
+DRIVER_MEMORY="${FUNNELPULSE_SPARK_DRIVER_MEMORY:-4g}"
+EXECUTOR_MEMORY="${FUNNELPULSE_SPARK_EXECUTOR_MEMORY:-5g}"
+SPARK_CONF=()
 DRY_RUN=0
 DELETE_BUCKET=0
 ACTIONS=()
@@ -51,6 +59,14 @@ while [ $# -gt 0 ]; do
     --bucket) BUCKET="${2:?--bucket needs a value}"; shift 2 ;;
     --cluster) CLUSTER="${2:?--cluster needs a value}"; shift 2 ;;
     --workers) WORKERS="${2:?--workers needs a value}"; shift 2 ;;
+    --driver-memory) DRIVER_MEMORY="${2:?--driver-memory needs a value}"; shift 2 ;;
+    --executor-memory) EXECUTOR_MEMORY="${2:?--executor-memory needs a value}"; shift 2 ;;
+    --conf)
+      case "${2:-}" in
+        spark.*=?*) SPARK_CONF+=("$2"); shift 2 ;;
+        *) die "--conf needs KEY=VALUE with a spark.* key, e.g. --conf spark.sql.shuffle.partitions=128" ;;
+      esac
+      ;;
     --dry-run) DRY_RUN=1; shift ;;
     --delete-bucket) DELETE_BUCKET=1; shift ;;
     --setup|--ingest|--batch|--dashboard|--status|--delete) ACTIONS+=("${1#--}"); shift ;;
@@ -67,6 +83,16 @@ done
 [ ${#ACTIONS[@]} -gt 0 ] || { usage >&2; die "give at least one action, e.g. --setup"; }
 [ -n "$PROJECT" ] || die "set --project or FUNNELPULSE_GCP_PROJECT"
 case "$WORKERS" in ''|*[!0-9]*) die "--workers must be a number" ;; esac
+for size in "$DRIVER_MEMORY" "$EXECUTOR_MEMORY"; do
+  [[ "$size" =~ ^[1-9][0-9]*[kKmMgGtT]$ ]] || die "memory sizes are like 4g or 512m, not '$size'"
+done
+# The job's Spark properties: they win over the cluster's defaults for this job only, and the
+# engine uses the session they configure as it is (its progress line shows them).
+PROPERTIES="spark.driver.memory=${DRIVER_MEMORY},spark.executor.memory=${EXECUTOR_MEMORY}"
+for entry in "${SPARK_CONF[@]+"${SPARK_CONF[@]}"}"; do
+  case "$entry" in *,*) die "--conf $entry: a value cannot hold a comma here" ;; esac
+  PROPERTIES="${PROPERTIES},${entry}"
+done
 BUCKET="${BUCKET:-${PROJECT}-funnelpulse}"
 WAREHOUSE="gs://${BUCKET}/warehouse"
 CODE="gs://${BUCKET}/code"
@@ -84,7 +110,8 @@ run() {
 submit() {
   run gcloud dataproc jobs submit pyspark "${CODE}/funnelpulse_job.py" \
     --project "$PROJECT" --region "$REGION" --cluster "$CLUSTER" \
-    --py-files "${CODE}/${WHEEL}" -- --warehouse "$WAREHOUSE" "$@"
+    --py-files "${CODE}/${WHEEL}" --properties "$PROPERTIES" \
+    -- --warehouse "$WAREHOUSE" "$@"
 }
 
 do_setup() {

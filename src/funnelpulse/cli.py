@@ -13,6 +13,7 @@ import click
 
 from .cli_incidents import digest, incidents
 from .cli_options import (
+    CONF_OPTION,
     DATE,
     ENGINE_OPTION,
     MASTER_OPTION,
@@ -155,8 +156,15 @@ def cli(
 @click.argument("files", nargs=-1)
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.pass_obj
-def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: str | None) -> None:
+def ingest(
+    ctx: _Context,
+    files: tuple[str, ...],
+    engine: str | None,
+    master: str | None,
+    spark_conf: Any,
+) -> None:
     """Load raw REES46 files (CSV, CSV.gz, Parquet) into bronze_events; bad rows go to quarantine.
 
     FILES may be local paths or URIs (gs://bucket/raw/, s3://..., file://...); a URI ending in /
@@ -168,7 +176,9 @@ def ingest(ctx: _Context, files: tuple[str, ...], engine: str | None, master: st
 
     try:
         with ctx.progress() as progress:
-            result = ctx.pipeline(progress, engine=engine, spark_master=master).ingest(files)
+            result = ctx.pipeline(
+                progress, engine=engine, spark_master=master, spark_conf=spark_conf
+            ).ingest(files)
     except IngestIncomplete as exc:  # say what is already in: re-running only the rest is enough
         _say(format_ingest(exc.committed))
         click.echo(
@@ -191,6 +201,7 @@ def _date(value: str | date | None) -> date | None:
 @cli.command()
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.option("--since", type=DATE, default=None, help="First UTC date to rebuild.")
 @click.option("--until", type=DATE, default=None, help="Last UTC date to rebuild.")
 @click.option(
@@ -206,6 +217,7 @@ def build(
     ctx: _Context,
     engine: str | None,
     master: str | None,
+    spark_conf: Any,
     since: date | None,
     until: date | None,
     full: bool,
@@ -221,7 +233,7 @@ def build(
     if full and (since or until):
         raise click.UsageError("--full rebuilds every date: leave out --since and --until")
     with ctx.progress() as progress:
-        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
         result = pipeline.build(since, until, full=full, allow_shrink=allow_shrink)
     _say(format_build(result))
 
@@ -299,6 +311,7 @@ def funnel(
 @SINK_OPTION
 @ENGINE_OPTION
 @MASTER_OPTION
+@CONF_OPTION
 @click.pass_obj
 def detect(
     ctx: _Context,
@@ -308,13 +321,14 @@ def detect(
     sinks: tuple[str, ...],
     engine: str | None,
     master: str | None,
+    spark_conf: Any,
 ) -> None:
     """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`.
 
     With --engine spark, the hourly segment aggregation over silver_events runs on Spark.
     """
     with ctx.progress() as progress:
-        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master)
+        pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
         if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
             pipeline.settings.check_sinks(sinks)
         result = pipeline.detect(method, since)
@@ -533,6 +547,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     "data file of theirs is missing).",
 )
 @SINK_OPTION
+@CONF_OPTION
 @click.pass_obj
 def stream(
     ctx: _Context,
@@ -548,6 +563,7 @@ def stream(
     alert: bool,
     repair: bool,
     sinks: tuple[str, ...],
+    spark_conf: Any,
 ) -> None:
     """Keep gold_stream_funnel_hourly_brand current from Kafka or a folder, exactly once.
 
@@ -562,7 +578,9 @@ def stream(
     from .streaming.kafka_client import settings_options
 
     scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
-    pipeline = ctx.pipeline(None, watermark_s=watermark_s, spark_master=master)
+    pipeline = ctx.pipeline(
+        None, watermark_s=watermark_s, spark_master=master, spark_conf=spark_conf
+    )
     options = StreamOptions(
         until_idle_s=until_idle,
         trigger_s=trigger_s,

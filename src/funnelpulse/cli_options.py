@@ -19,6 +19,29 @@ ENGINE_OPTION = click.option(
 MASTER_OPTION = click.option(
     "--master", default=None, help="Spark master URL (local[*], spark://..., yarn)."
 )
+
+
+def _spark_conf(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    """--conf KEY=VALUE flags as checked (key, value) pairs; None when none was given."""
+    from .config import parse_conf
+    from .errors import ConfigError
+
+    if not value:
+        return None
+    try:
+        return parse_conf(value, "--conf")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+CONF_OPTION = click.option(
+    "--conf",
+    "spark_conf",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_spark_conf,
+    help="A Spark setting for --engine spark (repeat; e.g. spark.driver.memory=4g).",
+)
 SINK_OPTION = click.option(
     "--sink",
     "sinks",

@@ -34,6 +34,10 @@ URL_SECRETS = ("webhook", "slack")  # sinks whose secret is the URL itself
 SINK_URLS = {"pagerduty": "pagerduty_url", "alertmanager": "alertmanager_url"}
 # Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
 OTHER_TABLES = ("kafka", "routes", "silences")
+# The [spark] table: each key is the setting `spark_<key>` (FUNNELPULSE_SPARK_<KEY>).
+SPARK_KEYS = ("master", "driver_memory", "executor_memory", "conf")
+# A JVM memory size as Spark takes it: 512m, 4g, 1536M, 2gb.
+MEMORY_SIZE = r"[1-9][0-9]*\s*[kKmMgGtT][bB]?"
 # FUNNELPULSE_* variables that are not settings (secrets, deployment, test hooks).
 OTHER_VARIABLES = (
     "webhook_url",
@@ -60,11 +64,16 @@ class Rule:
     choices: tuple[str, ...] = ()
     nonempty: bool = False
     divides: int | None = None  # the value must divide this (bucket minutes divide an hour)
+    pattern: str = ""  # a non-empty text must match this in full (memory sizes)
 
     def describe(self) -> str:
         """The rule in words, for error messages."""
         if self.kind is bool:
             return "true or false"
+        if self.kind is dict:
+            return "a table of spark.* keys and their values"
+        if self.pattern:
+            return 'a size such as "512m" or "4g" (or "" for the default)'
         if self.kind is tuple:
             return f"a list of {', '.join(self.choices)} (at least one, no repeats)"
         if self.choices:
@@ -98,6 +107,15 @@ class Settings:
     engine: str = _setting("duckdb", Rule(str, choices=ENGINES), "batch engine")
     spark_master: str = _setting("local[*]", Rule(str, nonempty=True), "Spark master URL")
     shuffle_partitions: int = _setting(8, Rule(int, 1, 10_000), "Spark shuffle partitions")
+    spark_driver_memory: str = _setting(
+        "", Rule(str, pattern=MEMORY_SIZE), "Spark driver heap (local: a share of RAM when unset)"
+    )
+    spark_executor_memory: str = _setting(
+        "", Rule(str, pattern=MEMORY_SIZE), "Spark executor heap (the cluster's when unset)"
+    )
+    spark_conf: tuple[tuple[str, str], ...] = _setting(
+        (), Rule(dict), "any spark.* setting, as key = value"
+    )
     watermark_s: int = _setting(7200, Rule(int, 0, 30 * 86_400), "stream lateness allowed, s")
     stream_retention_s: int = _setting(
         3600, Rule(int, 10, 30 * 86_400), "removed files and log entries a stream keeps, s"
@@ -274,7 +292,11 @@ def check(name: str, value: Any, where: str = "") -> Any:
             raise _bad(name, value, where, "must not be empty")
         if rule.choices and value not in rule.choices:
             raise _bad(name, value, where, must + _did_you_mean(value, rule.choices))
+        if rule.pattern and value and not re.fullmatch(rule.pattern, value.strip()):
+            raise _bad(name, value, where, must)
         return value
+    elif rule.kind is dict:
+        return _check_conf(name, value, where)
     else:
         if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
             raise _bad(name, value, where, must)
@@ -298,6 +320,41 @@ def check(name: str, value: Any, where: str = "") -> Any:
     if too_low or too_high or (rule.divides and rule.divides % value):
         raise _bad(name, value, where, must)
     return float(value) if rule.kind is float else value
+
+
+def _check_conf(name: str, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """Spark settings as sorted (key, text) pairs: keys start with `spark.`, values are scalars."""
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, tuple | list):
+        raise _bad(name, value, where, "must be a table of spark.* keys and their values")
+    checked: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise _bad(name, value, where, "must be a table of spark.* keys and their values")
+        key, text = pair[0].strip(), pair[1]
+        if not key.startswith("spark.") or len(key) <= len("spark."):
+            raise _bad(name, key, where, "is not a Spark setting (its key must start with spark.)")
+        if isinstance(text, bool):
+            text = "true" if text else "false"
+        if isinstance(text, float) and not math.isfinite(text):
+            raise _bad(name, text, where, f"(for {key}) must be a finite number")
+        if not isinstance(text, str | int | float) or not str(text).strip():
+            raise _bad(name, text, where, f"(for {key}) must be a text, number or boolean")
+        checked[key] = str(text).strip()
+    return tuple(sorted(checked.items()))
+
+
+def parse_conf(texts: list[str] | tuple[str, ...], where: str) -> tuple[tuple[str, str], ...]:
+    """`KEY=VALUE` texts (--conf flags, FUNNELPULSE_SPARK_CONF items) as checked pairs."""
+    pairs = []
+    for text in texts:
+        key, sep, val = text.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ConfigError(
+                f"{where} {text!r} is not KEY=VALUE. Write it as spark.some.key=value"
+            )
+        pairs.append((key.strip(), val.strip()))
+    return _check_conf("spark_conf", pairs, where)
 
 
 def _kind(value: Any) -> str:
@@ -336,6 +393,8 @@ def _from_text(name: str, text: str, where: str) -> Any:
             raise _bad(name, text, where, f"must be {rule.describe()}") from None
     if rule.kind is tuple:
         return tuple(v.strip() for v in raw.split(",") if v.strip())
+    if rule.kind is dict:  # spark.a=1,spark.b=x
+        return parse_conf([v for v in raw.split(",") if v.strip()], where)
     return text
 
 
@@ -372,14 +431,32 @@ def read_file(path: Path) -> dict[str, Any]:
     data.pop("kafka", None)  # librdkafka options: streaming.kafka_client.file_kafka_options
     for name in OTHER_TABLES:
         data.pop(name, None)
+    spark = _spark_table(data.pop("spark", {}), path)
     if "funnelpulse" in data:
         table = data.pop("funnelpulse")
         if not isinstance(table, dict):
             raise ConfigError(f"In {path}, funnelpulse must be a table: write [funnelpulse]")
         for key in data:
             raise _unknown(key, f"in {path} (outside [funnelpulse])")
-        return table
-    return data
+        return {**table, **spark}
+    return {**data, **spark}
+
+
+def _spark_table(table: Any, path: Path) -> dict[str, Any]:
+    """The [spark] table's keys as the settings they are (driver_memory -> spark_driver_memory)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"In {path}, spark must be a table: write [spark]")
+    for key in table:
+        if key not in SPARK_KEYS:
+            raise ConfigError(
+                f"Unknown setting {key!r} in [spark] of {path}{_did_you_mean(key, SPARK_KEYS)}. "
+                f"Known keys of [spark]: {', '.join(SPARK_KEYS)} (conf holds any spark.* key)"
+            )
+    if "conf" in table and not isinstance(table["conf"], dict):
+        raise ConfigError(
+            f'In {path}, [spark] conf must be a table: write [spark.conf] and "spark.key" = value'
+        )
+    return {f"spark_{key}": value for key, value in table.items()}
 
 
 def _warn_near_misses() -> None:
@@ -429,8 +506,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     for name, value in overrides.items():
         if name not in RULES:
             raise _unknown(name, "given")
-        if value is not None:
-            values[name] = check(name, _from_value(name, value))
+        if value is None:
+            continue
+        if name == "spark_conf":  # --conf flags add to (and win over) the file's [spark.conf]
+            value = {**dict(values.get(name, ())), **dict(check(name, value, "given"))}
+        values[name] = check(name, _from_value(name, value))
     return replace(Settings(), **values)
 
 

@@ -17,6 +17,10 @@ class ConfigError(FunnelPulseError):
     """A setting is invalid."""
 
 
+class EngineError(FunnelPulseError):
+    """An engine ran out of memory, died or could not start; the message names the setting."""
+
+
 class MissingDependencyError(FunnelPulseError):
     """An optional extra is not installed."""
 

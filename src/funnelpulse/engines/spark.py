@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +19,9 @@ import pyarrow as pa
 from .. import faults, tables
 from ..console import Progress
 from ._typing import SparkDataFrame, SparkSession, StructType
+from .spark_session import SparkConfig, spark_session, using_spark
+
+__all__ = ["SparkConfig", "SparkEngine", "spark_session", "using_spark"]
 
 if TYPE_CHECKING:
     import duckdb
@@ -49,53 +49,6 @@ def to_spark_sql(model: Model) -> str:
     from .dialect import to_spark
 
     return to_spark(model.sql)
-
-
-def spark_session(
-    master: str | None = "local[*]", shuffle_partitions: int = 8, app: str = "funnelpulse"
-) -> Any:
-    """A UTC, ANSI-mode session with few shuffle partitions (the active one under spark-submit)."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as exc:
-        raise MissingDependencyError("pyspark", "spark") from exc
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    active = SparkSession.getActiveSession()
-    builder = SparkSession.builder.appName(app)
-    if active is None and master:
-        builder = builder.master(master)
-    session = (
-        builder.config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.sql.ansi.enabled", "true")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    if active is None:  # a caller's session keeps the log level its owner chose
-        session.sparkContext.setLogLevel("ERROR")
-    return session
-
-
-@contextmanager
-def using_spark(
-    master: str | None, shuffle_partitions: int = 8, progress: Progress | None = None
-) -> Iterator[Any]:
-    """The active session (spark-submit's, a notebook's), or a new one that is stopped after."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as exc:
-        raise MissingDependencyError("pyspark", "spark") from exc
-    ours = SparkSession.getActiveSession() is None
-    if progress:
-        progress.step(f"Starting Spark ({master})" if ours else "Using the active Spark session")
-    spark = spark_session(master, shuffle_partitions)
-    try:
-        yield spark
-    finally:
-        if ours:  # a session someone else gave us is theirs to stop
-            spark.stop()
 
 
 def has_delta(spark: SparkSession) -> bool:
@@ -210,20 +163,24 @@ class SparkEngine:
     name = "spark"
     ingests_files_together = True
 
-    def __init__(self, master: str | None = "local[*]", shuffle_partitions: int = 8) -> None:
-        self.master = master
-        self.shuffle_partitions = shuffle_partitions
+    def __init__(
+        self,
+        master: str | None = "local[*]",
+        shuffle_partitions: int = 8,
+        config: SparkConfig | None = None,
+    ) -> None:
+        self.config = config or SparkConfig(master, shuffle_partitions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SparkEngine:
-        return cls(settings.spark_master, settings.shuffle_partitions)
+        return cls(config=SparkConfig.from_settings(settings))
 
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
         from .. import warehouse as safety
         from .spark_ingest import ingest_spark
 
         with safety.writing(warehouse, progress):
-            return ingest_spark(warehouse, paths, progress, self.master, self.shuffle_partitions)
+            return ingest_spark(warehouse, paths, progress, self.config)
 
     def stream(
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions
@@ -259,7 +216,7 @@ class SparkEngine:
         from ..anomaly.series import CUBE_SELECT
         from .dialect import to_spark
 
-        with using_spark(self.master, self.shuffle_partitions, progress) as spark:
+        with using_spark(self.config, progress) as spark:
             frame = read_table(spark, silver)
             if first:
                 frame = frame.where(frame.event_date >= first)
@@ -268,7 +225,7 @@ class SparkEngine:
         con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
-        with using_spark(self.master, self.shuffle_partitions, progress) as spark:
+        with using_spark(self.config, progress) as spark:
             return self._build(spark, warehouse, dates, progress)
 
     def _build(

@@ -31,7 +31,8 @@ from ..ingest import (
 from ..raw_lines import ENCODING_REASON, QUOTING_REASON, close_accounts, count_lines
 from ..raw_lines import quoted_fields_sql as _quotes_ok
 from ._typing import SparkDataFrame, SparkSession
-from .spark import using_spark, write_delta
+from .spark import write_delta
+from .spark_session import SparkConfig, using_spark
 
 # Splits a CSV line on the commas outside double quotes.
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
@@ -51,8 +52,7 @@ def ingest_spark(
     warehouse: str,
     paths: list[str | Path],
     progress: Progress | None = None,
-    master: str | None = "local[*]",
-    shuffle_partitions: int = 8,
+    config: SparkConfig | None = None,
 ) -> IngestResult:
     """Ingest local files or URIs (read by Spark directly: gs://, s3a://, hdfs://, file://)."""
     progress = progress or SilentProgress()
@@ -64,7 +64,7 @@ def ingest_spark(
         files += list_uri(text) if "://" in text else [str(Path(text).resolve())]
     checked = [(f, check_file(f), fingerprint(f)) for f in files]
     result = IngestResult()
-    with using_spark(master, shuffle_partitions, progress) as spark:
+    with using_spark(config or SparkConfig(), progress) as spark:
         for location, header, ingest_id in checked:
             progress.step(f"Reading {Path(location).name}")
             result.files.append(_ingest_one(spark, warehouse, location, header, ingest_id))

@@ -40,7 +40,7 @@ from ..streaming.windows import (
     upsert_windows,
 )
 from ._typing import SparkDataFrame, SparkSession
-from .spark import spark_session
+from .spark_session import SparkConfig, explain_failure, spark_session
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +342,6 @@ def run_stream(
     `kafka_options` are the user's librdkafka options (secrets stay in the environment)."""
     import json
 
-    from pyspark.sql import functions as F
-
     from ..streaming.kafka_client import file_options
 
     options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
@@ -355,9 +353,46 @@ def run_stream(
     from pyspark.sql import SparkSession
 
     ours = SparkSession.getActiveSession() is None  # a notebook's or spark-submit's stays running
-    spark = spark_session(
-        settings.spark_master, settings.shuffle_partitions, app="funnelpulse-stream"
-    )
+    spark = spark_session(app="funnelpulse-stream", config=SparkConfig.from_settings(settings))
+    try:
+        return _run(
+            spark,
+            ours,
+            warehouse,
+            settings,
+            source,
+            until_idle_s,
+            trigger_s,
+            checkpoint,
+            options,
+            on_batch,
+            alert_sinks,
+        )
+    except FunnelPulseError:
+        raise
+    except Exception as exc:
+        failure = explain_failure(spark, exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _run(
+    spark: SparkSession,
+    ours: bool,
+    warehouse: str,
+    settings: Settings,
+    source: str,
+    until_idle_s: float | None,
+    trigger_s: float,
+    checkpoint: str,
+    options: dict[str, str],
+    on_batch: Any,
+    alert_sinks: list[str] | None,
+) -> StreamResult:
+    """The stream's queries on `spark`, supervised until they stop."""
+    from pyspark.sql import functions as F
+
     # Few state partitions: every stateful operator runs one task per partition on each trigger,
     # and on 2 cores 8 partitions x 2 operators cost seconds per (even empty) batch. Fixed for the
     # life of a checkpoint.
