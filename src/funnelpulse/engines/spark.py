@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..ingest import IngestResult
     from ..streaming.windows import StreamResult
-from ..errors import FunnelPulseError, MissingDependencyError, WarehouseError
+from ..errors import FunnelPulseError, WarehouseError
 from .base import (
     GOLD_MODELS,
     SILVER_MODEL,
