@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
 from ..contract import QUARANTINE_SCHEMA, STREAM_SCHEMA
 from ..errors import FunnelPulseError
 from ..faults import checkpoint
+from ..ingest import LATE_REASON, not_after
 from ..localdb import connect
 from .live_hook import OpenWindowHook
 from .maintenance import Maintenance, table_config
-from .sources import Batch, FileSource, KafkaSource
+from .sources import Batch, Bounds, FileSource, KafkaSource
 from .state import StreamState
 from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql, upsert_windows
 
@@ -42,6 +44,7 @@ MEMORY_LIMIT = "1GB"
 # Longest wait for a batch's input: 0.25 s kept p95 send-to-visible under 2 s at 50,000 events/s
 # (0.5 s gave 2.28 s) and still drains a backlog at ~104,000 events/s (BENCHMARKS.md).
 DEFAULT_TRIGGER_S = 0.25
+BOUNDS = ("latest", "earliest")  # the event-time bounds of a batch, as its plan records them
 _BRONZE_VIEW = """CREATE OR REPLACE TEMP VIEW bronze_events AS SELECT event_time, event_type,
     product_id, category_id, category_code, brand, price, user_id, user_session, event_date,
     source AS source_file, ordinal AS source_row FROM typed_in"""
@@ -116,7 +119,7 @@ class EmbeddedStream:
             [self.live, tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)],
             retention_s=settings.stream_retention_s,
         )
-        self.result = StreamResult()
+        self.result = StreamResult(late_quarantined=True)
         self.alerts_checked = False
         # live buckets per batch; with --alert, the open window scored as buckets complete
         self.open_window = OpenWindowHook(warehouse, settings, alert_sinks, self.result)
@@ -150,17 +153,20 @@ class EmbeddedStream:
         """Read, judge and commit one micro-batch; None when no input arrived."""
         number = self.batch + 1
         plan = self.state.plan(number, self.source.name)
+        bounds = self._bounds(plan)
         clock = time.perf_counter()
-        batch = self.source.read(self.con, max_rows, max_wait_s, plan)
+        batch = self.source.read(self.con, max_rows, max_wait_s, plan, bounds)
         if batch.messages == 0 and plan is None:
             return None
         read_s = time.perf_counter() - clock
-        if plan is None:
+        if plan is None:  # a retry judges against the same bounds, whatever the clock says then
+            batch.plan.update({k: v.isoformat() for k, v in zip(BOUNDS, bounds, strict=True) if v})
             self.state.save_plan(number, self.source.name, batch.plan)
         checkpoint("stream.planned")
         quarantined = self._quarantine(number, batch)
+        late = int(pc.sum(pc.starts_with(batch.bad.column("reason"), LATE_REASON)).as_py() or 0)
         checkpoint("stream.quarantine_committed")
-        merged, ripe, late, dups = self._count(number, batch)
+        merged, ripe, dups = self._count(number, batch)
         checkpoint("stream.state_recorded")
         self.open_window.after_count(self.con, number)  # before the commit: see buckets.py
         self._commit(number, merged, batch)
@@ -191,6 +197,16 @@ class EmbeddedStream:
             self._alert()
         self.open_window.after_commit(max(self.part_max.values(), default=None))
         return batch
+
+    def _bounds(self, plan: dict[str, Any] | None) -> Bounds:
+        """The event times a batch accepts: up to the clock plus max_future_s, and from the
+        watermark on (events outside go to quarantine with the reason); a planned batch's own."""
+        if plan is not None and BOUNDS[0] in plan:
+            return (
+                datetime.fromisoformat(plan[BOUNDS[0]]),
+                datetime.fromisoformat(plan[BOUNDS[1]]) if plan.get(BOUNDS[1]) else None,
+            )
+        return not_after(self.settings.max_future_s), self.wm
 
     def _quarantine(self, number: int, batch: Batch) -> int:
         """Append the batch's bad rows (once: a retried batch finds its version committed)."""
@@ -223,29 +239,21 @@ class EmbeddedStream:
         )
         return rows
 
-    def _count(self, number: int, batch: Batch) -> tuple[pa.Table, int, int, int]:
-        """The silver rules, the late and repeat checks and the window totals for one batch:
-        the rows to MERGE, how many windows became final, late events, repeats dropped."""
+    def _count(self, number: int, batch: Batch) -> tuple[pa.Table, int, int]:
+        """The silver rules, the repeat check and the window totals for one batch (late events
+        were quarantined when judged): the rows to MERGE, how many windows became final, repeats
+        dropped."""
         con = self.con
         con.register("typed_in", batch.typed)
         con.execute(_BRONZE_VIEW).fetchall()
         con.execute(f"CREATE OR REPLACE TEMP TABLE silver_b AS {silver_sql()}").fetchall()
-        late = 0
-        if self.wm is not None:
-            late = con.execute(
-                "SELECT count(*) FROM silver_b WHERE event_time < ?", [self.wm]
-            ).fetchall()[0][0]
-            con.execute("DELETE FROM silver_b WHERE event_time < ?", [self.wm]).fetchall()
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE fresh AS {self.state.new_events_sql('silver_b')}"
         ).fetchall()
         dups = con.execute(
             "SELECT (SELECT count(*) FROM silver_b) - (SELECT count(*) FROM fresh)"
         ).fetchall()[0][0]
-        key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
-        for part, newest in con.execute(
-            f"SELECT {key}, max(event_time) FROM bronze_events GROUP BY ALL"
-        ).fetchall():
+        for part, newest in con.execute(self._newest_sql()).fetchall():
             if newest is not None and (part not in self.part_max or newest > self.part_max[part]):
                 self.part_max[part] = newest
         # A partition not yet read holds the watermark back; one read to its end does not.
@@ -302,7 +310,36 @@ class EmbeddedStream:
         ).fetchall()
         self.state.record(number, "fresh", batch.files)
         con.unregister("typed_in")
-        return _as_live(merged), ripe, int(late), int(dups)
+        return _as_live(merged), ripe, int(dups)
+
+    def _newest_sql(self) -> str:
+        """SQL: per partition, the newest event time the batch's own events vouch for. The batch's
+        times, sorted, split wherever two neighbours are more than half the lateness allowance
+        apart; the newest time of the run holding the batch's median counts. A few events far
+        ahead of (or behind) the rest, a wrong clock, never move the watermark; a batch whose
+        events moved on together moves it, as far as its newest (nothing is held back on clean
+        data)."""
+        key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
+        gap_us = max(1_000_000, int(self.watermark.total_seconds() * 1e6) // 2)
+        return f"""
+            WITH b AS (
+                SELECT {key} AS part, event_time,
+                    lag(event_time) OVER (PARTITION BY {key} ORDER BY event_time) AS prev
+                FROM bronze_events
+            ),
+            runs AS (
+                SELECT part, event_time, sum(CASE WHEN prev IS NULL
+                    OR epoch_us(event_time) - epoch_us(prev) > {gap_us} THEN 1 ELSE 0 END)
+                    OVER (PARTITION BY part ORDER BY event_time ROWS UNBOUNDED PRECEDING) AS run
+                FROM b
+            ),
+            mid AS (SELECT part, quantile_disc(event_time, 0.5) AS t FROM b GROUP BY part),
+            kept AS (
+                SELECT DISTINCT r.part, r.run FROM runs AS r
+                JOIN mid AS m ON r.part = m.part AND r.event_time = m.t
+            )
+            SELECT r.part, max(r.event_time) FROM runs AS r JOIN kept USING (part, run)
+            GROUP BY r.part"""
 
     def _commit(self, number: int, merged: pa.Table, batch: Batch) -> None:
         """One commit: the changed windows, the batch number and the source position."""

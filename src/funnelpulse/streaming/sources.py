@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ _TEXT_FIELDS = ("event_time", "event_type", "category_code", "brand", "user_sess
 JUDGED = pa.schema(
     [(c, pa.string()) for c in ("source", "raw_text", *RAW_COLUMNS)] + [("ordinal", pa.int64())]
 )
+
+
+# (latest, earliest) event time a batch accepts, naive UTC; None: no bound.
+Bounds = tuple[datetime | None, datetime | None]
 
 
 @dataclass
@@ -98,8 +103,11 @@ def parse_json(values: list[bytes | None], source: list[str], ordinal: list[int]
     )
 
 
-def judge(con: Any, raw: pa.Table) -> Batch:
-    """Judge raw JSON events with the ingest typing rules (on DuckDB connection `con`)."""
+def judge(
+    con: Any, raw: pa.Table, latest: datetime | None = None, earliest: datetime | None = None
+) -> Batch:
+    """Judge raw JSON events with the ingest typing rules (on DuckDB connection `con`); events
+    after `latest` or before `earliest` (naive UTC) are quarantined with their reason."""
     missing = " AND ".join(f"{c} IS NULL" for c in RAW_COLUMNS)
     con.register("raw_in", raw)
     con.execute(
@@ -107,7 +115,7 @@ def judge(con: Any, raw: pa.Table) -> Batch:
             CASE WHEN raw_text IS NULL OR ({missing}) THEN '{NOT_AN_EVENT}' END AS reader_reason
             FROM raw_in"""
     ).fetchall()
-    typed = con.sql(typed_sql(keep=("source",))).to_arrow_table()
+    typed = con.sql(typed_sql(("source",), latest, earliest)).to_arrow_table()
     con.unregister("raw_in")
     return _split(typed, raw.num_rows, {})
 
@@ -195,7 +203,12 @@ class KafkaSource:
             ) from None
 
     def read(
-        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+        self,
+        con: Any,
+        max_rows: int,
+        max_wait_s: float,
+        plan: dict[str, Any] | None,
+        bounds: Bounds = (None, None),
     ) -> Batch:
         """Messages until `max_rows`, the end of every partition, or `max_wait_s`; with `plan`,
         exactly the messages up to its end offsets (the retry of a batch cut short by a crash)."""
@@ -250,7 +263,7 @@ class KafkaSource:
                 break
         self.position = position
         raw = parse_json(values, [f"{topic}:{p}" for p in parts], offsets)
-        batch = judge(con, raw)
+        batch = judge(con, raw, *bounds)
         batch.plan = {"offsets": {str(p): o for p, o in position.items() if o >= 0}}
         batch.caught_up = {f"{topic}:{p}" for p in at_end}
         return batch
@@ -286,7 +299,12 @@ class FileSource:
         return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))[: self.max_files]
 
     def read(
-        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+        self,
+        con: Any,
+        max_rows: int,
+        max_wait_s: float,
+        plan: dict[str, Any] | None,
+        bounds: Bounds = (None, None),
     ) -> Batch:
         if plan is not None:
             files = [Path(f) for f in plan["files"]]
@@ -295,7 +313,7 @@ class FileSource:
             if not files:
                 time.sleep(max_wait_s)
                 files = self._new_files()
-        parts = [judge_file(con, f) for f in files]
+        parts = [judge_file(con, f, *bounds) for f in files]
         names = [str(f.resolve()) for f in files]
         self.done.update(names)
         typed = pa.concat_tables([b.typed for b in parts]) if parts else _empty(con)
@@ -307,7 +325,9 @@ def _empty(con: Any) -> pa.Table:
     return judge(con, parse_json([], [], [])).typed
 
 
-def judge_file(con: Any, path: Path) -> Batch:
+def judge_file(
+    con: Any, path: Path, latest: datetime | None = None, earliest: datetime | None = None
+) -> Batch:
     """One file judged as `ingest` judges it: the same reader, typing rules and line numbers."""
     source = str(path.resolve())
     name = path.name.lower()
@@ -315,7 +335,7 @@ def judge_file(con: Any, path: Path) -> Batch:
         lines = path.read_bytes().splitlines()
         kept = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
         raw = parse_json([line for _, line in kept], [source] * len(kept), [i for i, _ in kept])
-        return judge(con, raw)
+        return judge(con, raw, latest, earliest)
     try:
         header = ingest.check_file(path)
     except FunnelPulseError as exc:
@@ -333,7 +353,7 @@ def judge_file(con: Any, path: Path) -> Batch:
     own = connect()  # its own connection: the file's reader registers its own views
     try:
         accounts = raw_view(own, path, header)
-        typed = own.sql(typed_sql(keep=())).to_arrow_table()
+        typed = own.sql(typed_sql((), latest, earliest)).to_arrow_table()
     finally:
         own.close()
     typed = typed.append_column("source", pa.array([source] * typed.num_rows, pa.string()))
