@@ -109,3 +109,144 @@ def test_events_dated_2030_and_2015_never_make_real_events_late(
 
     shutil.copytree(Path(wh, tables.GOLD_STREAM), Path(batch.warehouse, tables.GOLD_STREAM))
     assert_live_equals_batch(batch)  # every real event counted, finality from real times only
+
+
+# ---------------------------------------------------------------- offsets you can trust
+
+
+def _live_views(warehouse: str) -> int:
+    return sum(
+        r["views"]
+        for r in tables.read(tables.table_path(warehouse, tables.GOLD_STREAM)).to_pylist()
+    )
+
+
+def _batch_of(events: Any, tmp_path: Path, name: str) -> Pipeline:
+    batch = Pipeline(warehouse=str(tmp_path / name))
+    batch.ingest([write_events(events, tmp_path / f"{name}.csv")])
+    batch.build()
+    return batch
+
+
+def _with_live(batch: Pipeline, live_warehouse: str) -> Pipeline:
+    import shutil
+
+    target = Path(batch.warehouse, tables.GOLD_STREAM)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(live_warehouse, tables.GOLD_STREAM), target)
+    return batch
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_broker_back_empty_stops_the_stream_with_the_offsets_then_earliest_reads_all(
+    tmp_path: Path,
+) -> None:
+    """The stream caught up; the (memory-only) broker restarts empty and new events arrive at
+    offsets the stream believes it has read. The next run stops (exit 1) naming the topic, the
+    partition and both offsets; with --on-offset-reset earliest it reads every new event."""
+    from funnelpulse.streaming.broker import create_topic, free_port, start_broker, stop_broker
+    from funnelpulse.streaming.replay import publish
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    url = f"kafka://{bootstrap}/reborn"
+    events = generate_events(4_000, seed=31, days=1, brands=6)
+    old, new = events.slice(0, 3_000), events.slice(3_000)
+    wh = str(tmp_path / "wh")
+    proc = start_broker(port)
+    try:
+        create_topic(bootstrap, "reborn")
+        publish(url, iter(messages_of(old)))
+        assert stream(wh, url).returncode == 0
+        stop_broker(proc)
+        proc = start_broker(port)
+        create_topic(bootstrap, "reborn")
+        publish(url, iter(messages_of(new)))
+        stopped = stream(wh, url)
+        assert stopped.returncode == 1, stopped.stderr[-2000:]
+        error = stopped.stderr.strip().splitlines()[-1]
+        assert error.startswith("Error: Kafka topic reborn partition "), error
+        assert "below the stream's committed offset" in error and "--on-offset-reset" in error
+        assert "Traceback" not in stopped.stderr
+        again = stream(wh, url, "--on-offset-reset", "earliest")
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "1,000 events in, 0 late events quarantined" in again.stdout, again.stdout
+    finally:
+        stop_broker(proc)
+    assert_live_equals_batch(_with_live(_batch_of(events, tmp_path, "batch"), wh))
+
+
+def _offsets_committed(warehouse: str) -> int:
+    """Messages the stream has committed as read (the offsets in its last commit)."""
+    from funnelpulse.streaming.engine import committed
+
+    _, meta = committed(tables.table_path(warehouse, tables.GOLD_STREAM))
+    return sum(meta.get("plan", {}).get("offsets", {}).values())
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_running_stream_notices_the_broker_came_back_empty(tmp_path: Path) -> None:
+    """The same while the stream runs: with FUNNELPULSE_ON_OFFSET_RESET=earliest it reads the new
+    events within seconds; with the default it exits 1 with the offsets, never waits silently."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from funnelpulse.streaming.broker import create_topic, free_port, start_broker, stop_broker
+    from funnelpulse.streaming.replay import publish
+
+    events = generate_events(3_000, seed=32, days=1, brands=6)
+    old, new = events.slice(0, 2_000), events.slice(2_000)
+    for policy in ("earliest", "error"):
+        port = free_port()
+        bootstrap = f"127.0.0.1:{port}"
+        url = f"kafka://{bootstrap}/reborn"
+        wh = str(tmp_path / f"wh-{policy}")
+        proc = start_broker(port)
+        runner = None
+        try:
+            create_topic(bootstrap, "reborn")
+            publish(url, iter(messages_of(old)))
+            runner = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "funnelpulse",
+                    "--warehouse",
+                    wh,
+                    "stream",
+                    "--source",
+                    url,
+                    "--until-idle",
+                    "20",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "FUNNELPULSE_ON_OFFSET_RESET": policy},
+            )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and _offsets_committed(wh) < 2_000:
+                time.sleep(0.3)  # until the stream has caught up on the old events
+            assert _offsets_committed(wh) == 2_000
+            stop_broker(proc)
+            proc = start_broker(port)
+            create_topic(bootstrap, "reborn")
+            publish(url, iter(messages_of(new)))
+            out, err = runner.communicate(timeout=180)
+        finally:
+            if runner is not None and runner.poll() is None:
+                runner.kill()
+            stop_broker(proc)
+        if policy == "earliest":
+            assert runner.returncode == 0, err[-3000:]
+            assert "3,000 events in, 0 late events quarantined" in out, err[-5000:]
+            assert "reading on from offset 0 (on_offset_reset = earliest)" in err
+            assert_live_equals_batch(_with_live(_batch_of(events, tmp_path, "b"), wh))
+        else:
+            assert runner.returncode == 1, err[-3000:]
+            assert "Error: Kafka topic reborn partition " in err, err[-3000:]
+            assert "Traceback" not in err

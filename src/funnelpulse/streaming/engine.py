@@ -128,7 +128,7 @@ class EmbeddedStream:
                 meta.get("plan", {}).get("offsets") if meta.get("source") == source_url else None
             )
             self.source: KafkaSource | FileSource = KafkaSource(
-                source_url, kafka_options, offsets, broker_timeout_s
+                source_url, kafka_options, offsets, broker_timeout_s, settings.on_offset_reset
             )
         elif source_url.startswith("files://"):
             self.source = FileSource(source_url, self.state.files_done())

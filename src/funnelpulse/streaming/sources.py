@@ -138,6 +138,11 @@ def _split(typed: pa.Table, messages: int, plan: dict[str, Any]) -> Batch:
     )
 
 
+# How often an idle stream asks whether a partition now ends below its position (a broker that
+# restarted without its data serves new messages at offsets the stream believes it has read).
+OFFSET_CHECK_S = 5.0
+
+
 class KafkaSource:
     """A topic read by assignment from the offsets of the last committed batch."""
 
@@ -147,14 +152,20 @@ class KafkaSource:
         options: dict[str, str],
         start: dict[str, int] | None,
         broker_timeout_s: float,
+        on_offset_reset: str = "error",
     ) -> None:
         self.address = parse_kafka(url)
         self.name = url
         self.options = options
         self.timeout_s = broker_timeout_s
+        self.on_offset_reset = on_offset_reset
         self.kafka = _confluent()
         self._down_since: float | None = None
+        self._checked_at = time.monotonic()
         config = consumer_config(self.address.bootstrap, options)
+        # A position past a partition's end is reported (and handled by on_offset_reset), never
+        # silently moved by the client.
+        config["auto.offset.reset"] = "error"
         config["error_cb"] = self._error
         config["logger"] = logging.getLogger("funnelpulse.kafka")
         self.consumer = client("Consumer", config)
@@ -164,14 +175,54 @@ class KafkaSource:
         self.at_end: set[int] = set()
         self.position = {p: int((start or {}).get(str(p), -1)) for p in parts}
         self.partition_keys = {f"{self.address.topic}:{p}" for p in parts}
-        self._assign(self.position)
         ends = true_ends(self.address.bootstrap, self.address.topic, options, self.timeout_s)
+        self._check_offsets(ends)
+        self._assign(self.position)
         backlog = sum(
             max(0, end - max(low, self.position.get(p, -1))) for p, (low, end) in ends.items()
         )
         log.info(
             "Kafka %s: %d partitions, %s messages to catch up", url, len(parts), f"{backlog:,}"
         )
+
+    def _check_offsets(self, ends: dict[int, tuple[int, int]]) -> bool:
+        """Apply on_offset_reset to every partition whose end lies below the stream's position
+        (the topic was recreated, or the broker restarted without its data); True if any moved."""
+        topic = self.address.topic
+        moved = False
+        for p, (low, end) in sorted(ends.items()):
+            at = self.position.get(p, -1)
+            if at <= end:
+                continue
+            if self.on_offset_reset == "error":
+                raise FunnelPulseError(
+                    f"Kafka topic {topic} partition {p} ends at offset {end}, below the stream's "
+                    f"committed offset {at}: the topic was recreated or the broker lost its data. "
+                    "Run the stream again with --on-offset-reset earliest to read the partition "
+                    f"from its first offset ({low}), or --on-offset-reset latest to go on from "
+                    f"its end ({end})"
+                )
+            to = low if self.on_offset_reset == "earliest" else end
+            log.warning(
+                "Kafka topic %s partition %d ends at offset %d, below the stream's offset %d: "
+                "reading on from offset %d (on_offset_reset = %s)",
+                topic,
+                p,
+                end,
+                at,
+                to,
+                self.on_offset_reset,
+            )
+            self.position[p] = to
+            moved = True
+        return moved
+
+    def _recheck_offsets(self) -> None:
+        """While idle (or told by the client): is any partition now shorter than our position?"""
+        self._checked_at = time.monotonic()
+        ends = true_ends(self.address.bootstrap, self.address.topic, self.options, self.timeout_s)
+        if self._check_offsets(ends):
+            self._assign(self.position)
 
     def _assign(self, position: dict[int, int]) -> None:
         self.at_end.clear()  # known again once the partitions are read to their end
@@ -233,6 +284,8 @@ class KafkaSource:
                     if error.code() == self.kafka.KafkaError._PARTITION_EOF:
                         at_end.add(p)
                         self._down_since = None
+                    elif error.code() == self.kafka.KafkaError._AUTO_OFFSET_RESET:
+                        self._checked_at = 0.0  # checked below, once this poll is done
                     else:
                         log.warning("Kafka %s partition %s: %s", topic, p, error.str())
                     continue
@@ -261,6 +314,10 @@ class KafkaSource:
                 break
             if time.monotonic() - started >= max_wait_s:
                 break
+        if not values and time.monotonic() - self._checked_at >= OFFSET_CHECK_S:
+            self.position = position
+            self._recheck_offsets()
+            position = dict(self.position)
         self.position = position
         raw = parse_json(values, [f"{topic}:{p}" for p in parts], offsets)
         batch = judge(con, raw, *bounds)
