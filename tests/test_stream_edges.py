@@ -250,3 +250,100 @@ def test_a_running_stream_notices_the_broker_came_back_empty(tmp_path: Path) -> 
             assert runner.returncode == 1, err[-3000:]
             assert "Error: Kafka topic reborn partition " in err, err[-3000:]
             assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- files you can trust
+
+
+def _live_total(warehouse: str) -> int:
+    path = tables.table_path(warehouse, tables.GOLD_STREAM)
+    if not tables.exists(path):
+        return 0
+    return sum(r["views"] + r["carts"] + r["purchases"] for r in tables.read(path).to_pylist())
+
+
+@pytest.mark.slow
+def test_a_file_written_slowly_in_chunks_is_read_whole_and_names_in_progress_never(
+    tmp_path: Path,
+) -> None:
+    """30,000 rows appended in 10 chunks cut mid-line, no rename, while the stream watches: the
+    file is read once, whole (every row counted as a batch build counts it, no cut line in
+    quarantine); hidden, `_`, `.tmp` and `.part` files beside it are never read."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    events = generate_events(30_000, seed=41, days=1, brands=6)
+    whole = write_events(events, tmp_path / "whole.csv").read_bytes()
+    for name in (".hidden.csv", "_staging.csv", "late.csv.tmp", "upload.csv.part"):
+        (folder / name).write_bytes(whole[: len(whole) // 3])
+    wh = str(tmp_path / "wh")
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            wh,
+            "stream",
+            "--source",
+            f"files://{folder}",
+            "--until-idle",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FUNNELPULSE_SETTLE_S": "2"},
+    )
+    try:
+        chunk = len(whole) // 10 + 1
+        with open(folder / "day.csv", "wb") as out:
+            for i in range(10):
+                out.write(whole[i * chunk : (i + 1) * chunk])
+                out.flush()
+                time.sleep(0.5)
+        out_text, err = runner.communicate(timeout=180)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 0, err[-3000:]
+    assert "30,000 events in" in out_text and "0 quarantined in all" in out_text, out_text
+    assert not tables.exists(tables.table_path(wh, tables.QUARANTINE))
+    batch = _batch_of(events, tmp_path, "batch")
+    assert _live_total(wh) == sum(
+        r["views"] + r["carts"] + r["purchases"]
+        for r in batch.table(tables.GOLD_HOURLY_BRAND).to_pylist()
+    )
+    assert_live_equals_batch(_with_live(batch, wh))
+
+
+def test_the_landing_rule() -> None:
+    """Names in progress are ignored; a file counts as landed after settle_s unchanged."""
+    from types import SimpleNamespace
+
+    from funnelpulse.streaming.landing import Landing, ignored
+
+    assert [
+        n
+        for n in ("a.csv", ".a.csv", "_a.csv", "a.csv.tmp", "a.CSV.PART", "a.parquet")
+        if not ignored(n)
+    ] == ["a.csv", "a.parquet"]
+    now = [1_000.0]
+    landing = Landing(10, clock=lambda: now[0])
+
+    def stat(size: int, mtime: float) -> Any:
+        return SimpleNamespace(st_size=size, st_mtime_ns=int(mtime * 1e9), st_mtime=mtime)
+
+    path = Path("x.csv")
+    assert not landing.settled(path, stat(10, 999.0))  # just written
+    now[0] = 1_005.0
+    assert not landing.settled(path, stat(20, 1_004.0))  # grew: the clock starts again
+    now[0] = 1_013.0
+    assert not landing.settled(path, stat(20, 1_004.0))  # unchanged 8 s by observation, 9 by mtime
+    now[0] = 1_015.0
+    assert landing.settled(path, stat(20, 1_004.0))  # unchanged for 10 s
+    assert landing.settled(Path("old.csv"), stat(5, 900.0))  # last written long ago

@@ -131,7 +131,9 @@ class EmbeddedStream:
                 source_url, kafka_options, offsets, broker_timeout_s, settings.on_offset_reset
             )
         elif source_url.startswith("files://"):
-            self.source = FileSource(source_url, self.state.files_done())
+            self.source = FileSource(
+                source_url, self.state.files_done(), settle_s=settings.settle_s
+            )
         else:
             raise FunnelPulseError(
                 f"Unknown source {source_url!r}. Use kafka://HOST:PORT/TOPIC or files://DIR"
@@ -450,6 +452,8 @@ def run_embedded(
                 last_input = time.monotonic()
                 if on_batch:
                     on_batch(run.result.log[-1])
+            elif run.source.pending:
+                last_input = time.monotonic()  # a file still landing is input on its way
             elif until_idle_s is not None and time.monotonic() - last_input >= until_idle_s:
                 break
             if alert_sinks and not run.alerts_checked:

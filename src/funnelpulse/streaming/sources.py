@@ -24,6 +24,7 @@ from ..ingest import RAW_COLUMNS, typed_sql
 from ..localdb import connect
 from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
 from .kafka_url import parse_kafka
+from .landing import Landing, signature
 from .windows import NOT_AN_EVENT
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ OFFSET_CHECK_S = 5.0
 
 class KafkaSource:
     """A topic read by assignment from the offsets of the last committed batch."""
+
+    pending = False  # nothing lands on a topic: idle means no message came
 
     def __init__(
         self,
@@ -331,9 +334,12 @@ class KafkaSource:
 
 class FileSource:
     """A folder whose new files (CSV, CSV.gz, Parquet, JSON lines) are read once each, in order of
-    modification time; a file is judged exactly as `ingest` judges it, line numbers included."""
+    modification time, once they have landed (see landing.py); a file is judged exactly as
+    `ingest` judges it, line numbers included."""
 
-    def __init__(self, url: str, done: set[str], max_files: int = 10) -> None:
+    def __init__(
+        self, url: str, done: set[str], max_files: int = 10, settle_s: float = 10.0
+    ) -> None:
         folder = Path(url[len("files://") :])
         if not folder.is_dir():
             raise FunnelPulseError(
@@ -343,17 +349,22 @@ class FileSource:
         self.folder = folder
         self.done = set(done)
         self.max_files = max_files
+        self.landing = Landing(settle_s)
         self.partition_keys = {"files"}
 
-    def _new_files(self) -> list[Path]:
+    @property
+    def pending(self) -> bool:
+        """Files are landing (seen, not yet settled): the folder is not idle."""
+        return self.landing.waiting > 0
+
+    def _new_files(self) -> list[tuple[Path, Any]]:
         found = [
-            p
-            for p in self.folder.iterdir()
-            if p.is_file()
-            and not p.name.startswith((".", "_"))
-            and str(p.resolve()) not in self.done
+            (p, st)
+            for p, st in self.landing.candidates(self.folder)
+            if str(p.resolve()) not in self.done
         ]
-        return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))[: self.max_files]
+        found.sort(key=lambda f: (f[1].st_mtime, f[0].name))
+        return found[: self.max_files]
 
     def read(
         self,
@@ -364,18 +375,34 @@ class FileSource:
         bounds: Bounds = (None, None),
     ) -> Batch:
         if plan is not None:
-            files = [Path(f) for f in plan["files"]]
+            files = [(Path(f), None) for f in plan["files"]]
         else:
             files = self._new_files()
             if not files:
                 time.sleep(max_wait_s)
                 files = self._new_files()
-        parts = [judge_file(con, f, *bounds) for f in files]
-        names = [str(f.resolve()) for f in files]
+        parts = []
+        names = []
+        for path, stat in files:
+            part = judge_file(con, path, *bounds)
+            if stat is not None and _changed(path, stat):
+                # written to while it was read: read it again once it has settled
+                log.info("%s changed while it was read; it is read again once it settles", path)
+                self.landing.forget(path)
+                continue
+            parts.append(part)
+            names.append(str(path.resolve()))
         self.done.update(names)
         typed = pa.concat_tables([b.typed for b in parts]) if parts else _empty(con)
         bad = pa.concat_tables([b.bad for b in parts]) if parts else _split(typed, 0, {}).bad
         return Batch(typed, bad, sum(b.messages for b in parts), {"files": names}, names, {"files"})
+
+
+def _changed(path: Path, before: Any) -> bool:
+    try:
+        return signature(path.stat()) != signature(before)
+    except FileNotFoundError:
+        return True
 
 
 def _empty(con: Any) -> pa.Table:
