@@ -45,6 +45,18 @@ MEMORY_LIMIT = "1GB"
 # (0.5 s gave 2.28 s) and still drains a backlog at ~104,000 events/s (BENCHMARKS.md).
 DEFAULT_TRIGGER_S = 0.25
 BOUNDS = ("latest", "earliest")  # the event-time bounds of a batch, as its plan records them
+# The batch's counted events with the file each came from (the first copy, as silver keeps it).
+_FILE_EVENTS = """CREATE OR REPLACE TEMP TABLE fresh_by_file AS
+    SELECT b.name, f.event_time, hash(f.user_id, f.user_session, f.product_id, f.event_type) AS k,
+        f.event_type, f.brand_norm, f.price_band, f.price
+    FROM fresh AS f JOIN (
+        SELECT event_time, user_id, user_session, product_id, event_type,
+            min(source_file) AS name
+        FROM bronze_events GROUP BY ALL
+    ) AS b ON f.event_time = b.event_time AND f.event_type = b.event_type
+        AND f.user_id IS NOT DISTINCT FROM b.user_id
+        AND f.user_session IS NOT DISTINCT FROM b.user_session
+        AND f.product_id IS NOT DISTINCT FROM b.product_id"""
 _BRONZE_VIEW = """CREATE OR REPLACE TEMP VIEW bronze_events AS SELECT event_time, event_type,
     product_id, category_id, category_code, brand, price, user_id, user_session, event_date,
     source AS source_file, ordinal AS source_row FROM typed_in"""
@@ -168,9 +180,14 @@ class EmbeddedStream:
         quarantined = self._quarantine(number, batch)
         late = int(pc.sum(pc.starts_with(batch.bad.column("reason"), LATE_REASON)).as_py() or 0)
         checkpoint("stream.quarantine_committed")
+        if batch.replaced:  # the files' earlier rows: out of the state, into temp table removed
+            self.state.take_out(number, batch.replaced)
         merged, ripe, dups = self._count(number, batch)
         checkpoint("stream.state_recorded")
-        self.open_window.after_count(self.con, number)  # before the commit: see buckets.py
+        # before the commit: see buckets.py
+        self.open_window.after_count(
+            self.con, number, removed_table="removed" if batch.replaced else None
+        )
         self._commit(number, merged, batch)
         checkpoint("stream.live_committed")
         self.batch = number
@@ -216,6 +233,12 @@ class EmbeddedStream:
 
         rows = batch.bad.num_rows
         app_id = f"{APP_ID}-quarantine"
+        if batch.replaced and tables.is_delta(self.quarantine):
+            # a replaced file's earlier bad rows go (again, harmlessly, when a batch is retried)
+            names = ", ".join(tables.sql_quote(n) for n in batch.replaced)
+            DeltaTable(self.quarantine).delete(
+                f"source_file IN ({names}) AND ingest_id <> 'stream-batch-{number}'"
+            )
         if rows == 0:
             return 0
         if tables.is_delta(self.quarantine):
@@ -252,6 +275,7 @@ class EmbeddedStream:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE fresh AS {self.state.new_events_sql('silver_b')}"
         ).fetchall()
+        replaced = bool(batch.replaced)
         dups = con.execute(
             "SELECT (SELECT count(*) FROM silver_b) - (SELECT count(*) FROM fresh)"
         ).fetchall()[0][0]
@@ -269,20 +293,29 @@ class EmbeddedStream:
             self.wm = slowest - self.watermark
         cutoff = self.wm or datetime(1, 1, 1)
         metrics = ", ".join(f"{sql} AS {name}" for name, sql in self.metrics.items())
+        totals = "SELECT date_trunc('hour', event_time) AS window_start, brand_norm AS brand"
+        agg = f"{totals}, {metrics}, max(event_time) AS last_event_at FROM fresh GROUP BY ALL"
+        base = "open_w"
+        if replaced:  # minus the replaced files' earlier rows, which may sit in final windows
+            agg = f"""SELECT window_start, brand, {", ".join(f"sum({m}) AS {m}" for m in self.metrics)},
+                max(last_event_at) AS last_event_at FROM (
+                    {agg}
+                    UNION ALL BY NAME
+                    SELECT window_start, brand, {", ".join(f"-{m} AS {m}" for m in self.metrics)}
+                    FROM ({totals}, {metrics} FROM removed GROUP BY ALL)
+                ) GROUP BY ALL"""
+            self._final_windows()
+            base = "(SELECT * FROM open_w UNION ALL BY NAME SELECT * FROM final_w)"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE changed AS
-            WITH agg AS (
-                SELECT date_trunc('hour', event_time) AS window_start, brand_norm AS brand,
-                    {metrics}, max(event_time) AS last_event_at
-                FROM fresh GROUP BY ALL
-            )
+            WITH agg AS ({agg})
             SELECT a.brand, a.window_start,
                 CAST(coalesce(o.views, 0) + a.views AS BIGINT) AS views,
                 CAST(coalesce(o.carts, 0) + a.carts AS BIGINT) AS carts,
                 CAST(coalesce(o.purchases, 0) + a.purchases AS BIGINT) AS purchases,
                 coalesce(o.revenue, 0.0) + a.revenue AS revenue,
                 greatest(o.last_event_at, a.last_event_at) AS last_event_at
-            FROM agg AS a LEFT JOIN open_w AS o
+            FROM agg AS a LEFT JOIN {base} AS o
                 ON o.window_start = a.window_start AND o.brand IS NOT DISTINCT FROM a.brand"""
         ).fetchall()
         con.execute(
@@ -310,9 +343,26 @@ class EmbeddedStream:
             f"CREATE OR REPLACE TEMP TABLE next_open AS SELECT * FROM all_w WHERE NOT ({final})",
             [cutoff],
         ).fetchall()
-        self.state.record(number, "fresh", batch.files)
+        file_events = None
+        if isinstance(self.source, FileSource):
+            con.execute(_FILE_EVENTS).fetchall()
+            file_events = "fresh_by_file"
+        self.state.record(number, "fresh", batch.versions, file_events)
         con.unregister("typed_in")
         return _as_live(merged), ripe, int(dups)
+
+    def _final_windows(self) -> None:
+        """Temp table final_w: the live table's final windows (a replaced file's rows may be
+        taken out of them)."""
+        empty = STREAM_SCHEMA.empty_table()
+        current = tables.read(self.live) if tables.is_delta(self.live) else empty
+        self.con.register("current_live", current)
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE final_w AS SELECT brand, window_start::TIMESTAMP AS "
+            "window_start, views, carts, purchases, revenue, last_event_at::TIMESTAMP AS "
+            "last_event_at FROM current_live WHERE is_final"
+        ).fetchall()
+        self.con.unregister("current_live")
 
     def _newest_sql(self) -> str:
         """SQL: per partition, the newest event time the batch's own events vouch for. The batch's

@@ -22,9 +22,11 @@ from ..engines.duckdb_ingest import raw_view
 from ..errors import FunnelPulseError
 from ..ingest import RAW_COLUMNS, typed_sql
 from ..localdb import connect
+from ..raw_lines import fingerprint
 from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
 from .kafka_url import parse_kafka
 from .landing import Landing, signature
+from .state import FileVersion
 from .windows import NOT_AN_EVENT
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Batch:
     plan: dict[str, Any]
     files: list[str] = field(default_factory=list)
     caught_up: set[str] = field(default_factory=set)  # partitions read to their end
+    versions: dict[str, FileVersion] = field(default_factory=dict)  # files read: their versions
+    replaced: list[str] = field(default_factory=list)  # files read before with other content
 
 
 def _text(value: Any) -> str | None:
@@ -335,10 +339,15 @@ class KafkaSource:
 class FileSource:
     """A folder whose new files (CSV, CSV.gz, Parquet, JSON lines) are read once each, in order of
     modification time, once they have landed (see landing.py); a file is judged exactly as
-    `ingest` judges it, line numbers included."""
+    `ingest` judges it, line numbers included. A file whose content changes under the same name
+    is a replacement: read again, its earlier rows taken out by the engine."""
 
     def __init__(
-        self, url: str, done: set[str], max_files: int = 10, settle_s: float = 10.0
+        self,
+        url: str,
+        done: dict[str, FileVersion],
+        max_files: int = 10,
+        settle_s: float = 10.0,
     ) -> None:
         folder = Path(url[len("files://") :])
         if not folder.is_dir():
@@ -347,7 +356,7 @@ class FileSource:
             )
         self.name = url
         self.folder = folder
-        self.done = set(done)
+        self.done = dict(done)
         self.max_files = max_files
         self.landing = Landing(settle_s)
         self.partition_keys = {"files"}
@@ -357,12 +366,21 @@ class FileSource:
         """Files are landing (seen, not yet settled): the folder is not idle."""
         return self.landing.waiting > 0
 
+    def _is_new(self, path: Path, stat: Any) -> bool:
+        """Not read before, or read with other content (a replacement)."""
+        name = str(path.resolve())
+        if name not in self.done:
+            return True
+        identity, size, mtime_ns = self.done[name]
+        if identity is None or (size, mtime_ns) == signature(stat):
+            return False
+        if fingerprint(path) == identity:  # touched, same bytes: remember the new look
+            self.done[name] = (identity, *signature(stat))
+            return False
+        return True
+
     def _new_files(self) -> list[tuple[Path, Any]]:
-        found = [
-            (p, st)
-            for p, st in self.landing.candidates(self.folder)
-            if str(p.resolve()) not in self.done
-        ]
+        found = [(p, st) for p, st in self.landing.candidates(self.folder) if self._is_new(p, st)]
         found.sort(key=lambda f: (f[1].st_mtime, f[0].name))
         return found[: self.max_files]
 
@@ -376,26 +394,41 @@ class FileSource:
     ) -> Batch:
         if plan is not None:
             files = [(Path(f), None) for f in plan["files"]]
+            replaced = set(plan.get("replaced", []))
         else:
             files = self._new_files()
             if not files:
                 time.sleep(max_wait_s)
                 files = self._new_files()
+            replaced = {str(p.resolve()) for p, _ in files if str(p.resolve()) in self.done}
         parts = []
-        names = []
+        versions: dict[str, FileVersion] = {}
         for path, stat in files:
-            part = judge_file(con, path, *bounds)
+            name = str(path.resolve())
+            # a replacement's rows are history being corrected: never judged late
+            part = judge_file(con, path, bounds[0], None if name in replaced else bounds[1])
             if stat is not None and _changed(path, stat):
                 # written to while it was read: read it again once it has settled
                 log.info("%s changed while it was read; it is read again once it settles", path)
                 self.landing.forget(path)
+                replaced.discard(name)
                 continue
             parts.append(part)
-            names.append(str(path.resolve()))
-        self.done.update(names)
+            if plan is not None and name in plan.get("versions", {}):
+                versions[name] = tuple(plan["versions"][name])  # type: ignore[assignment]
+            else:
+                versions[name] = (fingerprint(path), *signature(stat or path.stat()))
+        names = list(versions)
+        self.done.update(versions)
         typed = pa.concat_tables([b.typed for b in parts]) if parts else _empty(con)
         bad = pa.concat_tables([b.bad for b in parts]) if parts else _split(typed, 0, {}).bad
-        return Batch(typed, bad, sum(b.messages for b in parts), {"files": names}, names, {"files"})
+        plan_out = {"files": names, "replaced": sorted(replaced), "versions": versions}
+        batch = Batch(typed, bad, sum(b.messages for b in parts), plan_out, names, {"files"})
+        batch.versions = versions
+        batch.replaced = sorted(replaced)
+        if batch.replaced:
+            log.info("replaced (read again, earlier rows taken out): %s", ", ".join(batch.replaced))
+        return batch
 
 
 def _changed(path: Path, before: Any) -> bool:
