@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from conftest import assert_live_equals_batch, fp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.ingest import FUTURE_REASON, LATE_REASON
@@ -406,3 +408,71 @@ def test_a_file_replaced_under_its_name_replaces_its_rows_exactly_once(tmp_path:
     gold = batch.table(tables.GOLD_HOURLY_BRAND)
     for m in ("views", "carts", "purchases"):
         assert pc.sum(shop.column(m)).as_py() == pc.sum(gold.column(m)).as_py(), m
+
+
+@st.composite
+def _skewed_batches(draw: Any) -> list[list[tuple[float, bool]]]:
+    """Batches of (seconds after 2019-10-01, is_real): real events move on 10 minutes a batch;
+    each batch holds a minority of events whose clock is off by seconds to decades, either way."""
+    batches = []
+    for i in range(draw(st.integers(2, 5))):
+        real = draw(st.integers(3, 30))
+        times = [(i * 600 + draw(st.floats(0, 599)), True) for _ in range(real)]
+        for _ in range(draw(st.integers(0, (real - 1) // 2))):
+            skew = draw(st.sampled_from((-1, 1))) * 10 ** draw(st.floats(0, 8.8))
+            times.append((i * 600 + draw(st.floats(0, 599)) + skew, False))
+        batches.append(draw(st.permutations(times)))
+    return batches
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=_skewed_batches())
+def test_random_clock_skews_never_make_a_real_event_late(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[float, bool]]]
+) -> None:
+    """Whatever the skews of a minority of each batch, every real event is counted live, and
+    every event ends in the live table or quarantine (exact counts)."""
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import row, write_csv
+
+    from funnelpulse.config import load_settings
+    from funnelpulse.streaming.engine import EmbeddedStream
+
+    root = tmp_path_factory.mktemp("skews")
+    folder = root / "in"
+    folder.mkdir()
+    wh = str(root / "wh")
+    settings = load_settings(warehouse=wh, settle_s=0.0)
+    run = EmbeddedStream(wh, settings, f"files://{folder}", str(root / "ckpt"), {}, 30.0, None)
+    start = datetime(2019, 10, 1, tzinfo=UTC)
+    user = 0
+    try:
+        for i, batch in enumerate(batches):
+            lines = []
+            for seconds, real in batch:
+                user += 1
+                when = start + timedelta(seconds=seconds)
+                if when.year < 1900 or when.year > 9000:
+                    when = start
+                text = when.strftime("%Y-%m-%d %H:%M:%S")
+                lines.append(
+                    row(text, brand="real" if real else "odd", user=user, session=f"s{user}")
+                )
+            write_csv(folder / f"b{i:02d}.csv", lines)
+            assert run.step(10_000, 0.01) is not None
+    finally:
+        run.close()
+    live = tables.read(tables.table_path(wh, tables.GOLD_STREAM)).to_pylist()
+    counted = Counter()
+    for r in live:
+        counted[r["brand"]] += r["views"]
+    quarantine = tables.table_path(wh, tables.QUARANTINE)
+    quarantined = tables.read(quarantine).num_rows if tables.exists(quarantine) else 0
+    real = sum(1 for b in batches for _, is_real in b if is_real)
+    odd = sum(len(b) for b in batches) - real
+    assert counted["real"] == real
+    assert counted["odd"] + quarantined == odd
