@@ -366,11 +366,11 @@ class EmbeddedStream:
 
     def _newest_sql(self) -> str:
         """SQL: per partition, the newest event time the batch's own events vouch for. The batch's
-        times, sorted, split wherever two neighbours are more than half the lateness allowance
-        apart; the newest time of the run holding the batch's median counts. A few events far
-        ahead of (or behind) the rest, a wrong clock, never move the watermark; a batch whose
-        events moved on together moves it, as far as its newest (nothing is held back on clean
-        data)."""
+        times, sorted, split into runs wherever two neighbours are more than half the lateness
+        allowance apart; a run counts when it holds the batch's median or at least
+        max(3, 1 % of the batch) events, and the newest time of a run that counts is taken. So
+        fewer than 3 events (or 1 % of a big batch) far from the rest, a wrong clock, never move
+        the watermark, while a batch that moved on moves it as far as its newest event."""
         key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
         gap_us = max(1_000_000, int(self.watermark.total_seconds() * 1e6) // 2)
         return f"""
@@ -385,13 +385,23 @@ class EmbeddedStream:
                     OVER (PARTITION BY part ORDER BY event_time ROWS UNBOUNDED PRECEDING) AS run
                 FROM b
             ),
-            mid AS (SELECT part, quantile_disc(event_time, 0.5) AS t FROM b GROUP BY part),
-            kept AS (
+            mid AS (
+                SELECT part, quantile_disc(event_time, 0.5) AS t, count(*) AS n FROM b
+                GROUP BY part
+            ),
+            median_run AS (
                 SELECT DISTINCT r.part, r.run FROM runs AS r
                 JOIN mid AS m ON r.part = m.part AND r.event_time = m.t
+            ),
+            sizes AS (
+                SELECT part, run, count(*) AS n, max(event_time) AS newest FROM runs
+                GROUP BY part, run
             )
-            SELECT r.part, max(r.event_time) FROM runs AS r JOIN kept USING (part, run)
-            GROUP BY r.part"""
+            SELECT s.part, max(s.newest) FROM sizes AS s
+            JOIN mid AS m ON s.part = m.part
+            LEFT JOIN median_run AS k ON s.part = k.part AND s.run = k.run
+            WHERE k.run IS NOT NULL OR s.n >= greatest(3, ceil(m.n / 100.0))
+            GROUP BY s.part"""
 
     def _commit(self, number: int, merged: pa.Table, batch: Batch) -> None:
         """One commit: the changed windows, the batch number and the source position."""
