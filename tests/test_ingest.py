@@ -339,9 +339,14 @@ def test_duckdb_errors_are_classified_by_type() -> None:
     assert read_error(Path("e.csv"), plain) is plain
 
 
-def test_event_times_ahead_of_the_clock_are_quarantined_old_ones_never(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
+def test_event_times_ahead_of_the_clock_are_quarantined_old_ones_never(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     """Batch ingest judges event times against the clock only: more than max_future_s ahead goes
     to quarantine with its reason; any age is fine (2015, 2019 files are history, not errors)."""
+    if engine == "spark":
+        request.getfixturevalue("shared_spark")
     from datetime import UTC, datetime, timedelta
 
     from funnelpulse.ingest import FUTURE_REASON
@@ -361,7 +366,7 @@ def test_event_times_ahead_of_the_clock_are_quarantined_old_ones_never(tmp_path:
     ]
     path = write_csv(tmp_path / "clock.csv", lines)
     p = Pipeline(warehouse=str(tmp_path / "wh"))
-    result = p.ingest([path])
+    result = p.ingest([path], engine=engine)
     assert (result.bronze_rows, result.quarantined_rows) == (4, 2)
     bad = _quarantine(p).to_pylist()
     assert sorted(r["line_number"] for r in bad) == [4, 6]
@@ -369,4 +374,4 @@ def test_event_times_ahead_of_the_clock_are_quarantined_old_ones_never(tmp_path:
     assert {r["raw_line"] for r in bad} == {lines[2], lines[4]}
     # a tighter bound is a setting; 0 allows nothing after the clock
     strict = Pipeline(warehouse=str(tmp_path / "strict"), max_future_s=0)
-    assert strict.ingest([path]).quarantined_rows == 3
+    assert strict.ingest([path], engine=engine).quarantined_rows == 3

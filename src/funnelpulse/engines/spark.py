@@ -210,20 +210,33 @@ class SparkEngine:
     name = "spark"
     ingests_files_together = True
 
-    def __init__(self, master: str | None = "local[*]", shuffle_partitions: int = 8) -> None:
+    def __init__(
+        self,
+        master: str | None = "local[*]",
+        shuffle_partitions: int = 8,
+        max_future_s: int = 3600,
+    ) -> None:
         self.master = master
         self.shuffle_partitions = shuffle_partitions
+        self.max_future_s = max_future_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SparkEngine:
-        return cls(settings.spark_master, settings.shuffle_partitions)
+        return cls(settings.spark_master, settings.shuffle_partitions, settings.max_future_s)
 
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
         from .. import warehouse as safety
         from .spark_ingest import ingest_spark
 
         with safety.writing(warehouse, progress):
-            return ingest_spark(warehouse, paths, progress, self.master, self.shuffle_partitions)
+            return ingest_spark(
+                warehouse,
+                paths,
+                progress,
+                self.master,
+                self.shuffle_partitions,
+                self.max_future_s,
+            )
 
     def stream(
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions
