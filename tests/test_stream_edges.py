@@ -490,3 +490,35 @@ def test_random_clock_skews_never_make_a_real_event_late(
     odd = sum(len(b) for b in batches) - real
     assert counted["real"] == real
     assert counted["odd"] + quarantined == odd
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_stream_quarantines_events_ahead_of_the_clock(tmp_path: Path) -> None:
+    """On Spark too: events dated 2030 among real ones go to quarantine with the reason (judged
+    against each batch's clock) and never reach the live table or its watermark."""
+    from conftest import row, write_csv
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    real = [row(f"2019-10-01 10:{m:02d}:00", user=m, session=f"s{m}") for m in range(40)]
+    odd = [row("2030-01-01 00:00:00", user=100 + i, session=f"f{i}") for i in range(3)]
+    write_csv(folder / "a.csv", real[:20] + odd + real[20:])
+    wh = str(tmp_path / "wh")
+    done = fp(
+        "--warehouse",
+        wh,
+        "stream",
+        "--source",
+        f"files://{folder}",
+        "--until-idle",
+        "6",
+        "--trigger-s",
+        "1",
+        "--engine",
+        "spark",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert reasons(wh) == Counter({FUTURE_REASON: 3})
+    live = tables.read(tables.table_path(wh, tables.GOLD_STREAM)).to_pylist()
+    assert [(r["views"], r["window_start"].year) for r in live] == [(40, 2019)]
