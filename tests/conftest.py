@@ -18,6 +18,9 @@ from funnelpulse.ingest import RAW_COLUMNS
 from funnelpulse.pipeline import sample_files
 
 HEADER = ",".join(RAW_COLUMNS)
+# A test's files are complete when the stream starts: the default settle time (10 s) would only
+# slow the suite down. Tests of the landing rule set their own.
+os.environ.setdefault("FUNNELPULSE_SETTLE_S", "0.3")
 
 
 def row(

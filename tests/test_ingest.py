@@ -337,3 +337,41 @@ def test_duckdb_errors_are_classified_by_type() -> None:
     assert read_error(Path("e.csv"), internal) is internal
     plain = OSError("No space left on device")
     assert read_error(Path("e.csv"), plain) is plain
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
+def test_event_times_ahead_of_the_clock_are_quarantined_old_ones_never(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """Batch ingest judges event times against the clock only: more than max_future_s ahead goes
+    to quarantine with its reason; any age is fine (2015, 2019 files are history, not errors)."""
+    if engine == "spark":
+        request.getfixturevalue("shared_spark")
+    from datetime import UTC, datetime, timedelta
+
+    from funnelpulse.ingest import FUTURE_REASON
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def at(delta: timedelta) -> str:
+        return (now + delta).strftime("%Y-%m-%d %H:%M:%S")
+
+    lines = [
+        row("2015-06-01 12:00:00"),
+        row("2019-10-01 10:00:00"),
+        row("2030-01-01 00:00:00", user=2),
+        row(at(timedelta(minutes=30)), user=3),  # within the default hour
+        row(at(timedelta(hours=2)), user=4),
+        row(at(timedelta(minutes=-1)), user=5),
+    ]
+    path = write_csv(tmp_path / "clock.csv", lines)
+    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    result = p.ingest([path], engine=engine)
+    assert (result.bronze_rows, result.quarantined_rows) == (4, 2)
+    bad = _quarantine(p).to_pylist()
+    assert sorted(r["line_number"] for r in bad) == [4, 6]
+    assert all(r["reason"].startswith(FUTURE_REASON + ": ") for r in bad)
+    assert {r["raw_line"] for r in bad} == {lines[2], lines[4]}
+    # a tighter bound is a setting; 0 allows nothing after the clock
+    strict = Pipeline(warehouse=str(tmp_path / "strict"), max_future_s=0)
+    assert strict.ingest([path], engine=engine).quarantined_rows == 3

@@ -145,7 +145,7 @@ def test_real_sample_through_kafka_equals_batch(broker: str, tmp_path: Path) -> 
     assert "Published 42,569 events" in sent.stdout and "all delivered" in sent.stdout
     done = stream(p.warehouse, f"kafka://{broker}/{topic}", "--max-rows-per-batch", "5000")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "42,569 events in, 0 late events dropped" in done.stdout
+    assert "42,569 events in, 0 late events quarantined" in done.stdout
     assert "Java" not in done.stderr and "spark" not in done.stderr.lower()
     assert_live_equals_batch(p)
 

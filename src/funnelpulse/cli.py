@@ -24,6 +24,7 @@ from .cli_options import (
     check_range,
     event_file,
 )
+from .config import OFFSET_RESETS
 from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
@@ -527,6 +528,13 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
     show_default=True,
     help="Give up (clean exit) when Kafka is unreachable this long.",
 )
+@click.option(
+    "--on-offset-reset",
+    type=click.Choice(OFFSET_RESETS),
+    default=None,
+    help="When a Kafka partition ends below the stream's offset (topic recreated, broker "
+    "restarted empty): error stops (default), earliest reads it from its start, latest from its end.",
+)
 @click.option("--master", default=None, help="Spark master (default local[*]).")
 @click.option(
     "--engine",
@@ -558,6 +566,7 @@ def stream(
     checkpoint: str | None,
     max_rows_per_batch: int,
     broker_timeout_s: float,
+    on_offset_reset: str | None,
     master: str | None,
     engine: str | None,
     alert: bool,
@@ -579,7 +588,11 @@ def stream(
 
     scrubbed_logging(logging.WARNING if ctx.quiet else logging.INFO, "%(asctime)s %(message)s")
     pipeline = ctx.pipeline(
-        None, watermark_s=watermark_s, spark_master=master, spark_conf=spark_conf
+        None,
+        watermark_s=watermark_s,
+        spark_master=master,
+        spark_conf=spark_conf,
+        on_offset_reset=on_offset_reset,
     )
     options = StreamOptions(
         until_idle_s=until_idle,

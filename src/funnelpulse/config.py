@@ -22,6 +22,8 @@ from .errors import ConfigError
 ENGINES = ENGINE_NAMES
 METHODS = ("seasonal", "reference")
 SEVERITIES = ("low", "medium", "high", "critical")
+# What the stream does when a Kafka partition ends below its committed offset.
+OFFSET_RESETS = ("error", "earliest", "latest")
 SINKS = ("console", "file", "webhook", "slack", "email", "pagerduty", "alertmanager")
 # Secrets live only in the environment; a sink that needs one is refused before any work without it.
 SINK_SECRETS = {
@@ -119,6 +121,17 @@ class Settings:
     watermark_s: int = _setting(7200, Rule(int, 0, 30 * 86_400), "stream lateness allowed, s")
     stream_retention_s: int = _setting(
         3600, Rule(int, 10, 30 * 86_400), "removed files and log entries a stream keeps, s"
+    )
+    max_future_s: int = _setting(
+        3600, Rule(int, 0, 366 * 86_400), "event times ahead of the clock allowed, s"
+    )
+    on_offset_reset: str = _setting(
+        "error",
+        Rule(str, choices=OFFSET_RESETS),
+        "when a Kafka partition ends below the stream's offset",
+    )
+    settle_s: float = _setting(
+        10.0, Rule(float, 0, 86_400), "seconds a landed file must stay unchanged before it is read"
     )
     # anomaly detection
     detect_method: str = _setting("seasonal", Rule(str, choices=METHODS), "detection method")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,6 +54,8 @@ FROM (
         CASE
             WHEN reader_reason IS NOT NULL THEN reader_reason
             WHEN ts IS NULL THEN 'bad event_time: ' || coalesce(event_time, '<empty>')
+            WHEN ts > {NOT_AFTER} THEN '{FUTURE_REASON}: ' || event_time
+            WHEN ts < {NOT_BEFORE} THEN '{LATE_REASON}: ' || event_time
             WHEN etype IS NULL THEN 'missing event_type'
             WHEN etype NOT IN ('view', 'cart', 'remove_from_cart', 'purchase')
                 THEN 'unknown event_type: ' || raw_type
@@ -87,11 +89,44 @@ FROM (
     )
 )
 """.replace("{UTC_TIME}", UTC_TIME)
+# The default of the setting max_future_s: how far ahead of the clock an event time may be.
+DEFAULT_MAX_FUTURE_S = 3600
+# Event-time bounds: `typed_sql(latest=..., earliest=...)` replaces these open bounds. Batch ingest
+# sets only `latest` (the clock plus max_future_s); the stream also sets `earliest`, its watermark.
+NO_LATEST = "TIMESTAMP '9999-12-31 23:59:59'"
+NO_EARLIEST = "TIMESTAMP '0001-01-01 00:00:00'"
+FUTURE_REASON = "event_time ahead of the clock by more than max_future_s"
+LATE_REASON = "late, behind the watermark of the stream"
+TYPED_SQL = (
+    TYPED_SQL.replace("{NOT_AFTER}", NO_LATEST)
+    .replace("{NOT_BEFORE}", NO_EARLIEST)
+    .replace("{FUTURE_REASON}", FUTURE_REASON)
+    .replace("{LATE_REASON}", LATE_REASON)
+)
 
 
-def typed_sql(keep: tuple[str, ...] = ()) -> str:
-    """TYPED_SQL, also passing the columns `keep` of `raw` through to its output unchanged."""
+def not_after(max_future_s: int, now: datetime | None = None) -> datetime:
+    """The latest event time a run accepts: the clock plus `max_future_s` (naive UTC)."""
+    now = now or datetime.now(UTC)
+    return (now + timedelta(seconds=max_future_s)).astimezone(UTC).replace(tzinfo=None)
+
+
+def _timestamp(value: datetime) -> str:
+    return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def typed_sql(
+    keep: tuple[str, ...] = (),
+    latest: datetime | None = None,
+    earliest: datetime | None = None,
+) -> str:
+    """TYPED_SQL, also passing the columns `keep` of `raw` through to its output unchanged; events
+    after `latest` (ahead of the clock) or before `earliest` (late) are quarantined (naive UTC)."""
     sql = TYPED_SQL
+    for bound, value in ((NO_LATEST, latest), (NO_EARLIEST, earliest)):
+        if value is not None:
+            assert sql.count(bound) == 1, bound
+            sql = sql.replace(bound, _timestamp(value))
     for old in ("ordinal, reason,", "ordinal, reader_reason,"):
         assert sql.count(old) == 1, old
         sql = sql.replace(

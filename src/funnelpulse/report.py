@@ -235,10 +235,16 @@ def format_generated(result: Generated) -> str:
 
 def format_stream(result: StreamResult, warehouse: str, alert: bool) -> str:
     """The stream's totals when it stops (and its alerts with --alert)."""
+    late = (
+        f"{result.late_rows_dropped:,} late events quarantined (behind the watermark), "
+        f"{result.quarantined:,} quarantined in all"
+        if result.late_quarantined
+        else f"{result.late_rows_dropped:,} late events dropped by the watermark, "
+        f"{result.quarantined:,} quarantined"
+    )
     lines = [
         f"Stream stopped after {result.seconds:.0f} s: {result.batches} batches, {result.input_rows:,} events in, "
-        f"{result.late_rows_dropped:,} late events dropped by the watermark, {result.quarantined:,} quarantined, "
-        f"{result.windows:,} windows in {warehouse}/gold_stream_funnel_hourly_brand"
+        f"{late}, {result.windows:,} windows in {warehouse}/gold_stream_funnel_hourly_brand"
     ]
     if alert:
         lines.append(f"Alerts: {result.alerts_sent} sent, {result.alerts_failed} failed")

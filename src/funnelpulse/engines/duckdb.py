@@ -42,18 +42,26 @@ class DuckDBEngine:
     name = "duckdb"
     ingests_files_together = False
 
-    def __init__(self, chunk_rows: int = CHUNK_ROWS, funnel_memory_mb: int = 1536) -> None:
+    def __init__(
+        self, chunk_rows: int = CHUNK_ROWS, funnel_memory_mb: int = 1536, max_future_s: int = 3600
+    ) -> None:
         self.chunk_rows = chunk_rows
         self.funnel_memory_mb = funnel_memory_mb
+        self.max_future_s = max_future_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckDBEngine:
-        return cls(funnel_memory_mb=settings.funnel_memory_mb)
+        return cls(funnel_memory_mb=settings.funnel_memory_mb, max_future_s=settings.max_future_s)
 
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
-        from ..ingest import ingest
+        from functools import partial
 
-        return ingest(warehouse, paths, progress)
+        from ..ingest import ingest
+        from .duckdb_ingest import read_file
+
+        return ingest(
+            warehouse, paths, progress, partial(read_file, max_future_s=self.max_future_s)
+        )
 
     def stream(
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions

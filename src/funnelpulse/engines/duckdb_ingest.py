@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -18,7 +19,15 @@ from .. import faults, tables
 from ..console import Progress
 from ..contract import BRONZE_SCHEMA, RAW_COLUMNS
 from ..errors import FunnelPulseError, InputError
-from ..ingest import TYPED_SQL, FileResult, bronze_batches, file_kind, quarantine_rows
+from ..ingest import (
+    DEFAULT_MAX_FUTURE_S,
+    FileResult,
+    bronze_batches,
+    file_kind,
+    not_after,
+    quarantine_rows,
+    typed_sql,
+)
 from ..localdb import connect
 from ..raw_lines import LineReader, RowCount, arrow_lines, raw_csv_sql
 
@@ -44,12 +53,21 @@ class ReaderFailed(Exception):
 
 
 def read_file(
-    warehouse: str, path: Path, source: str, ingest_id: str, header: bool, progress: Progress
+    warehouse: str,
+    path: Path,
+    source: str,
+    ingest_id: str,
+    header: bool,
+    progress: Progress,
+    max_future_s: int = DEFAULT_MAX_FUTURE_S,
 ) -> FileResult:
-    """Read one local raw file into bronze_events and quarantine_events (ingest_file journals it)."""
+    """Read one local raw file into bronze_events and quarantine_events (ingest_file journals it);
+    events more than `max_future_s` ahead of the clock are quarantined."""
     con = connect()
     try:
-        result = _read_with(con, warehouse, path, source, ingest_id, header, progress)
+        result = _read_with(
+            con, warehouse, path, source, ingest_id, header, progress, not_after(max_future_s)
+        )
     except BaseException:
         # Closing a connection whose result stream is still open raises its own "connection
         # is busy" error, which would hide the real one (e.g. a full disk): keep the real one.
@@ -69,10 +87,11 @@ def _read_with(
     ingest_id: str,
     header: bool,
     progress: Progress,
+    latest: datetime,
 ) -> FileResult:
     try:
         accounts = raw_view(con, path, header)
-        reader = con.sql(TYPED_SQL).to_arrow_reader(256_000)
+        reader = con.sql(typed_sql(latest=latest)).to_arrow_reader(256_000)
     except duckdb.Error as exc:
         raise read_error(path, exc) from exc
     bad: list[pa.RecordBatch] = []

@@ -168,19 +168,21 @@ class SparkEngine:
         master: str | None = "local[*]",
         shuffle_partitions: int = 8,
         config: SparkConfig | None = None,
+        max_future_s: int = 3600,
     ) -> None:
         self.config = config or SparkConfig(master, shuffle_partitions)
+        self.max_future_s = max_future_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SparkEngine:
-        return cls(config=SparkConfig.from_settings(settings))
+        return cls(config=SparkConfig.from_settings(settings), max_future_s=settings.max_future_s)
 
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
         from .. import warehouse as safety
         from .spark_ingest import ingest_spark
 
         with safety.writing(warehouse, progress):
-            return ingest_spark(warehouse, paths, progress, self.config)
+            return ingest_spark(warehouse, paths, progress, self.config, self.max_future_s)
 
     def stream(
         self, warehouse: str, settings: Settings, source: str, options: StreamOptions

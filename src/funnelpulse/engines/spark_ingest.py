@@ -11,6 +11,7 @@ counted apart, before anything is committed.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .. import warehouse as safety
 from ..console import Progress, SilentProgress
 from ..errors import InputError
 from ..ingest import (
+    DEFAULT_MAX_FUTURE_S,
     RAW_COLUMNS,
     FileResult,
     IngestResult,
@@ -26,6 +28,7 @@ from ..ingest import (
     file_kind,
     fingerprint,
     list_uri,
+    not_after,
     typed_sql,
 )
 from ..raw_lines import ENCODING_REASON, QUOTING_REASON, close_accounts, count_lines
@@ -40,12 +43,20 @@ FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
 BLANK = "blank line"
 
 
-def spark_typed_sql(keep: tuple[str, ...] = ()) -> str:
+def spark_typed_sql(
+    keep: tuple[str, ...] = (), latest: datetime | None = None, ahead_s: int | None = None
+) -> str:
     """The ingest step's typing rules (`typed_sql`) in Spark's dialect: SQLGlot, plus the three
-    functions it leaves in DuckDB's terms. The stream judges events with them too."""
+    functions it leaves in DuckDB's terms. The stream judges events with them too. Events after
+    `latest`, or more than `ahead_s` after each batch's clock (a stream), are quarantined."""
     from .dialect import TEXT_FIXUPS, to_spark_checked
 
-    return to_spark_checked(typed_sql(keep), tuple(old for old, _, _ in TEXT_FIXUPS))
+    sql = to_spark_checked(typed_sql(keep, latest), tuple(old for old, _, _ in TEXT_FIXUPS))
+    if ahead_s is not None:
+        bound = "CAST('9999-12-31 23:59:59' AS TIMESTAMP)"
+        assert sql.count(bound) == 1, bound
+        sql = sql.replace(bound, f"(current_timestamp() + INTERVAL {int(ahead_s)} SECONDS)")
+    return sql
 
 
 def ingest_spark(
@@ -53,8 +64,10 @@ def ingest_spark(
     paths: list[str | Path],
     progress: Progress | None = None,
     config: SparkConfig | None = None,
+    max_future_s: int = DEFAULT_MAX_FUTURE_S,
 ) -> IngestResult:
-    """Ingest local files or URIs (read by Spark directly: gs://, s3a://, hdfs://, file://)."""
+    """Ingest local files or URIs (read by Spark directly: gs://, s3a://, hdfs://, file://);
+    events more than `max_future_s` ahead of the clock are quarantined."""
     progress = progress or SilentProgress()
     if not paths:
         raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
@@ -67,7 +80,8 @@ def ingest_spark(
     with using_spark(config or SparkConfig(), progress) as spark:
         for location, header, ingest_id in checked:
             progress.step(f"Reading {Path(location).name}")
-            result.files.append(_ingest_one(spark, warehouse, location, header, ingest_id))
+            latest = not_after(max_future_s)
+            result.files.append(_ingest_one(spark, warehouse, location, header, ingest_id, latest))
     return result
 
 
@@ -190,7 +204,12 @@ def _raw_parquet(spark: SparkSession, location: str) -> Any:
 
 
 def _ingest_one(
-    spark: SparkSession, warehouse: str, location: str, header: bool, ingest_id: str
+    spark: SparkSession,
+    warehouse: str,
+    location: str,
+    header: bool,
+    ingest_id: str,
+    latest: datetime | None = None,
 ) -> FileResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -199,7 +218,7 @@ def _ingest_one(
     raw = _raw_csv(spark, location, header) if is_csv else _raw_parquet(spark, location)
     raw.createOrReplaceTempView("raw")
     # Judged once, written twice (good rows, bad rows): keep the judged rows rather than reread.
-    typed = spark.sql(spark_typed_sql(keep=("blank",))).persist(StorageLevel.MEMORY_AND_DISK)
+    typed = spark.sql(spark_typed_sql(("blank",), latest)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         _check_accounts(spark, typed, location, header, is_csv)
         source, ingest = F.lit(location), F.lit(ingest_id)

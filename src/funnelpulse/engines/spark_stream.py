@@ -344,7 +344,11 @@ def run_stream(
 
     from ..streaming.kafka_client import file_options
 
-    options = {**(options or {}), "kafka_options": json.dumps(file_options(kafka_options or {}))}
+    options = {
+        **(options or {}),
+        "kafka_options": json.dumps(file_options(kafka_options or {})),
+        "max_future_s": str(settings.max_future_s),
+    }
     _refuse_embedded_table(
         tables.table_path(warehouse, tables.GOLD_STREAM),
         tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS),
@@ -521,11 +525,13 @@ def _fresh(spark: SparkSession, source: str, options: dict[str, str], settings: 
 
 def _typed(spark: SparkSession, source: str, options: dict[str, str]) -> Any:
     """The source judged by the ingest step's typing rules: typed columns, `reason` (NULL for a
-    good event), `raw_line` and `source`."""
+    good event; events more than max_future_s ahead of each batch's clock are quarantined),
+    `raw_line` and `source`."""
     from .spark_ingest import spark_typed_sql
 
     _source(spark, source, options).createOrReplaceTempView("raw")
-    return spark.sql(spark_typed_sql(keep=("source",)))
+    ahead_s = int(options.get("max_future_s", "3600"))
+    return spark.sql(spark_typed_sql(("source",), ahead_s=ahead_s))
 
 
 def _first_batch(query: Any, poll_s: float = 0.2) -> None:

@@ -174,14 +174,34 @@ def update_buckets(
     batch_id: int | None = None,
     bucket_minutes: int = DEFAULT_BUCKET_MINUTES,
     app_id: str = BUCKETS_APP_ID,
+    removed: pa.Table | Any = None,
 ) -> int:
-    """Aggregate one stream batch and merge it into `gold_stream_funnel_buckets`; rows merged."""
+    """Aggregate one stream batch and merge it into `gold_stream_funnel_buckets`; rows merged.
+    The events of `removed` (a replaced file's earlier rows) are subtracted."""
     buckets = aggregate(events, bucket_minutes)
+    if removed is not None:
+        buckets = _minus(buckets, aggregate(removed, bucket_minutes))
     faults.checkpoint("stream.buckets_aggregated")
     path = tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)
     merged = merge_buckets(path, buckets, batch_id, app_id)
     faults.checkpoint("stream.buckets_merged")
     return buckets.num_rows if merged else 0
+
+
+def _minus(plus: pa.Table, minus: pa.Table) -> pa.Table:
+    """Bucket counts of `plus` less those of `minus`, per bucket and segment."""
+    import pyarrow.compute as pc
+
+    keys = ["bucket_start", "bucket_end", "dimension", "segment"]
+    negated = minus.select(keys).append_column("updated_at", minus.column("updated_at"))
+    for m in METRICS:
+        negated = negated.append_column(m, pc.negate(minus.column(m)))
+    both = pa.concat_tables([plus, negated.select(plus.column_names)])
+    summed = both.group_by(keys).aggregate([(m, "sum") for m in METRICS] + [("updated_at", "max")])
+    columns = {k: summed.column(k) for k in keys}
+    columns.update({m: summed.column(f"{m}_sum") for m in METRICS})
+    columns["updated_at"] = summed.column("updated_at_max")
+    return pa.table(columns).select(BUCKET_SCHEMA.names).cast(BUCKET_SCHEMA)
 
 
 def read_buckets(warehouse: str, since: datetime | None = None) -> pa.Table:

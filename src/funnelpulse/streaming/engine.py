@@ -20,18 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import tables
 from ..config import Settings
 from ..contract import QUARANTINE_SCHEMA, STREAM_SCHEMA
 from ..errors import FunnelPulseError
 from ..faults import checkpoint
+from ..ingest import LATE_REASON, not_after
 from ..localdb import connect
 from ..running import Registration
 from .live_hook import OpenWindowHook
 from .maintenance import Maintenance, table_config
 from .repair import check_live_tables, missing_file_error, start_over
-from .sources import Batch, FileSource, KafkaSource
+from .sources import Batch, Bounds, FileSource, KafkaSource
 from .state import StreamState
 from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql, upsert_windows
 
@@ -44,6 +46,19 @@ MEMORY_LIMIT = "1GB"
 # Longest wait for a batch's input: 0.25 s kept p95 send-to-visible under 2 s at 50,000 events/s
 # (0.5 s gave 2.28 s) and still drains a backlog at ~104,000 events/s (BENCHMARKS.md).
 DEFAULT_TRIGGER_S = 0.25
+BOUNDS = ("latest", "earliest")  # the event-time bounds of a batch, as its plan records them
+# The batch's counted events with the file each came from (the first copy, as silver keeps it).
+_FILE_EVENTS = """CREATE OR REPLACE TEMP TABLE fresh_by_file AS
+    SELECT b.name, f.event_time, hash(f.user_id, f.user_session, f.product_id, f.event_type) AS k,
+        f.event_type, f.brand_norm, f.price_band, f.price
+    FROM fresh AS f JOIN (
+        SELECT event_time, user_id, user_session, product_id, event_type,
+            min(source_file) AS name
+        FROM bronze_events GROUP BY ALL
+    ) AS b ON f.event_time = b.event_time AND f.event_type = b.event_type
+        AND f.user_id IS NOT DISTINCT FROM b.user_id
+        AND f.user_session IS NOT DISTINCT FROM b.user_session
+        AND f.product_id IS NOT DISTINCT FROM b.product_id"""
 _BRONZE_VIEW = """CREATE OR REPLACE TEMP VIEW bronze_events AS SELECT event_time, event_type,
     product_id, category_id, category_code, brand, price, user_id, user_session, event_date,
     source AS source_file, ordinal AS source_row FROM typed_in"""
@@ -118,7 +133,7 @@ class EmbeddedStream:
             [self.live, tables.table_path(warehouse, tables.GOLD_STREAM_BUCKETS)],
             retention_s=settings.stream_retention_s,
         )
-        self.result = StreamResult()
+        self.result = StreamResult(late_quarantined=True)
         self.alerts_checked = False
         # live buckets per batch; with --alert, the open window scored as buckets complete
         self.open_window = OpenWindowHook(warehouse, settings, alert_sinks, self.result)
@@ -127,10 +142,12 @@ class EmbeddedStream:
                 meta.get("plan", {}).get("offsets") if meta.get("source") == source_url else None
             )
             self.source: KafkaSource | FileSource = KafkaSource(
-                source_url, kafka_options, offsets, broker_timeout_s
+                source_url, kafka_options, offsets, broker_timeout_s, settings.on_offset_reset
             )
         elif source_url.startswith("files://"):
-            self.source = FileSource(source_url, self.state.files_done())
+            self.source = FileSource(
+                source_url, self.state.files_done(), settle_s=settings.settle_s
+            )
         else:
             raise FunnelPulseError(
                 f"Unknown source {source_url!r}. Use kafka://HOST:PORT/TOPIC or files://DIR"
@@ -152,19 +169,27 @@ class EmbeddedStream:
         """Read, judge and commit one micro-batch; None when no input arrived."""
         number = self.batch + 1
         plan = self.state.plan(number, self.source.name)
+        bounds = self._bounds(plan)
         clock = time.perf_counter()
-        batch = self.source.read(self.con, max_rows, max_wait_s, plan)
+        batch = self.source.read(self.con, max_rows, max_wait_s, plan, bounds)
         if batch.messages == 0 and plan is None:
             return None
         read_s = time.perf_counter() - clock
-        if plan is None:
+        if plan is None:  # a retry judges against the same bounds, whatever the clock says then
+            batch.plan.update({k: v.isoformat() for k, v in zip(BOUNDS, bounds, strict=True) if v})
             self.state.save_plan(number, self.source.name, batch.plan)
         checkpoint("stream.planned")
         quarantined = self._quarantine(number, batch)
+        late = int(pc.sum(pc.starts_with(batch.bad.column("reason"), LATE_REASON)).as_py() or 0)
         checkpoint("stream.quarantine_committed")
-        merged, ripe, late, dups = self._count(number, batch)
+        if batch.replaced:  # the files' earlier rows: out of the state, into temp table removed
+            self.state.take_out(number, batch.replaced)
+        merged, ripe, dups = self._count(number, batch)
         checkpoint("stream.state_recorded")
-        self.open_window.after_count(self.con, number)  # before the commit: see buckets.py
+        # before the commit: see buckets.py
+        self.open_window.after_count(
+            self.con, number, removed_table="removed" if batch.replaced else None
+        )
         self._commit(number, merged, batch)
         checkpoint("stream.live_committed")
         self.batch = number
@@ -194,12 +219,28 @@ class EmbeddedStream:
         self.open_window.after_commit(max(self.part_max.values(), default=None))
         return batch
 
+    def _bounds(self, plan: dict[str, Any] | None) -> Bounds:
+        """The event times a batch accepts: up to the clock plus max_future_s, and from the
+        watermark on (events outside go to quarantine with the reason); a planned batch's own."""
+        if plan is not None and BOUNDS[0] in plan:
+            return (
+                datetime.fromisoformat(plan[BOUNDS[0]]),
+                datetime.fromisoformat(plan[BOUNDS[1]]) if plan.get(BOUNDS[1]) else None,
+            )
+        return not_after(self.settings.max_future_s), self.wm
+
     def _quarantine(self, number: int, batch: Batch) -> int:
         """Append the batch's bad rows (once: a retried batch finds its version committed)."""
         from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
         rows = batch.bad.num_rows
         app_id = f"{APP_ID}-quarantine"
+        if batch.replaced and tables.is_delta(self.quarantine):
+            # a replaced file's earlier bad rows go (again, harmlessly, when a batch is retried)
+            names = ", ".join(tables.sql_quote(n) for n in batch.replaced)
+            DeltaTable(self.quarantine).delete(
+                f"source_file IN ({names}) AND ingest_id <> 'stream-batch-{number}'"
+            )
         if rows == 0:
             return 0
         if tables.is_delta(self.quarantine):
@@ -225,29 +266,22 @@ class EmbeddedStream:
         )
         return rows
 
-    def _count(self, number: int, batch: Batch) -> tuple[pa.Table, int, int, int]:
-        """The silver rules, the late and repeat checks and the window totals for one batch:
-        the rows to MERGE, how many windows became final, late events, repeats dropped."""
+    def _count(self, number: int, batch: Batch) -> tuple[pa.Table, int, int]:
+        """The silver rules, the repeat check and the window totals for one batch (late events
+        were quarantined when judged): the rows to MERGE, how many windows became final, repeats
+        dropped."""
         con = self.con
         con.register("typed_in", batch.typed)
         con.execute(_BRONZE_VIEW).fetchall()
         con.execute(f"CREATE OR REPLACE TEMP TABLE silver_b AS {silver_sql()}").fetchall()
-        late = 0
-        if self.wm is not None:
-            late = con.execute(
-                "SELECT count(*) FROM silver_b WHERE event_time < ?", [self.wm]
-            ).fetchall()[0][0]
-            con.execute("DELETE FROM silver_b WHERE event_time < ?", [self.wm]).fetchall()
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE fresh AS {self.state.new_events_sql('silver_b')}"
         ).fetchall()
+        replaced = bool(batch.replaced)
         dups = con.execute(
             "SELECT (SELECT count(*) FROM silver_b) - (SELECT count(*) FROM fresh)"
         ).fetchall()[0][0]
-        key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
-        for part, newest in con.execute(
-            f"SELECT {key}, max(event_time) FROM bronze_events GROUP BY ALL"
-        ).fetchall():
+        for part, newest in con.execute(self._newest_sql()).fetchall():
             if newest is not None and (part not in self.part_max or newest > self.part_max[part]):
                 self.part_max[part] = newest
         # A partition not yet read holds the watermark back; one read to its end does not.
@@ -261,20 +295,29 @@ class EmbeddedStream:
             self.wm = slowest - self.watermark
         cutoff = self.wm or datetime(1, 1, 1)
         metrics = ", ".join(f"{sql} AS {name}" for name, sql in self.metrics.items())
+        totals = "SELECT date_trunc('hour', event_time) AS window_start, brand_norm AS brand"
+        agg = f"{totals}, {metrics}, max(event_time) AS last_event_at FROM fresh GROUP BY ALL"
+        base = "open_w"
+        if replaced:  # minus the replaced files' earlier rows, which may sit in final windows
+            agg = f"""SELECT window_start, brand, {", ".join(f"sum({m}) AS {m}" for m in self.metrics)},
+                max(last_event_at) AS last_event_at FROM (
+                    {agg}
+                    UNION ALL BY NAME
+                    SELECT window_start, brand, {", ".join(f"-{m} AS {m}" for m in self.metrics)}
+                    FROM ({totals}, {metrics} FROM removed GROUP BY ALL)
+                ) GROUP BY ALL"""
+            self._final_windows()
+            base = "(SELECT * FROM open_w UNION ALL BY NAME SELECT * FROM final_w)"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE changed AS
-            WITH agg AS (
-                SELECT date_trunc('hour', event_time) AS window_start, brand_norm AS brand,
-                    {metrics}, max(event_time) AS last_event_at
-                FROM fresh GROUP BY ALL
-            )
+            WITH agg AS ({agg})
             SELECT a.brand, a.window_start,
                 CAST(coalesce(o.views, 0) + a.views AS BIGINT) AS views,
                 CAST(coalesce(o.carts, 0) + a.carts AS BIGINT) AS carts,
                 CAST(coalesce(o.purchases, 0) + a.purchases AS BIGINT) AS purchases,
                 coalesce(o.revenue, 0.0) + a.revenue AS revenue,
                 greatest(o.last_event_at, a.last_event_at) AS last_event_at
-            FROM agg AS a LEFT JOIN open_w AS o
+            FROM agg AS a LEFT JOIN {base} AS o
                 ON o.window_start = a.window_start AND o.brand IS NOT DISTINCT FROM a.brand"""
         ).fetchall()
         con.execute(
@@ -302,9 +345,65 @@ class EmbeddedStream:
             f"CREATE OR REPLACE TEMP TABLE next_open AS SELECT * FROM all_w WHERE NOT ({final})",
             [cutoff],
         ).fetchall()
-        self.state.record(number, "fresh", batch.files)
+        file_events = None
+        if isinstance(self.source, FileSource):
+            con.execute(_FILE_EVENTS).fetchall()
+            file_events = "fresh_by_file"
+        self.state.record(number, "fresh", batch.versions, file_events)
         con.unregister("typed_in")
-        return _as_live(merged), ripe, int(late), int(dups)
+        return _as_live(merged), ripe, int(dups)
+
+    def _final_windows(self) -> None:
+        """Temp table final_w: the live table's final windows (a replaced file's rows may be
+        taken out of them)."""
+        empty = STREAM_SCHEMA.empty_table()
+        current = tables.read(self.live) if tables.is_delta(self.live) else empty
+        self.con.register("current_live", current)
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE final_w AS SELECT brand, window_start::TIMESTAMP AS "
+            "window_start, views, carts, purchases, revenue, last_event_at::TIMESTAMP AS "
+            "last_event_at FROM current_live WHERE is_final"
+        ).fetchall()
+        self.con.unregister("current_live")
+
+    def _newest_sql(self) -> str:
+        """SQL: per partition, the newest event time the batch's own events vouch for. The batch's
+        times, sorted, split into runs wherever two neighbours are more than half the lateness
+        allowance apart; a run counts when it holds the batch's median or at least
+        max(3, 1 % of the batch) events, and the newest time of a run that counts is taken. So
+        fewer than 3 events (or 1 % of a big batch) far from the rest, a wrong clock, never move
+        the watermark, while a batch that moved on moves it as far as its newest event."""
+        key = "source_file" if isinstance(self.source, KafkaSource) else "'files'"
+        gap_us = max(1_000_000, int(self.watermark.total_seconds() * 1e6) // 2)
+        return f"""
+            WITH b AS (
+                SELECT {key} AS part, event_time,
+                    lag(event_time) OVER (PARTITION BY {key} ORDER BY event_time) AS prev
+                FROM bronze_events
+            ),
+            runs AS (
+                SELECT part, event_time, sum(CASE WHEN prev IS NULL
+                    OR epoch_us(event_time) - epoch_us(prev) > {gap_us} THEN 1 ELSE 0 END)
+                    OVER (PARTITION BY part ORDER BY event_time ROWS UNBOUNDED PRECEDING) AS run
+                FROM b
+            ),
+            mid AS (
+                SELECT part, quantile_disc(event_time, 0.5) AS t, count(*) AS n FROM b
+                GROUP BY part
+            ),
+            median_run AS (
+                SELECT DISTINCT r.part, r.run FROM runs AS r
+                JOIN mid AS m ON r.part = m.part AND r.event_time = m.t
+            ),
+            sizes AS (
+                SELECT part, run, count(*) AS n, max(event_time) AS newest FROM runs
+                GROUP BY part, run
+            )
+            SELECT s.part, max(s.newest) FROM sizes AS s
+            JOIN mid AS m ON s.part = m.part
+            LEFT JOIN median_run AS k ON s.part = k.part AND s.run = k.run
+            WHERE k.run IS NOT NULL OR s.n >= greatest(3, ceil(m.n / 100.0))
+            GROUP BY s.part"""
 
     def _commit(self, number: int, merged: pa.Table, batch: Batch) -> None:
         """One commit: the changed windows, the batch number and the source position."""
@@ -433,6 +532,8 @@ def run_embedded(
                 last_input = time.monotonic()
                 if on_batch:
                     on_batch(run.result.log[-1])
+            elif run.source.pending:
+                last_input = time.monotonic()  # a file still landing is input on its way
             elif until_idle_s is not None and time.monotonic() - last_input >= until_idle_s:
                 break
             if alert_sinks and not run.alerts_checked:

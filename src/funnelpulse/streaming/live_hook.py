@@ -42,13 +42,21 @@ class OpenWindowHook:
         self._keys_at = float("-inf")
         self.result = result  # the stream's result: live alerts count in its totals
 
-    def after_count(self, con: Any, batch: int, events_table: str = "fresh") -> int:
-        """MERGE the batch's new (judged, deduplicated) events into the live buckets."""
+    def after_count(
+        self,
+        con: Any,
+        batch: int,
+        events_table: str = "fresh",
+        removed_table: str | None = None,
+    ) -> int:
+        """MERGE the batch's new (judged, deduplicated) events into the live buckets, minus the
+        events of `removed_table` (the earlier rows of replaced files)."""
         return update_buckets(
             self.warehouse,
             con.sql(f"SELECT * FROM {events_table}"),
             batch_id=batch,
             bucket_minutes=self.bucket_minutes,
+            removed=con.sql(f"SELECT * FROM {removed_table}") if removed_table else None,
         )
 
     def after_commit(self, latest_event: datetime | None) -> None:

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ from ..engines.duckdb_ingest import raw_view
 from ..errors import FunnelPulseError
 from ..ingest import RAW_COLUMNS, typed_sql
 from ..localdb import connect
+from ..raw_lines import fingerprint
 from .kafka_client import _confluent, client, consumer_config, partitions, true_ends
 from .kafka_url import parse_kafka
+from .landing import Landing, signature
+from .state import FileVersion
 from .windows import NOT_AN_EVENT
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,10 @@ _TEXT_FIELDS = ("event_time", "event_type", "category_code", "brand", "user_sess
 JUDGED = pa.schema(
     [(c, pa.string()) for c in ("source", "raw_text", *RAW_COLUMNS)] + [("ordinal", pa.int64())]
 )
+
+
+# (latest, earliest) event time a batch accepts, naive UTC; None: no bound.
+Bounds = tuple[datetime | None, datetime | None]
 
 
 @dataclass
@@ -44,6 +52,8 @@ class Batch:
     plan: dict[str, Any]
     files: list[str] = field(default_factory=list)
     caught_up: set[str] = field(default_factory=set)  # partitions read to their end
+    versions: dict[str, FileVersion] = field(default_factory=dict)  # files read: their versions
+    replaced: list[str] = field(default_factory=list)  # files read before with other content
 
 
 def _text(value: Any) -> str | None:
@@ -98,8 +108,11 @@ def parse_json(values: list[bytes | None], source: list[str], ordinal: list[int]
     )
 
 
-def judge(con: Any, raw: pa.Table) -> Batch:
-    """Judge raw JSON events with the ingest typing rules (on DuckDB connection `con`)."""
+def judge(
+    con: Any, raw: pa.Table, latest: datetime | None = None, earliest: datetime | None = None
+) -> Batch:
+    """Judge raw JSON events with the ingest typing rules (on DuckDB connection `con`); events
+    after `latest` or before `earliest` (naive UTC) are quarantined with their reason."""
     missing = " AND ".join(f"{c} IS NULL" for c in RAW_COLUMNS)
     con.register("raw_in", raw)
     con.execute(
@@ -107,7 +120,7 @@ def judge(con: Any, raw: pa.Table) -> Batch:
             CASE WHEN raw_text IS NULL OR ({missing}) THEN '{NOT_AN_EVENT}' END AS reader_reason
             FROM raw_in"""
     ).fetchall()
-    typed = con.sql(typed_sql(keep=("source",))).to_arrow_table()
+    typed = con.sql(typed_sql(("source",), latest, earliest)).to_arrow_table()
     con.unregister("raw_in")
     return _split(typed, raw.num_rows, {})
 
@@ -130,8 +143,15 @@ def _split(typed: pa.Table, messages: int, plan: dict[str, Any]) -> Batch:
     )
 
 
+# How often an idle stream asks whether a partition now ends below its position (a broker that
+# restarted without its data serves new messages at offsets the stream believes it has read).
+OFFSET_CHECK_S = 5.0
+
+
 class KafkaSource:
     """A topic read by assignment from the offsets of the last committed batch."""
+
+    pending = False  # nothing lands on a topic: idle means no message came
 
     def __init__(
         self,
@@ -139,14 +159,20 @@ class KafkaSource:
         options: dict[str, str],
         start: dict[str, int] | None,
         broker_timeout_s: float,
+        on_offset_reset: str = "error",
     ) -> None:
         self.address = parse_kafka(url)
         self.name = url
         self.options = options
         self.timeout_s = broker_timeout_s
+        self.on_offset_reset = on_offset_reset
         self.kafka = _confluent()
         self._down_since: float | None = None
+        self._checked_at = time.monotonic()
         config = consumer_config(self.address.bootstrap, options)
+        # A position past a partition's end is reported (and handled by on_offset_reset), never
+        # silently moved by the client.
+        config["auto.offset.reset"] = "error"
         config["error_cb"] = self._error
         config["logger"] = logging.getLogger("funnelpulse.kafka")
         self.consumer = client("Consumer", config)
@@ -156,14 +182,54 @@ class KafkaSource:
         self.at_end: set[int] = set()
         self.position = {p: int((start or {}).get(str(p), -1)) for p in parts}
         self.partition_keys = {f"{self.address.topic}:{p}" for p in parts}
-        self._assign(self.position)
         ends = true_ends(self.address.bootstrap, self.address.topic, options, self.timeout_s)
+        self._check_offsets(ends)
+        self._assign(self.position)
         backlog = sum(
             max(0, end - max(low, self.position.get(p, -1))) for p, (low, end) in ends.items()
         )
         log.info(
             "Kafka %s: %d partitions, %s messages to catch up", url, len(parts), f"{backlog:,}"
         )
+
+    def _check_offsets(self, ends: dict[int, tuple[int, int]]) -> bool:
+        """Apply on_offset_reset to every partition whose end lies below the stream's position
+        (the topic was recreated, or the broker restarted without its data); True if any moved."""
+        topic = self.address.topic
+        moved = False
+        for p, (low, end) in sorted(ends.items()):
+            at = self.position.get(p, -1)
+            if at <= end:
+                continue
+            if self.on_offset_reset == "error":
+                raise FunnelPulseError(
+                    f"Kafka topic {topic} partition {p} ends at offset {end}, below the stream's "
+                    f"committed offset {at}: the topic was recreated or the broker lost its data. "
+                    "Run the stream again with --on-offset-reset earliest to read the partition "
+                    f"from its first offset ({low}), or --on-offset-reset latest to go on from "
+                    f"its end ({end})"
+                )
+            to = low if self.on_offset_reset == "earliest" else end
+            log.warning(
+                "Kafka topic %s partition %d ends at offset %d, below the stream's offset %d: "
+                "reading on from offset %d (on_offset_reset = %s)",
+                topic,
+                p,
+                end,
+                at,
+                to,
+                self.on_offset_reset,
+            )
+            self.position[p] = to
+            moved = True
+        return moved
+
+    def _recheck_offsets(self) -> None:
+        """While idle (or told by the client): is any partition now shorter than our position?"""
+        self._checked_at = time.monotonic()
+        ends = true_ends(self.address.bootstrap, self.address.topic, self.options, self.timeout_s)
+        if self._check_offsets(ends):
+            self._assign(self.position)
 
     def _assign(self, position: dict[int, int]) -> None:
         self.at_end.clear()  # known again once the partitions are read to their end
@@ -195,7 +261,12 @@ class KafkaSource:
             ) from None
 
     def read(
-        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+        self,
+        con: Any,
+        max_rows: int,
+        max_wait_s: float,
+        plan: dict[str, Any] | None,
+        bounds: Bounds = (None, None),
     ) -> Batch:
         """Messages until `max_rows`, the end of every partition, or `max_wait_s`; with `plan`,
         exactly the messages up to its end offsets (the retry of a batch cut short by a crash)."""
@@ -220,6 +291,8 @@ class KafkaSource:
                     if error.code() == self.kafka.KafkaError._PARTITION_EOF:
                         at_end.add(p)
                         self._down_since = None
+                    elif error.code() == self.kafka.KafkaError._AUTO_OFFSET_RESET:
+                        self._checked_at = 0.0  # checked below, once this poll is done
                     else:
                         log.warning("Kafka %s partition %s: %s", topic, p, error.str())
                     continue
@@ -248,9 +321,13 @@ class KafkaSource:
                 break
             if time.monotonic() - started >= max_wait_s:
                 break
+        if not values and time.monotonic() - self._checked_at >= OFFSET_CHECK_S:
+            self.position = position
+            self._recheck_offsets()
+            position = dict(self.position)
         self.position = position
         raw = parse_json(values, [f"{topic}:{p}" for p in parts], offsets)
-        batch = judge(con, raw)
+        batch = judge(con, raw, *bounds)
         batch.plan = {"offsets": {str(p): o for p, o in position.items() if o >= 0}}
         batch.caught_up = {f"{topic}:{p}" for p in at_end}
         return batch
@@ -261,9 +338,17 @@ class KafkaSource:
 
 class FileSource:
     """A folder whose new files (CSV, CSV.gz, Parquet, JSON lines) are read once each, in order of
-    modification time; a file is judged exactly as `ingest` judges it, line numbers included."""
+    modification time, once they have landed (see landing.py); a file is judged exactly as
+    `ingest` judges it, line numbers included. A file whose content changes under the same name
+    is a replacement: read again, its earlier rows taken out by the engine."""
 
-    def __init__(self, url: str, done: set[str], max_files: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        done: dict[str, FileVersion],
+        max_files: int = 10,
+        settle_s: float = 10.0,
+    ) -> None:
         folder = Path(url[len("files://") :])
         if not folder.is_dir():
             raise FunnelPulseError(
@@ -271,43 +356,95 @@ class FileSource:
             )
         self.name = url
         self.folder = folder
-        self.done = set(done)
+        self.done = dict(done)
         self.max_files = max_files
+        self.landing = Landing(settle_s)
         self.partition_keys = {"files"}
 
-    def _new_files(self) -> list[Path]:
-        found = [
-            p
-            for p in self.folder.iterdir()
-            if p.is_file()
-            and not p.name.startswith((".", "_"))
-            and str(p.resolve()) not in self.done
-        ]
-        return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))[: self.max_files]
+    @property
+    def pending(self) -> bool:
+        """Files are landing (seen, not yet settled): the folder is not idle."""
+        return self.landing.waiting > 0
+
+    def _is_new(self, path: Path, stat: Any) -> bool:
+        """Not read before, or read with other content (a replacement)."""
+        name = str(path.resolve())
+        if name not in self.done:
+            return True
+        identity, size, mtime_ns = self.done[name]
+        if identity is None or (size, mtime_ns) == signature(stat):
+            return False
+        if fingerprint(path) == identity:  # touched, same bytes: remember the new look
+            self.done[name] = (identity, *signature(stat))
+            return False
+        return True
+
+    def _new_files(self) -> list[tuple[Path, Any]]:
+        found = [(p, st) for p, st in self.landing.candidates(self.folder) if self._is_new(p, st)]
+        found.sort(key=lambda f: (f[1].st_mtime, f[0].name))
+        return found[: self.max_files]
 
     def read(
-        self, con: Any, max_rows: int, max_wait_s: float, plan: dict[str, Any] | None
+        self,
+        con: Any,
+        max_rows: int,
+        max_wait_s: float,
+        plan: dict[str, Any] | None,
+        bounds: Bounds = (None, None),
     ) -> Batch:
         if plan is not None:
-            files = [Path(f) for f in plan["files"]]
+            files = [(Path(f), None) for f in plan["files"]]
+            replaced = set(plan.get("replaced", []))
         else:
             files = self._new_files()
             if not files:
                 time.sleep(max_wait_s)
                 files = self._new_files()
-        parts = [judge_file(con, f) for f in files]
-        names = [str(f.resolve()) for f in files]
-        self.done.update(names)
+            replaced = {str(p.resolve()) for p, _ in files if str(p.resolve()) in self.done}
+        parts = []
+        versions: dict[str, FileVersion] = {}
+        for path, stat in files:
+            name = str(path.resolve())
+            # a replacement's rows are history being corrected: never judged late
+            part = judge_file(con, path, bounds[0], None if name in replaced else bounds[1])
+            if stat is not None and _changed(path, stat):
+                # written to while it was read: read it again once it has settled
+                log.info("%s changed while it was read; it is read again once it settles", path)
+                self.landing.forget(path)
+                replaced.discard(name)
+                continue
+            parts.append(part)
+            if plan is not None and name in plan.get("versions", {}):
+                versions[name] = tuple(plan["versions"][name])  # type: ignore[assignment]
+            else:
+                versions[name] = (fingerprint(path), *signature(stat or path.stat()))
+        names = list(versions)
+        self.done.update(versions)
         typed = pa.concat_tables([b.typed for b in parts]) if parts else _empty(con)
         bad = pa.concat_tables([b.bad for b in parts]) if parts else _split(typed, 0, {}).bad
-        return Batch(typed, bad, sum(b.messages for b in parts), {"files": names}, names, {"files"})
+        plan_out = {"files": names, "replaced": sorted(replaced), "versions": versions}
+        batch = Batch(typed, bad, sum(b.messages for b in parts), plan_out, names, {"files"})
+        batch.versions = versions
+        batch.replaced = sorted(replaced)
+        if batch.replaced:
+            log.info("replaced (read again, earlier rows taken out): %s", ", ".join(batch.replaced))
+        return batch
+
+
+def _changed(path: Path, before: Any) -> bool:
+    try:
+        return signature(path.stat()) != signature(before)
+    except FileNotFoundError:
+        return True
 
 
 def _empty(con: Any) -> pa.Table:
     return judge(con, parse_json([], [], [])).typed
 
 
-def judge_file(con: Any, path: Path) -> Batch:
+def judge_file(
+    con: Any, path: Path, latest: datetime | None = None, earliest: datetime | None = None
+) -> Batch:
     """One file judged as `ingest` judges it: the same reader, typing rules and line numbers."""
     source = str(path.resolve())
     name = path.name.lower()
@@ -315,7 +452,7 @@ def judge_file(con: Any, path: Path) -> Batch:
         lines = path.read_bytes().splitlines()
         kept = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
         raw = parse_json([line for _, line in kept], [source] * len(kept), [i for i, _ in kept])
-        return judge(con, raw)
+        return judge(con, raw, latest, earliest)
     try:
         header = ingest.check_file(path)
     except FunnelPulseError as exc:
@@ -333,7 +470,7 @@ def judge_file(con: Any, path: Path) -> Batch:
     own = connect()  # its own connection: the file's reader registers its own views
     try:
         accounts = raw_view(own, path, header)
-        typed = own.sql(typed_sql(keep=())).to_arrow_table()
+        typed = own.sql(typed_sql((), latest, earliest)).to_arrow_table()
     finally:
         own.close()
     typed = typed.append_column("source", pa.array([source] * typed.num_rows, pa.string()))

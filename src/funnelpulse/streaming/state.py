@@ -29,7 +29,16 @@ SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS state.seen (event_time TIMESTAMPTZ, k UBIGINT, batch BIGINT);
 CREATE TABLE IF NOT EXISTS state.files (name VARCHAR, batch BIGINT);
 CREATE TABLE IF NOT EXISTS state.plans (batch BIGINT, source VARCHAR, plan VARCHAR);
+ALTER TABLE state.files ADD COLUMN IF NOT EXISTS identity VARCHAR;
+ALTER TABLE state.files ADD COLUMN IF NOT EXISTS size BIGINT;
+ALTER TABLE state.files ADD COLUMN IF NOT EXISTS mtime_ns BIGINT;
+ALTER TABLE state.files ADD COLUMN IF NOT EXISTS gone BIGINT;
+CREATE TABLE IF NOT EXISTS state.file_events (name VARCHAR, event_time TIMESTAMP, k UBIGINT,
+    event_type VARCHAR, brand_norm VARCHAR, price_band VARCHAR, price DOUBLE, batch BIGINT,
+    gone BIGINT);
 """
+# A file read by the files source: the version taken (content identity, size, mtime in ns).
+FileVersion = tuple[str | None, int | None, int | None]
 # The hash of an event's key fields other than its time (see the module docstring).
 KEY_HASH = "hash(user_id, user_session, product_id, event_type)"
 
@@ -59,6 +68,11 @@ class StreamState:
         con.execute("BEGIN").fetchall()
         con.execute("DELETE FROM state.seen WHERE batch > ?", [committed]).fetchall()
         con.execute("DELETE FROM state.files WHERE batch > ?", [committed]).fetchall()
+        con.execute("DELETE FROM state.file_events WHERE batch > ?", [committed]).fetchall()
+        for table in ("files", "file_events"):
+            con.execute(
+                f"UPDATE state.{table} SET gone = NULL WHERE gone > ?", [committed]
+            ).fetchall()
         con.execute("DELETE FROM state.plans WHERE batch <> ?", [committed + 1]).fetchall()
         con.execute("COMMIT").fetchall()
 
@@ -77,8 +91,36 @@ class StreamState:
         ).fetchall()
         self.con.execute("COMMIT").fetchall()
 
-    def files_done(self) -> set[str]:
-        return {r[0] for r in self.con.execute("SELECT name FROM state.files").fetchall()}
+    def files_done(self) -> dict[str, FileVersion]:
+        """The files read, each with the version taken (older states knew only the name)."""
+        rows = self.con.execute(
+            "SELECT name, identity, size, mtime_ns FROM state.files WHERE gone IS NULL"
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def take_out(self, batch: int, names: list[str]) -> None:
+        """The rows of the files `names` replace, as temp table `removed`, and out of the state:
+        their keys forgotten (the new version's events count again), their rows marked gone in
+        `batch`. Repeating it for the same batch (a retry) gives the same `removed`."""
+        con = self.con
+        listed = "SELECT unnest(?::VARCHAR[])"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE removed AS SELECT * FROM state.file_events
+            WHERE name IN ({listed}) AND batch < ? AND (gone IS NULL OR gone = ?)""",
+            [names, batch, batch],
+        ).fetchall()
+        con.execute("BEGIN").fetchall()
+        con.execute(
+            """DELETE FROM state.seen AS s USING removed AS r
+            WHERE s.event_time = r.event_time AND s.k = r.k"""
+        ).fetchall()
+        for table in ("file_events", "files"):
+            con.execute(
+                f"UPDATE state.{table} SET gone = ? WHERE name IN ({listed}) AND batch < ? "
+                "AND gone IS NULL",
+                [batch, names, batch],
+            ).fetchall()
+        con.execute("COMMIT").fetchall()
 
     def new_events_sql(self, view: str) -> str:
         """SQL: the rows of `view` (event_time, user_id, ...) whose key is not yet in the state."""
@@ -92,15 +134,33 @@ class StreamState:
                         AND (SELECT max(event_time) FROM {view})
             )"""
 
-    def record(self, batch: int, view: str, files: list[str]) -> None:
-        """Remember the keys of the events in `view` and the files read, as part of `batch`."""
+    def record(
+        self,
+        batch: int,
+        view: str,
+        files: dict[str, FileVersion] | None = None,
+        file_events: str | None = None,
+    ) -> None:
+        """Remember the keys of the events in `view`, the files read (with their versions) and
+        each file's counted events (`file_events`: to take them out if the file is replaced),
+        as part of `batch`."""
         con = self.con
         con.execute("BEGIN").fetchall()
         con.execute(
             f"INSERT INTO state.seen SELECT event_time, {KEY_HASH}, ? FROM {view}", [batch]
         ).fetchall()
-        for name in files:
-            con.execute("INSERT INTO state.files VALUES (?, ?)", [name, batch]).fetchall()
+        for name, (identity, size, mtime_ns) in (files or {}).items():
+            con.execute(
+                "INSERT INTO state.files (name, batch, identity, size, mtime_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [name, batch, identity, size, mtime_ns],
+            ).fetchall()
+        if file_events:
+            con.execute(
+                f"""INSERT INTO state.file_events SELECT name, event_time, k, event_type,
+                brand_norm, price_band, price, ?, NULL FROM {file_events}""",
+                [batch],
+            ).fetchall()
         con.execute("COMMIT").fetchall()
 
     def prune(self, before: datetime) -> int:

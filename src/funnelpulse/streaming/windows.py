@@ -59,6 +59,7 @@ class StreamResult:
     batches: int = 0
     input_rows: int = 0
     late_rows_dropped: int = 0
+    late_quarantined: bool = False  # the embedded engine quarantines late events (counted in both)
     quarantined: int = 0
     windows: int = 0
     alerts_sent: int = 0
