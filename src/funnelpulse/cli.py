@@ -376,7 +376,7 @@ def demo(ctx: _Context) -> None:
 @click.option(
     "--drift",
     type=click.FloatRange(0, 1),
-    help="Daily rate drift per segment, sd of log [real: 0.05].",
+    help="Daily rate drift per segment, sd of log odds [real: 0.05].",
 )
 @click.option(
     "--promo-days", type=click.FloatRange(0, 30), help="Promotion days per 30 days [real: 1]."

@@ -91,7 +91,7 @@ class Shape:
     basket_mean: mean items a session carts and checks out together (1: every item decides on its
     own). growth: relative traffic change from the first to the last day. season: amplitude of a
     yearly traffic cycle peaking at `season_peak_day` (day of year). drift: daily step (sd of the
-    log rate) of each brand's and price band's cart and purchase rates, mean-reverting.
+    log odds) of each brand's and price band's cart and purchase rates, mean-reverting.
     promo_days: promotion days per 30 days (traffic x`promo_traffic`, carts x`promo_cart`,
     purchases x`promo_purchase`).
     """
@@ -401,7 +401,7 @@ def generate_labelled(
         day = np.clip(((t - start.timestamp()) // 86400).astype(np.int64), 0, days - 1)
         promo_days = [int((p.start - start).total_seconds() // 86400) for p in promos]
         cart_move, buy_move = _rate_moves(shape, days, brand, band, day, promo_days, shape_rng)
-        cart_level, buy_level = cart_level * cart_move, buy_level * buy_move
+        cart_level, buy_level = _shift_odds(cart_level, cart_move), _shift_odds(buy_level, buy_move)
     if shape.basket_mean > 1:
         # A basket is decided once, at the rates of the item the session started with; an
         # incident still moves each of its items' odds (its factor below), exactly on average.
@@ -558,6 +558,13 @@ def _traffic_level(
     return np.maximum(level, 0.01)
 
 
+def _shift_odds(rate: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
+    """The rate with its odds multiplied by exp(log_odds): drift never pushes a rate past 1."""
+    rate = np.clip(rate, 1e-6, 1 - 1e-6)
+    odds = rate / (1 - rate) * np.exp(log_odds)
+    return odds / (1 + odds)
+
+
 DRIFT_MEMORY = 0.8  # day-to-day persistence of a segment's rate drift (AR(1) coefficient)
 
 
@@ -570,8 +577,8 @@ def _rate_moves(
     promo_days: list[int],
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per interaction: multipliers of its cart and purchase rates from its brand's and price
-    band's daily drift (mean-reverting, steps of sd `drift` in log) and from promotion days."""
+    """Per interaction: log-odds shifts of its cart and purchase rates from its brand's and
+    price band's daily drift (mean-reverting, steps of sd `drift`) and from promotion days."""
     moves = []
     for promo_factor in (shape.promo_cart, shape.promo_purchase):
         log_move = np.zeros(len(day))
@@ -582,10 +589,9 @@ def _rate_moves(
                 for d in range(1, days):
                     walk[:, d] = DRIFT_MEMORY * walk[:, d - 1] + rng.normal(0, shape.drift, count)
                 log_move += walk[keys, day]
-        move = np.exp(log_move)
         if promo_days:
-            move[np.isin(day, promo_days)] *= promo_factor
-        moves.append(move)
+            log_move[np.isin(day, promo_days)] += np.log(promo_factor)
+        moves.append(log_move)
     return moves[0], moves[1]
 
 
