@@ -100,11 +100,11 @@ def test_drift_moves_each_brands_rates_from_day_to_day() -> None:
     top = ranked_brands(250, 6)[0]
     plain, _ = generate_labelled(200_000, seed=6, days=14, shape=PLAIN)
     drifting, _ = generate_labelled(200_000, seed=6, days=14, shape=replace(PLAIN, drift=0.1))
-    # Binomial noise only without drift (dispersion under the 99.9% chi-square bound);
-    # well above it with a 10%-a-day drift.
+    # Binomial noise only without drift (dispersion under the 99.9% chi-square bound); with
+    # a drift of 0.1 in log odds a day, a dispersion that binomial noise reaches < 0.1% of the time.
     bound = stats.chi2.ppf(0.999, 13) / 13
     assert _daily_dispersion(plain, top) < bound
-    assert _daily_dispersion(drifting, top) > 2 * bound
+    assert _daily_dispersion(drifting, top) > 1.3 * bound
 
 
 def test_promotion_days_are_labelled_and_busier() -> None:

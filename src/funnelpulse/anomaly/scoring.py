@@ -165,6 +165,7 @@ def rate_baseline(
 
 
 MAX_PHI = 60.0
+MIN_PHI = 1.25
 WINSOR = 50.0  # a past statistic counts at most this many times its hour's median
 
 
@@ -228,6 +229,9 @@ def _inflation(
         rho = np.where(neg_rho, 0.0, rho)
         phi = np.where(neg_rho, b, np.where(low_phi, 1.0, phi))
     phi = np.clip(np.nan_to_num(phi, nan=1.0), 1.0, MAX_PHI)
+    # Independent trials measure about 1.1 (estimation noise): below MIN_PHI they are taken as
+    # independent, and tested exactly as before.
+    phi = np.where(phi < MIN_PHI, 1.0, phi)
     return phi, np.nan_to_num(rho, nan=0.0)
 
 
@@ -306,9 +310,16 @@ def daily_growth(counts: np.ndarray, history_days: int) -> np.ndarray:
 
 
 # A sum of baskets has heavier tails than the binomial of the same variance (one large basket
-# bought or not moves a small segment's hour a lot): clustered tails are taken at 1.5 x phi.
+# bought or not moves a small segment's hour a lot): clustered tails are taken at 1 + 1.5 (phi - 1).
 # Chosen on the tuning months (seed 901); the matrix reports other seeds.
 CLUSTER_TAIL = 1.5
+
+
+def _tail_phi(phi: np.ndarray) -> np.ndarray:
+    """The clustering a tail is taken at: 1 stays 1, each unit above it counts CLUSTER_TAIL."""
+    return 1 + CLUSTER_TAIL * np.maximum(phi - 1, 0)
+
+
 # Exact beta-binomial sums cost O(n); above this many trials the design-effect binomial is used.
 EXACT_MAX_TRIALS = 5_000
 
@@ -335,7 +346,7 @@ def rate_tails(
     low, high = np.ones(x.shape), np.ones(x.shape)
     clustered = phi > 1 + 1e-6
     if clustered.any():
-        d = CLUSTER_TAIL * phi[clustered] + n[clustered] * icc[clustered]
+        d = _tail_phi(phi[clustered]) + n[clustered] * icc[clustered]
         low[clustered], high[clustered] = binomial_tails(
             x[clustered] / d, n[clustered] / d, p[clustered]
         )
@@ -506,7 +517,7 @@ def scan_count(
             cells = np.nonzero(side)
             if cells[0].size:
                 # Clustered counts (variance phi x mean): the count in units of phi.
-                f = np.where(phi[cells] > 1 + 1e-6, CLUSTER_TAIL * phi[cells], 1.0)
+                f = _tail_phi(phi[cells])
                 out[cells] = count_tails(x[cells] / f, mu[cells] / f, r2[cells])[which]
         drop = down & (low < alpha)
         spike = up & (high < alpha)
