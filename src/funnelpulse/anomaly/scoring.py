@@ -271,7 +271,7 @@ def count_baseline(
         day = past_same_hour(window_sum(counts.astype(float), 24), history_days)
         if trend is not None:
             day = day * np.exp(np.log(trend)[:, None] * np.arange(1, history_days + 1))[None]
-        day_keep = _trim_mask(day) & (day > 0)
+        day_keep = _trim_mask(day)  # a day with no traffic at all is evidence of spread too
         day_e = (np.where(day_keep, day, 0).sum(-1) / day_keep.sum(-1))[..., None]
         day_chi = np.where(day_keep, (day - day_e) ** 2 / day_e, np.nan)
     phi, cv2 = _inflation(
@@ -280,7 +280,7 @@ def count_baseline(
         (~np.isnan(past)).sum(axis=-1),
         day_chi,
         np.where(day_keep, np.broadcast_to(day_e, day.shape), np.nan),
-        ((~np.isnan(day)) & (day > 0)).sum(axis=-1),
+        (~np.isnan(day)).sum(axis=-1),
     )
     cv = np.sqrt(np.clip(cv2, 0.0, 1.0))
     return CountBaseline(expected=expected, cv=np.maximum(cv, 0.05), days=days, phi=phi)
