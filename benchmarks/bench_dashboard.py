@@ -24,7 +24,10 @@ def prepare(rows: int, folder: Path) -> Path:
     warehouse = folder / f"dashboard-warehouse-{rows}"
     fp = [sys.executable, "-m", "funnelpulse", "-q", "--warehouse", str(warehouse)]
     if not csv.exists():
-        subprocess.run([*fp, "generate", "--rows", str(rows), "--out", str(csv)], check=True)
+        subprocess.run(
+            [*fp, "generate", "--shape", "plain", "--rows", str(rows), "--out", str(csv)],
+            check=True,
+        )
     if not (warehouse / "gold_funnel_hourly_brand").exists():
         subprocess.run([*fp, "ingest", str(csv)], check=True)
         subprocess.run([*fp, "build"], check=True)

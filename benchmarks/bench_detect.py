@@ -41,6 +41,8 @@ def prepare(folder: Path, rows: int, days: int, incidents: int, seed: int) -> No
     folder.mkdir(parents=True)
     run(
         "generate",
+        "--shape",
+        "plain",
         "--rows",
         str(rows),
         "--days",

@@ -166,7 +166,16 @@ def main() -> None:
     else:
         wh = str(folder / "warehouse")
         started = time.perf_counter()
-        run("generate", "--rows", str(args.rows), "--out", "events.parquet", cwd=folder)
+        run(
+            "generate",
+            "--shape",
+            "plain",
+            "--rows",
+            str(args.rows),
+            "--out",
+            "events.parquet",
+            cwd=folder,
+        )
         run("--warehouse", wh, "ingest", "events.parquet", cwd=folder)
         run("--warehouse", wh, "build", cwd=folder)
         print(

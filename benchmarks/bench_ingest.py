@@ -81,7 +81,7 @@ def main() -> None:
     if not csv.exists():
         measure(
             "from funnelpulse.cli import main; import sys; "
-            f"sys.argv = ['funnelpulse', 'generate', '--rows', '{args.rows}', '--out', {str(csv)!r}]; "
+            f"sys.argv = ['funnelpulse', 'generate', '--shape', 'plain', '--rows', '{args.rows}', '--out', {str(csv)!r}]; "
             "main()"
         )
     gz = csv.with_suffix(".csv.gz")

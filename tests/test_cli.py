@@ -113,7 +113,18 @@ def test_generate_with_injected_incidents_writes_their_labels(
     invoke: Callable[..., Result], tmp_path: Path
 ) -> None:
     out = tmp_path / "gen.csv"
-    args = ["-q", "generate", "--rows", "3000", "--days", "14", "--brands", "20"]
+    args = [
+        "-q",
+        "generate",
+        "--shape",
+        "plain",
+        "--rows",
+        "3000",
+        "--days",
+        "14",
+        "--brands",
+        "20",
+    ]
     first = invoke(*args, "--out", str(out), "--inject", "auto:3")
     labels = Path(f"{out}.labels.json")
     assert first.exit_code == 0, first.stderr

@@ -26,6 +26,8 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = cli(
         "-q",
         "generate",
+        "--shape",
+        "plain",
         "--rows",
         "3000000",
         "--days",

@@ -94,7 +94,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults_alerts")
     events = root / "e.csv"
     subprocess.run(
-        [sys.executable, "-m", "funnelpulse", "-q", "generate", "--rows", "300000"]
+        [sys.executable, "-m", "funnelpulse", "-q", "generate", "--shape", "plain"]
+        + ["--rows", "300000"]
         + ["--out", str(events), "--days", "20", "--brands", "40", "--inject", "auto:6"]
         + ["--seed", "3"],
         check=True,

@@ -431,6 +431,32 @@ def demo(ctx: _Context) -> None:
     default=None,
     help="Known incidents: auto:N (N placed at random) or a labels JSON file; labels go to OUT.labels.json.",
 )
+@click.option(
+    "--shape",
+    "shape_name",
+    type=click.Choice(["real", "plain"]),
+    default="real",
+    show_default=True,
+    help="real: baskets, growth, season, drift and promotion days like a real shop; plain: "
+    "one item per decision, flat traffic, fixed rates. The options below override either.",
+)
+@click.option(
+    "--basket-mean", type=click.FloatRange(1, 100), help="Mean items per basket [real: 9]."
+)
+@click.option(
+    "--growth", type=click.FloatRange(-0.9, 10), help="Traffic change over the period [real: 0.1]."
+)
+@click.option(
+    "--season", type=click.FloatRange(0, 0.9), help="Yearly traffic cycle amplitude [real: 0.12]."
+)
+@click.option(
+    "--drift",
+    type=click.FloatRange(0, 1),
+    help="Daily rate drift per segment, sd of log odds [real: 0.05].",
+)
+@click.option(
+    "--promo-days", type=click.FloatRange(0, 30), help="Promotion days per 30 days [real: 1]."
+)
 @click.pass_obj
 def generate(
     ctx: _Context,
@@ -441,11 +467,32 @@ def generate(
     days: int,
     brands: int,
     inject: str | None,
+    shape_name: str,
+    basket_mean: float | None,
+    growth: float | None,
+    season: float | None,
+    drift: float | None,
+    promo_days: float | None,
 ) -> None:
     """Write realistic synthetic events in the raw REES46 format (deterministic for a seed)."""
+    from dataclasses import replace
+
     from .anomaly.incidents import InjectError
-    from .generate import generate_file
+    from .generate import PLAIN, REAL, generate_file
     from .report import format_generated
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("basket_mean", basket_mean),
+            ("growth", growth),
+            ("season", season),
+            ("drift", drift),
+            ("promo_days", promo_days),
+        )
+        if value is not None
+    }
+    shape = replace(REAL if shape_name == "real" else PLAIN, **overrides)
 
     try:
         with ctx.progress() as progress:
@@ -458,6 +505,7 @@ def generate(
                 brands=brands,
                 inject=inject,
                 progress=progress,
+                shape=shape,
             )
     except InjectError as exc:
         raise click.BadParameter(str(exc), param_hint="--inject") from None

@@ -85,13 +85,59 @@ CATEGORY_SHARE = 0.02
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How the generated shop behaves over time and within a session.
+
+    basket_mean: mean items a session carts and checks out together (1: every item decides on its
+    own). growth: relative traffic change from the first to the last day. season: amplitude of a
+    yearly traffic cycle peaking at `season_peak_day` (day of year). drift: daily step (sd of the
+    log odds) of each brand's and price band's cart and purchase rates, mean-reverting.
+    promo_days: promotion days per 30 days (traffic x`promo_traffic`, carts x`promo_cart`,
+    purchases x`promo_purchase`).
+    """
+
+    basket_mean: float = 1.0
+    growth: float = 0.0
+    season: float = 0.0
+    season_peak_day: int = 320
+    drift: float = 0.0
+    promo_days: float = 0.0
+    promo_traffic: float = 2.5
+    promo_cart: float = 1.15
+    promo_purchase: float = 1.1
+
+    @property
+    def stationary(self) -> bool:
+        return (
+            self.basket_mean <= 1
+            and self.growth == 0
+            and self.season == 0
+            and self.drift == 0
+            and self.promo_days == 0
+        )
+
+
+# One item per decision, flat traffic, fixed rates: the shape tests and speed benchmarks pin.
+PLAIN = Shape()
+# The default of `funnelpulse generate`. basket_mean is measured on the bundled REES46 cosmetics
+# sample (distinct items per order: 9.1 in October, 10.7 in December, shifted-geometric shape);
+# the rest are stated assumptions: growth and season from the cosmetics shop's monthly volumes
+# (4.10M, 4.64M, 3.53M, 4.26M events Oct-Jan: swings of 10-25% a month, peak in November), drift
+# and promotion days from what shops typically see (a few % a day; about one sale day a month).
+REAL = Shape(basket_mean=9.0, growth=0.1, season=0.12, drift=0.05, promo_days=1.0)
+PROMOTION_KIND = "promotion"
+
+
+@dataclass(frozen=True)
 class Incident:
     """A known change injected into generated data: `step` of `segment` is multiplied by `factor`.
 
     kind: checkout_broken | checkout_partial | cart_drop | spike | outage | decline (older
     labels: drop). step: cart | purchase | traffic | views. dimension: brand | price_band | shop.
     For `decline` the factor is reached linearly at the end. `ideal_z` is how detectable it is:
-    the combined z over its hours of an ideal test that knows the true rates (None if unknown).
+    the combined z over its hours of an ideal test that knows the true rates, counting sessions
+    (the independent unit) when the shop checks out baskets (None if unknown or not an incident,
+    such as a `promotion` day the generator adds by itself).
     """
 
     id: str
@@ -126,8 +172,6 @@ def brand_names(count: int, rng: np.random.Generator) -> list[str]:
 def price_band(price: np.ndarray) -> np.ndarray:
     """Band index 0..3 for `<10`, `10-30`, `30-60`, `60_plus`, matching the SQL model."""
     return np.searchsorted(np.array(BAND_BOUNDS), price, side="right")
-
-
 
 
 def _uuids(rng: np.random.Generator, count: int) -> pa.Array:
@@ -170,6 +214,50 @@ def _incident_multipliers(
     return mult, hits
 
 
+def _pair_sum(session: np.ndarray, fn: object) -> float:
+    """Sum of fn(i, j) over every ordered pair of items (i == j included) in the same session."""
+    order = np.argsort(session, kind="stable")
+    sess = session[order]
+    total = 0.0
+    for d in range(len(sess)):
+        same = sess[d:] == sess[: len(sess) - d]
+        if not same.any():
+            break
+        i, j = order[: len(sess) - d][same], order[d:][same]
+        total += (1.0 if d == 0 else 2.0) * float(np.sum(fn(i, j)))  # type: ignore[operator]
+    return total
+
+
+def _ideal_z_sessions(
+    inc: Incident,
+    hit: np.ndarray,
+    factor: np.ndarray,
+    p_cart0: np.ndarray,
+    p_buy0: np.ndarray,
+    session: np.ndarray,
+    kept: float,
+) -> float:
+    """`_ideal_z` when a session decides its basket together: the variance of a segment's count
+    is summed over sessions (the independent unit), covariances of items in one basket included."""
+    pc, pb, sess = p_cart0[hit], p_buy0[hit], session[hit]
+    if inc.step == "purchase":
+        shift = np.sum(pc * (np.clip(pb * factor, 0, 0.98) - pb))
+        var = _pair_sum(
+            sess,
+            lambda i, j: np.minimum(pc[i], pc[j]) * (np.minimum(pb[i], pb[j]) - pb[i] * pb[j]),
+        )
+    elif inc.step == "cart":
+        shift = np.sum(np.clip(pc * factor, 0, 0.98) - pc)
+        var = _pair_sum(sess, lambda i, j: np.minimum(pc[i], pc[j]) - pc[i] * pc[j])
+    else:  # a count of views: compound Poisson over sessions
+        per_session = np.bincount(np.unique(sess, return_inverse=True)[1])
+        shift = (1 - SKIP_VIEW) * np.sum(factor - 1)
+        var = (1 - SKIP_VIEW) * float(np.sum(per_session.astype(float) ** 2))
+    if var <= 0:
+        return 0.0
+    return float(np.sqrt(kept) * shift / np.sqrt(var))
+
+
 def _ideal_z(
     inc: Incident,
     hit: np.ndarray,
@@ -209,10 +297,11 @@ def generate_events(
     days: int = 61,
     brands: int = 250,
     incidents: Sequence[Incident] = (),
+    shape: Shape = PLAIN,
 ) -> pa.Table:
     """Return exactly `rows` events sorted by time, deterministic for a seed."""
     return generate_labelled(
-        rows, seed=seed, start=start, days=days, brands=brands, incidents=incidents
+        rows, seed=seed, start=start, days=days, brands=brands, incidents=incidents, shape=shape
     )[0]
 
 
@@ -225,10 +314,12 @@ def generate_labelled(
     brands: int = 250,
     incidents: Sequence[Incident] = (),
     oversample: float = 1.12,
+    shape: Shape = PLAIN,
 ) -> tuple[pa.Table, list[Incident]]:
     """Events as `generate_events`, and the incidents with their `ideal_z` filled in.
 
     `oversample` is how many more events than `rows` to draw before sampling exactly `rows`.
+    Promotion days of `shape` are returned as labels of kind `promotion` after the incidents.
     """
     if rows <= 0:
         raise InputError("--rows must be a positive number")
@@ -236,6 +327,10 @@ def generate_labelled(
         raise InputError("--days must be a positive number")
     rng = np.random.default_rng(seed)
     names = brand_names(brands, rng)
+    incidents = [inc for inc in incidents if inc.kind != PROMOTION_KIND]  # the shape adds them
+    # Draws for the shape come from their own stream, so the plain shape stays as it always was.
+    shape_rng = np.random.default_rng([seed, 104_729])
+    promos = _promotion_days(shape, start, days, incidents, shape_rng)
 
     # Products: heavy-tailed popularity, brand mix and prices like the cosmetics shop.
     n_products = max(3_000, min(60_000, rows // 50))
@@ -266,7 +361,8 @@ def generate_labelled(
     brand_buy = np.clip(rng.normal(BASE_PURCHASE, 0.06, brands + 1), 0.08, 0.6)
 
     # Sessions: start times follow a daily and a weekly cycle.
-    events_per_session = SESSION_INTERACTIONS_MEAN * 1.9 * (1 + DUPLICATE_SHARE)
+    per_session_mean = shape.basket_mean if shape.basket_mean > 1 else SESSION_INTERACTIONS_MEAN
+    events_per_session = per_session_mean * 1.9 * (1 + DUPLICATE_SHARE)
     n_sessions = int(rows * oversample / events_per_session) + 50
     hours = np.arange(days * 24)
     hour_of_day = hours % 24
@@ -274,13 +370,15 @@ def generate_labelled(
     intensity = (1 + 0.75 * np.sin(2 * np.pi * (hour_of_day - 10) / 24)) * np.where(
         weekday >= 5, 1.15, 1.0
     )
+    if not shape.stationary:
+        intensity = intensity * _traffic_level(shape, start, days, promos)
     session_hour = rng.choice(hours, size=n_sessions, p=intensity / intensity.sum())
     session_start = start.timestamp() + session_hour * 3600.0 + rng.random(n_sessions) * 3600
     n_users = max(10, n_sessions * 2 // 3)
     session_user = (
         400_000_000 + rng.zipf(1.6, n_sessions) % n_users * 7 + rng.integers(0, 7, n_sessions)
     )
-    per_session = rng.geometric(1 / SESSION_INTERACTIONS_MEAN, n_sessions)
+    per_session = rng.geometric(1 / per_session_mean, n_sessions)
 
     # Interactions: one product each, spaced within the session.
     session_of = np.repeat(np.arange(n_sessions), per_session)
@@ -298,12 +396,28 @@ def generate_labelled(
     mult, hits = _incident_multipliers(incidents, t, brand, band, names)
     keep = rng.random(len(t)) < np.minimum(mult["traffic"], 1.0)
     extra = rng.random(len(t)) < np.maximum(mult["traffic"] - 1.0, 0.0)
-    p_cart0 = np.clip(brand_cart[brand] * daily_conv, 0, 0.98)
-    p_buy0 = np.clip(brand_buy[brand] * daily_conv, 0, 0.98)
+    cart_level, buy_level = brand_cart[brand] * daily_conv, brand_buy[brand] * daily_conv
+    if not shape.stationary:
+        day = np.clip(((t - start.timestamp()) // 86400).astype(np.int64), 0, days - 1)
+        promo_days = [int((p.start - start).total_seconds() // 86400) for p in promos]
+        cart_move, buy_move = _rate_moves(shape, days, brand, band, day, promo_days, shape_rng)
+        cart_level, buy_level = _shift_odds(cart_level, cart_move), _shift_odds(buy_level, buy_move)
+    if shape.basket_mean > 1:
+        # A basket is decided once, at the rates of the item the session started with; an
+        # incident still moves each of its items' odds (its factor below), exactly on average.
+        lead = first[session_of]
+        cart_level, buy_level = cart_level[lead], buy_level[lead]
+    p_cart0 = np.clip(cart_level, 0, 0.98)
+    p_buy0 = np.clip(buy_level, 0, 0.98)
     p_cart = np.clip(p_cart0 * mult["cart"], 0, 0.98)
     p_buy = np.clip(p_buy0 * mult["purchase"], 0, 0.98)
-    carted = rng.random(len(t)) < p_cart
-    bought = carted & (rng.random(len(t)) < p_buy)
+    if shape.basket_mean > 1:
+        # One decision per session (a shared draw): it carts its items and buys the basket whole.
+        carted = rng.random(n_sessions)[session_of] < p_cart
+        bought = carted & (rng.random(n_sessions)[session_of] < p_buy)
+    else:
+        carted = rng.random(len(t)) < p_cart
+        bought = carted & (rng.random(len(t)) < p_buy)
     removed = carted & ~bought & (rng.random(len(t)) < REMOVE_GIVEN_ABANDON)
     viewed = (rng.random(len(t)) >= SKIP_VIEW) & (
         rng.random(len(t)) < np.minimum(mult["views"], 1.0)
@@ -343,12 +457,25 @@ def generate_labelled(
             brands=brands,
             incidents=incidents,
             oversample=oversample * 1.5,
+            shape=shape,
         )
     kept = rows / len(inside)
-    labelled = [
-        replace(inc, ideal_z=round(_ideal_z(inc, hit, factor, p_cart0, p_buy0, kept), 2))
-        for inc, (hit, factor) in zip(incidents, hits, strict=True)
-    ]
+    if shape.basket_mean > 1:
+        labelled = [
+            replace(
+                inc,
+                ideal_z=round(
+                    _ideal_z_sessions(inc, hit, factor, p_cart0, p_buy0, session_of, kept), 2
+                ),
+            )
+            for inc, (hit, factor) in zip(incidents, hits, strict=True)
+        ]
+    else:
+        labelled = [
+            replace(inc, ideal_z=round(_ideal_z(inc, hit, factor, p_cart0, p_buy0, kept), 2))
+            for inc, (hit, factor) in zip(incidents, hits, strict=True)
+        ]
+    labelled += promos
     chosen = np.sort(rng.choice(inside, size=rows, replace=False))
     ev, ev_type, ev_time = ev[chosen], ev_type[chosen], ev_time[chosen]
     order = np.argsort(ev_time, kind="stable")
@@ -380,6 +507,94 @@ def generate_labelled(
     return table, labelled
 
 
+def _promotion_days(
+    shape: Shape,
+    start: datetime,
+    days: int,
+    incidents: Sequence[Incident],
+    rng: np.random.Generator,
+) -> list[Incident]:
+    """Whole UTC days of promotion, away from the incidents (a label each, never an incident)."""
+    count = int(np.floor(shape.promo_days * days / 30 + rng.random()))
+    if count <= 0:
+        return []
+    busy = set()
+    for inc in incidents:
+        first = int((inc.start - start).total_seconds() // 86400)
+        last = int(((inc.end - start).total_seconds() - 1) // 86400)
+        busy.update(range(first - 1, last + 2))
+    free = [d for d in range(1, days) if d not in busy]
+    chosen = sorted(rng.choice(free, size=min(count, len(free)), replace=False)) if free else []
+    return [
+        Incident(
+            id=f"promo{i + 1:02d}",
+            kind=PROMOTION_KIND,
+            dimension="shop",
+            segment="all",
+            step="traffic",
+            start=start + timedelta(days=int(d)),
+            hours=24,
+            factor=shape.promo_traffic,
+        )
+        for i, d in enumerate(chosen)
+    ]
+
+
+def _traffic_level(
+    shape: Shape, start: datetime, days: int, promos: Sequence[Incident]
+) -> np.ndarray:
+    """Per hour: the trend (linear, `growth` from first to last day), the yearly season and the
+    promotion days, as a multiplier of the daily and weekly cycle."""
+    hours = np.arange(days * 24)
+    day = hours // 24
+    level = 1 + shape.growth * day / max(days - 1, 1)
+    day_of_year = start.timetuple().tm_yday + day
+    level = level * (
+        1 + shape.season * np.cos(2 * np.pi * (day_of_year - shape.season_peak_day) / 365.25)
+    )
+    for promo in promos:
+        first = int((promo.start - start).total_seconds() // 3600)
+        level[first : first + promo.hours] *= shape.promo_traffic
+    return np.maximum(level, 0.01)
+
+
+def _shift_odds(rate: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
+    """The rate with its odds multiplied by exp(log_odds): drift never pushes a rate past 1."""
+    rate = np.clip(rate, 1e-6, 1 - 1e-6)
+    odds = rate / (1 - rate) * np.exp(log_odds)
+    return odds / (1 + odds)
+
+
+DRIFT_MEMORY = 0.8  # day-to-day persistence of a segment's rate drift (AR(1) coefficient)
+
+
+def _rate_moves(
+    shape: Shape,
+    days: int,
+    brand: np.ndarray,
+    band: np.ndarray,
+    day: np.ndarray,
+    promo_days: list[int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per interaction: log-odds shifts of its cart and purchase rates from its brand's and
+    price band's daily drift (mean-reverting, steps of sd `drift`) and from promotion days."""
+    moves = []
+    for promo_factor in (shape.promo_cart, shape.promo_purchase):
+        log_move = np.zeros(len(day))
+        if shape.drift > 0:
+            for keys, count in ((brand, int(brand.max(initial=0)) + 2), (band, 4)):
+                walk = np.zeros((count, days))
+                walk[:, 0] = rng.normal(0, shape.drift / np.sqrt(1 - DRIFT_MEMORY**2), count)
+                for d in range(1, days):
+                    walk[:, d] = DRIFT_MEMORY * walk[:, d - 1] + rng.normal(0, shape.drift, count)
+                log_move += walk[keys, day]
+        if promo_days:
+            log_move[np.isin(day, promo_days)] += np.log(promo_factor)
+        moves.append(log_move)
+    return moves[0], moves[1]
+
+
 @dataclass(frozen=True)
 class Generated:
     """What `generate_file` wrote: the events and, with injected incidents, their labels file."""
@@ -400,9 +615,11 @@ def generate_file(
     brands: int = 250,
     inject: str | None = None,
     progress: Progress | None = None,
+    shape: Shape = REAL,
 ) -> Generated:
     """Write `rows` events from the UTC date `start` on; `inject` (auto:N, or the labels file of
-    an earlier run) adds known incidents, whose labels go beside the events as OUT.labels.json."""
+    an earlier run) adds known incidents, whose labels go beside the events as OUT.labels.json
+    (with the shape's promotion days). `shape` defaults to a shop like the real sample (`REAL`)."""
     from .anomaly.incidents import incidents_to_inject, save_labels  # (that module imports this)
 
     begin = datetime.combine(start, time(), UTC)
@@ -410,15 +627,15 @@ def generate_file(
     if progress is not None:
         progress.step(f"Generating {rows:,} events")
     table, incidents = generate_labelled(
-        rows, seed=seed, start=begin, days=days, brands=brands, incidents=planned
+        rows, seed=seed, start=begin, days=days, brands=brands, incidents=planned, shape=shape
     )
     if progress is not None:
         progress.step(f"Writing {out}")
     write_events(table, out)
-    labels = Path(f"{out}.labels.json") if incidents else None
+    labels = Path(f"{out}.labels.json") if planned else None
     if labels is not None:
         save_labels(incidents, labels)
-    return Generated(Path(out), table.num_rows, len(incidents), labels)
+    return Generated(Path(out), table.num_rows, len(planned), labels)
 
 
 def write_events(table: pa.Table, out: str | Path) -> Path:

@@ -35,7 +35,10 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     found: list[dict[str, Any]] = []
 
-    traffic = scoring.count_baseline(v["views"], history)
+    growth = scoring.daily_growth(
+        v["views"][[0]] if series.dimension[0] == "shop" else v["views"], history
+    )
+    traffic = scoring.count_baseline(v["views"], history, trend=growth)
     traffic_scan = scoring.scan_count(
         v["views"],
         traffic,
