@@ -227,8 +227,9 @@ def pinned(path: str, at: int | None = None) -> tuple[ds.Dataset, int | None]:
     else:
         from deltalake import DeltaTable
 
+        check_log(path)  # a damaged newest commit is an error, never an older or empty table
         try:
-            table = DeltaTable(path, version=at)
+            table = DeltaTable(delta_location(path), version=at)
         except (DeltaError, OSError):
             table = _open(path)
     return _files_dataset(path, table), int(table.version())
