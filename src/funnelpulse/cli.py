@@ -266,7 +266,7 @@ def detect(
     )
     if alert:
         with ctx.progress() as progress:
-            sent = pipeline.alert(result.anomalies, list(sinks) or None, progress=progress)
+            sent = pipeline.alert(result, list(sinks) or None, progress=progress)
         click.echo(sent.summary())
         if not sent.ok:
             raise FunnelPulseError(sent.problem())

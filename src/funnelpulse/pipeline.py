@@ -162,18 +162,27 @@ class Pipeline:
         return result
 
     def alert(
-        self, anomalies: pa.Table, sinks: list[str] | None = None, progress: Progress | None = None
+        self,
+        anomalies: pa.Table | DetectResult,
+        sinks: list[str] | None = None,
+        progress: Progress | None = None,
     ) -> AlertResult:
-        """Send one alert per incident to the configured sinks (see README "Guarantees")."""
+        """Send one alert per incident to the configured sinks (see README "Guarantees"): the
+        incidents of a `detect` result as it recorded them, or those of an anomalies table."""
         from .anomaly.alerts import send_alerts
 
         started = time.monotonic()
+        if isinstance(anomalies, pa.Table):
+            rows, incidents = anomalies.to_pylist(), None
+        else:
+            rows, incidents = anomalies.rows, anomalies.incidents
         result = send_alerts(
             self.warehouse,
             self.settings,
-            anomalies.to_pylist(),
+            rows,
             sinks=sinks,
             progress=progress or self.progress,
+            incidents=incidents,
         )
         log.info(
             "alert: %d sent, %d failed, %d already sent, %d in cool-down in %.1f s",

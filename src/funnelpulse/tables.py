@@ -36,6 +36,8 @@ LIVE_INCIDENTS = (
 )
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
+INCIDENTS = "incidents"  # lasting incidents, batch and live (anomaly/incident_store.py)
+ANNOTATIONS = "annotations"  # known events (anomaly/annotations.py)
 # Ordered session funnels per entry date (funnel.py), whole shop and per held-constant segment.
 GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
 GOLD_SESSION_FUNNELS = (
@@ -59,6 +61,8 @@ ALL_TABLES = (
     ANOMALIES,
     LIVE_INCIDENTS,
     ALERTS,
+    INCIDENTS,
+    ANNOTATIONS,
 )
 
 

@@ -26,6 +26,7 @@ from ..console import Progress, SilentProgress
 from ..contract import ALERT_SCHEMA
 from ..errors import ConfigError, FunnelPulseError
 from ..faults import checkpoint
+from . import incident_store
 from .alertlog import AlertLog, previous_alerts
 from .incidents import Detected, group_incidents
 from .scoring import SEVERITY_RANK
@@ -160,8 +161,12 @@ def send_alerts(
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     budget_s: float = BUDGET_S,
     progress: Progress | None = None,
+    incidents: Sequence[Detected] | None = None,
+    source: str = "batch",
 ) -> AlertResult:
-    """Group anomalies into incidents and alert each sink once per incident (see module doc)."""
+    """Group anomalies into incidents (one per real event) and alert each sink once per incident
+    (see module doc). `incidents` already grouped and recorded (by `detect`) are used as given;
+    otherwise the grouping is recorded in the lasting incidents table, whose ids are the keys."""
     progress = progress or SilentProgress()
     names = list(sinks or settings.alert_sinks)
     senders = {name: sink(name, settings, stream or sys.stderr) for name in names}
@@ -169,7 +174,9 @@ def send_alerts(
     if floor is None:
         raise ConfigError(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
     by_id = {a["anomaly_id"]: a for a in anomalies}
-    incidents = [i for i in group_incidents(anomalies) if SEVERITY_RANK[i.severity] >= floor]
+    if incidents is None:
+        incidents = incident_store.record(warehouse, group_incidents(anomalies), source=source)
+    incidents = [i for i in incidents if SEVERITY_RANK[i.severity] >= floor]
     result = AlertResult()
     with AlertLog(warehouse, on_wait=progress.step) as journal, _sigterm_deferred() as stop:
         history = journal.history()
