@@ -220,15 +220,17 @@ class Pipeline:
     ) -> list[Any]:
         """Score each detection method against known incidents (from `generate --inject`)."""
         from .anomaly.detect import detect
-        from .anomaly.incidents import evaluate, group_incidents, load_labels
+        from .anomaly.incidents import evaluate, load_labels, notified
 
         labels = load_labels(Path(labels_path))
         scores = []
         for method in methods:
             found = detect(self.warehouse, self.settings, method, None, self.progress, write=False)
             scored = max(found.hours - 24 * 3, 0)  # the first 3 days are history, never scored
-            incidents = group_incidents(found.anomalies.to_pylist())
-            scores.append(evaluate(method, incidents, labels, scored))
+            notices = notified(
+                found.incidents, self.settings.min_severity, self.settings.cooldown_h
+            )
+            scores.append(evaluate(method, found.incidents, labels, scored, notices))
         return scores
 
     def report(
