@@ -160,15 +160,15 @@ def _make_run(dimension: str, segment: str, rows: list[dict[str, Any]]) -> _Run:
     )
 
 
-def _named(run: _Run, other: _Run) -> bool:
-    """Whether `run`'s root cause (when it has one) names `other` among its drivers."""
+def _named(run: _Run, other: _Run) -> bool | None:
+    """Whether `run`'s root cause names `other` among its drivers (None: it has no root cause)."""
     cause = run.worst.get("root_cause")
     if not cause:
-        return True
+        return None
     try:
         parts = json.loads(cause).get(other.dimension) or []
     except (ValueError, AttributeError):
-        return True
+        return None
     return any(p.get("segment") == other.segment and p.get("share", 0) >= 0.1 for p in parts)
 
 
@@ -182,7 +182,8 @@ def related(a: _Run, b: _Run) -> bool:
         return True
     if a.dimension == b.dimension:
         return a.segment == b.segment
-    return _named(a, b) or _named(b, a)
+    said = [x for x in (_named(a, b), _named(b, a)) if x is not None]
+    return any(said) if said else True
 
 
 def group_incidents(anomalies: list[dict[str, Any]]) -> list[Detected]:
