@@ -160,7 +160,7 @@ def test_the_stream_hook_checks_each_new_bucket_unless_throttled(
     # the newest bucket scored: 12:10-12:15 when every bucket is checked, else 12:00-12:05
     assert hook._last_bucket == BREAK + timedelta(minutes=10 if every_s == 0 else 0)
     if every_s == 0:  # the break is alerted by 12:15, once
-        opened = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:all:")]
+        opened = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:all/")]
         assert len(opened) == 1
 
 
@@ -200,7 +200,7 @@ def test_killed_while_alerting_then_restarted_sends_each_message_once(
     assert run({}) == 0
     got = [x["incident_id"] for x in lines(alert_file)]
     assert len(got) == len(set(got)) >= 1  # every opening exactly once
-    assert any(str(i).startswith("shop:all:") for i in got)
+    assert any(str(i).startswith("shop:all/") for i in got)
 
 
 def test_live_page_shows_the_open_incident_and_its_band(

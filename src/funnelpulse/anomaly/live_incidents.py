@@ -28,9 +28,10 @@ from .. import tables
 from ..config import Settings
 from ..contract import INCIDENT_SCHEMA
 from ..faults import checkpoint
+from . import incident_store
 from .alertlog import AlertLog
 from .alerts import RETRY_DELAYS_S, AlertResult
-from .incidents import Detected
+from .incidents import Detected, group_incidents
 from .live_data import load_grid, load_history, segment_keys
 from .open_window import LiveGrid, Options, Scores, newest_complete, score
 from .sinks import DeliveryError, plain, scrub, sink
@@ -321,6 +322,69 @@ def _detected(i: LiveIncident, resolved: bool) -> Detected:
     )
 
 
+def _as_firing(i: LiveIncident) -> dict[str, Any]:
+    """A live incident as a firing row, so live and batch group by the same rules."""
+    cause: dict[str, Any] = {}
+    for d in i.drivers:
+        cause.setdefault(d["dimension"], []).append({"segment": d["segment"], "share": d["share"]})
+    kind = "drop" if i.type == "drop" else "spike"
+    return {
+        "anomaly_id": i.incident_id,
+        "window_start": i.started_at,
+        "window_end": i.resolved_at or i.as_of,
+        "window_hours": 1,
+        "dimension": i.dimension,
+        "segment": i.segment,
+        "step": i.step,
+        "type": f"traffic_{kind}" if i.step == "traffic" else kind,
+        "z": i.z,
+        "severity": i.severity,
+        "lost_purchases": i.lost_purchases,
+        "lost_revenue": i.lost_revenue,
+        "root_cause": json.dumps(cause) if cause else None,
+    }
+
+
+@dataclass
+class LiveGroup:
+    """The live incidents of several segments that one cause moved: one notification."""
+
+    incident: Detected  # its lasting id, root and segments
+    root: LiveIncident  # the root segment's own incident (what the messages describe)
+    members: list[LiveIncident]
+
+    @property
+    def resolved(self) -> bool:
+        return all(m.status == "resolved" for m in self.members)
+
+
+def group_live(
+    warehouse: str, incidents: Sequence[LiveIncident], as_of: datetime | None = None
+) -> list[LiveGroup]:
+    """Group the live incidents by cause and give each group its lasting id (incidents table)."""
+    if not incidents:
+        return []
+    by_id = {i.incident_id: i for i in incidents}
+    found = group_incidents([_as_firing(i) for i in incidents])
+    incident_store.record(warehouse, found, source="live", latest=as_of)
+    groups = []
+    for g in found:
+        members = [by_id[a] for a in g.anomaly_ids]
+        root = next(m for m in members if m.incident_id == g.root_anomaly_id)
+        root.incident_id = g.incident_id  # the root's live incident carries the lasting id
+        groups.append(LiveGroup(g, root, members))
+    return groups
+
+
+def _also(group: LiveGroup) -> str:
+    others = [s for s in group.incident.segments if s != group.incident.root]
+    if not others:
+        return ""
+    shown = ", ".join(plain(s) for s in others[:8])
+    more = f" and {len(others) - 8} more" if len(others) > 8 else ""
+    return f" Also moved ({len(others)} segments): {shown}{more}."
+
+
 def deliver(
     warehouse: str,
     settings: Settings,
@@ -329,9 +393,14 @@ def deliver(
     sinks: Sequence[str] | None = None,
     stream: TextIO | None = None,
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+    groups: Sequence[LiveGroup] | None = None,
 ) -> AlertResult:
-    """Send each incident's opening (and, once closed, its resolution) to every sink once."""
+    """Send each real event's opening (and, once every segment it moved is back, its
+    resolution) to every sink once: live incidents of segments one cause moved are grouped
+    and announced once, under their lasting id."""
     names = list(sinks or settings.alert_sinks)
+    if groups is None:
+        groups = group_live(warehouse, incidents, max((i.as_of for i in incidents), default=None))
     senders = {n: sink(n, settings, stream or sys.stderr) for n in names}
     floor = _SEVERITY_RANK[settings.min_severity]
     cooldown = timedelta(hours=settings.cooldown_h)
@@ -350,15 +419,18 @@ def deliver(
             if r["status"] == "sent" and not r["incident_id"].endswith(":resolved"):
                 key = (r["sink"], r["dimension"], r["segment"])
                 last_sent[key] = max(last_sent.get(key, r["incident_start"]), r["incident_start"])
-        for incident in incidents:
-            if _SEVERITY_RANK[incident.severity] < floor:
+        for group in groups:
+            if _SEVERITY_RANK[group.incident.severity] < floor:
                 continue
+            incident = group.root
             for name in names:
                 notices: list[tuple[Detected, str]] = []
                 if done.get((incident.incident_id, name)) in (None, "failed"):
-                    notices.append((_detected(incident, False), open_message(incident)))
+                    opening = _detected(incident, False)
+                    opening.segments = group.incident.segments
+                    notices.append((opening, open_message(incident) + _also(group)))
                 resolved_id = incident.incident_id + ":resolved"
-                if incident.status == "resolved" and done.get((resolved_id, name)) in (
+                if group.resolved and done.get((resolved_id, name)) in (
                     None,
                     "failed",
                 ):
@@ -505,9 +577,12 @@ def check_live(
         segments=len(keys),
         incidents=incidents,
     )
+    groups = group_live(warehouse, incidents, result.as_of)  # records the lasting incidents
     write_incidents(warehouse, incidents)
     if alert and incidents:
-        result.delivery = deliver(warehouse, settings, incidents, sinks=sinks, stream=stream)
+        result.delivery = deliver(
+            warehouse, settings, incidents, sinks=sinks, stream=stream, groups=groups
+        )
     log.info(
         "live check as of %s: %d segments, %d incidents (%d open)",
         result.as_of,
