@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from .. import tables
 from ..contract import INCIDENTS_SCHEMA
+from ..warehouse import writer_lock
 from .incidents import Detected, effects
 
 TOUCH = timedelta(hours=1)  # incidents this close in time can be the same event
@@ -73,6 +74,19 @@ def record(
     `latest` (the end of the data scored) decides open or resolved. A batch run over everything
     from `forget_from` on also drops the stored batch incidents of those hours it no longer finds.
     """
+    # read, match and write under the writer lock: the stream and detect never lose each
+    # other's incidents (the lock is re-entrant, so the write inside takes it again)
+    with writer_lock(warehouse):
+        return _record(warehouse, found, source, latest, forget_from)
+
+
+def _record(
+    warehouse: str,
+    found: Sequence[Detected],
+    source: str,
+    latest: datetime | None,
+    forget_from: datetime | None,
+) -> list[Detected]:
     stored = read(warehouse)
     ids = assign_ids(stored, found)
     by_id = {r["incident_id"]: r for r in stored}
