@@ -61,7 +61,7 @@ def blank(series: Series, blanks: Iterable[Blank] = (), gaps: bool = True) -> Se
         hi = np.datetime64(b.end.astimezone(UTC).replace(tzinfo=None), "us")
         # an hour is blanked when any part of it lies inside the span
         cols = (series.hours + np.timedelta64(1, "h") > lo) & (series.hours < hi)
-        rows = [i for i, k in enumerate(keys) if b.segment in (None, "shop:all", k)]
+        rows = np.array([b.segment in (None, "shop:all", k) for k in keys], dtype=bool)
         mask[np.ix_(rows, cols)] = True
     if not mask.any():
         return series

@@ -22,7 +22,8 @@ from ..contract import ANOMALY_SCHEMA, anomaly_id
 from ..engines import engine_for
 from ..errors import ConfigError, WarehouseError
 from ..localdb import connect
-from . import annotations, incident_store, scoring
+from . import incident_store, scoring
+from .annotations import blanks as annotated
 from .coverage import blank, gap_mask, gap_spans
 from .incidents import Detected, group_incidents
 from .reference_method import reference
@@ -95,7 +96,7 @@ def detect(
                 settings.funnel_memory_mb or None,
             )
         # No data is not a drop, and known events are not incidents: both are left out.
-        series = blank(series, annotations.blanks(warehouse))
+        series = blank(series, annotated(warehouse))
         progress.step(f"Scoring ({method})")
         rows = reference(warehouse, con) if method == "reference" else seasonal(series, settings)
         if since:
@@ -135,13 +136,13 @@ def detect(
             replace=replace,
         )
         latest = _utc_hour(series.hours[-1]) + timedelta(hours=1) if len(series.hours) else None
-        cutoff = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
+        first_day = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
         progress.step(f"Recording {len(incidents):,} incidents")
         incident_store.record(
             warehouse,
             incidents,
             latest=latest,
-            forget_from=cutoff or datetime.min.replace(tzinfo=UTC),
+            forget_from=first_day or datetime.min.replace(tzinfo=UTC),
         )
     return DetectResult(
         method, table, len(series.segment), len(series.hours), incidents, gaps, rows

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from .. import tables
 from ..config import Settings
 from ..localdb import connect
-from . import annotations
 from .alerts import AlertResult, send_alerts
+from .annotations import blanks as annotated
 from .coverage import blank
 from .incidents import Detected, group_incidents
 from .seasonal_method import seasonal
@@ -104,7 +104,7 @@ def alert_live(
     finally:
         con.close()
     # hours neither ingested nor streamed are a coverage gap, annotated hours a known event
-    series = blank(series, annotations.blanks(warehouse))
+    series = blank(series, annotated(warehouse))
     rows = [r for r in seasonal(series, settings) if recent <= r["window_start"] <= latest]
     touching = [i for i in group_incidents(rows) if any(h in new for h in _hours(i))]
     ids = {a for i in touching for a in i.anomaly_ids}
