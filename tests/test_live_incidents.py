@@ -81,6 +81,10 @@ def setup_copy(prepared: Path, tmp_path: Path) -> tuple[str, pa.Table, Path]:
     return str(wh), pq.read_table(prepared / "day_silver.parquet"), tmp_path / "alerts.jsonl"
 
 
+def shop_lines_ids(shop_lines: list[dict[str, object]]) -> list[object]:
+    return [x["incident_id"] for x in shop_lines]
+
+
 def settings_for(wh: str, alert_file: Path):  # type: ignore[no-untyped-def]
     return load_settings(
         warehouse=wh,
@@ -130,6 +134,12 @@ def test_opened_once_updated_while_it_lasts_resolved_once(prepared: Path, tmp_pa
         shop[0].incident_id + ":resolved",
     ]
     assert "back to normal" in str(shop_lines[1]["message"])
+    # one real event, one notification: the shop, its price bands and brands that the break
+    # moved are one incident (before: an opening and a resolution for each of 7 segments)
+    every = [x["incident_id"] for x in lines(alert_file)]
+    assert every == shop_lines_ids(shop_lines), every
+    segments = shop_lines[0]["segments"]
+    assert segments[0] == "shop:all" and all(":" in s for s in segments)
     alerts = tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()
     assert sorted(r["status"] for r in alerts if str(r["incident_id"]).startswith("shop:")) == [
         "sent",

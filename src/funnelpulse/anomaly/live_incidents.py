@@ -6,8 +6,9 @@ live buckets and the batch history), recomputed over the last day on every check
 message (open, resolved) is delivered once per sink through the same journal, `alerts` table,
 idempotency key and cool-down as batch alerts. A restart recomputes the same incidents and finds
 their deliveries in the journal: nothing is resent, and what a crash kept from being sent is sent.
-Incident ids are those of batch alerts (dimension:segment:start hour), so an incident found live
-is not alerted again when its hours become final.
+The live incidents of the segments one cause moved are grouped as batch firings are
+(incidents.group_incidents) and announced once under their lasting id (incident_store), so an
+incident found live is not alerted again when its hours become final.
 """
 
 from __future__ import annotations
