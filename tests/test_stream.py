@@ -518,7 +518,7 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
         "shop:all/traffic-drop/20191012T08:resolved",
     ], sent
     assert shop[0]["start"] == outage.start.isoformat()
-    assert shop[0]["steps"] == ["traffic"] and shop[0]["end"] == outage.end.isoformat()
+    assert shop[0]["step"] == "traffic" and shop[0]["end"] == outage.end.isoformat()
     assert all(a["start"] >= last_day.isoformat() for a in sent)  # batch-only hours: detect's job
     live = read_incidents(p.warehouse).to_pylist()
     assert {(r["incident_id"], r["status"]) for r in live} >= {

@@ -422,7 +422,7 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
         "shop:all/traffic-drop/20191012T08:resolved",
     ]
     assert [a["start"] for a in opened] == [outage.start.isoformat()], shop
-    assert opened[0]["steps"] == ["traffic"] and opened[0]["end"] == outage.end.isoformat()
+    assert opened[0]["step"] == "traffic" and opened[0]["end"] == outage.end.isoformat()
     assert all(a["start"] >= last_day.isoformat() for a in sent)
     assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
 

@@ -320,6 +320,8 @@ def _detected(i: LiveIncident, resolved: bool) -> Detected:
         lost_purchases=i.lost_purchases,
         lost_revenue=i.lost_revenue,
         anomaly_ids=[],
+        step=i.step,
+        kind="drop" if i.type == "drop" else "spike",
     )
 
 

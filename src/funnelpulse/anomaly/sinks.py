@@ -209,6 +209,8 @@ def incident_record(incident: Detected, text: str) -> dict[str, Any]:
         "drivers": incident.drivers,
         "start": incident.start.isoformat(),
         "end": incident.end.isoformat(),
+        "step": incident.step or (incident.steps[0] if incident.steps else ""),
+        "kind": incident.kind,
         "steps": incident.steps,
         "types": incident.types,
         "z": incident.worst_z,
