@@ -44,7 +44,8 @@ def format_list(views: list[IncidentView], fmt: str) -> str:
         return json.dumps([as_dict(v) for v in views], indent=2)
     if not views:
         return "No incidents."
-    lines = [f"{'id':<40} {'state':<13} {'severity':<9} {'since (UTC)':<17} {'for':>7}  what"]
+    width = max(40, *(len(plain(v.incident_id)) for v in views))
+    lines = [f"{'id':<{width}} {'state':<13} {'severity':<9} {'since (UTC)':<17} {'for':>7}  what"]
     for v in views:
         i = v.incident
         what = f"{i.dimension}:{plain(i.segment)} {','.join(i.steps)} {','.join(i.types)}"
@@ -52,7 +53,7 @@ def format_list(views: list[IncidentView], fmt: str) -> str:
         if others:
             what += f" (+{others} segment{'s' if others != 1 else ''})"
         lines.append(
-            f"{plain(i.incident_id):<40} {v.state:<13} {i.severity:<9} "
+            f"{plain(i.incident_id):<{width}} {v.state:<13} {i.severity:<9} "
             f"{i.start:%Y-%m-%d %H:%M}  {_duration(v):>7}  {what}"
         )
     return "\n".join(lines)
