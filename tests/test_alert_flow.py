@@ -337,7 +337,9 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
         resolved = run("resolve", acme, "--by", "bo")
         assert resolved.exit_code == 0, resolved.output
         still_open = run("list", "--open", "--format", "json")
-        assert [x["id"] for x in json.loads(still_open.output)] == ["brand:globex/conversion-drop/20191010T05"]
+        assert [x["id"] for x in json.loads(still_open.output)] == [
+            "brand:globex/conversion-drop/20191010T05"
+        ]
 
         muted = run("mute", "--segment", "brand:globex", "--for", "2h", "--note", "deploy")
         assert muted.exit_code == 0 and muted.output.startswith("Muted brand:globex until ")
@@ -351,7 +353,10 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
         assert "no route matched: default route to console" in explained.output
 
         bad = run("ack", "brand:nope/conversion-drop/20191010T03")
-        assert bad.exit_code == 1 and "Error: No incident 'brand:nope/conversion-drop/20191010T03'" in bad.output
+        assert (
+            bad.exit_code == 1
+            and "Error: No incident 'brand:nope/conversion-drop/20191010T03'" in bad.output
+        )
         bad = run("mute", "--segment", "acme", "--for", "2h")
         assert bad.exit_code == 1 and "must be written dimension:value" in bad.output
         bad = run("mute", "--segment", "brand:acme", "--for", "2x")
@@ -402,7 +407,15 @@ def test_routes_explain_prints_the_routes_taken(
     )
     tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
     done = CliRunner().invoke(
-        cli, ["--config", str(config), "incidents", "routes", "--explain", "brand:acme/conversion-drop/20191010T03"]
+        cli,
+        [
+            "--config",
+            str(config),
+            "incidents",
+            "routes",
+            "--explain",
+            "brand:acme/conversion-drop/20191010T03",
+        ],
     )
     assert done.exit_code == 0, done.output
     assert done.output == (
@@ -668,7 +681,10 @@ def test_an_ack_pagerduty_refused_exits_1_and_the_next_ack_delivers_it_once(
         pd.refuse = 3  # down for every attempt of this run
         down = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
         assert down.exit_code == 1, down.output
-        assert "Acknowledged brand:acme/conversion-drop/20191010T03: 0 sink(s) told, 1 failed." in down.output
+        assert (
+            "Acknowledged brand:acme/conversion-drop/20191010T03: 0 sink(s) told, 1 failed."
+            in down.output
+        )
         assert (
             "Error: 1 alert delivery did not succeed (pagerduty: pagerduty_url: HTTP 503). Run "
             "`funnelpulse incidents ack brand:acme/conversion-drop/20191010T03` again to retry them"
@@ -729,7 +745,9 @@ def test_a_real_alertmanager_takes_the_alert_and_its_end(
         (firing,) = alerts()
         assert firing["status"]["state"] == "active"
         assert firing["labels"]["segment"] == "brand:globex"
-        assert firing["labels"]["incident_key"] == idempotency_key("brand:globex/conversion-drop/20191010T03")
+        assert firing["labels"]["incident_key"] == idempotency_key(
+            "brand:globex/conversion-drop/20191010T03"
+        )
         assert firing["startsAt"].startswith("2019-10-10T03:00:00")
         done = send_alerts(
             settings.warehouse,
@@ -744,3 +762,43 @@ def test_a_real_alertmanager_takes_the_alert_and_its_end(
     finally:
         am.terminate()
         am.wait(timeout=30)
+
+
+def test_a_grouped_incident_is_one_page_listed_acked_and_resolved_under_its_lasting_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One checkout break seen by the shop and three brands: one incident, one PagerDuty alert;
+    `incidents list` shows it once with the segments it moved, and its ack and its batch resolve
+    carry the same dedup_key as the trigger."""
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    warehouse = str(tmp_path / "wh")
+    rows = [anomaly(3, segment="all", dim="shop", z=-9.0)] + [
+        anomaly(3, segment=s) for s in ("acme", "globex", "initech")
+    ]
+    runner = CliRunner()
+    shop = "shop:all/conversion-drop/20191010T03"
+    with receiver() as pd:
+        monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_URL", pd.url + "/v2/enqueue")
+        settings = load_settings(warehouse=warehouse)
+        first = send_alerts(warehouse, settings, rows, sinks=["pagerduty"])
+        assert (first.sent, first.failed) == (1, 0)
+        listed = runner.invoke(
+            cli, ["--warehouse", warehouse, "incidents", "list", "--format", "json"]
+        )
+        assert listed.exit_code == 0, listed.output
+        (only,) = json.loads(listed.output)
+        assert only["id"] == shop and only["state"] == "open"
+        assert only["segments"] == ["shop:all", "brand:acme", "brand:globex", "brand:initech"]
+        text = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "list"]).output
+        assert "shop:all conversion drop (+3 segments)" in text
+        acked = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", shop])
+        assert acked.output == f"Acknowledged {shop}: 1 sink(s) told, 0 failed.\n"
+        later = send_alerts(
+            warehouse, settings, rows, sinks=["pagerduty"], as_of=DAY + timedelta(hours=8)
+        )
+        assert (later.sent, later.updates) == (1, 1)
+    events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
+    key = idempotency_key(shop)
+    assert events == [("trigger", key), ("acknowledge", key), ("resolve", key)]
