@@ -97,7 +97,7 @@ def test_pagerduty_gets_trigger_then_resolve_with_one_dedup_key_for_a_batch_inci
         assert (third.sent, third.skipped) == (0, 2)
     events = pd.bodies("/v2/enqueue")
     assert [e["event_action"] for e in events] == ["trigger", "resolve"]
-    key = idempotency_key("brand:acme:20191010T03")
+    key = idempotency_key("brand:acme/conversion-drop/20191010T03")
     assert {e["dedup_key"] for e in events} == {key}
     assert {e["routing_key"] for e in events} == {ROUTING_KEY}
     trigger = events[0]["payload"]
@@ -319,12 +319,12 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
         listed = run("list", "--open")
         assert listed.exit_code == 0, listed.output
         assert listed.output.splitlines()[1:] == [
-            "brand:globex:20191010T05                 open          high      "
+            "brand:globex/conversion-drop/20191010T05 open          high      "
             "2019-10-10 05:00   60 min  brand:globex conversion drop",
-            "brand:acme:20191010T03                   open          high      "
+            "brand:acme/conversion-drop/20191010T03   open          high      "
             "2019-10-10 03:00      2 h  brand:acme conversion drop",
         ]
-        acme = "brand:acme:20191010T03"
+        acme = "brand:acme/conversion-drop/20191010T03"
         acked = run("ack", acme, "--note", "checkout team on it", "--by", "ana")
         assert acked.exit_code == 0, acked.output
         assert acked.output == f"Acknowledged {acme}: 1 sink(s) told, 0 failed.\n"
@@ -337,21 +337,26 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
         resolved = run("resolve", acme, "--by", "bo")
         assert resolved.exit_code == 0, resolved.output
         still_open = run("list", "--open", "--format", "json")
-        assert [x["id"] for x in json.loads(still_open.output)] == ["brand:globex:20191010T05"]
+        assert [x["id"] for x in json.loads(still_open.output)] == [
+            "brand:globex/conversion-drop/20191010T05"
+        ]
 
         muted = run("mute", "--segment", "brand:globex", "--for", "2h", "--note", "deploy")
         assert muted.exit_code == 0 and muted.output.startswith("Muted brand:globex until ")
         states = {x["id"]: x["state"] for x in json.loads(run("list", "--format", "json").output)}
-        assert states == {acme: "resolved", "brand:globex:20191010T05": "muted"}
+        assert states == {acme: "resolved", "brand:globex/conversion-drop/20191010T05": "muted"}
         assert run("unmute", "--segment", "brand:globex").exit_code == 0
         states = {x["id"]: x["state"] for x in json.loads(run("list", "--format", "json").output)}
-        assert states["brand:globex:20191010T05"] == "open"
+        assert states["brand:globex/conversion-drop/20191010T05"] == "open"
 
         explained = run("routes", "--explain", acme)
         assert "no route matched: default route to console" in explained.output
 
-        bad = run("ack", "brand:nope:20191010T03")
-        assert bad.exit_code == 1 and "Error: No incident 'brand:nope:20191010T03'" in bad.output
+        bad = run("ack", "brand:nope/conversion-drop/20191010T03")
+        assert (
+            bad.exit_code == 1
+            and "Error: No incident 'brand:nope/conversion-drop/20191010T03'" in bad.output
+        )
         bad = run("mute", "--segment", "acme", "--for", "2h")
         assert bad.exit_code == 1 and "must be written dimension:value" in bad.output
         bad = run("mute", "--segment", "brand:acme", "--for", "2x")
@@ -402,11 +407,19 @@ def test_routes_explain_prints_the_routes_taken(
     )
     tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
     done = CliRunner().invoke(
-        cli, ["--config", str(config), "incidents", "routes", "--explain", "brand:acme:20191010T03"]
+        cli,
+        [
+            "--config",
+            str(config),
+            "incidents",
+            "routes",
+            "--explain",
+            "brand:acme/conversion-drop/20191010T03",
+        ],
     )
     assert done.exit_code == 0, done.output
     assert done.output == (
-        "Incident brand:acme:20191010T03:\n"
+        "Incident brand:acme/conversion-drop/20191010T03:\n"
         "  route 1 (page): matched severity in ['critical'], direction drops -> pagerduty, "
         "alertmanager, continue\n"
         "  route 2: matched severity >= high -> slack\n"
@@ -554,7 +567,7 @@ def test_kill_9_between_a_pagerduty_event_and_its_record_repeats_only_that_event
         third = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
         assert "0 sent, 0 failed, 2 already sent" in third.stdout
     events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
-    key = idempotency_key("brand:acme:20191010T03")
+    key = idempotency_key("brand:acme/conversion-drop/20191010T03")
     repeated = "trigger" if kill_at == "alerts.after_send" else "resolve"
     expected = Counter({("trigger", key): 1, ("resolve", key): 1})
     expected[(repeated, key)] += 1  # the one event the crash kept from being recorded
@@ -625,7 +638,7 @@ def test_digest_compares_with_a_week_before_lists_incidents_and_sends_once(
         "Views 1,500 (+0.0%), carts 160 (+0.0%), purchases 22 (-37.1%), revenue 700.00 (-44.0%).",
         "Conversion 1.47% vs 2.33% a week before.",
         "Incidents opened: 1; resolved: 0.",
-        "- opened brand:acme:20191010T03 (high, now open): 24.0 purchases lost",
+        "- opened brand:acme/conversion-drop/20191010T03 (high, now open): 24.0 purchases lost",
         "Largest movers (revenue against a week before):",
         "- brand:acme: 400.00 vs 1,000.00 (-600.00)",
         "- brand:globex: 300.00 vs 250.00 (+50.00)",
@@ -659,7 +672,7 @@ def test_an_ack_pagerduty_refused_exits_1_and_the_next_ack_delivers_it_once(
         schema=ANOMALY_SCHEMA,
     )
     tables.write(tables.table_path(warehouse, tables.ANOMALIES), table)
-    acme = "brand:acme:20191010T03"
+    acme = "brand:acme/conversion-drop/20191010T03"
     runner = CliRunner()
     with receiver() as pd:
         monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_URL", pd.url)
@@ -668,10 +681,13 @@ def test_an_ack_pagerduty_refused_exits_1_and_the_next_ack_delivers_it_once(
         pd.refuse = 3  # down for every attempt of this run
         down = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
         assert down.exit_code == 1, down.output
-        assert "Acknowledged brand:acme:20191010T03: 0 sink(s) told, 1 failed." in down.output
+        assert (
+            "Acknowledged brand:acme/conversion-drop/20191010T03: 0 sink(s) told, 1 failed."
+            in down.output
+        )
         assert (
             "Error: 1 alert delivery did not succeed (pagerduty: pagerduty_url: HTTP 503). Run "
-            "`funnelpulse incidents ack brand:acme:20191010T03` again to retry them"
+            "`funnelpulse incidents ack brand:acme/conversion-drop/20191010T03` again to retry them"
         ) in down.output
         up = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", acme])
         assert up.exit_code == 0 and "1 sink(s) told, 0 failed" in up.output
@@ -729,7 +745,9 @@ def test_a_real_alertmanager_takes_the_alert_and_its_end(
         (firing,) = alerts()
         assert firing["status"]["state"] == "active"
         assert firing["labels"]["segment"] == "brand:globex"
-        assert firing["labels"]["incident_key"] == idempotency_key("brand:globex:20191010T03")
+        assert firing["labels"]["incident_key"] == idempotency_key(
+            "brand:globex/conversion-drop/20191010T03"
+        )
         assert firing["startsAt"].startswith("2019-10-10T03:00:00")
         done = send_alerts(
             settings.warehouse,
@@ -744,3 +762,43 @@ def test_a_real_alertmanager_takes_the_alert_and_its_end(
     finally:
         am.terminate()
         am.wait(timeout=30)
+
+
+def test_a_grouped_incident_is_one_page_listed_acked_and_resolved_under_its_lasting_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One checkout break seen by the shop and three brands: one incident, one PagerDuty alert;
+    `incidents list` shows it once with the segments it moved, and its ack and its batch resolve
+    carry the same dedup_key as the trigger."""
+    for name in [n for n in os.environ if n.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    warehouse = str(tmp_path / "wh")
+    rows = [anomaly(3, segment="all", dim="shop", z=-9.0)] + [
+        anomaly(3, segment=s) for s in ("acme", "globex", "initech")
+    ]
+    runner = CliRunner()
+    shop = "shop:all/conversion-drop/20191010T03"
+    with receiver() as pd:
+        monkeypatch.setenv("FUNNELPULSE_PAGERDUTY_URL", pd.url + "/v2/enqueue")
+        settings = load_settings(warehouse=warehouse)
+        first = send_alerts(warehouse, settings, rows, sinks=["pagerduty"])
+        assert (first.sent, first.failed) == (1, 0)
+        listed = runner.invoke(
+            cli, ["--warehouse", warehouse, "incidents", "list", "--format", "json"]
+        )
+        assert listed.exit_code == 0, listed.output
+        (only,) = json.loads(listed.output)
+        assert only["id"] == shop and only["state"] == "open"
+        assert only["segments"] == ["shop:all", "brand:acme", "brand:globex", "brand:initech"]
+        text = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "list"]).output
+        assert "shop:all conversion drop (+3 segments)" in text
+        acked = runner.invoke(cli, ["--warehouse", warehouse, "incidents", "ack", shop])
+        assert acked.output == f"Acknowledged {shop}: 1 sink(s) told, 0 failed.\n"
+        later = send_alerts(
+            warehouse, settings, rows, sinks=["pagerduty"], as_of=DAY + timedelta(hours=8)
+        )
+        assert (later.sent, later.updates) == (1, 1)
+    events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
+    key = idempotency_key(shop)
+    assert events == [("trigger", key), ("acknowledge", key), ("resolve", key)]

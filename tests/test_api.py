@@ -158,9 +158,16 @@ def test_anomalies_equal_the_table(client: httpx.Client, warehouse: str) -> None
     )
 
 
-def test_incidents_and_live_buckets_say_what_exists(client: httpx.Client) -> None:
+def test_incidents_and_live_buckets_say_what_exists(client: httpx.Client, warehouse: str) -> None:
     incidents = client.get("/api/v1/incidents")
-    assert incidents.status_code == 200 and incidents.json() == {}  # nothing has alerted yet
+    assert incidents.status_code == 200
+    body = incidents.json()
+    # detect records the lasting incidents table; nothing has streamed or alerted yet
+    assert set(body) == {"incidents"} and body["incidents"]["table"] == tables.INCIDENTS
+    stored = tables.read(tables.table_path(warehouse, tables.INCIDENTS))
+    assert sorted(r["incident_id"] for r in body["incidents"]["rows"]) == sorted(
+        stored.column("incident_id").to_pylist()
+    )
     live = client.get("/api/v1/live/buckets")
     assert live.status_code == 404
     assert "funnelpulse stream" in live.json()["error"]

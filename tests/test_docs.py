@@ -25,13 +25,22 @@ def documented_commands() -> dict[str, set[str]]:
     return flags
 
 
-def cli_flags(command: click.Command) -> set[str]:
+def own_flags(command: click.Command) -> set[str]:
     return {
         opt
         for param in command.params
         for opt in (*param.opts, *param.secondary_opts)
         if opt.startswith("--") and opt != "--help"
     }
+
+
+def cli_flags(command: click.Command) -> set[str]:
+    """The command's flags; a group's are those of its subcommands (`incidents list --format`)."""
+    own = own_flags(command)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            own |= cli_flags(sub)
+    return own
 
 
 def test_every_command_is_in_the_readme_table_and_back() -> None:
@@ -54,5 +63,8 @@ def test_every_command_has_help_in_process() -> None:
         done = runner.invoke(cli, [name, "--help"])
         assert done.exit_code == 0, (name, done.output)
         assert f"Usage: cli {name}" in done.output or f"{name} [OPTIONS]" in done.output
-        for flag in cli_flags(command):
+        for flag in own_flags(command):
             assert flag in done.output, (name, flag)
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            sub_help = runner.invoke(cli, [name, sub_name, "--help"])
+            assert sub_help.exit_code == 0 and all(f in sub_help.output for f in own_flags(sub))

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from funnelpulse import Pipeline, tables
+from funnelpulse.anomaly import incident_store
 from funnelpulse.anomaly.alerts import idempotency_key
-from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.anomaly.scoring import SEVERITY_RANK
 from funnelpulse.streaming.broker import free_port
 
@@ -152,18 +152,18 @@ def _run(warehouse: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def _expected_keys(warehouse: str) -> set[str]:
-    """The incidents the anomalies table holds (at the default severity floor), as keys: each
-    opening, and the resolution of each incident that scored normal for resolve_after_h (3) hours
-    before the newest hour of the data."""
-    rows = tables.read(tables.table_path(warehouse, tables.ANOMALIES)).to_pylist()
+    """The incidents detect recorded (at the default severity floor), as keys: each opening,
+    and the resolution of each incident that scored normal for resolve_after_h (3) hours before
+    the newest hour of the data."""
     floor = SEVERITY_RANK["medium"]
-    found = [i for i in group_incidents(rows) if SEVERITY_RANK[i.severity] >= floor]
+    found = [r for r in incident_store.read(warehouse) if SEVERITY_RANK[r["severity"]] >= floor]
+    assert found  # the scenario has incidents to deliver
     gold = tables.read(tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND))
     as_of = max(gold.column("window_start").to_pylist()) + timedelta(hours=1)
-    over = [i for i in found if as_of - i.end >= timedelta(hours=3)]
+    over = [r for r in found if as_of - r["ended_at"] >= timedelta(hours=3)]
     assert over, "the data should hold incidents that are over"
-    return {idempotency_key(i.incident_id) for i in found} | {
-        idempotency_key(i.incident_id + ":resolved") for i in over
+    return {idempotency_key(r["incident_id"]) for r in found} | {
+        idempotency_key(r["incident_id"] + ":resolved") for r in over
     }
 
 

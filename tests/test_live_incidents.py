@@ -81,6 +81,10 @@ def setup_copy(prepared: Path, tmp_path: Path) -> tuple[str, pa.Table, Path]:
     return str(wh), pq.read_table(prepared / "day_silver.parquet"), tmp_path / "alerts.jsonl"
 
 
+def shop_lines_ids(shop_lines: list[dict[str, object]]) -> list[object]:
+    return [x["incident_id"] for x in shop_lines]
+
+
 def settings_for(wh: str, alert_file: Path):  # type: ignore[no-untyped-def]
     return load_settings(
         warehouse=wh,
@@ -130,6 +134,12 @@ def test_opened_once_updated_while_it_lasts_resolved_once(prepared: Path, tmp_pa
         shop[0].incident_id + ":resolved",
     ]
     assert "back to normal" in str(shop_lines[1]["message"])
+    # one real event, one notification: the shop, its price bands and brands that the break
+    # moved are one incident (before: an opening and a resolution for each of 7 segments)
+    every = [x["incident_id"] for x in lines(alert_file)]
+    assert every == shop_lines_ids(shop_lines), every
+    segments = shop_lines[0]["segments"]
+    assert segments[0] == "shop:all" and all(":" in s for s in segments)
     alerts = tables.read(tables.table_path(wh, tables.ALERTS)).to_pylist()
     assert sorted(r["status"] for r in alerts if str(r["incident_id"]).startswith("shop:")) == [
         "sent",
@@ -160,7 +170,7 @@ def test_the_stream_hook_checks_each_new_bucket_unless_throttled(
     # the newest bucket scored: 12:10-12:15 when every bucket is checked, else 12:00-12:05
     assert hook._last_bucket == BREAK + timedelta(minutes=10 if every_s == 0 else 0)
     if every_s == 0:  # the break is alerted by 12:15, once
-        opened = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:all:")]
+        opened = [x for x in lines(alert_file) if str(x["incident_id"]).startswith("shop:all/")]
         assert len(opened) == 1
 
 
@@ -200,7 +210,7 @@ def test_killed_while_alerting_then_restarted_sends_each_message_once(
     assert run({}) == 0
     got = [x["incident_id"] for x in lines(alert_file)]
     assert len(got) == len(set(got)) >= 1  # every opening exactly once
-    assert any(str(i).startswith("shop:all:") for i in got)
+    assert any(str(i).startswith("shop:all/") for i in got)
 
 
 def test_live_page_shows_the_open_incident_and_its_band(

@@ -123,19 +123,21 @@ def test_evaluate_text_names_what_each_method_missed() -> None:
     missed = {"id": "inc02", "kind": "cart_drop", "segment": "brand:acme", "ideal_z": -6.25}
     score = Score(
         "seasonal", 3, 2, 2, 1, 4, 1, 0.25, 2 / 3, 0.5, 0.333333, 1.5, 4.0, 0.75,
-        {"cart_drop": {"labels": 2, "found": 1, "detectable": 2, "found_detectable": 1}},
+        {"cart_drop": {"labels": 2, "found": 1, "detectable": 2, "found_detectable": 1,
+                       "notifications": 2}},
         [{**missed, "detected": False, "detectable": True}],
+        2.0,
     )  # fmt: skip
     lines = format_evaluate([score]).splitlines()
     assert lines[0].split() == [
         "method", "labels", "found", "detectable", "found", "incidents", "precision", "recall",
-        "recall(det)", "F1(det)", "delay", "p50/p90", "false/week",
+        "recall(det)", "F1(det)", "delay", "p50/p90", "false/week", "notices/label",
     ]  # fmt: skip
     assert lines[1].split() == [
-        "seasonal", "3", "2", "2", "1", "4", "0.25", "0.67", "0.50", "0.33", "1.5/4.0", "h", "0.75",
+        "seasonal", "3", "2", "2", "1", "4", "0.25", "0.67", "0.50", "0.33", "1.5/4.0", "h", "0.75", "2.00",
     ]  # fmt: skip
     assert lines[2:] == [
-        "seasonal per kind: cart_drop 1/2 (detectable 1/2)",
+        "seasonal per kind: cart_drop 1/2 (detectable 1/2, 2 notices)",
         "seasonal missed detectable: inc02 (cart_drop brand:acme, ideal z -6.2)",
     ]
 

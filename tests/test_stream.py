@@ -514,14 +514,16 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
     # as on the embedded engine: the final hours' alert (the windows query's first batch runs
     # before the buckets query starts), then the live path's "resolved" under its own key
     assert [a["incident_id"] for a in shop] == [
-        "shop:all:20191012T08",
-        "shop:all:20191012T08:resolved",
+        "shop:all/traffic-drop/20191012T08",
+        "shop:all/traffic-drop/20191012T08:resolved",
     ], sent
     assert shop[0]["start"] == outage.start.isoformat()
-    assert shop[0]["steps"] == ["traffic"] and shop[0]["end"] == outage.end.isoformat()
+    assert shop[0]["step"] == "traffic" and shop[0]["end"] == outage.end.isoformat()
     assert all(a["start"] >= last_day.isoformat() for a in sent)  # batch-only hours: detect's job
     live = read_incidents(p.warehouse).to_pylist()
-    assert {(r["incident_id"], r["status"]) for r in live} >= {("shop:all:20191012T08", "resolved")}
+    assert {(r["incident_id"], r["status"]) for r in live} >= {
+        ("shop:all/traffic-drop/20191012T08", "resolved")
+    }
     assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
 
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
@@ -529,4 +531,6 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
     assert "Alerts: 0 sent, 0 failed" in again.stdout
     assert len(alerts.read_text().splitlines()) == len(sent)
     recorded = p.table(tables.ALERTS).to_pylist()
-    assert {(r["incident_id"], r["status"]) for r in recorded} >= {("shop:all:20191012T08", "sent")}
+    assert {(r["incident_id"], r["status"]) for r in recorded} >= {
+        ("shop:all/traffic-drop/20191012T08", "sent")
+    }

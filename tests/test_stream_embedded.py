@@ -418,11 +418,11 @@ def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> N
     # the live path also sends its "resolved" message, under its own key
     opened = [a for a in shop if not a["incident_id"].endswith(":resolved")]
     assert [a["incident_id"] for a in shop] == [
-        "shop:all:20191012T08",
-        "shop:all:20191012T08:resolved",
+        "shop:all/traffic-drop/20191012T08",
+        "shop:all/traffic-drop/20191012T08:resolved",
     ]
     assert [a["start"] for a in opened] == [outage.start.isoformat()], shop
-    assert opened[0]["steps"] == ["traffic"] and opened[0]["end"] == outage.end.isoformat()
+    assert opened[0]["step"] == "traffic" and opened[0]["end"] == outage.end.isoformat()
     assert all(a["start"] >= last_day.isoformat() for a in sent)
     assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
 

@@ -21,6 +21,7 @@ from .cli_options import (
     PORT,
     POSITIVE,
     SINK_OPTION,
+    TIME,
     check_range,
     event_file,
 )
@@ -340,9 +341,7 @@ def detect(
     )
     if alert:
         with ctx.progress() as progress:
-            sent = pipeline.alert(
-                result.anomalies, list(sinks) or None, progress=progress, as_of=result.as_of
-            )
+            sent = pipeline.alert(result, list(sinks) or None, progress=progress)
         click.echo(sent.summary())
         if not sent.ok:
             raise FunnelPulseError(sent.problem())
@@ -356,6 +355,52 @@ def explain(ctx: _Context, anomaly_id: str) -> None:
     from .report import format_explain
 
     click.echo(format_explain(ctx.pipeline(None).anomaly(anomaly_id)))
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--start", type=TIME, default=None, help="First moment (UTC), e.g. 2019-10-10T08:00.")
+@click.option("--end", type=TIME, default=None, help="End (UTC, excluded).")
+@click.option(
+    "--segment",
+    default=None,
+    help="dimension:value (brand:acme, price_band:<10); default the shop.",
+)
+@click.option("--list", "show", is_flag=True, help="List the annotations.")
+@click.option("--delete", "delete_id", default=None, help="Delete the annotation with this id.")
+@click.pass_obj
+def annotate(
+    ctx: _Context,
+    text: str | None,
+    start: Any,
+    end: Any,
+    segment: str | None,
+    show: bool,
+    delete_id: str | None,
+) -> None:
+    """Mark a known event (promotion, planned outage): detection raises no incident inside it
+    and leaves its hours out of later baselines; dashboard charts show it."""
+    from .anomaly import annotations
+    from .report import format_annotations
+
+    warehouse = ctx.pipeline(None).warehouse
+    if show:
+        click.echo(format_annotations(annotations.read(warehouse)))
+        return
+    if delete_id:
+        gone = annotations.delete(warehouse, delete_id)
+        click.echo(f"Deleted annotation {gone['annotation_id']}: {gone['text']}")
+        return
+    if start is None or end is None or not text:
+        raise click.UsageError(
+            "Give --start, --end and a text, e.g. funnelpulse annotate --start 2019-10-10T08:00 "
+            '--end 2019-10-10T12:00 "planned outage"; or use --list / --delete ID'
+        )
+    row = annotations.add(warehouse, start, end, text, segment)
+    click.echo(
+        f"Annotation {row['annotation_id']}: {format_annotations([row]).splitlines()[-1].strip()}. "
+        "Run `funnelpulse detect` again to leave it out"
+    )
 
 
 @cli.command()

@@ -4,7 +4,7 @@ mistyped flag costs nothing (no file written, no table touched)."""
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,28 @@ class IsoDate(click.ParamType):
 
 
 DATE = IsoDate()
+
+
+class IsoTime(click.ParamType):
+    """A UTC time flag: YYYY-MM-DD, YYYY-MM-DDTHH:MM or 'YYYY-MM-DD HH:MM' (an offset is honoured)."""
+
+    name = "YYYY-MM-DD[THH:MM]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(
+                f"{value!r} is not a time. Use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)", param, ctx
+            )
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+TIME = IsoTime()
 
 
 def event_file(path: Path) -> Path:

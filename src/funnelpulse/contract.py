@@ -267,6 +267,42 @@ INCIDENT_SCHEMA = pa.schema(
         ("updated_at", _UTC),
     ]
 )
+# The lasting incidents, batch and live (anomaly/incident_store.py): one row per real event.
+# The id is fixed when it first fires and is the alerts' idempotency key.
+INCIDENTS_SCHEMA = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("root", pa.string()),  # dimension:value of the segment that explains the others
+        ("step", pa.string()),  # step and kind of the firing that opened it
+        ("kind", pa.string()),
+        ("status", pa.string()),  # open | resolved
+        ("severity", pa.string()),
+        ("started_at", _UTC),  # first hour whose own evidence moved
+        ("ended_at", _UTC),  # end of the last such hour
+        ("first_hour", _UTC),  # the hour whose data first fired
+        ("segments", pa.string()),  # JSON list of every segment that fired (dimension:value)
+        ("drivers", pa.string()),  # JSON list of {segment, share} from the root cause
+        ("effects", pa.string()),  # comma-separated: down, up, views_down, views_up
+        ("z", pa.float64()),
+        ("lost_purchases", pa.float64()),
+        ("lost_revenue", pa.float64()),
+        ("source", pa.string()),  # batch | live: which path found it first
+        ("anomaly_ids", pa.string()),  # JSON list
+        ("first_recorded_at", _UTC),
+        ("updated_at", _UTC),
+    ]
+)
+# Known events (funnelpulse annotate): detection raises nothing inside and leaves them out of baselines.
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        ("annotation_id", pa.string()),
+        ("start", _UTC),
+        ("end", _UTC),
+        ("segment", pa.string()),  # dimension:value, or null for the whole shop
+        ("text", pa.string()),
+        ("created_at", _UTC),
+    ]
+)
 # One row per state of one alert delivery.
 ALERT_SCHEMA = pa.schema(
     [
@@ -293,4 +329,6 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     tables.ANOMALIES: ANOMALY_SCHEMA,
     tables.LIVE_INCIDENTS: INCIDENT_SCHEMA,
     tables.ALERTS: ALERT_SCHEMA,
+    tables.INCIDENTS: INCIDENTS_SCHEMA,
+    tables.ANNOTATIONS: ANNOTATION_SCHEMA,
 }

@@ -23,6 +23,8 @@ def as_dict(view: IncidentView) -> dict[str, Any]:
         "why": view.why,
         "severity": i.severity,
         "segment": f"{i.dimension}:{i.segment}",
+        "segments": i.segments or [i.root],
+        "drivers": i.drivers,
         "steps": i.steps,
         "types": i.types,
         "start": i.start.isoformat(),
@@ -42,12 +44,16 @@ def format_list(views: list[IncidentView], fmt: str) -> str:
         return json.dumps([as_dict(v) for v in views], indent=2)
     if not views:
         return "No incidents."
-    lines = [f"{'id':<40} {'state':<13} {'severity':<9} {'since (UTC)':<17} {'for':>7}  what"]
+    width = max(40, *(len(plain(v.incident_id)) for v in views))
+    lines = [f"{'id':<{width}} {'state':<13} {'severity':<9} {'since (UTC)':<17} {'for':>7}  what"]
     for v in views:
         i = v.incident
         what = f"{i.dimension}:{plain(i.segment)} {','.join(i.steps)} {','.join(i.types)}"
+        others = len([s for s in i.segments if s != i.root])
+        if others:
+            what += f" (+{others} segment{'s' if others != 1 else ''})"
         lines.append(
-            f"{plain(i.incident_id):<40} {v.state:<13} {i.severity:<9} "
+            f"{plain(i.incident_id):<{width}} {v.state:<13} {i.severity:<9} "
             f"{i.start:%Y-%m-%d %H:%M}  {_duration(v):>7}  {what}"
         )
     return "\n".join(lines)
@@ -61,6 +67,7 @@ def format_show(view: IncidentView, route_lines: list[str]) -> str:
         f"  state:    {state}",
         f"  severity: {i.severity}",
         f"  segment:  {i.dimension}:{plain(i.segment)}",
+        f"  moved:    {', '.join(plain(s) for s in i.segments or [i.root])}",
         f"  steps:    {', '.join(i.steps)} ({', '.join(i.types)})",
         f"  from:     {i.start:%Y-%m-%d %H:%M} UTC to {i.end:%Y-%m-%d %H:%M} UTC ({_duration(view)})",
         f"  loss:     {i.lost_purchases:,.1f} purchases, revenue {i.lost_revenue:,.2f}",

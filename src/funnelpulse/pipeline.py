@@ -188,23 +188,31 @@ class Pipeline:
 
     def alert(
         self,
-        anomalies: pa.Table,
+        anomalies: pa.Table | DetectResult,
         sinks: list[str] | None = None,
         progress: Progress | None = None,
         as_of: datetime | None = None,
     ) -> AlertResult:
-        """Send one alert per incident to the configured sinks (see README "Guarantees"); with
-        `as_of`, the resolution of each incident whose segment scores normal again."""
+        """Send one alert per incident to the configured sinks (see README "Guarantees"): the
+        incidents of a `detect` result as it recorded them, or those of an anomalies table.
+        With `as_of` (a detect result brings its own), the resolution of each incident whose
+        evidence has been normal again for `resolve_after_h` hours."""
         from .anomaly.alerts import send_alerts
 
         started = time.monotonic()
+        if isinstance(anomalies, pa.Table):
+            rows, incidents = anomalies.to_pylist(), None
+        else:
+            rows, incidents = anomalies.rows, anomalies.incidents
+            as_of = as_of or anomalies.as_of
         result = send_alerts(
             self.warehouse,
             self.settings,
-            anomalies.to_pylist(),
+            rows,
             sinks=sinks,
             progress=progress or self.progress,
             as_of=as_of,
+            incidents=incidents,
         )
         log.info(
             "alert: %d sent, %d failed, %d already sent, %d in cool-down in %.1f s",
@@ -242,15 +250,17 @@ class Pipeline:
     ) -> list[Any]:
         """Score each detection method against known incidents (from `generate --inject`)."""
         from .anomaly.detect import detect
-        from .anomaly.incidents import evaluate, group_incidents, load_labels
+        from .anomaly.incidents import evaluate, load_labels, notified
 
         labels = load_labels(Path(labels_path))
         scores = []
         for method in methods:
             found = detect(self.warehouse, self.settings, method, None, self.progress, write=False)
             scored = max(found.hours - 24 * 3, 0)  # the first 3 days are history, never scored
-            incidents = group_incidents(found.anomalies.to_pylist())
-            scores.append(evaluate(method, incidents, labels, scored))
+            notices = notified(
+                found.incidents, self.settings.min_severity, self.settings.cooldown_h
+            )
+            scores.append(evaluate(method, found.incidents, labels, scored, notices))
         return scores
 
     def report(

@@ -142,6 +142,16 @@ def _between(column: str, since: date | None, until: date | None) -> str:
     return f" WHERE {' AND '.join(parts)}" if parts else ""
 
 
+def _gap_range(since: date | None, until: date | None) -> str:
+    """Gaps that touch the chosen dates (the gap SQL's own WHERE goes on with AND)."""
+    out = ""
+    if since:
+        out += f" AND following >= DATE '{since.isoformat()}'"
+    if until:
+        out += f" AND hour + INTERVAL 1 HOUR < DATE '{until.isoformat()}' + INTERVAL 1 DAY"
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The report and the funnel
 
@@ -206,6 +216,29 @@ def report(
             GROUP BY price_band
             ORDER BY {band_order_sql("price_band")}""",
         )
+        result["coverage_gaps"] = _records(
+            con,
+            f"""WITH hours AS (
+                SELECT DISTINCT window_start AS hour FROM {tables.GOLD_HOURLY_PRICE_BAND}
+            ), next AS (
+                SELECT hour, lead(hour) OVER (ORDER BY hour) AS following FROM hours
+            )
+            SELECT hour + INTERVAL 1 HOUR AS start, following AS "end",
+                CAST(date_diff('hour', hour, following) - 1 AS BIGINT) AS hours
+            FROM next
+            WHERE following > hour + INTERVAL 1 HOUR
+                {_gap_range(since, until)}
+            ORDER BY start""",
+        )
+        if INCIDENTS in rows:
+            snap.register(con, (INCIDENTS,))
+            result["incidents"] = _records(
+                con,
+                f"""SELECT incident_id, root, step, kind, status, severity, started_at, ended_at,
+                    json_array_length(segments) AS segments
+                FROM {INCIDENTS}{_between("CAST(started_at AS DATE)", since, until)}
+                ORDER BY started_at, incident_id""",
+            )
         if tables.ANOMALIES in rows:
             snap.register(con, (tables.ANOMALIES,))
             result["anomalies"] = _records(

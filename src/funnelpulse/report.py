@@ -133,12 +133,38 @@ def format_text(report: dict[str, Any]) -> str:
                 f"  {plain(row[label])[:16]:<16} {row['views']:>10,} {row['carts']:>10,} "
                 f"{row['purchases']:>10,} {row['revenue']:>14,.2f} {_pct(row['conversion_rate']):>7}"
             )
+    if report.get("coverage_gaps"):
+        lines += ["", "Coverage gaps (no event at all, shop-wide: never scored, never alerted):"]
+        for g in report["coverage_gaps"]:
+            lines.append(
+                f"  {g['start']:%Y-%m-%d %H:%M} to {g['end']:%Y-%m-%d %H:%M} UTC ({g['hours']:,} h)"
+            )
     if report.get("anomalies"):
         lines += [
             "",
             "Anomalies: " + ", ".join(f"{a['severity']} {a['count']}" for a in report["anomalies"]),
         ]
+    if report.get("incidents"):
+        found = report["incidents"]
+        lines += ["", f"Incidents ({len(found):,}, one per real event; newest 10):"]
+        for i in found[-10:]:
+            lines.append(
+                f"  {plain(i['incident_id'])}  {i['severity']:<8} {i['status']:<8} "
+                f"{i['started_at']:%Y-%m-%d %H:%M}-{i['ended_at']:%H:%M}  "
+                f"{i['segments']:,} segment{'s' if i['segments'] != 1 else ''}"
+            )
     return "\n".join(lines)
+
+
+def format_annotations(rows: list[dict[str, Any]]) -> str:
+    """One line per annotation: id, span (UTC), segment, text."""
+    if not rows:
+        return "No annotations. Add one with funnelpulse annotate --start ... --end ... TEXT"
+    return "\n".join(
+        f"{r['annotation_id']}  {r['start']:%Y-%m-%d %H:%M} to {r['end']:%Y-%m-%d %H:%M} UTC  "
+        f"{plain(r['segment'] or 'shop:all')}  {plain(r['text'])}"
+        for r in rows
+    )
 
 
 # --- What the other commands print: pure functions of the library's results, so each command's
@@ -182,7 +208,7 @@ def format_evaluate(scores: list[Score]) -> str:
     lines = [
         f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'found':>5} "
         f"{'incidents':>9} {'precision':>9} {'recall':>6} {'recall(det)':>11} {'F1(det)':>7} "
-        f"{'delay p50/p90':>13} {'false/week':>10}"
+        f"{'delay p50/p90':>13} {'false/week':>10} {'notices/label':>13}"
     ]
     for s in scores:
         delay = (
@@ -191,11 +217,17 @@ def format_evaluate(scores: list[Score]) -> str:
         lines.append(
             f"{s.method:<10} {s.labels:>6} {s.detected_labels:>5} {s.detectable:>10} "
             f"{s.detected_detectable:>5} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
-            f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f}"
+            f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f} "
+            + (
+                f"{'n/a':>13}"
+                if s.notifications_per_label is None
+                else f"{s.notifications_per_label:>13.2f}"
+            )
         )
     for s in scores:
         kinds = ", ".join(
-            f"{kind} {k['found']}/{k['labels']} (detectable {k['found_detectable']}/{k['detectable']})"
+            f"{kind} {k['found']}/{k['labels']} (detectable {k['found_detectable']}/{k['detectable']}"
+            f", {k.get('notifications', 0)} notices)"
             for kind, k in sorted(s.per_kind.items())
         )
         lines.append(f"{s.method} per kind: {kinds}")

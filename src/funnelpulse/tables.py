@@ -51,6 +51,8 @@ LIVE_INCIDENTS = (
 ANOMALIES = "anomalies"
 ALERTS = "alerts"
 INCIDENT_ACTIONS = "incident_actions"  # ack, resolve, mute, unmute (anomaly/workflow.py)
+INCIDENTS = "incidents"  # lasting incidents, batch and live (anomaly/incident_store.py)
+ANNOTATIONS = "annotations"  # known events (anomaly/annotations.py)
 # Ordered session funnels per entry date (funnel.py), whole shop and per held-constant segment.
 GOLD_SESSION_FUNNEL = "gold_session_funnel_daily"
 GOLD_SESSION_FUNNELS = (
@@ -75,6 +77,8 @@ ALL_TABLES = (
     LIVE_INCIDENTS,
     ALERTS,
     INCIDENT_ACTIONS,
+    INCIDENTS,
+    ANNOTATIONS,
 )
 
 

@@ -27,7 +27,7 @@ from ..console import Progress, SilentProgress
 from ..contract import ALERT_SCHEMA
 from ..errors import ConfigError, FunnelPulseError
 from ..faults import checkpoint
-from . import notices
+from . import incident_store, notices
 from .alertlog import AlertLog, previous_alerts
 from .incidents import Detected, group_incidents
 from .scoring import SEVERITY_RANK
@@ -177,11 +177,15 @@ def send_alerts(
     progress: Progress | None = None,
     as_of: datetime | None = None,
     now: datetime | None = None,
+    incidents: Sequence[Detected] | None = None,
+    source: str = "batch",
 ) -> AlertResult:
-    """Group anomalies into incidents and alert each sink once per incident (see module doc).
+    """Group anomalies into incidents (one per real event) and alert each sink once per incident
+    (see module doc). `incidents` already grouped and recorded (by `detect`) are used as given;
+    otherwise the grouping is recorded in the lasting incidents table, whose ids are the keys.
 
     `sinks` (--sink) bypasses the configured routes. With `as_of` (the end of the newest scored
-    hour), an incident whose segment has scored normal for `resolve_after_h` hours gets its
+    hour), an incident whose evidence has been normal for `resolve_after_h` hours gets its
     resolve notice. `now` is the clock mutes and maintenance windows are judged by.
     """
     progress = progress or SilentProgress()
@@ -189,7 +193,9 @@ def send_alerts(
     if floor is None:
         raise ConfigError(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
     by_id = {a["anomaly_id"]: a for a in anomalies}
-    incidents = [i for i in group_incidents(anomalies) if SEVERITY_RANK[i.severity] >= floor]
+    if incidents is None:
+        incidents = incident_store.record(warehouse, group_incidents(anomalies), source=source)
+    incidents = [i for i in incidents if SEVERITY_RANK[i.severity] >= floor]
     result = AlertResult()
     with AlertLog(warehouse, on_wait=progress.step) as journal, _sigterm_deferred() as stop:
         todo = notices.plan(

@@ -8,8 +8,9 @@ comparison), explain each anomaly's cause and write the table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,10 @@ from ..contract import ANOMALY_SCHEMA, anomaly_id
 from ..engines import engine_for
 from ..errors import ConfigError, WarehouseError
 from ..localdb import connect
-from . import scoring
+from . import incident_store, scoring
+from .annotations import blanks as annotated
+from .coverage import blank, gap_mask, gap_spans
+from .incidents import Detected, group_incidents
 from .reference_method import reference
 from .rootcause import Cube, explain
 from .seasonal_method import MIN_CARTS, MIN_REL_CHANGE, MIN_TRAFFIC_CHANGE, seasonal
@@ -49,7 +53,12 @@ class DetectResult:
     anomalies: pa.Table
     segments: int
     hours: int
-    as_of: datetime | None = None  # the end of the newest hour scored (batch incidents resolve by it)
+    # the end of the newest hour scored (batch incidents resolve by it)
+    as_of: datetime | None = None
+    # grouped, one per real event, with their lasting ids when written
+    incidents: list[Detected] = field(default_factory=list)
+    gaps: list[tuple[datetime, datetime]] = field(default_factory=list)  # hours never received
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the anomalies with evidence spans
 
 
 def detect(
@@ -78,6 +87,7 @@ def detect(
         progress.step("Aggregating hourly segments")
         engine_for(engine, settings).load_cube(con, silver, first, progress)
         series = build_series(con, min_total_views=settings.min_views * 10)
+        gaps = gap_spans(series.hours, gap_mask(series))
         if settings.session_rates and method == "seasonal":
             progress.step("Counting sessions per entry hour")
             series = add_session_counts(
@@ -87,6 +97,8 @@ def detect(
                 first,
                 settings.funnel_memory_mb or None,
             )
+        # No data is not a drop, and known events are not incidents: both are left out.
+        series = blank(series, annotated(warehouse))
         progress.step(f"Scoring ({method})")
         rows = reference(warehouse, con) if method == "reference" else seasonal(series, settings)
         if since:
@@ -109,6 +121,8 @@ def detect(
     finally:
         con.close()
     table = pa.Table.from_pylist(rows, schema=ANOMALY_SCHEMA)
+    incidents = group_incidents(rows)
+    as_of = _utc_hour(series.hours[-1]) + timedelta(hours=1) if len(series.hours) else None
     if write:
         progress.step("Writing anomalies")
         replace = None
@@ -124,11 +138,28 @@ def detect(
             partition_by=["window_date"],
             replace=replace,
         )
-    as_of = None
-    if len(series.hours):
-        as_of = series.hours[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-        as_of += timedelta(hours=1)
-    return DetectResult(method, table, len(series.segment), len(series.hours), as_of)
+        first_day = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
+        progress.step(f"Recording {len(incidents):,} incidents")
+        incident_store.record(
+            warehouse,
+            incidents,
+            latest=as_of,
+            forget_from=first_day or datetime.min.replace(tzinfo=UTC),
+        )
+    return DetectResult(
+        method,
+        table,
+        len(series.segment),
+        len(series.hours),
+        as_of=as_of,
+        incidents=incidents,
+        gaps=gaps,
+        rows=rows,
+    )
+
+
+def _utc_hour(hour: np.datetime64) -> datetime:
+    return hour.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
 
 
 def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]

@@ -1,9 +1,10 @@
 """The incidents of a warehouse with their state, and the acknowledge/resolve/mute actions.
 
-Batch incidents come from the `anomalies` table (grouped as alerts group them, same ids), live
-ones from `live_incidents`; their state is, first that applies: resolved (by hand, by the live
-check, or by `resolve_after_h` hours of normal data), acknowledged, muted (an active mute or
-maintenance window), open. Acknowledging or resolving records who and when, then sends the
+Incidents come from the lasting `incidents` table (batch and live, one per real event, under the
+ids the alerts use as keys); batch firings not recorded there yet (an `anomalies` table written
+before it) are grouped as the alerts group them and matched to the stored ids. Their state is,
+first that applies: resolved (by hand, by the live check, or by `resolve_after_h` hours of
+normal data), acknowledged, muted (an active mute or maintenance window), open. Acknowledging or resolving records who and when, then sends the
 notice at once to every sink that got the incident's opening (PagerDuty acknowledge/resolve,
 Alertmanager endsAt, a message elsewhere), through the same journal and keys as every alert.
 """
@@ -20,10 +21,10 @@ from .. import tables
 from ..config import Settings
 from ..errors import InputError
 from ..faults import checkpoint
+from . import incident_store
 from .alertlog import AlertLog, previous_alerts
-from .alerts import RETRY_DELAYS_S, AlertResult, _deliver
+from .alerts import RETRY_DELAYS_S, AlertResult, deliver_once
 from .incidents import Detected, group_incidents
-from .live_incidents import read_incidents
 from .notices import Planned, batch_resolved, text
 from .routes import Routing, route
 from .sink_base import notice_id, split_notice
@@ -47,36 +48,34 @@ class IncidentView:
         return self.incident.incident_id
 
 
-def _batch(warehouse: str) -> tuple[list[Detected], datetime | None]:
+def _data_end(warehouse: str) -> datetime | None:
+    """The end of the newest hour of data (batch incidents resolve by it)."""
+    gold = tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND)
+    if not tables.exists(gold):
+        return None
+    hours = tables.read(gold).column("window_start").to_pylist()
+    return max(hours) + timedelta(hours=1) if hours else None
+
+
+def _known(warehouse: str) -> list[tuple[Detected, str, bool | None]]:
+    """Every incident: (incident, source, over) where `over` is None when the data decides."""
+    stored = incident_store.read(warehouse)
+    out: dict[str, tuple[Detected, str, bool | None]] = {}
+    for r in stored:
+        live = r["source"] == "live"
+        out[r["incident_id"]] = (
+            incident_store.as_detected(r),
+            r["source"],
+            (r["status"] == "resolved") if live else None,
+        )
     path = tables.table_path(warehouse, tables.ANOMALIES)
     rows = tables.read(path).to_pylist() if tables.exists(path) else []
-    gold = tables.table_path(warehouse, tables.GOLD_HOURLY_BRAND)
-    as_of = None
-    if tables.exists(gold):
-        hours = tables.read(gold).column("window_start").to_pylist()
-        as_of = max(hours) + timedelta(hours=1) if hours else None
-    return group_incidents(rows), as_of
-
-
-def _live(warehouse: str) -> list[tuple[Detected, bool]]:
-    out = []
-    for r in read_incidents(warehouse).to_pylist():
-        detected = Detected(
-            incident_id=r["incident_id"],
-            dimension=r["dimension"],
-            segment=r["segment"],
-            start=r["started_at"],
-            end=r["resolved_at"] or r["as_of"],
-            steps=[r["step"]],
-            types=[r["type"]],
-            severity=r["severity"],
-            worst_z=r["z"],
-            lost_purchases=r["lost_purchases"],
-            lost_revenue=r["lost_revenue"],
-            anomaly_ids=[],
-        )
-        out.append((detected, r["status"] == "resolved"))
-    return out
+    found = group_incidents(rows)
+    ids = incident_store.assign_ids(stored, found)
+    for incident in found:
+        incident.incident_id = ids.get(incident.incident_id, incident.incident_id)
+        out.setdefault(incident.incident_id, (incident, "batch", None))
+    return list(out.values())
 
 
 def incident_book(
@@ -91,13 +90,15 @@ def incident_book(
     for r in sorted(previous_alerts(warehouse), key=lambda r: r["recorded_at"]):
         base = split_notice(r["incident_id"])[0]
         deliveries.setdefault(base, {})[f"{r['incident_id']} @ {r['sink']}"] = r["status"]
-    batch, as_of = _batch(warehouse)
-    found: dict[str, tuple[Detected, str, bool]] = {
-        i.incident_id: (i, "batch", batch_resolved(i, as_of, settings.resolve_after_h))
-        for i in batch
+    as_of = _data_end(warehouse)
+    found = {
+        incident.incident_id: (
+            incident,
+            source,
+            batch_resolved(incident, as_of, settings.resolve_after_h) if over is None else over,
+        )
+        for incident, source, over in _known(warehouse)
     }
-    for detected, over in _live(warehouse):
-        found.setdefault(detected.incident_id, (detected, "live", over))
     views = []
     for incident_id, (incident, source, over) in found.items():
         mine = decided.get(incident_id, {})
@@ -222,7 +223,7 @@ def send_one(
     )
     checkpoint("alerts.notice_before_send")
     send = sink(name, settings, sys.stderr)
-    ok, attempts, error = _deliver(send, notice, message, retry_delays_s, float("inf"), [])
+    ok, attempts, error = deliver_once(send, notice, message, retry_delays_s, float("inf"), [])
     checkpoint("alerts.notice_after_send")
     journal.record(
         base

@@ -23,6 +23,8 @@ from .. import tables
 from ..config import Settings
 from ..localdb import connect
 from .alerts import AlertResult, send_alerts
+from .annotations import blanks as annotated
+from .coverage import blank
 from .incidents import Detected, group_incidents
 from .seasonal_method import seasonal
 from .series import UNKNOWN, build_series
@@ -101,13 +103,17 @@ def alert_live(
         series = build_series(con, settings.min_views * 10, dimensions=("shop", "brand"))
     finally:
         con.close()
+    # hours neither ingested nor streamed are a coverage gap, annotated hours a known event
+    series = blank(series, annotated(warehouse))
     rows = [r for r in seasonal(series, settings) if recent <= r["window_start"] <= latest]
     touching = [i for i in group_incidents(rows) if any(h in new for h in _hours(i))]
     ids = {a for i in touching for a in i.anomaly_ids}
     chosen = [r for r in rows if r["anomaly_id"] in ids]
     result = LiveAlerts(anomalies=len(chosen), incidents=len(touching))
     if chosen:
-        result.delivery = send_alerts(warehouse, settings, chosen, sinks=sinks, stream=stream)
+        result.delivery = send_alerts(
+            warehouse, settings, chosen, sinks=sinks, stream=stream, source="stream"
+        )
     return result
 
 

@@ -6,8 +6,9 @@ live buckets and the batch history), recomputed over the last day on every check
 message (open, resolved) is delivered once per sink through the same journal, `alerts` table,
 idempotency key and cool-down as batch alerts. A restart recomputes the same incidents and finds
 their deliveries in the journal: nothing is resent, and what a crash kept from being sent is sent.
-Incident ids are those of batch alerts (dimension:segment:start hour), so an incident found live
-is not alerted again when its hours become final.
+The live incidents of the segments one cause moved are grouped as batch firings are
+(incidents.group_incidents) and announced once under their lasting id (incident_store), so an
+incident found live is not alerted again when its hours become final.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from .. import tables
 from ..config import Settings
 from ..contract import INCIDENT_SCHEMA
 from ..faults import checkpoint
+from . import incident_store
 from .alertlog import AlertLog
 from .alerts import RETRY_DELAYS_S, AlertResult, deliver_once
-from .incidents import Detected
+from .incidents import Detected, group_incidents
 from .live_data import load_grid, load_history, segment_keys
 from .open_window import LiveGrid, Options, Scores, newest_complete, score
 from .routes import forced_sinks, route
@@ -324,7 +326,72 @@ def _detected(i: LiveIncident, resolved: bool) -> Detected:
         lost_purchases=i.lost_purchases,
         lost_revenue=i.lost_revenue,
         anomaly_ids=[],
+        step=i.step,
+        kind="drop" if i.type == "drop" else "spike",
     )
+
+
+def _as_firing(i: LiveIncident) -> dict[str, Any]:
+    """A live incident as a firing row, so live and batch group by the same rules."""
+    cause: dict[str, Any] = {}
+    for d in i.drivers:
+        cause.setdefault(d["dimension"], []).append({"segment": d["segment"], "share": d["share"]})
+    kind = "drop" if i.type == "drop" else "spike"
+    return {
+        "anomaly_id": i.incident_id,
+        "window_start": i.started_at,
+        "window_end": i.resolved_at or i.as_of,
+        "window_hours": 1,
+        "dimension": i.dimension,
+        "segment": i.segment,
+        "step": i.step,
+        "type": f"traffic_{kind}" if i.step == "traffic" else kind,
+        "z": i.z,
+        "severity": i.severity,
+        "lost_purchases": i.lost_purchases,
+        "lost_revenue": i.lost_revenue,
+        "root_cause": json.dumps(cause) if cause else None,
+    }
+
+
+@dataclass
+class LiveGroup:
+    """The live incidents of several segments that one cause moved: one notification."""
+
+    incident: Detected  # its lasting id, root and segments
+    root: LiveIncident  # the root segment's own incident (what the messages describe)
+    members: list[LiveIncident]
+
+    @property
+    def resolved(self) -> bool:
+        return all(m.status == "resolved" for m in self.members)
+
+
+def group_live(
+    warehouse: str, incidents: Sequence[LiveIncident], as_of: datetime | None = None
+) -> list[LiveGroup]:
+    """Group the live incidents by cause and give each group its lasting id (incidents table)."""
+    if not incidents:
+        return []
+    by_id = {i.incident_id: i for i in incidents}
+    found = group_incidents([_as_firing(i) for i in incidents])
+    incident_store.record(warehouse, found, source="live", latest=as_of)
+    groups = []
+    for g in found:
+        members = [by_id[a] for a in g.anomaly_ids]
+        root = next(m for m in members if m.incident_id == g.root_anomaly_id)
+        root.incident_id = g.incident_id  # the root's live incident carries the lasting id
+        groups.append(LiveGroup(g, root, members))
+    return groups
+
+
+def _also(group: LiveGroup) -> str:
+    others = [s for s in group.incident.segments if s != group.incident.root]
+    if not others:
+        return ""
+    shown = ", ".join(plain(s) for s in others[:8])
+    more = f" and {len(others) - 8} more" if len(others) > 8 else ""
+    return f" Also moved ({len(others)} segments): {shown}{more}."
 
 
 def deliver(
@@ -335,13 +402,18 @@ def deliver(
     sinks: Sequence[str] | None = None,
     stream: TextIO | None = None,
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+    groups: Sequence[LiveGroup] | None = None,
 ) -> AlertResult:
-    """Send each incident's opening (and, once closed, its resolution) to every sink it is
-    routed to, once; an opening held back by a mute or maintenance window is recorded as muted."""
+    """Send each real event's opening (and, once every segment it moved is back, its
+    resolution) to every sink it is routed to, once: live incidents of segments one cause moved
+    are grouped and announced once, under their lasting id; an opening held back by a mute or
+    maintenance window is recorded as muted."""
     forced = forced_sinks(sinks, settings.alert_sinks)
     senders: dict[str, Any] = {}
     now = datetime.now(UTC)
     mutes = active_mutes(read_actions(warehouse), now)
+    if groups is None:
+        groups = group_live(warehouse, incidents, max((i.as_of for i in incidents), default=None))
     floor = _SEVERITY_RANK[settings.min_severity]
     cooldown = timedelta(hours=settings.cooldown_h)
     result = AlertResult()
@@ -369,19 +441,22 @@ def deliver(
                 key = (r["sink"], r["dimension"], r["segment"])
                 last_sent[key] = max(last_sent.get(key, r["incident_start"]), r["incident_start"])
         muted = {(r["incident_id"], r["sink"]) for r in history if r["status"] == "muted"}
-        for incident in incidents:
-            if _SEVERITY_RANK[incident.severity] < floor:
+        for group in groups:
+            if _SEVERITY_RANK[group.incident.severity] < floor:
                 continue
+            incident = group.root
             opening = _detected(incident, False)
+            opening.segments = group.incident.segments
+            said = open_message(incident) + _also(group)
             routed = route(opening, settings.routes, settings.alert_sinks, forced).sinks
             held = held_back(opening, mutes, settings.silences, now)
             for name in routed:
                 pair = (incident.incident_id, name)
                 if done.get(pair) in (None, "failed") and (
-                    held or (incident.status == "resolved" and pair in muted)
+                    held or (group.resolved and pair in muted)
                 ):
                     if held and pair not in muted:  # recorded once, sent when the mute ends
-                        _record(journal, opening, name, "muted", open_message(incident), 0, held)
+                        _record(journal, opening, name, "muted", said, 0, held)
                         muted.add(pair)
                     result.muted += bool(held)
                     continue
@@ -389,12 +464,12 @@ def deliver(
                     senders[name] = sink(name, settings, stream or sys.stderr)
                 notices: list[tuple[Detected, str]] = []
                 waiting = False
-                if due((incident.incident_id, name)):
-                    notices.append((_detected(incident, False), open_message(incident)))
+                if due(pair):
+                    notices.append((opening, said))
                 elif done.get((incident.incident_id, name)) == "failed":
                     waiting = True
                 resolved_id = incident.incident_id + ":resolved"
-                if incident.status == "resolved" and due((resolved_id, name)):
+                if group.resolved and due((resolved_id, name)):
                     notices.append((_detected(incident, True), resolved_message(incident)))
                 elif done.get((resolved_id, name)) == "failed":
                     waiting = True
@@ -530,9 +605,12 @@ def check_live(
         segments=len(keys),
         incidents=incidents,
     )
+    groups = group_live(warehouse, incidents, result.as_of)  # records the lasting incidents
     write_incidents(warehouse, incidents)
     if alert and incidents:
-        result.delivery = deliver(warehouse, settings, incidents, sinks=sinks, stream=stream)
+        result.delivery = deliver(
+            warehouse, settings, incidents, sinks=sinks, stream=stream, groups=groups
+        )
     log.info(
         "live check as of %s: %d segments, %d incidents (%d open)",
         result.as_of,

@@ -86,7 +86,7 @@ def _trailing_mean(x: np.ndarray, width: int) -> np.ndarray:
 def _past_days_total(x: np.ndarray, history_days: int) -> np.ndarray:
     """Sum of every hour from 24*D hours back up to 24 hours back (a day before t, so an ongoing incident is out)."""
     t = x.shape[-1]
-    c = _cumsum0(x)
+    c = _cumsum0(np.nan_to_num(x))  # blanked hours (no data, annotated) count as nothing
     idx = np.arange(t)
     hi = np.clip(idx - 23, 0, t)  # exclusive end: hours <= t - 24
     lo = np.clip(idx - 24 * history_days, 0, t)

@@ -13,6 +13,7 @@ import numpy as np
 from ..config import Settings
 from ..contract import anomaly_id
 from . import scoring
+from .incidents import evidence_span
 from .series import Series
 from .session_rates import rate_steps
 
@@ -58,6 +59,8 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     lost_views = np.nan_to_num(traffic.expected - v["views"])
     losses = {"traffic": lost_views * np.nan_to_num(conv.expected)}
     scans = {"traffic": traffic_scan}
+    # Per hour: observed and expected of each step, to find the hours a firing window's evidence is in.
+    per_hour = {"traffic": (v["views"], traffic.expected, MIN_TRAFFIC_CHANGE)}
     bases = {"conversion": conv, "cart_to_purchase": c2p}
     for step, (num_name, den_name) in steps.items():
         num, den = v[num_name], v[den_name]
@@ -73,6 +76,7 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
             windows=windows,
         )
         losses[step] = np.nan_to_num(den * base.expected - num)
+        per_hour[step] = (num, den * base.expected, MIN_REL_CHANGE)
     # A lost cart is a lost purchase only at the rate carts go on to be bought.
     for step, then in (
         ("view_to_cart", "cart_to_purchase"),
@@ -110,6 +114,15 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
                     revenue_c[s, t + 1] - revenue_c[s, first],
                 )
             )
+            observed, expected, change = per_hour[step]
+            a, b = evidence_span(
+                observed[s, t - k + 1 : t + 1],
+                expected[s, t - k + 1 : t + 1],
+                scan.sign[s, t],
+                change,
+            )
+            found[-1]["evidence_start"] = _utc(series.hours[t - k + 1 + a])
+            found[-1]["evidence_end"] = _utc(series.hours[t - k + 1 + b]) + timedelta(hours=1)
     return found
 
 
@@ -161,3 +174,7 @@ def _row(
         "window_date": start.date(),
         "window_hours": k,
     }
+
+
+def _utc(hour: np.datetime64) -> datetime:
+    return hour.astype(datetime).replace(tzinfo=UTC)

@@ -176,7 +176,9 @@ def evidence(row: dict[str, Any]) -> str:
 
 def message(incident: Detected, anomalies: dict[str, dict[str, Any]]) -> str:
     """One plain-text paragraph: what, where, the window that fired, evidence, loss, root cause."""
-    worst = max((anomalies[a] for a in incident.anomaly_ids), key=lambda r: abs(r["z"]))
+    worst = anomalies.get(incident.root_anomaly_id) or max(
+        (anomalies[a] for a in incident.anomaly_ids), key=lambda r: abs(r["z"])
+    )
     hours = window_hours(worst)
     what = worst["step"].replace("_", " ") + " " + worst["type"]
     if worst["type"].startswith(worst["step"]):  # traffic_drop, not "traffic traffic_drop"
@@ -195,6 +197,11 @@ def message(incident: Detected, anomalies: dict[str, dict[str, Any]]) -> str:
         summary = json.loads(cause).get("summary")
         if summary:
             text += " Root cause: " + plain(summary)
+    others = [s for s in incident.segments if s != incident.root]
+    if others:
+        shown = ", ".join(plain(s) for s in others[:8])
+        more = f" and {len(others) - 8} more" if len(others) > 8 else ""
+        text += f" Also moved ({len(others)} segments): {shown}{more}."
     return text
 
 
@@ -206,8 +213,13 @@ def incident_record(incident: Detected, text: str) -> dict[str, Any]:
         "severity": incident.severity,
         "dimension": incident.dimension,
         "segment": incident.segment,
+        "root": incident.root,
+        "segments": incident.segments or [incident.root],
+        "drivers": incident.drivers,
         "start": incident.start.isoformat(),
         "end": incident.end.isoformat(),
+        "step": incident.step or (incident.steps[0] if incident.steps else ""),
+        "kind": incident.kind,
         "steps": incident.steps,
         "types": incident.types,
         "z": incident.worst_z,

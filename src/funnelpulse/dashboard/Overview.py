@@ -8,6 +8,7 @@ import streamlit as st
 from funnelpulse.dashboard.common import (
     data,
     filters,
+    mark_known,
     md,
     money,
     nothing_selected,
@@ -91,4 +92,5 @@ if bounds is not None:
                 yaxis2={"title": "revenue", "overlaying": "y", "side": "right"},
                 legend={"orientation": "h"},
             )
+            mark_known(trend, d, daily=True)
             st.plotly_chart(trend, width="stretch")

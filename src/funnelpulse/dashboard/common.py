@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,25 @@ def funnel_columns() -> dict[str, Any]:
         "cart_to_purchase_rate": st.column_config.NumberColumn("cart→purchase", format="percent"),
         "conversion_rate": st.column_config.NumberColumn("view→purchase", format="percent"),
     }
+
+
+def mark_known(chart: Any, d: DashboardData, daily: bool = False) -> None:
+    """Draw coverage gaps (no data: grey) and annotations (known events: green) on a time chart.
+
+    On a daily chart a gap or annotation shorter than a day is drawn over its day."""
+    for gap in d.coverage_gaps():
+        start, end = gap["start"], gap["end"]
+        if daily:
+            start, end = start.date(), end.date() + timedelta(days=1)
+        chart.add_vrect(
+            x0=start, x1=end, fillcolor="#bbbbbb", opacity=0.35, line_width=0,
+            annotation_text="no data", annotation_position="top left",
+        )  # fmt: skip
+    for note in d.annotations():
+        start, end = note["start"], note["end"]
+        if daily:
+            start, end = start.date(), end.date() + timedelta(days=1)
+        chart.add_vrect(
+            x0=start, x1=end, fillcolor="#74c476", opacity=0.25, line_width=0,
+            annotation_text=chart_text(note["text"])[:40], annotation_position="top left",
+        )  # fmt: skip

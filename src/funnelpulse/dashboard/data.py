@@ -226,6 +226,35 @@ class DashboardData:
             }
         )
 
+    def incidents(self, f: Filter) -> list[dict[str, Any]]:
+        """The lasting incidents (one per real event) that overlap the chosen dates."""
+        if not self.has(tables.INCIDENTS):
+            return []
+        return self._rows(
+            f"""SELECT * FROM {tables.INCIDENTS}
+            WHERE CAST(started_at AS DATE) <= DATE '{f.end}'
+                AND CAST(ended_at AS DATE) >= DATE '{f.start}'
+            ORDER BY started_at, incident_id"""
+        )
+
+    def annotations(self) -> list[dict[str, Any]]:
+        """Known events marked with `funnelpulse annotate`."""
+        if not self.has(tables.ANNOTATIONS):
+            return []
+        return self._rows(f"SELECT * FROM {tables.ANNOTATIONS} ORDER BY start")
+
+    def coverage_gaps(self) -> list[dict[str, Any]]:
+        """Hours with no event at all, shop-wide (never received): start, end."""
+        if not self.has(tables.GOLD_HOURLY_PRICE_BAND):
+            return []
+        return self._rows(
+            f"""WITH hours AS (
+                SELECT DISTINCT window_start AS hour FROM {tables.GOLD_HOURLY_PRICE_BAND}
+            ), next AS (SELECT hour, lead(hour) OVER (ORDER BY hour) AS following FROM hours)
+            SELECT hour + INTERVAL 1 HOUR AS start, following AS "end" FROM next
+            WHERE following > hour + INTERVAL 1 HOUR ORDER BY start"""
+        )
+
     @staticmethod
     def root_cause(anomaly: dict[str, Any]) -> dict[str, Any]:
         return json.loads(anomaly["root_cause"]) if anomaly.get("root_cause") else {}

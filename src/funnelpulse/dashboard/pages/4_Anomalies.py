@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -13,6 +16,7 @@ from funnelpulse.dashboard.common import (
     chart_text,
     data,
     filters,
+    mark_known,
     md,
     money,
     page_header,
@@ -34,25 +38,44 @@ elif bounds is not None:
         st.success(f"No anomalies between {f.start} and {f.end}. The funnel looks healthy.")
     else:
         rows = found.to_pylist()
-        incidents = group_incidents(rows)
-        cols = st.columns(3)
-        cols[0].metric("Incidents", f"{len(incidents):,}")
-        cols[1].metric("Anomalous segment-hours", f"{len(rows):,}")
-        lost = sum(i.lost_revenue for i in incidents if i.lost_revenue > 0)
-        cols[2].metric("Estimated lost revenue", money(lost))
-
-        st.subheader("Incident timeline")
-        timeline = px.timeline(
+        # one incident per real event: the lasting table `detect` records, else grouped here
+        stored = d.incidents(f)
+        incidents: list[dict[str, Any]] = (
             [
                 {
-                    "segment": chart_text(f"{i.dimension}: {i.segment}"),
+                    "segment": chart_text(i["root"]),
+                    "start": i["started_at"],
+                    "end": i["ended_at"],
+                    "severity": i["severity"],
+                    "types": f"{i['step']} {i['kind']}",
+                    "segments": len(json.loads(i["segments"] or "[]")),
+                    "lost_revenue": i["lost_revenue"],
+                }
+                for i in stored
+            ]
+            if stored
+            else [
+                {
+                    "segment": chart_text(i.root),
                     "start": i.start,
                     "end": i.end,
                     "severity": i.severity,
                     "types": ", ".join(i.types),
+                    "segments": len(i.segments),
+                    "lost_revenue": i.lost_revenue,
                 }
-                for i in incidents
-            ],
+                for i in group_incidents(rows)
+            ]
+        )
+        cols = st.columns(3)
+        cols[0].metric("Incidents", f"{len(incidents):,}")
+        cols[1].metric("Anomalous segment-hours", f"{len(rows):,}")
+        lost = sum(i["lost_revenue"] for i in incidents if i["lost_revenue"] > 0)
+        cols[2].metric("Estimated lost revenue", money(lost))
+
+        st.subheader("Incident timeline")
+        timeline = px.timeline(
+            incidents,
             x_start="start",
             x_end="end",
             y="segment",
@@ -63,9 +86,10 @@ elif bounds is not None:
                 "high": "#e6550d",
                 "critical": "#a50f15",
             },
-            hover_data=["types"],
+            hover_data=["types", "segments"],
         )
-        timeline.update_layout(height=max(260, 22 * len({i.segment for i in incidents}) + 120))
+        timeline.update_layout(height=max(260, 22 * len({i["segment"] for i in incidents}) + 120))
+        mark_known(timeline, d)
         st.plotly_chart(timeline, width="stretch")
 
         st.subheader("Anomalies")
@@ -104,6 +128,7 @@ elif bounds is not None:
         chart.add_scatter(x=band["hour"], y=band["expected"], name="expected", line={"dash": "dot"})
         chart.add_scatter(x=band["hour"], y=band["observed"], name="observed")
         chart.add_vline(x=chosen["window_start"], line_color="red")
+        mark_known(chart, d)
         title = "views" if chosen["step"] == "traffic" else chosen["step"]
         if chosen["step"] in EVENT_STEP:
             title = f"{EVENT_STEP[chosen['step']]} (event counts)"
