@@ -526,7 +526,7 @@ def generate(
     from .generate import PLAIN, REAL, generate_file
     from .report import format_generated
 
-    overrides = {
+    overrides: dict[str, Any] = {
         name: value
         for name, value in (
             ("basket_mean", basket_mean),

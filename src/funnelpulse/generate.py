@@ -518,7 +518,7 @@ def _promotion_days(
     count = int(np.floor(shape.promo_days * days / 30 + rng.random()))
     if count <= 0:
         return []
-    busy = set()
+    busy: set[int] = set()
     for inc in incidents:
         first = int((inc.start - start).total_seconds() // 86400)
         last = int(((inc.end - start).total_seconds() - 1) // 86400)
