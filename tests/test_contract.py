@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from funnelpulse import Pipeline, contract
+from funnelpulse.anomaly import annotations, incident_store
+from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.engines.base import MODELS
 from funnelpulse.generate import price_band
 
@@ -126,7 +128,17 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> str:
     ]
     p.ingest([write_csv(root / "e.csv", [*lines, row("2019-10-01 04:00:00", price="x")])])
     p.build()
-    assert p.detect(method="reference").anomalies.num_rows > 0
+    found = p.detect(method="reference").anomalies
+    assert found.num_rows > 0
+    # The lasting incidents table, as detect --alert records it from these anomalies.
+    incident_store.record(p.warehouse, group_incidents(found.to_pylist()))
+    annotations.add(
+        p.warehouse,
+        datetime(2019, 10, 1, 8, tzinfo=UTC),
+        datetime(2019, 10, 1, 9, tzinfo=UTC),
+        "planned outage",
+        "brand:acme",
+    )
     incoming = root / "incoming"
     incoming.mkdir()
     write_csv(incoming / "live.csv", [row("2019-10-02 10:00:00"), row("2019-10-02 10:01:00")])
