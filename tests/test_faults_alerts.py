@@ -95,8 +95,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     events = root / "e.csv"
     subprocess.run(
         [sys.executable, "-m", "funnelpulse", "-q", "generate", "--shape", "plain"]
-        + ["--rows", "300000"]
-        + ["--out", str(events), "--days", "20", "--brands", "40", "--inject", "auto:6"]
+        + ["--rows", "600000"]
+        + ["--out", str(events), "--days", "20", "--brands", "40", "--inject", "auto:8"]
         + ["--seed", "3"],
         check=True,
         capture_output=True,

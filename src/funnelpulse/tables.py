@@ -628,7 +628,7 @@ def broken_files_error(warehouse: str) -> WarehouseError | None:
         )
         if name in BUILT_TABLES:
             return WarehouseError(
-                f"{what}. Run `funnelpulse build` to write it again from bronze_events"
+                f"{what}. Run `funnelpulse build --full` to write it again from bronze_events"
             )
         if name == ANOMALIES:
             return WarehouseError(f"{what}. Run `funnelpulse detect` to write it again")
