@@ -287,8 +287,9 @@ def test_detect_on_spark_equals_detect_on_duckdb(tmp_path: Path) -> None:
     from funnelpulse.generate import ranked_brands
 
     start = datetime(2019, 10, 1, tzinfo=UTC)
-    incidents = plan_incidents(3, start=start, days=14, brands=ranked_brands(30, 4), seed=4)
-    events = generate_events(300_000, seed=4, days=14, brands=30, incidents=incidents)
+    # Enough evidence that detection fires (tails widen for clustered, drifting segments).
+    incidents = plan_incidents(6, start=start, days=14, brands=ranked_brands(30, 4), seed=4)
+    events = generate_events(600_000, seed=4, days=14, brands=30, incidents=incidents)
     duck = Pipeline(warehouse=str(tmp_path / "wh"), spark_master="local[2]")
     duck.ingest([write_events(events, tmp_path / "ev.csv")])
     duck.build()
