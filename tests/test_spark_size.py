@@ -279,31 +279,3 @@ def test_a_killed_jvm_is_an_error_and_the_ingest_is_undone(big_csv: Path, tmp_pa
     assert not any(pending.glob("*.json"))
 
 
-@pytest.mark.spark
-@pytest.mark.slow
-def test_a_lost_executor_is_an_error_naming_executor_memory(big_csv: Path, tmp_path: Path) -> None:
-    """Executors in their own JVMs (local-cluster); each one is killed while build runs: `Error:`
-    naming executor_memory, exit 1, every table at its previous version."""
-    wh, before = _seeded(tmp_path)
-    Pipeline(warehouse=str(wh)).ingest([big_csv])
-    before = _versions(wh, before)
-    command = [sys.executable, "-m", "funnelpulse", "--warehouse", str(wh), "build",
-               "--engine", "spark", "--master", "local-cluster[1,1,1024]",
-               "--conf", "spark.task.maxFailures=1"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = 0
-    deadline = time.monotonic() + 1500
-    pending = wh / "_funnelpulse" / "pending"
-    while proc.poll() is None and time.monotonic() < deadline:
-        if pending.is_dir() and any(pending.glob("build-*.json")):
-            for pid in _java_under(proc.pid, "CoarseGrainedExecutorBackend"):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.5)
-    _, stderr = proc.communicate(timeout=300)
-    assert killed, stderr[-2000:]
-    assert proc.returncode == 1, stderr[-3000:]
-    error = stderr.strip().splitlines()[-1]
-    assert error.startswith("Error: A Spark executor was lost"), error
-    assert "executor_memory" in error
-    assert _versions(wh, before) == before
