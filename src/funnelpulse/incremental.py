@@ -127,8 +127,6 @@ def runs_of(days: list[date], join_gap: int) -> list[tuple[date, date]]:
 
 def plan(warehouse: str, fingerprints: dict[str, str], models: str) -> Plan:
     """Compare bronze now with what the last build read."""
-    from .funnel import FunnelSpec
-
     state = read_state(warehouse)
     if state is None:
         return Plan(True, [], "no record of an earlier build")
@@ -142,10 +140,13 @@ def plan(warehouse: str, fingerprints: dict[str, str], models: str) -> Plan:
         for day in set(fingerprints) | set(recorded)
         if fingerprints.get(day) != recorded.get(day)
     ]
-    pad = FunnelSpec().window_days
     if changed:
         changed = sorted(set(changed) | session_view_dates(warehouse, changed))
-    return Plan(False, runs_of(changed, 2 * pad + 1), f"{len(changed)} date(s) changed")
+    # One span from the first changed date to the last: every table then gets one commit per
+    # build, so a reader sees the tables before the build or after it, never a part of it
+    # (runs_of would rebuild less when the changed dates lie far apart, at one commit per run).
+    span = runs_of(changed, (max(changed) - min(changed)).days) if changed else []
+    return Plan(False, span, f"{len(changed)} date(s) changed")
 
 
 def session_view_dates(warehouse: str, changed: list[date]) -> set[date]:
