@@ -737,5 +737,5 @@ def test_replay_from_a_messy_file_publishes_what_ingest_keeps_and_says_what_it_s
     live = tmp_path / "live"
     done = stream(str(live), f"kafka://{broker}/{topic}")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "100 events in, 0 late events dropped" in done.stdout
+    assert "100 events in, 0 late events quarantined" in done.stdout
     assert_live_equals_batch(_merged(batch, live))
