@@ -810,21 +810,26 @@ def sql(ctx: _Context, statement: str, fmt: str, timeout_s: float, max_rows: int
         session.close()
 
 
+def _server_options(port: int, secret_env: str, timeout_help: str) -> Any:
+    """--host, --port and --timeout-s of a read server (the API, the SQL server)."""
+
+    def wrap(command: Any) -> Any:
+        command = click.option(
+            "--timeout-s", type=POSITIVE, default=30.0, show_default=True, help=timeout_help
+        )(command)
+        command = click.option("--port", type=PORT, default=port, show_default=True)(command)
+        return click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            help=f"Address to serve on (loopback by default; any other needs {secret_env}).",
+        )(command)
+
+    return wrap
+
+
 @cli.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to serve on (loopback by default; any other needs FUNNELPULSE_API_TOKEN).",
-)
-@click.option("--port", type=PORT, default=8080, show_default=True)
-@click.option(
-    "--timeout-s",
-    type=POSITIVE,
-    default=30.0,
-    show_default=True,
-    help="Statement timeout of each request.",
-)
+@_server_options(8080, "FUNNELPULSE_API_TOKEN", "Statement timeout of each request.")
 @click.pass_obj
 def api(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
     """Serve the read-only HTTP API (JSON or CSV; OpenAPI docs at /docs) until Ctrl-C."""
@@ -844,20 +849,7 @@ def api(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
 
 
 @cli.command("sql-server")
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to serve on (loopback by default; any other needs FUNNELPULSE_SQL_PASSWORD).",
-)
-@click.option("--port", type=PORT, default=5433, show_default=True)
-@click.option(
-    "--timeout-s",
-    type=POSITIVE,
-    default=30.0,
-    show_default=True,
-    help="Cancel a statement after this many seconds.",
-)
+@_server_options(5433, "FUNNELPULSE_SQL_PASSWORD", "Cancel a statement after this many seconds.")
 @click.pass_obj
 def sql_server(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
     """Serve read-only SQL over the Postgres wire protocol (psql, BI tools) until Ctrl-C."""
