@@ -279,3 +279,66 @@ def test_a_request_past_the_timeout_is_a_504_and_cors_is_off(warehouse: str) -> 
     crossed = fine.get("/api/v1/tables", headers={"Origin": "https://elsewhere.example"})
     assert crossed.status_code == 200
     assert not [h for h in crossed.headers if h.lower().startswith("access-control-")]
+
+
+def test_pages_encoded_by_the_database_equal_the_python_encoding(tmp_path: Path) -> None:
+    """The API's JSON pages come from the database's encoder: for every value kind a table holds
+    (times with and without a fraction or a zone, NaN, nulls, quotes, non-ASCII text) they decode
+    to what Python's encoding of the same rows decodes to; a type it does not cover (a decimal)
+    falls back to Python's encoding."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from funnelpulse import queries
+
+    warehouse = str(tmp_path / "warehouse")
+    odd = pa.table(
+        {
+            "date": pa.array([date(2019, 10, 1), date(2019, 10, 2), None, date(2019, 10, 3)]),
+            "at": pa.array(
+                [
+                    datetime(2019, 10, 1, 0, 0, 0, tzinfo=UTC),
+                    datetime(2019, 10, 1, 23, 59, 59, 250_000, tzinfo=UTC),
+                    None,
+                    datetime(2019, 10, 2, 1, 2, 3, 7, tzinfo=UTC),
+                ],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "plain_at": pa.array(
+                [datetime(2019, 10, 1, 5), datetime(2019, 10, 1, 5, 0, 0, 500), None, None],
+                pa.timestamp("us"),
+            ),
+            "brand": ['a"b\\c', "é ü 中", None, "line\nbreak\ttab"],
+            "views": pa.array([0, -3, None, 2**62], pa.int64()),
+            "rate": [0.1, float("nan"), None, 1e22],
+            "small": [2e-7, 1 / 3, None, 100.0],
+            "flag": [True, False, None, True],
+        }
+    )
+    tables.write(tables.table_path(warehouse, "odd"), odd)
+    money = pa.table(
+        {
+            "date": [date(2019, 10, 1), date(2019, 10, 2), date(2019, 10, 3)],
+            "price": pa.array([Decimal("12.50"), Decimal("-0.01"), None]),
+        }
+    )
+    tables.write(tables.table_path(warehouse, "money"), money)
+    for name in ("odd", "money"):
+        for since, limit, offset in ((None, 10, 0), (date(2019, 10, 2), 1, 0), (None, 2, 1)):
+            page = queries.rows(
+                warehouse, name, since=since, limit=limit, offset=offset, among=(name,)
+            ).data
+            encoded = queries.rows_json(
+                warehouse, name, since=since, limit=limit, offset=offset, among=(name,)
+            ).data
+            want = json.loads(json.dumps(page.rows, default=str))
+            got = json.loads(encoded.rows_json)
+            assert len(got) == encoded.count == len(page.rows) > 0
+            assert (encoded.truncated, encoded.next_offset) == (page.truncated, page.next_offset)
+            assert [list(r) for r in got] == [list(r) for r in want]  # same keys, same order
+            for g, w in zip(got, want, strict=True):
+                for key in w:
+                    nan = isinstance(w[key], float) and math.isnan(w[key])
+                    assert (nan and math.isnan(g[key])) or g[key] == w[key], (name, key)
