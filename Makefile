@@ -26,14 +26,16 @@ demo: $(CORE_STAMP)
 	$(BIN)/funnelpulse --warehouse $(WAREHOUSE) demo
 
 # System tools the tests use: Debian's chromium for the browser tests (never a downloaded
-# browser), shellcheck for the deploy script, psql (postgresql-client) for the SQL server and a
-# real Alertmanager for the alertmanager sink.
+# browser), shellcheck for the deploy script, psql (postgresql-client) and the PostgreSQL JDBC
+# driver (libpostgresql-jdbc-java) for the SQL server and a real Alertmanager for the
+# alertmanager sink.
 # Java 17 is expected for the Spark tests.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
+	[ -f /usr/share/java/postgresql.jar ] || missing="$$missing libpostgresql-jdbc-java"; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \

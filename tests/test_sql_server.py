@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,3 +292,127 @@ def test_grafanas_catalog_queries_are_answered(port: int, warehouse: str) -> Non
     schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
     assert [c for c, _ in got] == schema.names
     assert dict(got)["date"] == "DATE" and dict(got)["views"] == "BIGINT"
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pg_clients"
+JAVA = shutil.which("java")
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")  # Debian's libpostgresql-jdbc-java
+
+
+def replay(port: int, name: str) -> list[Any]:
+    """Each statement of a recorded client fixture through psycopg: its rows, its status, or
+    the error it got."""
+    from funnelpulse.sql import split
+
+    out: list[Any] = []
+    with psycopg.connect(dsn(port), connect_timeout=10, autocommit=True) as con:
+        for statement in split((FIXTURES / name).read_text()):
+            try:
+                cur = con.execute(statement)
+            except psycopg.Error as exc:
+                out.append(exc)
+                continue
+            out.append(cur.fetchall() if cur.description else cur.statusmessage)
+        out.append(con.info.backend_pid)
+    return out
+
+
+def served(warehouse: str) -> tuple[list[str], list[str]]:
+    from funnelpulse import queries
+
+    schema = tables.dataset(tables.table_path(warehouse, tables.GOLD_DAILY_BRAND)).schema
+    return queries.Snapshot(warehouse).names(), schema.names
+
+
+def test_metabases_catalog_queries_are_answered(port: int, warehouse: str) -> None:
+    """The statements Metabase's PostgreSQL driver sends on connect and sync (recorded from its
+    source): time zone, enum types, tables, columns with Postgres' type names, foreign keys."""
+    timezone, enums, listed, fields, fks, _ = replay(port, "metabase.sql")
+    names, columns = served(warehouse)
+    assert timezone == [("UTC",)]
+    assert enums == [] and fks == []
+    assert sorted(r[1] for r in listed) == sorted(names)
+    assert {(r[0], r[2]) for r in listed} == {("main", "TABLE")}
+    assert [r[0] for r in fields] == columns
+    assert [r[2] for r in fields] == list(range(len(columns)))
+    types = {r[0]: r[1] for r in fields}
+    assert (types["date"], types["brand"], types["views"], types["revenue"]) == (
+        "date",
+        "text",
+        "int8",
+        "float8",
+    )
+
+
+def test_supersets_catalog_queries_are_answered_and_its_cancel_refused(
+    port: int, warehouse: str
+) -> None:
+    """Superset's own statements (recorded from its source) and the SQLAlchemy reflection
+    queries its inspector makes: each answered, except ending another session, refused."""
+    answers = replay(port, "superset.sql")
+    catalogs, search_path, plan, pid, terminate, *reflection, backend_pid = answers
+    names, columns = served(warehouse)
+    assert len(catalogs) == 1
+    assert search_path == "SET"
+    assert plan and "gold_funnel_daily_brand" not in str(plan[0][0]).split("\n")[0]  # a plan
+    assert pid == [(backend_pid,)]  # the id the client was given for cancel requests
+    assert isinstance(terminate, psycopg.errors.ReadOnlySqlTransaction)
+    assert "not allowed" in str(terminate) and "cancel request" in str(terminate)
+    errors = [a for a in reflection if isinstance(a, Exception)]
+    assert errors == []
+    schemas, listed, foreign, views, fields, *_ = reflection
+    assert schemas == [("main",)]
+    assert sorted(r[0] for r in listed) == sorted(names)
+    assert foreign == [] and views == []
+    assert [r[0] for r in fields] == columns
+    assert dict((r[0], r[1]) for r in fields)["views"] == "bigint"
+
+
+def test_jdbc_connects_lists_and_queries_like_metabase(port: int, warehouse: str) -> None:
+    """Debian's PostgreSQL JDBC driver (what Metabase connects with): its metadata calls list
+    the schema, tables and columns, Metabase's statements run, a gold query with a bound date
+    equals the same query in DuckDB."""
+    assert JAVA and JDBC_JAR.exists(), (
+        "Java or the JDBC driver is missing: run `make test-deps` (libpostgresql-jdbc-java)"
+    )
+    done = subprocess.run(
+        [
+            JAVA,
+            "-cp",
+            str(JDBC_JAR),
+            str(FIXTURES / "JdbcCheck.java"),
+            str(port),
+            PASSWORD,
+            str(FIXTURES / "metabase.sql"),
+            "2019-10-01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    facts: dict[str, list[list[str]]] = {}
+    for line in done.stdout.splitlines():
+        kind, *rest = line.split("\t")
+        facts.setdefault(kind, []).append(rest)
+    names, columns = served(warehouse)
+    assert facts["PRODUCT"] == [["PostgreSQL", "15.0"]]
+    assert ["main"] in facts["SCHEMA"]
+    assert sorted(t[0] for t in facts["TABLE"]) == sorted(names)
+    assert [c[0] for c in facts["COLUMN"]] == columns
+    assert dict(facts["COLUMN"])["views"] == "int8" and dict(facts["COLUMN"])["date"] == "date"
+    assert facts["STATEMENT"] == [
+        ["0", "1"],
+        ["1", "0"],
+        ["2", str(len(names))],
+        ["3", str(len(columns))],
+        ["4", "0"],
+    ]
+    want = duck(
+        warehouse,
+        """SELECT brand, sum(views) AS views, sum(purchases) AS purchases
+        FROM gold_funnel_daily_brand WHERE date >= DATE '2019-10-01' GROUP BY brand
+        ORDER BY views DESC, brand LIMIT 5""",
+    )
+    assert facts["ROW"] == [["null" if b is None else b, str(v), str(p)] for b, v, p in want]
+    assert len(want) == 5

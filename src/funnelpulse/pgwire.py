@@ -140,6 +140,10 @@ def literal(value: str | None, oid: int) -> str:
         return value
     if oid == 16:
         return "TRUE" if value.lower() in ("t", "true", "1", "on", "yes") else "FALSE"
+    if oid in (0, 1082):  # JDBC sends a date with its zone ("2019-10-01 +00"): a date is zoneless
+        dated = re.fullmatch(r"(\d{4}-\d{2}-\d{2}) [+-]\d{2}(?::?\d{2})?", value)
+        if dated:
+            value = dated.group(1)
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -297,6 +301,7 @@ class _Connection:
         ):
             self.send(b"S", name.encode() + b"\0" + value.encode() + b"\0")
         self.key = self.server.register(self.session)
+        self.session.backend_pid = self.key[0]  # what pg_backend_pid() answers
         self.send(b"K", struct.pack(">ii", *self.key))
         self.ready()
         return True

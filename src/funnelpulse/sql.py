@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,8 @@ _SETTING = re.compile(
     r"(?:\bpg_catalog\.)?\bcurrent_setting\s*\(\s*'([^']+)'\s*(?:,\s*\w+\s*)?\)", re.IGNORECASE
 )
 _STRING = re.compile(r"'(?:[^']|'')*'")
+_OTHER_SESSIONS = re.compile(r"\bpg_(?:terminate|cancel)_backend\s*\(", re.IGNORECASE)
+_BACKEND_PID = re.compile(r"(?:\bpg_catalog\.)?\bpg_backend_pid\s*\(\s*\)", re.IGNORECASE)
 _CATALOG = re.compile(
     r"\b(pg_catalog|information_schema|pg_[a-z_]+|duckdb_[a-z_]+|current_schema|"
     r"current_database|current_user|session_user|version|has_\w+_privilege)\b",
@@ -124,6 +126,15 @@ _CATALOG_VIEWS: dict[str, str] = {
     f"NULL::BOOLEAN AS tgisinternal, NULL::VARCHAR AS tgenabled, NULL::BIGINT AS tgparentid {_NONE}",
     "pg_rewrite": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS rulename, NULL::BIGINT AS ev_class, "
     f"NULL::VARCHAR AS ev_type, NULL::VARCHAR AS ev_enabled {_NONE}",
+    "pg_index": "SELECT NULL::BIGINT AS indexrelid, NULL::BIGINT AS indrelid, "
+    "NULL::SMALLINT[] AS indkey, NULL::INTEGER AS indnatts, NULL::INTEGER AS indnkeyatts, "
+    "NULL::BOOLEAN AS indisunique, NULL::BOOLEAN AS indisprimary, "
+    "NULL::BOOLEAN AS indnullsnotdistinct, NULL::BOOLEAN AS indisclustered, "
+    "NULL::BOOLEAN AS indisvalid, NULL::INTEGER[] AS indoption, NULL::VARCHAR AS indexprs, "
+    f"NULL::VARCHAR AS indpred, NULL::BIGINT[] AS indclass {_NONE}",
+    "pg_database": "SELECT * FROM pg_catalog.pg_database WHERE datname = current_database()",
+    "pg_opclass": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS opcname, "
+    f"NULL::BOOLEAN AS opcdefault {_NONE}",
     "pg_foreign_table": f"SELECT NULL::BIGINT AS ftrelid, NULL::BIGINT AS ftserver {_NONE}",
     "pg_partitioned_table": f"SELECT NULL::BIGINT AS partrelid, NULL::VARCHAR AS partstrat {_NONE}",
     "pg_collation": "SELECT oid, collname, NULL::BIGINT AS collnamespace FROM pg_catalog.pg_collation",
@@ -134,8 +145,16 @@ _CATALOG_VIEWS: dict[str, str] = {
     f"NULL::VARCHAR AS extversion, NULL::BIGINT AS extnamespace {_NONE}",
     "information_schema_tables": "SELECT * FROM information_schema.tables "
     f"WHERE table_name NOT LIKE {_OWN}",
-    "information_schema_columns": "SELECT * FROM information_schema.columns "
-    f"WHERE table_name NOT LIKE {_OWN}",
+    # Postgres' short type names (udt_name), which drivers map to their types (Metabase).
+    "information_schema_columns": "SELECT * REPLACE ('pg_catalog' AS udt_schema, "
+    "CASE data_type WHEN 'BIGINT' THEN 'int8' WHEN 'INTEGER' THEN 'int4' "
+    "WHEN 'SMALLINT' THEN 'int2' WHEN 'DOUBLE' THEN 'float8' WHEN 'FLOAT' THEN 'float4' "
+    "WHEN 'BOOLEAN' THEN 'bool' WHEN 'TIMESTAMP WITH TIME ZONE' THEN 'timestamptz' "
+    "WHEN 'TIMESTAMP' THEN 'timestamp' WHEN 'DATE' THEN 'date' WHEN 'VARCHAR' THEN 'text' "
+    "ELSE lower(data_type) END AS udt_name, 'NO' AS is_identity) "
+    f"FROM information_schema.columns WHERE table_name NOT LIKE {_OWN}",
+    "pg_stat_user_tables": "SELECT NULL::BIGINT AS relid, NULL::VARCHAR AS schemaname, "
+    f"NULL::VARCHAR AS relname, NULL::BIGINT AS n_live_tup {_NONE}",
     "information_schema_views": "SELECT * FROM information_schema.views "
     f"WHERE table_name NOT LIKE {_OWN}",
     "pg_roles": "SELECT 10::BIGINT AS oid, 'funnelpulse' AS rolname, false AS rolsuper, "
@@ -144,11 +163,48 @@ _CATALOG_VIEWS: dict[str, str] = {
 }
 
 # Postgres spellings DuckDB does not parse, rewritten to what it does.
-_REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
+# Postgres' fixed oids of its catalog tables, for `'pg_class'::regclass` in catalog joins.
+_CATALOG_OIDS = {
+    "pg_type": 1247,
+    "pg_attribute": 1249,
+    "pg_proc": 1255,
+    "pg_class": 1259,
+    "pg_constraint": 2606,
+    "pg_description": 2609,
+    "pg_index": 2610,
+    "pg_namespace": 2615,
+}
+
+
+def _catalog_oid(match: re.Match[str]) -> str:
+    name = match.group(1).lower().removeprefix("pg_catalog.")
+    return str(_CATALOG_OIDS[name]) if name in _CATALOG_OIDS else "NULL::BIGINT"
+
+
+def _printf(match: re.Match[str]) -> str:
+    """Postgres' format('%s %I', ...) as printf: %I (a quoted name) printed as it is."""
+    return "printf(" + match.group(1).replace("%I", "%s").replace("%L", "%s")
+
+
+_REWRITES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    # Before the catalog names are rewritten: these hold them in strings.
+    (re.compile(r"'([\w.]*)'\s*::\s*regclass\b", re.IGNORECASE), _catalog_oid),
+    (
+        re.compile(r"\bCAST\s*\(\s*'([\w.]*)'(?:\s*::\s*\w+)?\s+AS\s+regclass\s*\)", re.I),
+        _catalog_oid,
+    ),
+    (re.compile(r"\bformat\s*\(\s*('(?:[^']|'')*')", re.IGNORECASE), _printf),
     (re.compile(r"OPERATOR\s*\(\s*pg_catalog\.([~!=<>*+-]+)\s*\)", re.IGNORECASE), r"\1"),
     (re.compile(r"\s+COLLATE\s+pg_catalog\.\"?default\"?", re.IGNORECASE), ""),
     (re.compile(r"\bpg_catalog\.(version)\s*\(\s*\)", re.IGNORECASE), "'" + VERSION_TEXT + "'"),
     (re.compile(r"(?<![\w.])version\s*\(\s*\)", re.IGNORECASE), "'" + VERSION_TEXT + "'"),
+    # Quoted schema names (SQL builders quote every identifier: "pg_catalog"."pg_class").
+    (re.compile(r'"pg_catalog"\s*\.\s*', re.IGNORECASE), ""),
+    (
+        re.compile(r'"information_schema"\s*\.\s*"?(tables|columns|views)"?(?![\w"])', re.I),
+        r"information_schema_\1",
+    ),
+    (re.compile(r'"information_schema"\s*\.\s*', re.IGNORECASE), "information_schema."),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.IGNORECASE), r"\1("),
     (re.compile(r"\bpg_catalog\s*\.\s*", re.IGNORECASE), ""),
     (re.compile(r"\binformation_schema\s*\.\s*(tables|columns|views)\b", re.IGNORECASE), r"information_schema_\1"),
@@ -235,6 +291,26 @@ def _locked_connection() -> Any:
     return con
 
 
+def uncommented(sql: str) -> str:
+    """`sql` without its `--` line comments (quoted text kept): a comment naming a table or
+    holding a quote (Metabase heads each query with one) must not steer how it is run."""
+    out, i, quote = [], 0, ""
+    while i < len(sql):
+        ch = sql[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = len(sql) if end < 0 else end
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def split(sql: str) -> list[str]:
     """The statements of a script (semicolons inside strings and quoted names kept)."""
     out, start, i, quote = [], 0, 0, ""
@@ -270,6 +346,7 @@ class SqlSession:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.settings = dict(SESSION_SETTINGS)
+        self.backend_pid = 0  # the id a Postgres-wire client was given for cancel requests
         self._data = _locked_connection()
         self._catalog = connect()
         self._pinned: dict[str, int | None] = {}
@@ -323,7 +400,7 @@ class SqlSession:
     # -- statements ------------------------------------------------------------------------
     def run(self, statement: str) -> Result:
         """Run one statement, read-only, within the statement timeout."""
-        text = statement.strip().rstrip(";").strip()
+        text = uncommented(statement).strip().rstrip(";").strip()
         if not text:
             return Result(tag="EMPTY")
         answered = self._session_statement(text)
@@ -331,6 +408,12 @@ class SqlSession:
             return answered
         text = _SETTING.sub(lambda m: self._setting_literal(m.group(1)), text)
         bare = _STRING.sub("''", text)
+        if _OTHER_SESSIONS.search(bare):
+            raise ReadOnlyError(
+                "Ending or cancelling other sessions' statements is not allowed here. Cancel "
+                "your own statement with your client's cancel request"
+            )
+        text = _BACKEND_PID.sub(str(self.backend_pid), text)
         mentioned = [
             n for n in queries.TABLE_NAMES if re.search(rf"\b{re.escape(n)}\b", bare, re.I)
         ]
