@@ -342,3 +342,48 @@ def test_pages_encoded_by_the_database_equal_the_python_encoding(tmp_path: Path)
                 for key in w:
                     nan = isinstance(w[key], float) and math.isnan(w[key])
                     assert (nan and math.isnan(g[key])) or g[key] == w[key], (name, key)
+
+
+def test_a_request_past_its_timeout_interrupts_its_query(
+    warehouse: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deliberately slow query (minutes of work) behind /api/v1/report: past the 1 s timeout
+    the client gets its 504 and the query itself is interrupted, so its worker is free again
+    within moments and the next request is answered."""
+    import threading
+    import time
+
+    import duckdb
+    from fastapi.testclient import TestClient
+
+    from funnelpulse import queries
+    from funnelpulse.api import create_app
+    from funnelpulse.localdb import connect
+
+    started = threading.Event()
+    outcome: list[str] = []
+
+    def slow_report(*args: object, **kwargs: object) -> object:
+        con = connect()
+        started.set()
+        try:
+            con.execute("SELECT count(*) FROM range(1000000000000) a, range(10) b").fetchall()
+            outcome.append("finished")
+        except duckdb.InterruptException:
+            outcome.append("interrupted")
+            raise
+        return queries.Read({})
+
+    monkeypatch.setattr(queries, "report", slow_report)
+    app = create_app(warehouse, token=None, timeout_s=1.0)
+    with TestClient(app) as client:
+        response = client.get("/api/v1/report")
+        assert response.status_code == 504 and "timeout" in response.json()["error"]
+        assert started.is_set()
+        deadline = time.monotonic() + 20
+        while app.state.reads_running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.reads_running == 0  # the worker is free, not still counting
+        assert outcome == ["interrupted"]
+        monkeypatch.undo()
+        assert client.get("/api/v1/report").status_code == 200

@@ -17,6 +17,7 @@ from typing import Any
 from . import queries, tables
 from .config import check_bind
 from .errors import ConfigError, FunnelPulseError, MissingDependencyError, WarehouseError
+from .localdb import Interrupter, interruptible
 from .report import csv_text
 
 try:
@@ -95,16 +96,31 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             status = 404
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    app.state.reads_running = 0
+    running_guard = threading.Lock()
+
     async def read(call: Callable[[], queries.Read]) -> queries.Read:
-        """Run a read off the event loop, within the statement timeout."""
+        """Run a read off the event loop, within the statement timeout: past it the client gets
+        its 504 at once and the read's queries are interrupted, so its worker thread is free."""
         from .sql import StatementTimeout
+
+        interrupter = Interrupter()
+
+        def work() -> queries.Read:
+            with running_guard:
+                app.state.reads_running += 1
+            try:
+                with interruptible(interrupter):
+                    return call()
+            finally:
+                with running_guard:
+                    app.state.reads_running -= 1
 
         try:
             with anyio.fail_after(timeout_s):
-                # Abandoned on timeout: the client gets its 504 now; the read (bounded by its
-                # date range and row cap) ends on its own.
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         except TimeoutError as exc:
+            interrupter.interrupt()
             raise StatementTimeout(
                 f"The request ran longer than the {timeout_s:g} s timeout. Narrow it (a date "
                 "range, a segment) and ask again"

@@ -5,14 +5,64 @@ report, dashboard, detection and stream, whichever engine built it: set up the s
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 
 import duckdb
 
 from .errors import FunnelPulseError
 
 
+class Interrupter:
+    """The connections one piece of work opened, so another thread can stop its queries (an
+    HTTP request past its timeout): each running query ends at once with an interrupt error."""
+
+    def __init__(self) -> None:
+        self._connections: list[duckdb.DuckDBPyConnection] = []
+        self._guard = threading.Lock()
+        self.interrupted = False
+
+    def add(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._guard:
+            self._connections.append(con)
+            stopped = self.interrupted
+        if stopped:  # opened after the interrupt: stop it before it starts
+            con.interrupt()
+
+    def interrupt(self) -> None:
+        with self._guard:
+            self.interrupted = True
+            connections = list(self._connections)
+        for con in connections:
+            with suppress(duckdb.Error):  # already closed: nothing runs on it
+                con.interrupt()
+
+
+_interrupter: ContextVar[Interrupter | None] = ContextVar("interrupter", default=None)
+
+
+@contextmanager
+def interruptible(interrupter: Interrupter) -> Iterator[Interrupter]:
+    """Connections opened (by `connect` or `track`) inside this block join `interrupter`."""
+    token = _interrupter.set(interrupter)
+    try:
+        yield interrupter
+    finally:
+        _interrupter.reset(token)
+
+
+def track(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """`con` joins the current interruptible block, if any."""
+    interrupter = _interrupter.get()
+    if interrupter is not None:
+        interrupter.add(con)
+    return con
+
+
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+    con = track(duckdb.connect())
     # Dates and hours are UTC whatever the machine's zone; the raw text says UTC.
     con.execute("SET TimeZone='UTC'")
     con.execute("SET enable_progress_bar=false")

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 from . import tables
 from .contract import UNKNOWN, band_order_sql, rollup_sql
 from .errors import ConfigError, WarehouseError
-from .localdb import connect
+from .localdb import connect, track
 
 if TYPE_CHECKING:
     from .funnel import FunnelResult, FunnelSpec
@@ -130,7 +130,7 @@ def _cursor() -> Any:
     with _base_guard:
         if _base is None:
             _base = connect()
-        con = _base.cursor()
+        con = track(_base.cursor())
     con.execute("SET TimeZone='UTC'")
     return con
 
