@@ -189,7 +189,9 @@ def main() -> None:
                         response = own.get(path, params=params)
                         ok = response.status_code == 200 and len(response.json()["rows"]) > 0
                     except httpx.HTTPError as exc:
-                        ok, response = False, exc
+                        ok, response = False, exc  # type: ignore[assignment]
+                    if not ok and isinstance(response, httpx.Response):
+                        response = f"{response.status_code} {response.text[:200]}"  # type: ignore[assignment]
                     with guard:
                         (latencies if ok else failures).append(
                             time.perf_counter() - t0 if ok else repr(response)
@@ -212,6 +214,8 @@ def main() -> None:
             f"{latencies[int(len(latencies) * 0.95)] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms; "
             f"/healthz answered {len(health)} times under load (max {max(health) * 1000:.0f} ms)"
         )
+        for failure in sorted(set(failures))[:5]:
+            print(f"  failed: {failure}")
 
 
 if __name__ == "__main__":
