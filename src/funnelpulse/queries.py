@@ -9,6 +9,7 @@ until `vacuum`, and the newest version's files are never vacuumed.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -446,8 +447,6 @@ def rows_json(
     )
     fields = [(f.name, _json_expr(f)) for f in data.schema]
     if any(expr is None for _, expr in fields):  # a type the SQL encoding does not cover
-        import json
-
         read = rows(
             warehouse,
             name,
