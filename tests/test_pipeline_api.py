@@ -56,8 +56,8 @@ def test_dashboard_pages_use_the_config_the_cli_was_given(
 def test_error_lines_and_log_lines_never_show_a_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from funnelpulse.anomaly.sinks import ScrubSecrets
     from funnelpulse.cli import run
+    from funnelpulse.redact import ScrubSecrets
 
     secret = "sasl-Pa55word-XYZ"
     monkeypatch.setenv("FUNNELPULSE_KAFKA_SASL_PASSWORD", secret)

@@ -344,7 +344,7 @@ def commit(
     under the warehouse's writer lock, so two processes never compute their replacements from the
     same old state (which duplicated rows). Files of a failed commit are deleted.
     """
-    from .warehouse import writer_lock
+    from .locks import writer_lock
 
     with writer_lock(_warehouse_of(path)):
         return _commit(path, schema, write_files, partition_by, replace)
