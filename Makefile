@@ -48,8 +48,11 @@ test: $(STAMP) test-deps
 test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser and not faults and not slow"
 
+# Layers (import-linter contracts in pyproject.toml) and cycles (imports inside functions count).
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/import_cycles.py
 	$(BIN)/mypy src
 
 bench: $(STAMP)
