@@ -43,3 +43,37 @@ def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path: Path) ->
     assert edges["pkg.typed"] == set()  # type-only imports never run
     assert edges["pkg.other"] == {"pkg.typed"}
     assert checker.cycles(edges) == [["pkg.low", "pkg.sub.high"]]
+
+
+HEAVY = ("pyarrow", "pandas", "duckdb", "numpy", "scipy", "deltalake", "sqlglot", "rich")
+HEAVY += ("pyspark", "confluent_kafka", "streamlit", "fastapi", "uvicorn")
+
+
+def test_help_and_version_load_no_heavy_package() -> None:
+    """`funnelpulse --help`, a command's --help and --version import only what they need."""
+    import subprocess
+
+    code = (
+        "import contextlib, io, runpy, sys\n"
+        "sys.argv = ['funnelpulse', *sys.argv[1:]]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        runpy.run_module('funnelpulse', run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), exc.code\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    for args in (["--help"], ["--version"], ["ingest", "--help"], ["stream", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]", (args, done.stdout)
+
+
+def test_the_public_names_still_load_from_the_package() -> None:
+    import funnelpulse
+
+    for name in funnelpulse.__all__:
+        assert getattr(funnelpulse, name).__name__ == name
+    assert set(funnelpulse.__all__) == set(funnelpulse._PUBLIC)

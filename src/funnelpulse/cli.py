@@ -25,8 +25,8 @@ from .cli_options import (
     check_range,
     event_file,
 )
+from .config import ENGINES as ENGINE_NAMES
 from .config import OFFSET_RESETS
-from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
 if TYPE_CHECKING:
