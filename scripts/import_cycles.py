@@ -19,20 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "funnelpulse"
-# The one cycle not cut yet, named exactly: recovery of a killed step (warehouse.py) re-runs an
-# ingest, an ingest recovers first, and the DuckDB engine's reader still takes its row helpers from
-# ingest.py. It passes only while it is exactly these modules: a new cycle, or a module joining
-# this one, fails.
-KNOWN = [
-    frozenset(
-        {
-            "funnelpulse.engines",
-            "funnelpulse.engines.duckdb_ingest",
-            "funnelpulse.ingest",
-            "funnelpulse.warehouse",
-        }
-    )
-]
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
@@ -180,18 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             for target in sorted(edges[name]):
                 print(f"{name} -> {target}")
     found = cycles(edges)
-    new = [c for c in found if frozenset(c) not in KNOWN]
-    for component in found:
-        known = " (known, not cut yet)" if component not in new else ""
-        print(f"Import cycle of {len(component)} modules{known}: {', '.join(component)}")
-        print("  for example: " + " -> ".join(shortest_loop(edges, component)))
-    if not new:
-        print(
-            f"No new import cycle among {len(edges)} modules (imports inside functions counted)."
-        )
+    if not found:
+        print(f"No import cycle among {len(edges)} modules (imports inside functions counted).")
         return 0
+    for component in found:
+        print(f"Import cycle of {len(component)} modules: {', '.join(component)}")
+        print("  for example: " + " -> ".join(shortest_loop(edges, component)))
     return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

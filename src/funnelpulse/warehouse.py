@@ -26,13 +26,15 @@ from typing import Any
 
 from . import build_records, faults, tables
 from .console import Progress, SilentProgress
-from .errors import WarehouseError
+from .errors import InputError, WarehouseError
+from .ingest import FileReader, FileResult, IngestResult, check_file, list_uri
 from .locks import META as META
 from .locks import _meta_dir
 from .locks import stream_lock as stream_lock
 from .locks import take_flock as take_flock
 from .locks import writer_active as writer_active
 from .locks import writer_lock as writer_lock
+from .raw_lines import fingerprint
 
 # ---------------------------------------------------------------------------------------------
 # Journals
@@ -204,8 +206,6 @@ def drop_superseded(warehouse: str, done: Callable[[dict[str, Any]], bool]) -> N
 
 
 def _recover_ingest(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
-    from .ingest import fingerprint, ingest_file
-
     source, local = record["source"], record.get("path")
     if local and os.path.isfile(local) and fingerprint(local) == record["ingest_id"]:
         progress.step(f"Completing the interrupted ingest of {source}")
@@ -274,6 +274,99 @@ def _drop_orphans(warehouse: str, record: dict[str, Any]) -> None:
     names = INGEST_TABLES if record.get("kind") == "ingest" else _build_tables()
     for name in names:
         tables.drop_uncommitted(tables.table_path(warehouse, name), tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest as one step (the reading is the engine's)
+
+
+def ingest_file(
+    warehouse: str,
+    path: Path,
+    progress: Progress | None = None,
+    source: str | None = None,
+    *,
+    recovering: bool = False,
+    read: FileReader | None = None,
+) -> FileResult:
+    """Ingest one raw file, replacing whatever an earlier ingest of it produced.
+
+    `source` names the file in the tables when it was staged from a URI. All or nothing as users
+    see it: under the writer lock, journaled from before the first commit to after the last, so
+    a crash in between is finished or undone by the next command (see recover).
+    """
+    if read is None:
+        from .engines import local_reader
+
+        read = local_reader()
+    progress = progress or SilentProgress()
+    header = check_file(path)
+    source = source or str(path.resolve())
+    ingest_id = fingerprint(path)
+    with writer_lock(warehouse, progress):
+        if not recovering:
+            recover(warehouse, progress, superseded=lambda r: r.get("source") == source)
+        progress.step(f"Reading {path.name}")
+        local = None if "://" in source else str(path.resolve())
+        with journal(
+            warehouse,
+            "ingest",
+            source=source,
+            path=local,
+            ingest_id=ingest_id,
+            versions=versions(warehouse, INGEST_TABLES),
+        ):
+            result = read(warehouse, path, source, ingest_id, header, progress)
+            faults.checkpoint("ingest.quarantine_committed")
+        # Same source, ingested again in full: interrupted ingests of it need nothing more.
+        drop_superseded(warehouse, lambda r: r.get("source") == source)
+    return result
+
+
+def ingest(
+    warehouse: str,
+    paths: list[str | Path],
+    progress: Progress | None = None,
+    read: FileReader | None = None,
+) -> IngestResult:
+    """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
+    if not paths:
+        raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
+    result = IngestResult()
+    given = {str(Path(str(p)).resolve()) for p in paths if "://" not in str(p)}
+    with writer_lock(warehouse, progress):
+        # Finish what a killed ingest or build left, except files this command ingests anyway.
+        recover(warehouse, progress, superseded=lambda r: r.get("source") in given)
+        for path in paths:
+            text = str(path)
+            if "://" not in text:
+                result.files.append(ingest_file(warehouse, Path(text), progress, read=read))
+                continue
+            for uri, local in _staged(text, progress or SilentProgress()):
+                done = ingest_file(warehouse, local, progress, source=uri, read=read)
+                local.unlink(missing_ok=True)
+                result.files.append(done)
+    return result
+
+
+def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
+    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
+    import tempfile
+
+    from pyarrow import fs
+
+    with tempfile.TemporaryDirectory(prefix="funnelpulse-stage-") as folder:
+        for remote in list_uri(uri):
+            filesystem, name = fs.FileSystem.from_uri(remote)
+            local = Path(folder, Path(name).name)
+            progress.step(f"Copying {remote}")
+            fs.copy_files(
+                name,
+                str(local),
+                source_filesystem=filesystem,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            yield remote, local
 
 
 # ---------------------------------------------------------------------------------------------
