@@ -19,6 +19,7 @@ from funnelpulse.engines.base import MODELS
 from funnelpulse.generate import price_band
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=0.01, max_value=1e6, allow_nan=False), min_size=1))
 def test_sql_and_numpy_price_bands_agree(prices: list[float]) -> None:

@@ -88,6 +88,7 @@ def test_parse_json_reads_objects_and_marks_what_is_not_one() -> None:
     assert mixed.column("raw_text").to_pylist()[1:3] == ["not json", "[1, 2]"]
 
 
+@pytest.mark.slow
 def test_files_source_judges_like_ingest(tmp_path: Path) -> None:
     """Missing and extra columns, bad values and blank lines: the stream quarantines exactly the
     rows a batch ingest quarantines, with the same reasons and line numbers."""
@@ -558,6 +559,7 @@ def test_kafka_options_reach_the_real_clients(broker: str, tmp_path: Path) -> No
     assert "compression" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_engines_refuse_each_others_live_table(tmp_path: Path) -> None:
     """Each engine keeps its own position; mixing them would count events twice."""
     folder = tmp_path / "incoming"
@@ -577,6 +579,7 @@ def test_the_engines_refuse_each_others_live_table(tmp_path: Path) -> None:
 RETENTION_ENV = "FUNNELPULSE_STREAM_RETENTION_S"
 
 
+@pytest.mark.slow
 def test_stream_retention_is_a_checked_setting_that_reaches_both_live_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
