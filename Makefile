@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core
 WAREHOUSE ?= ./warehouse
 
-.PHONY: demo test test-fast lint bench clean test-deps
+.PHONY: demo test test-fast lint layers bench clean test-deps
 
 # The demo needs only the core install (DuckDB engine, no pyspark, streamlit or Kafka client);
 # the tests need every extra.
@@ -43,19 +43,30 @@ test-deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) test-deps
-	$(BIN)/python -m pytest -q
+# Test files run in parallel, one worker per core, each file whole on one worker: a file's broker,
+# built warehouses and Spark session are set up once, and files never share a warehouse.
+PARALLEL ?= -n auto --dist loadfile
+
+test: $(STAMP) test-deps layers
+	$(BIN)/python -m pytest -q $(PARALLEL)
 
 # The edit loop: no Spark, no broker, no browser, no fault injection, nothing marked slow.
 test-fast: $(STAMP) test-deps
-	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser and not faults and not slow"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not spark and not kafka and not browser and not faults and not slow"
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+# Layers (import-linter contracts in pyproject.toml) and cycles (imports inside functions count).
+lint: $(STAMP) layers
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy src
+
+# Layers (import-linter contracts in pyproject.toml) and cycles (imports inside functions count):
+# a few seconds, so `make test` runs them too.
+layers: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/import_cycles.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batch.py
 
 clean:
-	rm -rf $(VENV) $(WAREHOUSE) .pytest_cache
+	rm -rf $(VENV) $(WAREHOUSE) .pytest_cache .import_linter_cache

@@ -26,9 +26,9 @@ from funnelpulse.anomaly.incidents import (
     Detected,
     evaluate,
     group_incidents,
-    load_labels,
     notified,
 )
+from funnelpulse.labels import load_labels
 
 
 def per_segment(rows: list[dict[str, Any]]) -> list[Detected]:

@@ -28,7 +28,7 @@ from _measure import measure  # noqa: E402
 
 INGEST = """
 import time
-from funnelpulse.ingest import ingest
+from funnelpulse.warehouse import ingest
 t = time.perf_counter()
 r = ingest(WAREHOUSE, [FILE])
 print(f"{time.perf_counter() - t:.3f} {r.bronze_rows} {r.quarantined_rows}")
@@ -36,7 +36,7 @@ print(f"{time.perf_counter() - t:.3f} {r.bronze_rows} {r.quarantined_rows}")
 
 FINGERPRINT = """
 import time
-from funnelpulse.ingest import fingerprint
+from funnelpulse.raw_lines import fingerprint
 t = time.perf_counter()
 fingerprint(FILE)
 print(f"{time.perf_counter() - t:.3f}")

@@ -60,6 +60,23 @@ def fp(
     )
 
 
+def cli(
+    warehouse: Path, *args: str, kill_at: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`funnelpulse --quiet --warehouse WAREHOUSE ARGS` as its own process; `kill_at` names the
+    fault checkpoint (faults.py) where it kills itself with SIGKILL."""
+    env = {k: v for k, v in os.environ.items() if k != "FUNNELPULSE_KILL_AT"}
+    if kill_at:
+        env["FUNNELPULSE_KILL_AT"] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(warehouse), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def assert_live_equals_batch(p: Pipeline) -> None:
     """Each live hour of a brand equals the batch build's, and is final once 2 h behind the newest
     event."""

@@ -539,6 +539,8 @@ print(r.summary())
 """
 
 
+@pytest.mark.slow
+@pytest.mark.faults
 @pytest.mark.parametrize("kill_at", ["alerts.after_send", "alerts.resolve_after_send"])
 def test_kill_9_between_a_pagerduty_event_and_its_record_repeats_only_that_event_same_key(
     tmp_path: Path, kill_at: str

@@ -12,13 +12,14 @@ from conftest import row, write_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnelpulse import Pipeline, contract
+from funnelpulse import Pipeline, contract, tables
 from funnelpulse.anomaly import annotations, incident_store
 from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.engines.base import MODELS
 from funnelpulse.generate import price_band
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=0.01, max_value=1e6, allow_nan=False), min_size=1))
 def test_sql_and_numpy_price_bands_agree(prices: list[float]) -> None:
@@ -173,7 +174,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> str:
     return p.warehouse
 
 
-@pytest.mark.parametrize("name", sorted(contract.TABLE_SCHEMAS))
+@pytest.mark.parametrize("name", sorted(tables.TABLE_SCHEMAS))
 def test_each_written_table_has_the_contract_schema(written: str, name: str) -> None:
     """The Delta table on disk has exactly the contract's columns, order and types: a writer that
     drifts (a column added, renamed, retyped or moved) fails here, not in a reader."""
@@ -183,7 +184,7 @@ def test_each_written_table_has_the_contract_schema(written: str, name: str) -> 
 
     table = DeltaTable(tables.table_path(written, name))
     on_disk = pa.schema(table.schema().to_arrow())
-    expected = contract.TABLE_SCHEMAS[name]
+    expected = tables.TABLE_SCHEMAS[name]
     assert on_disk.names == expected.names
     assert on_disk.equals(expected), f"{name}:\n{on_disk}\n!=\n{expected}"
     assert table.to_pyarrow_table().num_rows > 0, f"{name} was written empty"

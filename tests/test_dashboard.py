@@ -93,6 +93,7 @@ def test_segment_pages_match_report(
     }
 
 
+@pytest.mark.slow
 def test_anomaly_page(tmp_path: Path) -> None:
     from funnelpulse import generate_events, write_events
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from funnelpulse import Pipeline, tables
-from funnelpulse.anomaly.incidents import KINDS, group_incidents, load_labels
+from funnelpulse.anomaly.incidents import group_incidents
+from funnelpulse.generate import KINDS
+from funnelpulse.labels import load_labels
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

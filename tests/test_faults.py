@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from funnelpulse import tables
 from funnelpulse.dashboard.data import DashboardData
@@ -53,21 +54,6 @@ def make_csv(path: Path, rows: int, start: str, days: int, seed: int) -> Path:
     path.write_text("\n".join(lines) + "\n")
     assert len(lines) == rows + BAD_LINES + 1
     return path
-
-
-def cli(
-    warehouse: Path, *args: str, kill_at: str | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FUNNELPULSE_KILL_AT"}
-    if kill_at:
-        env["FUNNELPULSE_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(warehouse), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

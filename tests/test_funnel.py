@@ -310,6 +310,7 @@ def test_real_sample_matches_reference(demo_warehouse: Pipeline, spec: FunnelSpe
     assert_same(got, want)
 
 
+@pytest.mark.slow
 def test_gold_tables_equal_the_query(demo_warehouse: Pipeline) -> None:
     for name, by in GOLD_FUNNELS.items():
         spec = FunnelSpec(by=by)

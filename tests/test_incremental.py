@@ -4,18 +4,15 @@ changed files, late files and empty files, and after a kill at every commit boun
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import row, write_csv
+from conftest import cli, row, write_csv
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -160,19 +157,6 @@ def test_random_ingests_then_incremental_build_equal_a_full_rebuild(
         assert_equals_full_rebuild(wh, scratch)
 
 
-def _cli(wh: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FUNNELPULSE_KILL_AT"}
-    if kill_at:
-        env["FUNNELPULSE_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(wh), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.mark.faults
 @pytest.mark.parametrize(
     "point",
@@ -193,21 +177,21 @@ def test_incremental_build_killed_at_each_boundary_then_rebuilt_equals_full(
     wh = tmp_path / "wh"
     days = [FIRST + timedelta(d) for d in range(6)]
     hist = write_csv(raw / "hist.csv", [r for d in days for r in day_rows(rng, d, 20, str(d))])
-    assert _cli(wh, "ingest", str(hist)).returncode == 0
-    assert _cli(wh, "build").returncode == 0
+    assert cli(wh, "ingest", str(hist)).returncode == 0
+    assert cli(wh, "build").returncode == 0
     new = write_csv(
         raw / "new.csv",
         day_rows(rng, FIRST + timedelta(6), 20, "new") + day_rows(rng, FIRST, 4, "late"),
     )
-    assert _cli(wh, "ingest", str(new)).returncode == 0
-    assert _cli(wh, "build", kill_at=point).returncode == -signal.SIGKILL
-    again = _cli(wh, "build")
+    assert cli(wh, "ingest", str(new)).returncode == 0
+    assert cli(wh, "build", kill_at=point).returncode == -signal.SIGKILL
+    again = cli(wh, "build")
     assert again.returncode == 0, again.stderr
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     assert_equals_full_rebuild(wh, scratch)
     # A later build finds nothing left to do: what was built is recorded once it is all built.
-    assert "Nothing to build" in _cli(wh, "build").stdout
+    assert "Nothing to build" in cli(wh, "build").stdout
 
 
 def test_a_late_view_that_moves_a_long_sessions_entry_far_back_stays_exact(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 
 from funnelpulse import Pipeline, raw_lines, tables
 from funnelpulse.errors import InputError
-from funnelpulse.ingest import fingerprint
 from funnelpulse.pipeline import sample_files
-from funnelpulse.raw_lines import AccountingError, LineReader, split_quoted
+from funnelpulse.raw_lines import AccountingError, LineReader, fingerprint, split_quoted
 
 
 def _sample_lines(n: int) -> list[str]:

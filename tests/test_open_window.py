@@ -77,6 +77,7 @@ def test_alpha_follows_the_target_false_alert_rate() -> None:
     assert per_test_alpha(1.0, 10, 3, 6, 15, 2) == a * 3
 
 
+@pytest.mark.slow
 def test_broken_checkout_is_found_within_ten_minutes_and_a_clean_day_is_quiet() -> None:
     rng = np.random.default_rng(3)
     rates = np.array([1500.0, 300.0, 40.0])  # views per hour: shop-like, a top brand, a small brand
@@ -206,6 +207,7 @@ def test_an_incident_opens_once_runs_and_resolves_when_purchases_are_back() -> N
     assert "back to normal" in resolved_message(brand_done)
 
 
+@pytest.mark.slow
 def test_a_purchases_count_proves_a_break_the_lagged_rate_test_is_unsure_of() -> None:
     """Purchases follow their carts by minutes, so a bucket's purchases among its own carts vary
     more than a binomial (1.4-1.5x on generated days, more when baskets are slow); the count of

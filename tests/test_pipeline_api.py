@@ -9,6 +9,7 @@ import pytest
 from conftest import row, write_csv
 
 from funnelpulse import Pipeline
+from funnelpulse.config import ENGINES
 from funnelpulse.engines import ENGINE_NAMES, REGISTRY
 from funnelpulse.errors import ConfigError
 
@@ -31,7 +32,7 @@ def test_each_step_logs_one_info_line_with_counts(
 
 
 def test_the_engine_comes_from_the_one_registry(pipeline: Pipeline) -> None:
-    assert ENGINE_NAMES == tuple(REGISTRY) == ("duckdb", "spark")
+    assert ENGINE_NAMES == tuple(REGISTRY) == ENGINES == ("duckdb", "spark")
     assert pipeline.engine().name == "duckdb"
     with pytest.raises(ConfigError, match="Unknown engine 'flink'"):
         pipeline.engine("flink")
@@ -56,8 +57,8 @@ def test_dashboard_pages_use_the_config_the_cli_was_given(
 def test_error_lines_and_log_lines_never_show_a_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from funnelpulse.anomaly.sinks import ScrubSecrets
     from funnelpulse.cli import run
+    from funnelpulse.redact import ScrubSecrets
 
     secret = "sasl-Pa55word-XYZ"
     monkeypatch.setenv("FUNNELPULSE_KAFKA_SASL_PASSWORD", secret)

@@ -58,6 +58,7 @@ def _series(warehouse: str, window_minutes: int):  # type: ignore[no-untyped-def
     return add_session_counts(warehouse, series, window_minutes)
 
 
+@pytest.mark.slow
 def test_session_counts_are_the_funnel_contract_at_the_entry_hour(warehouse: str) -> None:
     series = _series(warehouse, 60)
     silver = tables.dataset(tables.table_path(warehouse, tables.SILVER)).to_table(
@@ -103,6 +104,7 @@ def _session_rows(warehouse: str, enabled: bool) -> list[dict]:  # type: ignore[
     return pipeline.detect().anomalies.to_pylist()
 
 
+@pytest.mark.slow
 def test_a_checkout_incident_drops_session_conversion_and_is_found_only_when_enabled(
     warehouse: str,
 ) -> None:
@@ -157,6 +159,7 @@ def test_session_rate_settings_are_typed(tmp_path: Path, monkeypatch: pytest.Mon
         load_settings(session_window_minutes=0)
 
 
+@pytest.mark.slow
 def test_a_capped_funnel_spills_to_a_private_folder_that_is_removed(warehouse: str) -> None:
     meta = Path(warehouse, "_funnelpulse")
     before = set(meta.iterdir())
@@ -214,6 +217,7 @@ def test_an_incident_counts_the_same_missing_purchases_once_across_both_kinds_of
     assert group_incidents([*hour, *parts])[0].lost_purchases == 17.0
 
 
+@pytest.mark.slow
 def test_the_anomalies_page_drills_into_a_session_anomaly(
     warehouse: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

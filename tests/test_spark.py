@@ -277,8 +277,7 @@ def test_spark_ingest_build_and_detect_match_duckdb_on_the_real_sample(
 
 def test_detect_on_spark_equals_detect_on_duckdb(tmp_path: Path) -> None:
     """The heavy step of detection (silver -> hourly segment cube) on Spark gives the same anomalies."""
-    from funnelpulse.anomaly.incidents import plan_incidents
-    from funnelpulse.generate import ranked_brands
+    from funnelpulse.generate import plan_incidents, ranked_brands
 
     start = datetime(2019, 10, 1, tzinfo=UTC)
     # Enough evidence that detection fires (tails widen for clustered, drifting segments).

@@ -82,6 +82,7 @@ def test_spark_section_env_and_conf_flags_in_order(tmp_path: Path) -> None:
     assert conf["spark.a.b"] == "x"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "why"),
     [
@@ -119,6 +120,7 @@ def _fake_java(folder: Path, version_line: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("home", "why"),
     [

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -475,62 +474,3 @@ def test_a_stopped_stream_names_its_cause() -> None:
     )
     assert _cause(java) == "java.io.OptionalDataException"
     assert _cause("Query terminated\nmore") == "Query terminated"
-
-
-def test_stream_alerts_once_on_an_incident_in_final_windows(tmp_path: Path) -> None:
-    """Eleven days in batch gold are the history; the twelfth streams in with a shop-wide
-    tracking outage at 08:00-10:00. The stream alerts on it once final, the open-window check on
-    the 5-minute buckets sends its "resolved" message, and a restart does not alert again."""
-    from datetime import UTC, datetime
-
-    import pyarrow.compute as pc
-
-    from funnelpulse.anomaly.live_incidents import read_incidents
-    from funnelpulse.generate import Incident
-
-    start = datetime(2019, 10, 1, tzinfo=UTC)
-    last_day = start + timedelta(days=11)
-    outage = Incident(
-        "out", "outage", "shop", "all", "views", last_day + timedelta(hours=8), 2, 0.15
-    )
-    events = generate_events(700_000, seed=5, days=12, brands=30, incidents=[outage])
-    before = pc.less(events.column("event_time"), last_day)
-    p = Pipeline(warehouse=str(tmp_path / "wh"))
-    p.ingest([write_events(events.filter(before), tmp_path / "history.csv")])
-    p.build()
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    write_events(events.filter(pc.invert(before)), folder / "day12.csv")
-    alerts = tmp_path / "alerts.jsonl"
-    env = {**os.environ, "FUNNELPULSE_ALERT_FILE": str(alerts)}
-    args = [sys.executable, "-m", "funnelpulse", "--warehouse", p.warehouse, "stream"]
-    args += ["--source", f"files://{folder}", "--until-idle", "6", "--trigger-s", "1"]
-    args += ["--engine", "spark", "--master", "local[2]", "--alert", "--sink", "file"]
-
-    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
-    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
-    shop = [a for a in sent if a["dimension"] == "shop"]
-    # as on the embedded engine: the final hours' alert (the windows query's first batch runs
-    # before the buckets query starts), then the live path's "resolved" under its own key
-    assert [a["incident_id"] for a in shop] == [
-        "shop:all/traffic-drop/20191012T08",
-        "shop:all/traffic-drop/20191012T08:resolved",
-    ], sent
-    assert shop[0]["start"] == outage.start.isoformat()
-    assert shop[0]["step"] == "traffic" and shop[0]["end"] == outage.end.isoformat()
-    assert all(a["start"] >= last_day.isoformat() for a in sent)  # batch-only hours: detect's job
-    live = read_incidents(p.warehouse).to_pylist()
-    assert {(r["incident_id"], r["status"]) for r in live} >= {
-        ("shop:all/traffic-drop/20191012T08", "resolved")
-    }
-    assert f"Alerts: {len(sent)} sent, 0 failed" in first.stdout
-
-    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "Alerts: 0 sent, 0 failed" in again.stdout
-    assert len(alerts.read_text().splitlines()) == len(sent)
-    recorded = p.table(tables.ALERTS).to_pylist()
-    assert {(r["incident_id"], r["status"]) for r in recorded} >= {
-        ("shop:all/traffic-drop/20191012T08", "sent")
-    }

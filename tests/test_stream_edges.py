@@ -364,6 +364,7 @@ def test_the_landing_rule() -> None:
     assert landing.settled(Path("old.csv"), stat(5, 900.0))  # last written long ago
 
 
+@pytest.mark.slow
 def test_a_file_replaced_under_its_name_replaces_its_rows_exactly_once(tmp_path: Path) -> None:
     """Day 1 and day 2 streamed; day 1's file is then replaced by atomic rename with corrected
     content (types and prices changed, events added, a different bad line): after a restart its

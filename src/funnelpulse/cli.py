@@ -25,8 +25,8 @@ from .cli_options import (
     check_range,
     event_file,
 )
+from .config import ENGINES as ENGINE_NAMES
 from .config import OFFSET_RESETS
-from .engines import ENGINE_NAMES
 from .errors import FunnelPulseError
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def cli(
 ) -> None:
     """FunnelPulse: monitor the view -> cart -> purchase funnel on a Delta Lake warehouse."""
     if log_level:
-        from .anomaly.sinks import scrubbed_logging
+        from .redact import scrubbed_logging
 
         scrubbed_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = _Context(warehouse, config, quiet)
@@ -522,8 +522,7 @@ def generate(
     """Write realistic synthetic events in the raw REES46 format (deterministic for a seed)."""
     from dataclasses import replace
 
-    from .anomaly.incidents import InjectError
-    from .generate import PLAIN, REAL, generate_file
+    from .generate import PLAIN, REAL, InjectError, generate_file
     from .report import format_generated
 
     overrides: dict[str, Any] = {
@@ -674,8 +673,8 @@ def stream(
     incident, like `detect --alert` (never twice)."""
     import logging
 
-    from .anomaly.sinks import scrubbed_logging
     from .engines.base import StreamOptions
+    from .redact import scrubbed_logging
     from .report import format_stream
     from .streaming.kafka_client import settings_options
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from .config import ENGINES as ENGINE_NAMES
 from .config import SINKS
-from .engines import ENGINE_NAMES
 
 ENGINE_OPTION = click.option(
     "--engine", type=click.Choice(ENGINE_NAMES), default=None, help="Default duckdb."

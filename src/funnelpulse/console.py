@@ -89,8 +89,8 @@ def exit_code(
 
     import click
 
-    from .anomaly.sinks import scrub
     from .errors import FunnelPulseError
+    from .redact import scrub
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
     try:

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from . import tables
-
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -320,15 +318,3 @@ ALERT_SCHEMA = pa.schema(
         ("recorded_at", _UTC),
     ]
 )
-# table name (tables.py) -> schema, for every table written from Arrow.
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    tables.BRONZE: BRONZE_SCHEMA,
-    tables.QUARANTINE: QUARANTINE_SCHEMA,
-    tables.GOLD_STREAM: STREAM_SCHEMA,
-    tables.GOLD_STREAM_BUCKETS: BUCKET_SCHEMA,
-    tables.ANOMALIES: ANOMALY_SCHEMA,
-    tables.LIVE_INCIDENTS: INCIDENT_SCHEMA,
-    tables.ALERTS: ALERT_SCHEMA,
-    tables.INCIDENTS: INCIDENTS_SCHEMA,
-    tables.ANNOTATIONS: ANNOTATION_SCHEMA,
-}

@@ -223,7 +223,7 @@ class FunnelResult:
 def spill_parent(warehouse: str) -> str | None:
     """Where a capped query spills: the warehouse's own `_funnelpulse` folder when it is a local
     folder (the disk that holds the data), else the system temp folder (None)."""
-    from .warehouse import META
+    from .locks import META
 
     if "://" in warehouse and not warehouse.startswith("file://"):
         return None

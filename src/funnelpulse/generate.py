@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from .contract import BAND_BOUNDS, BAND_LABELS
-from .errors import InputError
+from .errors import ConfigError, InputError
+from .labels import Incident, load_labels, save_labels
 
 if TYPE_CHECKING:
     from .console import Progress
@@ -127,32 +128,16 @@ PLAIN = Shape()
 REAL = Shape(basket_mean=9.0, growth=0.1, season=0.12, drift=0.05, promo_days=1.0)
 PROMOTION_KIND = "promotion"
 
-
-@dataclass(frozen=True)
-class Incident:
-    """A known change injected into generated data: `step` of `segment` is multiplied by `factor`.
-
-    kind: checkout_broken | checkout_partial | cart_drop | spike | outage | decline (older
-    labels: drop). step: cart | purchase | traffic | views. dimension: brand | price_band | shop.
-    For `decline` the factor is reached linearly at the end. `ideal_z` is how detectable it is:
-    the combined z over its hours of an ideal test that knows the true rates, counting sessions
-    (the independent unit) when the shop checks out baskets (None if unknown or not an incident,
-    such as a `promotion` day the generator adds by itself).
-    """
-
-    id: str
-    kind: str
-    dimension: str
-    segment: str
-    step: str
-    start: datetime
-    hours: int
-    factor: float
-    ideal_z: float | None = None
-
-    @property
-    def end(self) -> datetime:
-        return self.start + timedelta(hours=self.hours)
+KINDS = (
+    # kind, dimension, step, factor, shortest and longest hours
+    ("checkout_broken", "brand", "purchase", 0.0, 1, 8),  # nobody can pay
+    ("checkout_partial", "brand", "purchase", 0.2, 1, 8),  # most payments fail
+    ("cart_drop", "brand", "cart", 0.3, 1, 8),  # add-to-cart broken for most
+    ("spike", "brand", "purchase", 2.2, 1, 8),  # a campaign converts unusually well
+    ("outage", "shop", "views", 0.1, 1, 6),  # tracking outage: 90% of views vanish shop-wide
+    ("decline", "brand", "purchase", 0.15, 4, 8),  # slow decline towards -85%
+)
+SPACING_H = 16  # labels start at least this far apart
 
 
 def _zipf(count: int, exponent: float = 1.0) -> np.ndarray:
@@ -620,8 +605,6 @@ def generate_file(
     """Write `rows` events from the UTC date `start` on; `inject` (auto:N, or the labels file of
     an earlier run) adds known incidents, whose labels go beside the events as OUT.labels.json
     (with the shape's promotion days). `shape` defaults to a shop like the real sample (`REAL`)."""
-    from .anomaly.incidents import incidents_to_inject, save_labels  # (that module imports this)
-
     begin = datetime.combine(start, time(), UTC)
     planned = incidents_to_inject(inject, start=begin, days=days, brands=brands, seed=seed)
     if progress is not None:
@@ -669,3 +652,77 @@ def write_events(table: pa.Table, out: str | Path) -> Path:
 def ranked_brands(brands: int, seed: int) -> list[str]:
     """Brand names in order of traffic share, as `generate_events` assigns them for this seed."""
     return brand_names(brands, np.random.default_rng(seed))
+
+
+def plan_incidents(
+    count: int,
+    *,
+    start: datetime,
+    days: int,
+    brands: list[str],
+    seed: int,
+    quiet_days: int = 8,
+    top_brands: int = 60,
+) -> list[Incident]:
+    """Place `count` incidents of every kind after `quiet_days` of clean history, never overlapping.
+
+    Brands are drawn log-uniformly over the `top_brands` busiest, so the head and the tail both
+    get incidents; durations are uniform between each kind's shortest and longest.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    free_hours = (days - quiet_days) * 24
+    if free_hours < count * SPACING_H:
+        need = quiet_days + (count * SPACING_H) // 24 + 2
+        raise InputError(
+            f"{days} days is too short for {count} incidents; use --days {need} or more"
+        )
+    slots = np.sort(rng.choice(np.arange(free_hours // SPACING_H), size=count, replace=False))
+    kinds = [KINDS[i % len(KINDS)] for i in rng.permutation(count)]
+    ranks = min(top_brands, len(brands))
+    out = []
+    for i, (slot, (kind, dimension, step, factor, shortest, longest)) in enumerate(
+        zip(slots * SPACING_H, kinds, strict=True)
+    ):
+        if dimension == "brand":
+            segment = brands[int(np.exp(rng.uniform(0, np.log(ranks)))) - 1]
+        elif dimension == "price_band":
+            segment = BAND_LABELS[int(rng.integers(0, 2))]
+        else:
+            segment = "all"
+        hour = quiet_days * 24 + int(slot) + int(rng.integers(0, 4))
+        out.append(
+            Incident(
+                id=f"inc{i + 1:02d}",
+                kind=kind,
+                dimension=dimension,
+                segment=segment,
+                step=step,
+                start=start + timedelta(hours=hour),
+                hours=int(rng.integers(shortest, longest + 1)),
+                factor=factor,
+            )
+        )
+    return out
+
+
+class InjectError(ConfigError):
+    """An `--inject` value that is neither auto:N (with enough brands) nor a labels file."""
+
+
+def incidents_to_inject(
+    inject: str | None, *, start: datetime, days: int, brands: int, seed: int
+) -> list[Incident]:
+    """The incidents `generate --inject` asks for: `auto:N` placed at random for this seed, or
+    the labels of an earlier run read from a file; none without `inject`."""
+    if not inject:
+        return []
+    if not inject.startswith("auto:"):
+        return load_labels(Path(inject))
+    count = int(inject[5:]) if inject[5:].isdigit() else 0
+    if count < 1:
+        raise InjectError("use auto:N, N a whole number >= 1")
+    if brands < 3:
+        raise InjectError("incidents need --brands 3 or more")
+    return plan_incidents(
+        count, start=start, days=days, brands=ranked_brands(brands, seed), seed=seed
+    )

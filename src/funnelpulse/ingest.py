@@ -4,8 +4,9 @@ Every input row ends in exactly one of the two tables. Re-ingesting a file repla
 that file produced before, so running an ingest twice never duplicates anything.
 
 This module holds what every engine shares: the typing rules, the checks a raw file must pass,
-the bronze and quarantine rows, and the lock and journal around one file. Reading a file is the
-engine's (engines/duckdb_ingest.py, engines/spark_ingest.py).
+the bronze and quarantine rows. Reading a file is the engine's (engines/duckdb_ingest.py,
+engines/spark_ingest.py); the lock and journal around one file are the ingest job's
+(warehouse.py `ingest`, `ingest_file`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import faults
-from .console import Progress, SilentProgress
+from .console import Progress
 from .contract import BRONZE_SCHEMA, QUARANTINE_SCHEMA, RAW_COLUMNS
 from .errors import InputError
-from .raw_lines import LineReader, RowCount, filesystem_of, fingerprint, open_text
+from .raw_lines import LineReader, RowCount, filesystem_of, open_text
 
 # Reads one local raw file into bronze and quarantine: (warehouse, path, source, ingest_id,
 # header, progress) -> what it produced. Each engine has its own; the local one is DuckDB's.
@@ -268,51 +268,6 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32()))
 
 
-def ingest_file(
-    warehouse: str,
-    path: Path,
-    progress: Progress | None = None,
-    source: str | None = None,
-    *,
-    recovering: bool = False,
-    read: FileReader | None = None,
-) -> FileResult:
-    """Ingest one raw file, replacing whatever an earlier ingest of it produced.
-
-    `source` names the file in the tables when it was staged from a URI. All or nothing as users
-    see it: under the writer lock, journaled from before the first commit to after the last, so
-    a crash in between is finished or undone by the next command (see warehouse.py).
-    """
-    from . import warehouse as wh
-
-    if read is None:
-        from .engines import local_reader
-
-        read = local_reader()
-    progress = progress or SilentProgress()
-    header = check_file(path)
-    source = source or str(path.resolve())
-    ingest_id = fingerprint(path)
-    with wh.writer_lock(warehouse, progress):
-        if not recovering:
-            wh.recover(warehouse, progress, superseded=lambda r: r.get("source") == source)
-        progress.step(f"Reading {path.name}")
-        local = None if "://" in source else str(path.resolve())
-        with wh.journal(
-            warehouse,
-            "ingest",
-            source=source,
-            path=local,
-            ingest_id=ingest_id,
-            versions=wh.versions(warehouse, wh.INGEST_TABLES),
-        ):
-            result = read(warehouse, path, source, ingest_id, header, progress)
-            faults.checkpoint("ingest.quarantine_committed")
-        # Same source, ingested again in full: interrupted ingests of it need nothing more.
-        wh.drop_superseded(warehouse, lambda r: r.get("source") == source)
-    return result
-
-
 def quarantine_rows(
     bad: list[pa.RecordBatch], source: str, ingest_id: str, header: bool
 ) -> pa.Table:
@@ -343,34 +298,6 @@ def quarantine_rows(
     )
 
 
-def ingest(
-    warehouse: str,
-    paths: list[str | Path],
-    progress: Progress | None = None,
-    read: FileReader | None = None,
-) -> IngestResult:
-    """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
-    from . import warehouse as wh
-
-    if not paths:
-        raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
-    result = IngestResult()
-    given = {str(Path(str(p)).resolve()) for p in paths if "://" not in str(p)}
-    with wh.writer_lock(warehouse, progress):
-        # Finish what a killed ingest or build left, except files this command ingests anyway.
-        wh.recover(warehouse, progress, superseded=lambda r: r.get("source") in given)
-        for path in paths:
-            text = str(path)
-            if "://" not in text:
-                result.files.append(ingest_file(warehouse, Path(text), progress, read=read))
-                continue
-            for uri, local in _staged(text, progress or SilentProgress()):
-                done = ingest_file(warehouse, local, progress, source=uri, read=read)
-                local.unlink(missing_ok=True)
-                result.files.append(done)
-    return result
-
-
 def list_uri(uri: str) -> list[str]:
     """The files a URI names: itself, or every file in it when it is a folder."""
     from pyarrow import fs
@@ -389,23 +316,3 @@ def list_uri(uri: str) -> list[str]:
         raise InputError(f"{uri}: cannot be listed ({exc}). Check the URI and credentials") from exc
     scheme = uri.split("://", 1)[0]
     return [f"{scheme}://{name}" for name in names]
-
-
-def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
-    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
-    import tempfile
-
-    from pyarrow import fs
-
-    with tempfile.TemporaryDirectory(prefix="funnelpulse-stage-") as folder:
-        for remote in list_uri(uri):
-            filesystem, name = fs.FileSystem.from_uri(remote)
-            local = Path(folder, Path(name).name)
-            progress.step(f"Copying {remote}")
-            fs.copy_files(
-                name,
-                str(local),
-                source_filesystem=filesystem,
-                destination_filesystem=fs.LocalFileSystem(),
-            )
-            yield remote, local

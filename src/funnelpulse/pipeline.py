@@ -250,7 +250,8 @@ class Pipeline:
     ) -> list[Any]:
         """Score each detection method against known incidents (from `generate --inject`)."""
         from .anomaly.detect import detect
-        from .anomaly.incidents import evaluate, load_labels, notified
+        from .anomaly.incidents import evaluate, notified
+        from .labels import load_labels
 
         labels = load_labels(Path(labels_path))
         scores = []

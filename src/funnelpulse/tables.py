@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from . import contract
 from .errors import WarehouseError
 
 # Tables a full `funnelpulse build` rewrites from bronze_events (engines/base.py MODELS, and the
@@ -80,6 +81,18 @@ ALL_TABLES = (
     INCIDENTS,
     ANNOTATIONS,
 )
+# table name -> its schema in the contract, for every table written from Arrow.
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    BRONZE: contract.BRONZE_SCHEMA,
+    QUARANTINE: contract.QUARANTINE_SCHEMA,
+    GOLD_STREAM: contract.STREAM_SCHEMA,
+    GOLD_STREAM_BUCKETS: contract.BUCKET_SCHEMA,
+    ANOMALIES: contract.ANOMALY_SCHEMA,
+    LIVE_INCIDENTS: contract.INCIDENT_SCHEMA,
+    ALERTS: contract.ALERT_SCHEMA,
+    INCIDENTS: contract.INCIDENTS_SCHEMA,
+    ANNOTATIONS: contract.ANNOTATION_SCHEMA,
+}
 
 
 def table_path(warehouse: str, name: str) -> str:
@@ -344,7 +357,7 @@ def commit(
     under the warehouse's writer lock, so two processes never compute their replacements from the
     same old state (which duplicated rows). Files of a failed commit are deleted.
     """
-    from .warehouse import writer_lock
+    from .locks import writer_lock
 
     with writer_lock(_warehouse_of(path)):
         return _commit(path, schema, write_files, partition_by, replace)

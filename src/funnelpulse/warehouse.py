@@ -15,199 +15,26 @@ for every step that commits several tables, and recovery of a step a killed proc
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import tempfile
-import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from . import build_records, faults, tables
 from .console import Progress, SilentProgress
-from .errors import WarehouseError
-
-META = "_funnelpulse"
-
-
-# ---------------------------------------------------------------------------------------------
-# The writer lock
-
-
-@dataclass
-class _Held:
-    guard: threading.RLock
-    fd: int = -1
-    depth: int = 0
-
-
-_locks: dict[str, _Held] = {}
-_locks_guard = threading.Lock()
-
-
-def _meta_dir(warehouse: str) -> Path | None:
-    """The local folder of the warehouse's own bookkeeping; None for an object-store warehouse."""
-    if "://" in warehouse and not warehouse.startswith("file://"):
-        return None
-    root = warehouse[len("file://") :] if warehouse.startswith("file://") else warehouse
-    return Path(root, META)
-
-
-def lock_file(warehouse: str) -> Path:
-    meta = _meta_dir(warehouse)
-    if meta is not None:
-        return meta / "writer.lock"
-    digest = hashlib.sha256(warehouse.rstrip("/").encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir(), f"funnelpulse-{digest}.lock")
-
-
-def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return "another funnelpulse process"
-    if not info:
-        return "another funnelpulse process"
-    return f"funnelpulse `{info.get('command', '?')}` (pid {info.get('pid', '?')})"
-
-
-@contextlib.contextmanager
-def writer_lock(
-    warehouse: str, progress: Progress | None = None, timeout: float | None = None
-) -> Iterator[None]:
-    """Hold the warehouse's writer lock (waiting for the current writer, if any, to finish)."""
-    path = lock_file(warehouse)
-    key = str(path.absolute())
-    with _locks_guard:
-        held = _locks.setdefault(key, _Held(threading.RLock()))
-    held.guard.acquire()
-    try:
-        if held.depth == 0:
-            held.fd = _acquire(path, progress or SilentProgress(), timeout)
-        held.depth += 1
-        try:
-            yield
-        finally:
-            held.depth -= 1
-            if held.depth == 0:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(held.fd, 0)
-                os.close(held.fd)  # closing the descriptor drops the flock
-                held.fd = -1
-    finally:
-        held.guard.release()
-
-
-def take_flock(
-    fd: int, timeout: float | None, on_wait: Callable[[], object], poll_s: float = 0.1
-) -> bool:
-    """Hold an exclusive flock on `fd`, waiting for its holder (`on_wait` runs once, when it has
-    to wait). False when `timeout` seconds passed first: the caller closes `fd` and says why."""
-    started = time.monotonic()
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if timeout is not None and time.monotonic() - started > timeout:
-                return False
-            if not told:
-                on_wait()
-                told = True
-            time.sleep(poll_s)
-
-
-def _acquire(path: Path, progress: Progress, timeout: float | None) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise WarehouseError(
-            f"Cannot write to the warehouse at {path.parent.parent}: {exc.strerror or exc}. "
-            "Check the path, its permissions and free disk space"
-        ) from exc
-
-    def waiting() -> None:
-        progress.step(f"Waiting for {_holder(path)} to finish writing this warehouse")
-
-    if not take_flock(fd, timeout, waiting):
-        os.close(fd)
-        raise WarehouseError(
-            f"{_holder(path)} is still writing this warehouse. Wait for it to finish and re-run"
-        )
-    import sys
-
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
-    info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat()}
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-    return fd
-
-
-@contextlib.contextmanager
-def stream_lock(warehouse: str) -> Iterator[None]:
-    """Held by the one stream that may write a warehouse's live tables: a second is refused at
-    once, with who holds it (a kill -9 frees it, as the writer lock)."""
-    path = lock_file(warehouse).with_name("stream.lock")
-    if _meta_dir(warehouse) is None:
-        path = lock_file(warehouse).with_suffix(".stream.lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise WarehouseError(
-            f"Cannot write to the warehouse at {warehouse}: {exc.strerror or exc}. The stream "
-            "writes its live tables there: give a writable --warehouse"
-        ) from exc
-    try:
-        if not take_flock(fd, 0, lambda: None):
-            raise WarehouseError(
-                f"{_holder(path)} is already streaming into this warehouse. Stop it (Ctrl-C) "
-                "before starting another stream here, or give another --warehouse"
-            )
-        import sys
-
-        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
-        info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat()}
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # nobody holds it now
-    finally:
-        os.close(fd)  # drops the flock
-
-
-def writer_active(warehouse: str) -> bool:
-    """True while some process (this one included) holds the warehouse's writer lock."""
-    path = lock_file(warehouse)
-    held = _locks.get(str(path.absolute()))
-    if held is not None and held.depth > 0:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also drops the probe's shared lock
-
+from .errors import InputError, WarehouseError
+from .ingest import FileReader, FileResult, IngestResult, check_file, list_uri
+from .locks import META as META
+from .locks import _meta_dir
+from .locks import stream_lock as stream_lock
+from .locks import take_flock as take_flock
+from .locks import writer_active as writer_active
+from .locks import writer_lock as writer_lock
+from .raw_lines import fingerprint
 
 # ---------------------------------------------------------------------------------------------
 # Journals
@@ -379,8 +206,6 @@ def drop_superseded(warehouse: str, done: Callable[[dict[str, Any]], bool]) -> N
 
 
 def _recover_ingest(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
-    from .ingest import fingerprint, ingest_file
-
     source, local = record["source"], record.get("path")
     if local and os.path.isfile(local) and fingerprint(local) == record["ingest_id"]:
         progress.step(f"Completing the interrupted ingest of {source}")
@@ -449,6 +274,99 @@ def _drop_orphans(warehouse: str, record: dict[str, Any]) -> None:
     names = INGEST_TABLES if record.get("kind") == "ingest" else _build_tables()
     for name in names:
         tables.drop_uncommitted(tables.table_path(warehouse, name), tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest as one step (the reading is the engine's)
+
+
+def ingest_file(
+    warehouse: str,
+    path: Path,
+    progress: Progress | None = None,
+    source: str | None = None,
+    *,
+    recovering: bool = False,
+    read: FileReader | None = None,
+) -> FileResult:
+    """Ingest one raw file, replacing whatever an earlier ingest of it produced.
+
+    `source` names the file in the tables when it was staged from a URI. All or nothing as users
+    see it: under the writer lock, journaled from before the first commit to after the last, so
+    a crash in between is finished or undone by the next command (see recover).
+    """
+    if read is None:
+        from .engines import local_reader
+
+        read = local_reader()
+    progress = progress or SilentProgress()
+    header = check_file(path)
+    source = source or str(path.resolve())
+    ingest_id = fingerprint(path)
+    with writer_lock(warehouse, progress):
+        if not recovering:
+            recover(warehouse, progress, superseded=lambda r: r.get("source") == source)
+        progress.step(f"Reading {path.name}")
+        local = None if "://" in source else str(path.resolve())
+        with journal(
+            warehouse,
+            "ingest",
+            source=source,
+            path=local,
+            ingest_id=ingest_id,
+            versions=versions(warehouse, INGEST_TABLES),
+        ):
+            result = read(warehouse, path, source, ingest_id, header, progress)
+            faults.checkpoint("ingest.quarantine_committed")
+        # Same source, ingested again in full: interrupted ingests of it need nothing more.
+        drop_superseded(warehouse, lambda r: r.get("source") == source)
+    return result
+
+
+def ingest(
+    warehouse: str,
+    paths: list[str | Path],
+    progress: Progress | None = None,
+    read: FileReader | None = None,
+) -> IngestResult:
+    """Ingest local files, or URIs (gs://, s3://, file://; a URI ending in / means every file in it)."""
+    if not paths:
+        raise InputError("No input files given. Pass one or more CSV, CSV.gz or Parquet files")
+    result = IngestResult()
+    given = {str(Path(str(p)).resolve()) for p in paths if "://" not in str(p)}
+    with writer_lock(warehouse, progress):
+        # Finish what a killed ingest or build left, except files this command ingests anyway.
+        recover(warehouse, progress, superseded=lambda r: r.get("source") in given)
+        for path in paths:
+            text = str(path)
+            if "://" not in text:
+                result.files.append(ingest_file(warehouse, Path(text), progress, read=read))
+                continue
+            for uri, local in _staged(text, progress or SilentProgress()):
+                done = ingest_file(warehouse, local, progress, source=uri, read=read)
+                local.unlink(missing_ok=True)
+                result.files.append(done)
+    return result
+
+
+def _staged(uri: str, progress: Progress) -> Iterator[tuple[str, Path]]:
+    """Copy remote files one at a time to local disk, where DuckDB reads them at full speed."""
+    import tempfile
+
+    from pyarrow import fs
+
+    with tempfile.TemporaryDirectory(prefix="funnelpulse-stage-") as folder:
+        for remote in list_uri(uri):
+            filesystem, name = fs.FileSystem.from_uri(remote)
+            local = Path(folder, Path(name).name)
+            progress.step(f"Copying {remote}")
+            fs.copy_files(
+                name,
+                str(local),
+                source_filesystem=filesystem,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            yield remote, local
 
 
 # ---------------------------------------------------------------------------------------------

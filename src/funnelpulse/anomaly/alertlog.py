@@ -27,7 +27,7 @@ import pyarrow as pa
 from .. import tables
 from ..contract import ALERT_SCHEMA
 from ..errors import FunnelPulseError
-from ..warehouse import take_flock
+from ..locks import take_flock
 
 _TIMES = ("incident_start", "incident_end", "recorded_at")
 LOCK_WAIT_S = 180.0

@@ -1,19 +1,17 @@
-"""Incidents: runs of consecutive anomalous hours of one segment; and known incidents for evaluation."""
+"""Incidents: runs of consecutive anomalous hours of one segment; and their evaluation against
+known incidents (labels)."""
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from ..contract import BAND_LABELS
-from ..errors import ConfigError, InputError
-from ..generate import Incident, ranked_brands
+from ..labels import Incident
 from .scoring import SEVERITY_RANK
 
 
@@ -311,121 +309,7 @@ def root_seg(run: _Run) -> str:
 
 # ---- known incidents for the labelled benchmark ------------------------------------------
 
-KINDS = (
-    # kind, dimension, step, factor, shortest and longest hours
-    ("checkout_broken", "brand", "purchase", 0.0, 1, 8),  # nobody can pay
-    ("checkout_partial", "brand", "purchase", 0.2, 1, 8),  # most payments fail
-    ("cart_drop", "brand", "cart", 0.3, 1, 8),  # add-to-cart broken for most
-    ("spike", "brand", "purchase", 2.2, 1, 8),  # a campaign converts unusually well
-    ("outage", "shop", "views", 0.1, 1, 6),  # tracking outage: 90% of views vanish shop-wide
-    ("decline", "brand", "purchase", 0.15, 4, 8),  # slow decline towards -85%
-)
 DETECTABLE_Z = 5.0  # a label is detectable when the ideal test reaches |z| >= 5
-SPACING_H = 16  # labels start at least this far apart
-
-
-def plan_incidents(
-    count: int,
-    *,
-    start: datetime,
-    days: int,
-    brands: list[str],
-    seed: int,
-    quiet_days: int = 8,
-    top_brands: int = 60,
-) -> list[Incident]:
-    """Place `count` incidents of every kind after `quiet_days` of clean history, never overlapping.
-
-    Brands are drawn log-uniformly over the `top_brands` busiest, so the head and the tail both
-    get incidents; durations are uniform between each kind's shortest and longest.
-    """
-    rng = np.random.default_rng(seed + 7919)
-    free_hours = (days - quiet_days) * 24
-    if free_hours < count * SPACING_H:
-        need = quiet_days + (count * SPACING_H) // 24 + 2
-        raise InputError(
-            f"{days} days is too short for {count} incidents; use --days {need} or more"
-        )
-    slots = np.sort(rng.choice(np.arange(free_hours // SPACING_H), size=count, replace=False))
-    kinds = [KINDS[i % len(KINDS)] for i in rng.permutation(count)]
-    ranks = min(top_brands, len(brands))
-    out = []
-    for i, (slot, (kind, dimension, step, factor, shortest, longest)) in enumerate(
-        zip(slots * SPACING_H, kinds, strict=True)
-    ):
-        if dimension == "brand":
-            segment = brands[int(np.exp(rng.uniform(0, np.log(ranks)))) - 1]
-        elif dimension == "price_band":
-            segment = BAND_LABELS[int(rng.integers(0, 2))]
-        else:
-            segment = "all"
-        hour = quiet_days * 24 + int(slot) + int(rng.integers(0, 4))
-        out.append(
-            Incident(
-                id=f"inc{i + 1:02d}",
-                kind=kind,
-                dimension=dimension,
-                segment=segment,
-                step=step,
-                start=start + timedelta(hours=hour),
-                hours=int(rng.integers(shortest, longest + 1)),
-                factor=factor,
-            )
-        )
-    return out
-
-
-class InjectError(ConfigError):
-    """An `--inject` value that is neither auto:N (with enough brands) nor a labels file."""
-
-
-def incidents_to_inject(
-    inject: str | None, *, start: datetime, days: int, brands: int, seed: int
-) -> list[Incident]:
-    """The incidents `generate --inject` asks for: `auto:N` placed at random for this seed, or
-    the labels of an earlier run read from a file; none without `inject`."""
-    if not inject:
-        return []
-    if not inject.startswith("auto:"):
-        return load_labels(Path(inject))
-    count = int(inject[5:]) if inject[5:].isdigit() else 0
-    if count < 1:
-        raise InjectError("use auto:N, N a whole number >= 1")
-    if brands < 3:
-        raise InjectError("incidents need --brands 3 or more")
-    return plan_incidents(
-        count, start=start, days=days, brands=ranked_brands(brands, seed), seed=seed
-    )
-
-
-def save_labels(incidents: list[Incident], path: Path) -> None:
-    rows = [
-        {**asdict(i), "start": i.start.isoformat(), "end": i.end.isoformat()} for i in incidents
-    ]
-    path.write_text(json.dumps(rows, indent=2))
-
-
-def load_labels(path: Path) -> list[Incident]:
-    try:
-        rows = json.loads(Path(path).read_text())
-        return [
-            Incident(
-                id=r["id"],
-                kind=r["kind"],
-                dimension=r["dimension"],
-                segment=r["segment"],
-                step=r["step"],
-                start=datetime.fromisoformat(r["start"]).astimezone(UTC),
-                hours=int(r["hours"]),
-                factor=float(r["factor"]),
-                ideal_z=None if r.get("ideal_z") is None else float(r["ideal_z"]),
-            )
-            for r in rows
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"{path}: not a labels file written by `funnelpulse generate --inject` ({exc})"
-        ) from exc
 
 
 @dataclass

@@ -9,13 +9,10 @@ from typing import ClassVar, TextIO
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..redact import ENV_SLACK, ENV_SMTP_PASSWORD, ENV_SMTP_USER, ENV_WEBHOOK
 from .incidents import Detected
 from .sink_base import Sink
 from .sinks import (
-    ENV_SLACK,
-    ENV_SMTP_PASSWORD,
-    ENV_SMTP_USER,
-    ENV_WEBHOOK,
     _email,
     incident_record,
     post_json,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+from ..redact import ENV_PAGERDUTY
 from .incidents import Detected
 from .sink_base import Sink
-from .sinks import ENV_PAGERDUTY, DeliveryError, incident_record, plain, post_json
+from .sinks import DeliveryError, incident_record, plain, post_json
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 # FunnelPulse severity -> PagerDuty's four levels

@@ -56,7 +56,7 @@ class DuckDBEngine:
     def ingest(self, warehouse: str, paths: list[str | Path], progress: Progress) -> IngestResult:
         from functools import partial
 
-        from ..ingest import ingest
+        from ..warehouse import ingest
         from .duckdb_ingest import read_file
 
         return ingest(

@@ -26,15 +26,20 @@ from ..ingest import (
     IngestResult,
     check_file,
     file_kind,
-    fingerprint,
     list_uri,
     not_after,
     typed_sql,
 )
-from ..raw_lines import ENCODING_REASON, QUOTING_REASON, close_accounts, count_lines
+from ..raw_lines import (
+    ENCODING_REASON,
+    QUOTING_REASON,
+    close_accounts,
+    count_lines,
+    fingerprint,
+)
 from ..raw_lines import quoted_fields_sql as _quotes_ok
 from ._typing import SparkDataFrame, SparkSession
-from .spark import write_delta
+from .spark_delta import write_delta
 from .spark_session import SparkConfig, using_spark
 
 # Splits a CSV line on the commas outside double quotes.
