@@ -108,13 +108,32 @@ def require_gold(d: DashboardData) -> tuple[date, date] | None:
     return bounds
 
 
+def linked_range(bounds: tuple[date, date]) -> tuple[date, date]:
+    """The dates a link asked for (`?from=2019-10-21&to=2019-10-21`), kept inside the data's
+    bounds; the whole range when the link has none or they are not dates."""
+    try:
+        start = date.fromisoformat(st.query_params.get("from", "") or bounds[0].isoformat())
+        end = date.fromisoformat(st.query_params.get("to", "") or start.isoformat())
+    except ValueError:
+        st.warning("The link's dates are not YYYY-MM-DD: showing every date instead.")
+        return bounds
+    if not st.query_params.get("from") and not st.query_params.get("to"):
+        return bounds
+    start, end = max(min(start, end), bounds[0]), min(max(start, end), bounds[1])
+    return (start, end) if start <= end else bounds
+
+
 def filters(
     d: DashboardData, bounds: tuple[date, date], column: str | None, label: str = ""
 ) -> Filter:
     """Date range (and a segment filter when the page has one) in the sidebar."""
     st.sidebar.header("Filters")
     picked = st.sidebar.date_input(
-        "Date range (UTC)", value=bounds, min_value=bounds[0], max_value=bounds[1], key="dates"
+        "Date range (UTC)",
+        value=linked_range(bounds),
+        min_value=bounds[0],
+        max_value=bounds[1],
+        key="dates",
     )
     start, end = (picked[0], picked[-1]) if isinstance(picked, (tuple, list)) and picked else bounds
     values: tuple[str, ...] = ()

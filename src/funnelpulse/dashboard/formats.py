@@ -190,7 +190,7 @@ def time_axis(start: date, end: date, kind: str | None = None) -> dict[str, Any]
             "range": [_utc(start), _utc(end + timedelta(days=1))],
             "tick0": _utc(start),
             "dtick": step_h * 3_600_000,
-            "tickformat": "%H:%M\n%b %d",
+            "tickformat": "%H:%M<br>%b %d",
             "hoverformat": "%b %d %H:%M UTC",
             "title": {"text": "Hour (UTC)"},
         }
@@ -201,7 +201,7 @@ def time_axis(start: date, end: date, kind: str | None = None) -> dict[str, Any]
         "range": [_utc(start) - timedelta(hours=12), _utc(end) + timedelta(hours=12)],
         "tick0": _utc(start),
         "dtick": step_d * 86_400_000,
-        "tickformat": "%b %d\n%Y" if days > 180 else "%b %d",
+        "tickformat": "%b %d<br>%Y" if days > 180 else "%b %d",
         "hoverformat": "%b %d, %Y",
         "title": {"text": "Date (UTC)"},
     }
@@ -213,12 +213,13 @@ def value_axis(values: Iterable[float | None], rate: bool = False, title: str = 
     seen = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     top = max(seen, default=0.0)
     if top <= 0:
-        top = 1.0 if rate else 1.0
+        top = 1.0
     high = top * 1.12
     if rate and top <= 1:
         high = min(high, 1.0)
-    axis: dict[str, Any] = {"range": [0, high], "title": {"text": title}}
-    axis["tickformat"] = ".1%" if rate else ",~s" if top >= 10_000 else ",~r"
+    axis: dict[str, Any] = {"range": [0, high], "title": {"text": title}, "tickmode": "auto",
+                            "nticks": 6}  # fmt: skip
+    axis["tickformat"] = ".0%" if rate and top > 0.1 else ".1%" if rate else "~s" if top >= 10_000 else ",.0f"
     return axis
 
 
@@ -344,3 +345,27 @@ def breakdown_rows(by: str, parts: Iterable[dict[str, Any]]) -> list[dict[str, A
             }
         )
     return out
+
+
+_RAW_WORDS = {
+    "session_view_to_cart": "sessions view → cart",
+    "session_cart_to_purchase": "sessions cart → purchase",
+    "session_conversion": "sessions view → purchase",
+    "view_to_cart_rate": "view → cart",
+    "cart_to_purchase_rate": "cart → purchase",
+    "conversion_rate": "view → purchase",
+    "view_to_cart": "view → cart",
+    "cart_to_purchase": "cart → purchase",
+    "traffic_spike": "traffic spike",
+    "traffic_drop": "traffic drop",
+    "category_root": "category",
+    "price_band": "price band",
+    "60_plus": "60+",
+}
+_RAW = re.compile("|".join(re.escape(k) for k in sorted(_RAW_WORDS, key=len, reverse=True)))
+
+
+def humanise(text: str) -> str:
+    """Words the detector writes for machines (`price_band 60_plus`, `view_to_cart`) as people
+    read them (`price band 60+`, `view → cart`), in summaries and alert messages."""
+    return _RAW.sub(lambda m: _RAW_WORDS[m.group(0)], text)

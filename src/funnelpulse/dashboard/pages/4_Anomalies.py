@@ -202,7 +202,9 @@ elif bounds is not None:
             mark_known(chart, d, day - timedelta(days=1), day + timedelta(days=1))
             st.plotly_chart(chart, width="stretch")
             cause = d.root_cause(chosen)
-            st.markdown(f"**Root cause:** {md(cause.get('summary', 'not available'))}")
+            st.markdown(
+                f"**Root cause:** {md(formats.humanise(cause.get('summary', 'not available')))}"
+            )
             breakdowns = [(by, parts) for by, parts in cause.items() if by != "summary" and parts]
             if breakdowns:
                 tabs = st.tabs([f"By {formats.label(by).lower()}" for by, _ in breakdowns])

@@ -67,7 +67,7 @@ def live() -> None:
                 f"**{md(a['severity'] or '')}** · {md(where)}"
                 + (f" · from {when:%Y-%m-%d %H:%M} UTC" if when else "")
                 + f" · sent to {md(a['sent_to'])}  \n"
-                f"{md(a['message'] or '')}"
+                f"{md(formats.humanise(a['message'] or ''))}"
             )
     st.caption("Refreshed every 10 seconds.")
 
@@ -178,7 +178,7 @@ def live_incidents() -> None:
         ),
         height=340,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis={"title": {"text": "Event time (UTC)"}, "tickformat": "%H:%M\n%b %d"},
+        xaxis={"title": {"text": "Event time (UTC)"}, "tickformat": "%H:%M<br>%b %d"},
         yaxis=formats.value_axis(
             list(series["observed"]) + list(series["high"]), title=unit.get(chosen["step"], "")
         ),
