@@ -3,7 +3,7 @@
     python scripts/screenshots.py              # builds a generated month in a temporary folder
     python scripts/screenshots.py --warehouse W --out docs
 
-The month (October 2019, seed 7) has a checkout break on Oct 28 10:00-14:00, an hour-long outage
+The month (October 2019, seed 7, the plain shape) has a checkout break on Oct 28 10:00-14:00, an hour-long outage
 on Oct 25 (a coverage gap) and an annotated promotion on Oct 12, so every chart shows what it
 draws. Debian's chromium drives the pages (never a downloaded browser).
 """
@@ -66,7 +66,7 @@ def build_month(root: Path) -> str:
     events = root / "month.csv.gz"
     warehouse = str(root / "warehouse")
     funnelpulse("generate", "--rows", "620000", "--days", "31", "--seed", "7", "--promo-days",
-                "0", "--inject", str(labels), "--out", str(events))  # fmt: skip
+                "0", "--shape", "plain", "--inject", str(labels), "--out", str(events))  # fmt: skip
     funnelpulse("--warehouse", warehouse, "ingest", str(events))
     funnelpulse("--warehouse", warehouse, "build")
     funnelpulse("--warehouse", warehouse, "annotate", "--start", "2019-10-12T08:00", "--end",
@@ -141,6 +141,19 @@ def settle(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
     page.wait_for_timeout(800)  # Plotly's last resize after layout
 
 
+def capture(page: Any, path: Path, width: int = 1400) -> None:
+    """The whole page: Streamlit scrolls inside its own main box, so the window is made as tall
+    as that box's content first (a full-page screenshot alone stops at the window)."""
+    height = page.evaluate(
+        """() => Math.max(...[...document.querySelectorAll('[data-testid="stMain"], section, body')]
+                 .map(e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": width, "height": min(int(height) + 40, 8000)})
+    page.wait_for_timeout(1200)  # charts re-lay out to the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": width, "height": 1000})
+
+
 def shoot(url: str, out: Path, browser: Any) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -148,7 +161,7 @@ def shoot(url: str, out: Path, browser: Any) -> list[Path]:
     for path, heading, name in SHOTS.values():
         page.goto(f"{url}/{path}", wait_until="domcontentloaded")
         settle(page, heading)
-        page.screenshot(path=str(out / name), full_page=True)
+        capture(page, out / name)
         made.append(out / name)
     return made
 

@@ -100,13 +100,15 @@ if bounds is not None:
                 y=series["revenue"],
                 name="Revenue",
                 yaxis="y2",
-                opacity=0.35,
+                marker={"color": formats.PALETTE[1]},
+                opacity=0.4,
                 hovertemplate="%{y:,.2f}<extra>Revenue</extra>",
             )
             trend.add_scatter(
                 x=series["date"],
                 y=series["conversion_rate"],
                 name="View → purchase",
+                line={"color": formats.PALETTE[0], "width": 2.5},
                 mode="lines+markers" if len(series) <= 48 else "lines",
                 hovertemplate="%{y:.2%}<extra>View → purchase</extra>",
             )

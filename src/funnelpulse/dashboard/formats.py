@@ -184,17 +184,18 @@ def time_axis(start: date, end: date, kind: str | None = None) -> dict[str, Any]
     kind = kind or grain(start, end)
     days = (end - start).days + 1
     if kind == "hour":
-        step_h = next(h for h in (1, 2, 3, 6, 12, 24) if days * 24 / h <= 12)
+        step_h = next(h for h in (1, 2, 3, 6, 12, 24) if days * 24 / h <= 8)
         return {
             "type": "date",
             "range": [_utc(start), _utc(end + timedelta(days=1))],
             "tick0": _utc(start),
             "dtick": step_h * 3_600_000,
             "tickformat": "%H:%M<br>%b %d",
+            "tickangle": 0,
             "hoverformat": "%b %d %H:%M UTC",
             "title": {"text": "Hour (UTC)"},
         }
-    step_d = next(d for d in (1, 2, 7, 14, 28, 56, 91, 182, 364) if days / d <= 12)
+    step_d = next(d for d in (1, 2, 7, 14, 28, 56, 91, 182, 364) if days / d <= 10)
     return {
         "type": "date",
         # half a day either side: a day's point or bar sits on its own tick, inside the plot
@@ -202,6 +203,7 @@ def time_axis(start: date, end: date, kind: str | None = None) -> dict[str, Any]
         "tick0": _utc(start),
         "dtick": step_d * 86_400_000,
         "tickformat": "%b %d<br>%Y" if days > 180 else "%b %d",
+        "tickangle": 0,
         "hoverformat": "%b %d, %Y",
         "title": {"text": "Date (UTC)"},
     }

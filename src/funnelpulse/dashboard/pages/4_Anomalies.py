@@ -28,9 +28,6 @@ from funnelpulse.dashboard.common import (
     warehouse,
 )
 
-STATE_MARK = {"open": "🔴 open", "acknowledged": "🟠 acknowledged", "muted": "⚪ muted",
-              "resolved": "🟢 resolved"}  # fmt: skip
-
 page_header("Anomalies")
 d = data()
 bounds = require_gold(d)
@@ -65,12 +62,12 @@ elif bounds is not None:
     )
     listed = [
         {
-            "State": STATE_MARK.get(v.state, v.state),
+            "State": v.state,
             "What broke": f"{formats.segment_text(v.incident.root)}: "
             f"{formats.what_text(v.incident.step or v.incident.steps[0], v.incident.kind or v.incident.types[0])}",
             "Since (UTC)": v.incident.start,
             "For": formats.duration((v.incident.end - v.incident.start).total_seconds()),
-            "Lost purchases": round(max(v.incident.lost_purchases, 0.0), 1),
+            "Lost purchases": round(max(v.incident.lost_purchases, 0.0)),
             "Lost revenue": round(max(v.incident.lost_revenue, 0.0), 2),
             "Severity": v.incident.severity,
             "Segments hit": len(v.incident.segments) or 1,
@@ -143,10 +140,9 @@ elif bounds is not None:
         root_rows = [
             r for r in members if f"{r['dimension']}:{r['segment']}" == incident.root
         ] or members
-        chosen: dict[str, Any] | None = (
-            by_id.get(incident.root_anomaly_id)
-            or max(root_rows, key=lambda r: abs(r["z"]), default=None)
-        )
+        # the root's most significant firing of the step that opened the incident
+        opening = [r for r in root_rows if r["step"] == incident.step] or root_rows
+        chosen: dict[str, Any] | None = max(opening, key=lambda r: abs(r["z"]), default=None)
         if chosen is not None:
             st.markdown(f"**Why:** {md(formats.why_text(chosen))}.")
             if incident.lost_revenue > 0:
@@ -172,11 +168,13 @@ elif bounds is not None:
             rate = chosen["step"] != "traffic"
             fmt = "%{y:.2%}" if rate else "%{y:,.0f}"
             chart.add_scatter(
-                x=band["hour"], y=band["expected"], name="Expected", line={"dash": "dot"},
+                x=band["hour"], y=band["expected"], name="Expected",
+                line={"dash": "dot", "color": "#555555"},
                 hovertemplate=fmt + "<extra>Expected</extra>",
             )  # fmt: skip
             chart.add_scatter(
                 x=band["hour"], y=band["observed"], name="Observed",
+                line={"color": formats.PALETTE[0], "width": 2.5},
                 hovertemplate=fmt + "<extra>Observed</extra>",
             )  # fmt: skip
             chart.add_vrect(
