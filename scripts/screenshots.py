@@ -41,7 +41,7 @@ SHOTS = {
     "Brands": ("Brands", "Leaderboard", "brands.png"),
     "Categories": ("Categories", "Detail", "categories.png"),
     "Price bands": ("Price_bands", "Detail", "price-bands.png"),
-    "Anomalies": ("Anomalies", "Incidents", "incidents.png"),
+    "Anomalies": ("Anomalies", "Anomalies", "incidents.png"),
     "Live": ("Live", "Newest alerts", "live.png"),
     "Funnels": ("Funnels", "Ordered funnel", "funnels.png"),
 }
@@ -131,14 +131,14 @@ def chromium() -> Iterator[Any]:
 def settle(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
     """Wait for the page's heading, every chart and no placeholder left."""
     page.get_by_role("heading", name=heading).first.wait_for(timeout=timeout_ms)
-    page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stSkeleton"]')
-              && !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stSpinner"]')
+    done = """() => !document.querySelector('[data-testid="stSkeleton"]')
+              && !/Running|Stop/.test(
+                   document.querySelector('[data-testid="stStatusWidget"]')?.innerText || '')
               && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
-                   .every(c => c.querySelector('.main-svg'))""",
-        timeout=timeout_ms,
-    )
+                   .every(c => c.querySelector('.main-svg'))"""
+    page.wait_for_function(done, timeout=timeout_ms)
     page.wait_for_timeout(800)  # Plotly's last resize after layout
+    page.wait_for_function(done, timeout=timeout_ms)  # still done: the script had ended
 
 
 def capture(page: Any, path: Path, width: int = 1400) -> None:

@@ -18,6 +18,7 @@ from funnelpulse.anomaly import annotations
 from funnelpulse.anomaly.incident_book import incident_book
 from funnelpulse.config import load_settings
 from funnelpulse.contract import TABLE_SCHEMAS
+from funnelpulse.dashboard import formats
 from funnelpulse.dashboard.formats import LABELS
 
 pytestmark = pytest.mark.browser
@@ -113,11 +114,13 @@ def test_every_page_on_a_generated_month(month: str, tmp_path: Path) -> None:
     # the incidents page lists each incident the book knows, once, under its id
     views = incident_book(month, load_settings(None, warehouse=month))
     assert views, "the month's checkout break was not detected"
-    ids = [c for c in seen["Anomalies"]["cells"] if c in {v.incident_id for v in views}]
-    assert sorted(ids) == sorted(v.incident_id for v in views)
-    assert "Whole shop: purchases" in seen["Anomalies"]["text"] or any(
-        "Whole shop" in c for c in seen["Anomalies"]["cells"]
+    broke = sorted(
+        f"{formats.segment_text(v.incident.root)}: {formats.what_text(v.incident.step, v.incident.kind)}"
+        for v in views
     )
+    assert "Whole shop: view → purchase drop" in broke  # the checkout break, in words
+    listed = [c for c in seen["Anomalies"]["cells"] if c in broke]
+    assert sorted(listed) == broke
     # the price bands read cheapest first, as people write them
     bands = [c for c in seen["Price bands"]["cells"] if c in ("<10", "10-30", "30-60", "60+")]
     assert bands == ["<10", "10-30", "30-60", "60+"]

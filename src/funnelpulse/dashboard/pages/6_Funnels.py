@@ -105,7 +105,13 @@ if bounds is not None:
         steps = ["Viewed", "Carted", "Purchased"]
         counts = [row["sessions"], row["carted"], row["purchased"]]
         chart = go.Figure(
-            go.Funnel(y=steps, x=counts, textinfo="value+percent previous+percent initial")
+            go.Funnel(
+                y=steps,
+                x=counts,
+                texttemplate="%{value:,}<br>%{percentInitial:.0%} of entered<br>"
+                "%{percentPrevious:.0%} of previous step",
+                hovertemplate="%{y}: %{x:,}<extra></extra>",
+            )
         )
         chart.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10})
         st.plotly_chart(chart, width="stretch")
