@@ -120,6 +120,17 @@ def test_anomaly_page(tmp_path: Path) -> None:
     assert shown["Incidents"] == f"{len(result.incidents):,}"
     assert shown["Anomalous segment-hours"] == f"{len(found):,}"
     assert any("Root cause" in m.value for m in at.markdown)
+    # muting from the page is the CLI's action: the workflow records it, by the dashboard
+    from datetime import UTC, datetime
+
+    from funnelpulse.anomaly.workflow import active_mutes, read_actions
+
+    assert active_mutes(read_actions(p.warehouse), datetime.now(UTC)) == []
+    next(b for b in at.button if b.label.startswith("Mute ")).click().run()
+    assert not at.exception
+    mutes = active_mutes(read_actions(p.warehouse), datetime.now(UTC))
+    assert len(mutes) == 1 and mutes[0].by == "dashboard"
+    assert any("Muted for 4 hours" in m.value for m in at.success)
 
 
 def test_live_page_empty_states(demo_warehouse: Pipeline) -> None:

@@ -10,6 +10,7 @@ from .common import (
     chart_text,
     data,
     filters,
+    md,
     nothing_selected,
     page_header,
     require_gold,
@@ -62,7 +63,7 @@ def render(title: str, column: str, label: str) -> None:
             if not keep:
                 shown = [s for s in order if s != biggest["segment"]]
                 st.caption(
-                    f"{chart_text(biggest['segment'])} has {biggest['revenue'] / total:.0%} of "
+                    f"{md(biggest['segment'])} has {biggest['revenue'] / total:.0%} of "
                     "the revenue and is left out so the others can be read; tick the box to add it."
                 )
         chart = go.Figure()

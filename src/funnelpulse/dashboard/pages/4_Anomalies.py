@@ -225,19 +225,24 @@ elif bounds is not None:
             result = book.decide(
                 warehouse(), settings(), incident.incident_id, "acknowledge", note, "dashboard"
             )
-            if result.ok:
-                st.success(f"Acknowledged; {result.sent} notification(s) sent.")
-            else:
-                st.warning(
-                    f"Acknowledged, but {result.failed} notification(s) failed; they are "
-                    "sent again by the next `funnelpulse detect --alert`."
-                )
+            st.session_state["acted"] = (
+                f"Acknowledged; {result.sent} notification(s) sent."
+                if result.ok
+                else f"Acknowledged, but {result.failed} notification(s) failed; they are sent "
+                "again by the next `funnelpulse detect --alert`."
+            )
+            st.rerun()  # show the new state
         if mute:
             book.mute(
                 warehouse(), incident.root, incident.step or None, timedelta(hours=4), note,
                 "dashboard",
             )  # fmt: skip
-            st.success("Muted for 4 hours: its notifications are held back until then.")
+            st.session_state["acted"] = (
+                "Muted for 4 hours: its notifications are held back until then."
+            )
+            st.rerun()
+        if "acted" in st.session_state:
+            st.success(st.session_state.pop("acted"))
 
     if rows:
         with st.expander(f"Anomalous segment-hours ({formats.count(len(rows))})"):
