@@ -121,6 +121,9 @@ def test_every_page_on_a_generated_month(month: str, tmp_path: Path) -> None:
     assert "Whole shop: view → purchase drop" in broke  # the checkout break, in words
     listed = [c for c in seen["Anomalies"]["cells"] if c in broke]
     assert sorted(listed) == broke
+    # why, in plain words: the opening firing's own counts over its own window
+    why = r"Why: [\d,]+ purchases from [\d,]+ views in the \d+ hours from Oct 28 10:00 UTC, [\d,]+ expected"
+    assert re.search(why, seen["Anomalies"]["text"]), seen["Anomalies"]["text"][:2000]
     # the price bands read cheapest first, as people write them
     bands = [c for c in seen["Price bands"]["cells"] if c in ("<10", "10-30", "30-60", "60+")]
     assert bands == ["<10", "10-30", "30-60", "60+"]

@@ -163,7 +163,7 @@ def columns(names: Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         title = formats.label(name)
-        if name.endswith("_rate") or name in ("observed", "expected"):
+        if name.endswith("_rate"):
             out[name] = st.column_config.NumberColumn(title, format="percent")
         elif name in ("revenue", "avg_order_value", "lost_revenue"):
             out[name] = st.column_config.NumberColumn(title, format="accounting")
@@ -171,7 +171,7 @@ def columns(names: Iterable[str]) -> dict[str, Any]:
             out[name] = st.column_config.NumberColumn(title, format="%.1f")
         elif name in formats.LABELS and name in (
             "views", "carts", "purchases", "sessions", "carted", "purchased",
-            "events_without_session", "events_without_user",
+            "events_without_session", "events_without_user", "numerator", "denominator",
         ):  # fmt: skip
             out[name] = st.column_config.NumberColumn(title, format="localized")
         elif "seconds" in name:

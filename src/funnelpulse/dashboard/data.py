@@ -195,8 +195,9 @@ class DashboardData:
     # --- anomalies -----------------------------------------------------------------------
     def anomalies(self, f: Filter) -> pa.Table:
         return self.arrow(
-            f"""SELECT anomaly_id, window_start, window_end, dimension, segment, step, type, severity,
-                observed_rate, expected_rate, z, lost_purchases, lost_revenue, root_cause
+            f"""SELECT anomaly_id, window_start, window_end, window_hours, dimension, segment, step,
+                type, severity, numerator, denominator, observed_rate, expected_rate, z,
+                lost_purchases, lost_revenue, root_cause
             FROM {tables.ANOMALIES}
             WHERE window_date BETWEEN DATE '{f.start}' AND DATE '{f.end}'
             ORDER BY window_start, dimension, segment"""

@@ -45,6 +45,9 @@ LABELS = {
     "step": "Step",
     "type": "Kind",
     "severity": "Severity",
+    "window_hours": "Window (hours)",
+    "numerator": "Observed count",
+    "denominator": "Out of",
     "observed_rate": "Observed",
     "expected_rate": "Expected",
     "z": "z-score",
@@ -77,7 +80,7 @@ KIND_WORDS = {
 DIMENSION_WORDS = {"shop": "Shop", "brand": "Brand", "price_band": "Price band",
                    "category_root": "Category"}  # fmt: skip
 # Distinct colours, colour-blind safe (Okabe-Ito), in legend order.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442",
            "#000000")  # fmt: skip
 SEVERITY_COLOURS = {"low": "#9ecae1", "medium": "#fdae6b", "high": "#e6550d",
                     "critical": "#a50f15"}  # fmt: skip

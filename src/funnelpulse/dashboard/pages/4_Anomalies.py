@@ -246,4 +246,16 @@ elif bounds is not None:
 
     if rows:
         with st.expander(f"Anomalous segment-hours ({formats.count(len(rows))})"):
-            table(found.drop_columns(["root_cause"]).to_pandas())
+            rows_shown = found.drop_columns(["root_cause"]).to_pandas()
+            traffic = rows_shown["step"] == "traffic"
+            # a traffic firing's observed/expected are view counts, the others' are rates
+            for column, shown in (("observed_rate", "observed"), ("expected_rate", "expected")):
+                rows_shown[shown] = [
+                    formats.count(v) if t else formats.pct(v, 2)
+                    for v, t in zip(rows_shown[column], traffic, strict=True)
+                ]
+            rows_shown["step"] = [
+                formats.what_text(s, k) for s, k in zip(rows_shown["step"], rows_shown["type"],
+                                                        strict=True)
+            ]  # fmt: skip
+            table(rows_shown.drop(columns=["observed_rate", "expected_rate", "type"]))
