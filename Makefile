@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core
 WAREHOUSE ?= ./warehouse
 
-.PHONY: demo test test-fast lint bench clean test-deps
+.PHONY: demo test test-fast lint bench clean test-deps screenshots
 
 # The demo needs only the core install (DuckDB engine, no pyspark, streamlit or Kafka client);
 # the tests need every extra.
@@ -49,8 +49,12 @@ test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m "not spark and not kafka and not browser and not faults and not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy src
+
+# The README's dashboard screenshots (docs/*.png), made from the current pages in chromium.
+screenshots: $(STAMP) test-deps
+	$(BIN)/python scripts/screenshots.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batch.py

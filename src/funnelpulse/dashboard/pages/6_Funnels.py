@@ -89,13 +89,13 @@ if bounds is not None:
     cols[0].metric("Entered → carted", pct(row["view_to_cart_rate"]))
     cols[1].metric("Carted → purchased", pct(row["cart_to_purchase_rate"]))
     cols[2].metric("Entered → purchased", pct(row["conversion_rate"]))
-    cols = st.columns(4)
-    cols[0].metric("Cart abandonment", pct(row["cart_abandonment_rate"]))
-    cols[1].metric(
+    last = st.columns(4)
+    last[0].metric("Cart abandonment", pct(row["cart_abandonment_rate"]))
+    last[1].metric(
         "Revenue (completed)", formats.short(row["revenue"], True), help=money(row["revenue"])
     )
-    cols[2].metric("Median time to cart", formats.duration(row["median_seconds_to_cart"]))
-    cols[3].metric(
+    last[2].metric("Median time to cart", formats.duration(row["median_seconds_to_cart"]))
+    last[3].metric(
         "Median cart → purchase", formats.duration(row["median_seconds_cart_to_purchase"])
     )
 
