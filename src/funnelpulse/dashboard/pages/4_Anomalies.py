@@ -220,7 +220,10 @@ elif bounds is not None:
             ack = left.form_submit_button(
                 "Acknowledge", disabled=view.state in ("acknowledged", "resolved")
             )
-            mute = right.form_submit_button(f"Mute {formats.segment_text(incident.root)} for 4 hours")
+            # a button's label is Markdown: the segment is data, never markup
+            mute = right.form_submit_button(
+                f"Mute {md(formats.segment_text(incident.root))} for 4 hours"
+            )
         if ack:
             result = book.decide(
                 warehouse(), settings(), incident.incident_id, "acknowledge", note, "dashboard"
