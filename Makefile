@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core
 WAREHOUSE ?= ./warehouse
 
-.PHONY: demo test test-fast lint layers bench clean test-deps
+.PHONY: demo test test-fast lint layers bench clean test-deps screenshots
 
 # The demo needs only the core install (DuckDB engine, no pyspark, streamlit or Kafka client);
 # the tests need every extra.
@@ -54,7 +54,6 @@ test: $(STAMP) test-deps layers
 test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not spark and not kafka and not browser and not faults and not slow"
 
-# Layers (import-linter contracts in pyproject.toml) and cycles (imports inside functions count).
 lint: $(STAMP) layers
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy src
@@ -64,6 +63,10 @@ lint: $(STAMP) layers
 layers: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/import_cycles.py
+
+# The README's dashboard screenshots (docs/*.png), made from the current pages in chromium.
+screenshots: $(STAMP) test-deps
+	$(BIN)/python scripts/screenshots.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batch.py

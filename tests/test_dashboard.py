@@ -11,6 +11,7 @@ import pytest
 from browser_tools import PAGES, browser, open_page, running_dashboard
 
 from funnelpulse import Pipeline
+from funnelpulse.dashboard.formats import band_label
 
 APP = Path(__file__).parents[1] / "src" / "funnelpulse" / "dashboard"
 PAGE_FILES = [
@@ -76,8 +77,8 @@ def test_brand_leaderboard_matches_report(demo_warehouse: Pipeline) -> None:
 @pytest.mark.parametrize(
     ("page", "column", "key"),
     [
-        ("pages/2_Categories.py", "Category", "categories"),
-        ("pages/3_Price_bands.py", "Price band", "price_bands"),
+        ("pages/2_Categories.py", "category_root", "categories"),
+        ("pages/3_Price_bands.py", "price_band", "price_bands"),
     ],
 )
 def test_segment_pages_match_report(
@@ -87,9 +88,9 @@ def test_segment_pages_match_report(
     assert not at.exception
     table = at.dataframe[0].value
     expected = demo_warehouse.report(top=50)[key]
-    label = "category_root" if key == "categories" else "price_band"
+    # the table keeps its data under the column names; people see the labels and `60+`
     assert dict(zip(table[column], table["views"], strict=True)) == {
-        r[label]: r["views"] for r in expected
+        band_label(r[column]): r["views"] for r in expected
     }
 
 
@@ -120,6 +121,17 @@ def test_anomaly_page(tmp_path: Path) -> None:
     assert shown["Incidents"] == f"{len(result.incidents):,}"
     assert shown["Anomalous segment-hours"] == f"{len(found):,}"
     assert any("Root cause" in m.value for m in at.markdown)
+    # muting from the page is the CLI's action: the workflow records it, by the dashboard
+    from datetime import UTC, datetime
+
+    from funnelpulse.anomaly.workflow import active_mutes, read_actions
+
+    assert active_mutes(read_actions(p.warehouse), datetime.now(UTC)) == []
+    next(b for b in at.button if b.label.startswith("Mute ")).click().run()
+    assert not at.exception
+    mutes = active_mutes(read_actions(p.warehouse), datetime.now(UTC))
+    assert len(mutes) == 1 and mutes[0].by == "dashboard"
+    assert any("Muted for 4 hours" in m.value for m in at.success)
 
 
 def test_live_page_empty_states(demo_warehouse: Pipeline) -> None:
@@ -158,11 +170,11 @@ def test_every_page_in_a_real_browser(demo_warehouse: Pipeline, tmp_path: Path) 
             if name == "Brands":
                 assert "runail" in cells and "(unknown)" in cells
             if name == "Price bands":
-                assert [c for c in cells if c in ("<10", "10-30", "30-60", "60_plus")] == [
+                assert [c for c in cells if c in ("<10", "10-30", "30-60", "60+")] == [
                     "<10",
                     "10-30",
                     "30-60",
-                    "60_plus",
+                    "60+",
                 ]
             if name == "Live":
                 assert "No live table" in text
@@ -290,7 +302,7 @@ def test_hostile_names_create_no_links_or_images_in_a_real_browser(tmp_path: Pat
     pages = {
         "Brands": ("Leaderboard", ['[data-testid="stDataFrame"]', ".js-plotly-plot"]),
         "Categories": ("Detail", [".js-plotly-plot"]),
-        "Anomalies": ("Drill-in", ['[data-testid="stMarkdown"]', ".js-plotly-plot"]),
+        "Anomalies": ("Incident", ['[data-testid="stMarkdown"]', ".js-plotly-plot"]),
     }
     try:
         with running_dashboard(p.warehouse) as url, browser() as b:

@@ -153,6 +153,35 @@ def _gap_range(since: date | None, until: date | None) -> str:
     return out
 
 
+def coverage_gaps_sql(since: date | None = None, until: date | None = None) -> str:
+    """Hours with no event at all, shop-wide (start, end, hours), that touch since..until: one
+    query for the report, the API and the dashboard's charts."""
+    return f"""WITH hours AS (
+            SELECT DISTINCT window_start AS hour FROM {tables.GOLD_HOURLY_PRICE_BAND}
+        ), next AS (
+            SELECT hour, lead(hour) OVER (ORDER BY hour) AS following FROM hours
+        )
+        SELECT hour + INTERVAL 1 HOUR AS start, following AS "end",
+            CAST(date_diff('hour', hour, following) - 1 AS BIGINT) AS hours
+        FROM next
+        WHERE following > hour + INTERVAL 1 HOUR
+            {_gap_range(since, until)}
+        ORDER BY start"""
+
+
+def coverage_gaps(warehouse: str, since: date | None = None, until: date | None = None) -> Read:
+    """The coverage gaps as rows (`data`: start, end, hours); none without an hourly table."""
+    snap = Snapshot(warehouse)
+    if not snap.exists(tables.GOLD_HOURLY_PRICE_BAND):
+        return Read([], snap.versions)
+    con = _cursor()
+    try:
+        snap.register(con, (tables.GOLD_HOURLY_PRICE_BAND,))
+        return Read(_records(con, coverage_gaps_sql(since, until)), snap.versions)
+    finally:
+        con.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # The report and the funnel
 
@@ -217,20 +246,7 @@ def report(
             GROUP BY price_band
             ORDER BY {band_order_sql("price_band")}""",
         )
-        result["coverage_gaps"] = _records(
-            con,
-            f"""WITH hours AS (
-                SELECT DISTINCT window_start AS hour FROM {tables.GOLD_HOURLY_PRICE_BAND}
-            ), next AS (
-                SELECT hour, lead(hour) OVER (ORDER BY hour) AS following FROM hours
-            )
-            SELECT hour + INTERVAL 1 HOUR AS start, following AS "end",
-                CAST(date_diff('hour', hour, following) - 1 AS BIGINT) AS hours
-            FROM next
-            WHERE following > hour + INTERVAL 1 HOUR
-                {_gap_range(since, until)}
-            ORDER BY start""",
-        )
+        result["coverage_gaps"] = _records(con, coverage_gaps_sql(since, until))
         if INCIDENTS in rows:
             snap.register(con, (INCIDENTS,))
             result["incidents"] = _records(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from funnelpulse.dashboard import formats
 from funnelpulse.dashboard.common import (
     data,
     filters,
-    mark_known,
     md,
-    money,
     nothing_selected,
     page_header,
     pct,
     require_gold,
+    time_chart,
 )
 
 page_header("Funnel overview")
@@ -26,23 +26,29 @@ if bounds is not None:
     if not now["views"] and not now["carts"] and not now["purchases"]:
         nothing_selected()
     else:
+        days = (f.end - f.start).days + 1
+        earlier = bool(before["views"] or before["carts"] or before["purchases"])
         st.caption(
-            f"{f.start} .. {f.end} (UTC), compared with the previous {(f.end - f.start).days + 1} days"
+            f"{f.start} to {f.end} (UTC) · {formats.previous_note(days, f.start, earlier)}"
             + (f" · brands: {', '.join(md(v) for v in f.values)}" if f.values else "")
         )
 
         def delta(key: str, rate: bool = False) -> str | None:
-            if before[key] is None or not before["views"] and not before["purchases"]:
+            if not earlier or before[key] is None:
                 return None
             if rate:
                 return f"{(now[key] or 0) * 100 - before[key] * 100:+.1f} pp"
             return f"{(now[key] - before[key]) / before[key] * 100:+.1f}%" if before[key] else None
 
         cols = st.columns(4)
-        cols[0].metric("Views", f"{now['views']:,}", delta("views"))
-        cols[1].metric("Carts", f"{now['carts']:,}", delta("carts"))
-        cols[2].metric("Purchases", f"{now['purchases']:,}", delta("purchases"))
-        cols[3].metric("Revenue", money(now["revenue"]), delta("revenue"))
+        for col, key, name, money_digits in (
+            (cols[0], "views", "Views", False),
+            (cols[1], "carts", "Carts", False),
+            (cols[2], "purchases", "Purchases", False),
+            (cols[3], "revenue", "Revenue", True),
+        ):
+            full = formats.money(now[key]) if money_digits else formats.count(now[key])
+            col.metric(name, formats.short(now[key], money_digits), delta(key), help=full)
         cols = st.columns(4)
         cols[0].metric(
             "View → cart", pct(now["view_to_cart_rate"]), delta("view_to_cart_rate", True)
@@ -55,8 +61,13 @@ if bounds is not None:
         cols[2].metric(
             "View → purchase", pct(now["conversion_rate"]), delta("conversion_rate", True)
         )
-        count = d.anomaly_count(f)
-        cols[3].metric("Anomalies", "n/a" if count is None else f"{count:,}")
+        count = d.incident_count(f)
+        cols[3].metric(
+            "Incidents",
+            "n/a" if count is None else formats.count(count),
+            help="Real events found by `funnelpulse detect` (one per incident, however many "
+            "segments and hours it touched), overlapping these dates",
+        )
 
         left, right = st.columns(2)
         with left:
@@ -66,6 +77,7 @@ if bounds is not None:
                     y=["Views", "Carts", "Purchases"],
                     x=[now["views"], now["carts"], now["purchases"]],
                     texttemplate="%{value:,}<br>%{percentPrevious:.0%} of previous step",
+                    hovertemplate="%{y}: %{x:,}<extra></extra>",
                 )
             )
             figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10})
@@ -76,21 +88,33 @@ if bounds is not None:
                 "(event-count ratios; they can exceed 100%)."
             )
         with right:
-            st.subheader("Conversion and revenue over time")
-            daily = d.daily(f).to_pandas()
+            grain = formats.grain(f.start, f.end)
+            st.subheader(
+                "Conversion and revenue per hour" if grain == "hour" else
+                "Conversion and revenue per day"
+            )  # fmt: skip
+            series = d.series(f, grain).to_pandas()
             trend = go.Figure()
-            trend.add_scatter(
-                x=daily["date"], y=daily["conversion_rate"], name="view → purchase", yaxis="y"
-            )
             trend.add_bar(
-                x=daily["date"], y=daily["revenue"], name="revenue", yaxis="y2", opacity=0.35
+                x=series["date"],
+                y=series["revenue"],
+                name="Revenue",
+                yaxis="y2",
+                marker={"color": formats.PALETTE[1]},
+                opacity=0.4,
+                hovertemplate="%{y:,.2f}<extra>Revenue</extra>",
             )
+            trend.add_scatter(
+                x=series["date"],
+                y=series["conversion_rate"],
+                name="View → purchase",
+                line={"color": formats.PALETTE[0], "width": 2.5},
+                mode="lines+markers" if len(series) <= 48 else "lines",
+                hovertemplate="%{y:.2%}<extra>View → purchase</extra>",
+            )
+            revenue_axis = formats.value_axis(series["revenue"], title="Revenue")
             trend.update_layout(
-                height=360,
-                margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                yaxis={"title": "conversion", "tickformat": ".1%"},
-                yaxis2={"title": "revenue", "overlaying": "y", "side": "right"},
-                legend={"orientation": "h"},
+                yaxis=formats.value_axis(series["conversion_rate"], rate=True, title="View → purchase"),
+                yaxis2={**revenue_axis, "overlaying": "y", "side": "right", "showgrid": False},
             )
-            mark_known(trend, d, daily=True)
-            st.plotly_chart(trend, width="stretch")
+            time_chart(trend, d, f, grain, height=360)

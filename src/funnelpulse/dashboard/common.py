@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import streamlit as st
 from .. import tables
 from ..config import Settings, load_settings
 from ..pipeline import Pipeline
+from . import formats
 from .data import DashboardData, Filter
 
 log = logging.getLogger(__name__)
@@ -106,63 +108,132 @@ def require_gold(d: DashboardData) -> tuple[date, date] | None:
     return bounds
 
 
+def linked_range(bounds: tuple[date, date]) -> tuple[date, date]:
+    """The dates a link asked for (`?from=2019-10-21&to=2019-10-21`), kept inside the data's
+    bounds; the whole range when the link has none or they are not dates."""
+    try:
+        start = date.fromisoformat(st.query_params.get("from", "") or bounds[0].isoformat())
+        end = date.fromisoformat(st.query_params.get("to", "") or start.isoformat())
+    except ValueError:
+        st.warning("The link's dates are not YYYY-MM-DD: showing every date instead.")
+        return bounds
+    if not st.query_params.get("from") and not st.query_params.get("to"):
+        return bounds
+    start, end = max(min(start, end), bounds[0]), min(max(start, end), bounds[1])
+    return (start, end) if start <= end else bounds
+
+
 def filters(
     d: DashboardData, bounds: tuple[date, date], column: str | None, label: str = ""
 ) -> Filter:
     """Date range (and a segment filter when the page has one) in the sidebar."""
     st.sidebar.header("Filters")
     picked = st.sidebar.date_input(
-        "Date range (UTC)", value=bounds, min_value=bounds[0], max_value=bounds[1], key="dates"
+        "Date range (UTC)",
+        value=linked_range(bounds),
+        min_value=bounds[0],
+        max_value=bounds[1],
+        key="dates",
     )
     start, end = (picked[0], picked[-1]) if isinstance(picked, (tuple, list)) and picked else bounds
     values: tuple[str, ...] = ()
     if column:
         values = tuple(
-            st.sidebar.multiselect(label or column, d.options(column), key=f"filter_{column}")
+            st.sidebar.multiselect(
+                label or column,
+                d.options(column),
+                key=f"filter_{column}",
+                format_func=formats.band_label if column == "price_band" else str,
+            )
         )
     return Filter(start, end, column, values)
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.1f}%"
-
-
-def money(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.2f}"
+pct = formats.pct
+money = formats.money
 
 
 def nothing_selected() -> None:
     st.warning("No events match these filters. Widen the date range or clear the segment filter.")
 
 
-def funnel_columns() -> dict[str, Any]:
-    """Column formats shared by every funnel table on the pages."""
-    return {
-        "revenue": st.column_config.NumberColumn(format="%.2f"),
-        "avg_order_value": st.column_config.NumberColumn("AOV", format="%.2f"),
-        "view_to_cart_rate": st.column_config.NumberColumn("view→cart", format="percent"),
-        "cart_to_purchase_rate": st.column_config.NumberColumn("cart→purchase", format="percent"),
-        "conversion_rate": st.column_config.NumberColumn("view→purchase", format="percent"),
-    }
+def columns(names: Iterable[str]) -> dict[str, Any]:
+    """Streamlit column settings for a table: every column under its human name, counts with
+    thousands separators, money with two decimals, rates as percentages."""
+    out: dict[str, Any] = {}
+    for name in names:
+        title = formats.label(name)
+        if name.endswith("_rate"):
+            out[name] = st.column_config.NumberColumn(title, format="percent")
+        elif name in ("revenue", "avg_order_value", "lost_revenue"):
+            out[name] = st.column_config.NumberColumn(title, format="accounting")
+        elif name in ("z", "lost_purchases"):
+            out[name] = st.column_config.NumberColumn(title, format="%.1f")
+        elif name in formats.LABELS and name in (
+            "views", "carts", "purchases", "sessions", "carted", "purchased",
+            "events_without_session", "events_without_user", "numerator", "denominator",
+        ):  # fmt: skip
+            out[name] = st.column_config.NumberColumn(title, format="localized")
+        elif "seconds" in name:
+            out[name] = st.column_config.TextColumn(title)
+        else:
+            out[name] = st.column_config.Column(title)
+    return out
 
 
-def mark_known(chart: Any, d: DashboardData, daily: bool = False) -> None:
+def table(frame: Any, **kwargs: Any) -> None:
+    """A data frame under human column names and number formats."""
+    st.dataframe(
+        frame, hide_index=True, width="stretch", column_config=columns(frame.columns), **kwargs
+    )
+
+
+def time_chart(chart: Any, d: DashboardData, f: Filter, grain: str, height: int = 340) -> None:
+    """Lay out a time chart for the filter's dates (ticks on whole days or hours, each with its
+    own date), mark coverage gaps and annotations on it, and show it."""
+    chart.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis=formats.time_axis(f.start, f.end, grain),
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
+    mark_known(chart, d, f.start, f.end, daily=grain == "day")
+    st.plotly_chart(chart, width="stretch")
+
+
+def mark_known(
+    chart: Any,
+    d: DashboardData,
+    start: date | None = None,
+    end: date | None = None,
+    daily: bool = False,
+) -> None:
     """Draw coverage gaps (no data: grey) and annotations (known events: green) on a time chart.
 
-    On a daily chart a gap or annotation shorter than a day is drawn over its day."""
+    On a daily chart a gap or annotation shorter than a day is drawn over its day; marks outside
+    start..end are left out (they would stretch the axis)."""
+
+    def inside(a: Any, b: Any) -> bool:
+        return (start is None or b.date() >= start) and (end is None or a.date() <= end)
+
     for gap in d.coverage_gaps():
-        start, end = gap["start"], gap["end"]
+        a, b = gap["start"], gap["end"]
+        if not inside(a, b):
+            continue
         if daily:
-            start, end = start.date(), end.date() + timedelta(days=1)
+            a, b = a.date(), b.date() + timedelta(days=1)
         chart.add_vrect(
-            x0=start, x1=end, fillcolor="#bbbbbb", opacity=0.35, line_width=0,
+            x0=a, x1=b, fillcolor="#bbbbbb", opacity=0.35, line_width=0,
             annotation_text="no data", annotation_position="top left",
         )  # fmt: skip
     for note in d.annotations():
-        start, end = note["start"], note["end"]
+        a, b = note["start"], note["end"]
+        if not inside(a, b):
+            continue
         if daily:
-            start, end = start.date(), end.date() + timedelta(days=1)
+            a, b = a.date(), b.date() + timedelta(days=1)
         chart.add_vrect(
-            x0=start, x1=end, fillcolor="#74c476", opacity=0.25, line_width=0,
+            x0=a, x1=b, fillcolor="#74c476", opacity=0.25, line_width=0,
             annotation_text=chart_text(note["text"])[:40], annotation_position="top left",
+            annotation_font={"color": "#1b5e20"},
         )  # fmt: skip

@@ -113,15 +113,20 @@ class DashboardData:
             0
         ]
 
-    def anomaly_count(self, f: Filter) -> int | None:
+    def has_data(self, f: Filter) -> bool:
+        """Whether any event falls in the filter's dates (a previous period may have none)."""
+        row = self.funnel(f)
+        return bool(row["views"] or row["carts"] or row["purchases"])
+
+    def incident_count(self, f: Filter) -> int | None:
+        """Real events (incidents), not anomalous window rows, that overlap the chosen dates."""
+        if self.has(tables.INCIDENTS):
+            return len(self.incidents(f))
         if not self.has(tables.ANOMALIES):
             return None
-        return int(
-            self._rows(
-                f"SELECT COUNT(*) AS n FROM {tables.ANOMALIES} "
-                f"WHERE window_date BETWEEN DATE '{f.start}' AND DATE '{f.end}'"
-            )[0]["n"]
-        )
+        from ..anomaly.incidents import group_incidents
+
+        return len(group_incidents(self.anomalies(f).to_pylist()))
 
     def daily(self, f: Filter, by: str | None = None) -> pa.Table:
         """Funnel per day (and per segment when `by` is given)."""
@@ -133,6 +138,44 @@ class DashboardData:
             f"SELECT {date_column} AS date{label}, {rollup_sql()} FROM {table} "
             f"WHERE {self._where(f, date_column)} GROUP BY {date_column}{group} ORDER BY 1"
         )
+
+    def can_hourly(self, column: str | None) -> bool:
+        """Categories are built per day only; brands and price bands have hourly tables."""
+        return column != "category_root" and self.has(
+            tables.GOLD_HOURLY_PRICE_BAND if column == "price_band" else tables.GOLD_HOURLY_BRAND
+        )
+
+    def series(self, f: Filter, grain: str, by: str | None = None) -> pa.Table:
+        """Funnel per `grain` (day or hour) in a `date` column, per segment when `by` is given.
+
+        Hourly series have every hour of the range (zero where nothing happened), so a chart
+        shows a quiet hour as zero, not as a line drawn across it."""
+        column = by or f.column or "brand"
+        if grain != "hour" or not self.can_hourly(column):
+            return self.daily(f, by)
+        table = tables.GOLD_HOURLY_PRICE_BAND if column == "price_band" else tables.GOLD_HOURLY_BRAND
+        label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
+        group = ", segment" if by else ""
+        rows = self.arrow(
+            f"SELECT window_start AS date{label}, {rollup_sql()} FROM {table} "
+            f"WHERE {self._where(f, 'window_date')} GROUP BY window_start{group} ORDER BY 1"
+        )
+        if by:
+            return rows
+        self.con.register("fp_series_rows", rows)
+        try:
+            return self.con.sql(
+                f"""WITH hours AS (
+                    SELECT unnest(generate_series(TIMESTAMPTZ '{f.start} 00:00:00+00',
+                        TIMESTAMPTZ '{f.end} 23:00:00+00', INTERVAL 1 HOUR)) AS date
+                )
+                SELECT hours.date, coalesce(views, 0) AS views, coalesce(carts, 0) AS carts,
+                    coalesce(purchases, 0) AS purchases, coalesce(revenue, 0) AS revenue,
+                    view_to_cart_rate, cart_to_purchase_rate, conversion_rate
+                FROM hours LEFT JOIN fp_series_rows USING (date) ORDER BY hours.date"""
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("fp_series_rows")
 
     def segments(self, f: Filter, column: str, limit: int | None = None) -> pa.Table:
         """Leaderboard of one dimension: funnel, rates and average order value."""
@@ -152,8 +195,9 @@ class DashboardData:
     # --- anomalies -----------------------------------------------------------------------
     def anomalies(self, f: Filter) -> pa.Table:
         return self.arrow(
-            f"""SELECT anomaly_id, window_start, window_end, dimension, segment, step, type, severity,
-                observed_rate, expected_rate, z, lost_purchases, lost_revenue, root_cause
+            f"""SELECT anomaly_id, window_start, window_end, window_hours, dimension, segment, step,
+                type, severity, numerator, denominator, observed_rate, expected_rate, z,
+                lost_purchases, lost_revenue, root_cause
             FROM {tables.ANOMALIES}
             WHERE window_date BETWEEN DATE '{f.start}' AND DATE '{f.end}'
             ORDER BY window_start, dimension, segment"""
@@ -244,16 +288,8 @@ class DashboardData:
         return self._rows(f"SELECT * FROM {tables.ANNOTATIONS} ORDER BY start")
 
     def coverage_gaps(self) -> list[dict[str, Any]]:
-        """Hours with no event at all, shop-wide (never received): start, end."""
-        if not self.has(tables.GOLD_HOURLY_PRICE_BAND):
-            return []
-        return self._rows(
-            f"""WITH hours AS (
-                SELECT DISTINCT window_start AS hour FROM {tables.GOLD_HOURLY_PRICE_BAND}
-            ), next AS (SELECT hour, lead(hour) OVER (ORDER BY hour) AS following FROM hours)
-            SELECT hour + INTERVAL 1 HOUR AS start, following AS "end" FROM next
-            WHERE following > hour + INTERVAL 1 HOUR ORDER BY start"""
-        )
+        """Hours with no event at all, shop-wide (never received): start, end, hours."""
+        return queries.coverage_gaps(self.warehouse).data
 
     @staticmethod
     def root_cause(anomaly: dict[str, Any]) -> dict[str, Any]:
@@ -269,8 +305,13 @@ class DashboardData:
             ORDER BY revenue DESC"""
         )
 
-    def latest_alerts(self, limit: int = 20) -> pa.Table:
-        return self.arrow(
-            f"""SELECT recorded_at, sink, status, severity, dimension, segment, incident_start, message
-            FROM {tables.ALERTS} ORDER BY recorded_at DESC, incident_start DESC LIMIT {limit}"""
+    def latest_alerts(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest alerts, one row per alert (its sinks listed), newest sent first."""
+        from .formats import newest_alerts
+
+        found = self._rows(
+            f"""SELECT incident_id, recorded_at, sink, status, severity, dimension, segment,
+                incident_start, message
+            FROM {tables.ALERTS} ORDER BY recorded_at DESC LIMIT {limit * 20}"""
         )
+        return newest_alerts(found, limit)

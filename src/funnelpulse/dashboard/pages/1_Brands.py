@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
+from funnelpulse.dashboard import formats
 from funnelpulse.dashboard.common import (
     chart_text,
     data,
     filters,
-    funnel_columns,
     nothing_selected,
     page_header,
     require_gold,
+    table,
+    time_chart,
 )
 
 page_header("Brands")
@@ -25,12 +28,7 @@ if bounds is not None:
         nothing_selected()
     else:
         st.subheader("Leaderboard")
-        st.dataframe(
-            board.rename(columns={"segment": "brand"}),
-            hide_index=True,
-            width="stretch",
-            column_config=funnel_columns(),
-        )
+        table(board.rename(columns={"segment": "brand"}))
         st.subheader("Traffic against conversion")
         top = (
             board[board["views"] > 0]
@@ -44,15 +42,33 @@ if bounds is not None:
             size="revenue",
             hover_name="segment",
             log_x=True,
-            labels={"views": "views (log)", "conversion_rate": "view → purchase"},
+            labels={
+                "views": "Views",
+                "conversion_rate": "View → purchase",
+                "revenue": "Revenue",
+            },
+            hover_data={"views": ":,", "conversion_rate": ":.2%", "revenue": ":,.2f"},
         )
-        scatter.update_layout(height=380, yaxis_tickformat=".0%")
+        scatter.update_layout(
+            height=380,
+            xaxis=formats.log_axis("Views (log scale)"),
+            yaxis=formats.value_axis(top["conversion_rate"], rate=True, title="View → purchase"),
+        )
         st.plotly_chart(scatter, width="stretch")
         st.subheader("Brand trend")
         brand = st.selectbox("Brand", board["segment"].tolist(), key="drill_brand")
-        one = d.daily(type(f)(f.start, f.end, "brand", (brand,))).to_pandas()
-        trend = px.line(
-            one, x="date", y=["view_to_cart_rate", "cart_to_purchase_rate", "conversion_rate"]
-        )
-        trend.update_layout(height=320, yaxis_tickformat=".0%", legend_title_text="")
-        st.plotly_chart(trend, width="stretch")
+        grain = formats.grain(f.start, f.end)
+        one = d.series(type(f)(f.start, f.end, "brand", (brand,)), grain).to_pandas()
+        trend = go.Figure()
+        rates = ("view_to_cart_rate", "cart_to_purchase_rate", "conversion_rate")
+        for colour, rate in zip(formats.PALETTE, rates, strict=False):
+            trend.add_scatter(
+                x=one["date"],
+                y=one[rate],
+                name=formats.label(rate),
+                line={"color": colour},
+                hovertemplate=f"%{{y:.2%}}<extra>{formats.label(rate)}</extra>",
+            )
+        top_rate = max((one[r].max() for r in rates if one[r].notna().any()), default=0)
+        trend.update_layout(yaxis=formats.value_axis([top_rate], rate=True, title="Rate"))
+        time_chart(trend, d, f, grain, height=320)

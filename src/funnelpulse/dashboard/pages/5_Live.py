@@ -10,14 +10,17 @@ import streamlit as st
 from funnelpulse import tables
 from funnelpulse.anomaly.live_incidents import read_incidents
 from funnelpulse.anomaly.live_view import live_series
+from funnelpulse.dashboard import formats
 from funnelpulse.dashboard.common import (
     chart_text,
     data,
+    mark_known,
     md,
     money,
     page_header,
     pct,
     settings,
+    table,
     warehouse,
 )
 
@@ -47,12 +50,25 @@ def live() -> None:
             cols[3].metric(
                 "View → purchase", pct(current["purchases"].sum() / views if views else None)
             )
-            st.dataframe(current, hide_index=True, width="stretch")
+            table(current.drop(columns=["window_start"]))
     st.subheader("Newest alerts")
     if not d.has(tables.ALERTS):
         st.caption("No alerts sent yet (`funnelpulse detect --alert`).")
     else:
-        st.dataframe(d.latest_alerts().to_pandas(), hide_index=True, width="stretch")
+        alerts = d.latest_alerts()
+        st.caption(
+            "One line per alert (however many places it went to), the most recently sent first. "
+            "Times are event time: when the incident started in the data (UTC)."
+        )
+        for a in alerts:
+            when = a["incident_start"]
+            where = formats.segment_text(f"{a['dimension']}:{a['segment']}")
+            st.markdown(
+                f"**{md(a['severity'] or '')}** · {md(where)}"
+                + (f" · from {when:%Y-%m-%d %H:%M} UTC" if when else "")
+                + f" · sent to {md(a['sent_to'])}  \n"
+                f"{md(formats.humanise(a['message'] or ''))}"
+            )
     st.caption("Refreshed every 10 seconds.")
 
 
@@ -64,6 +80,7 @@ def live_incidents() -> None:
     """Open incidents from the open-window check, their running loss, and one segment's bucket
     series against its expected band (a fragment: only this part refreshes, no page flicker)."""
     minutes = settings().live_bucket_minutes
+    d = data()
     st.subheader(f"Live incidents ({minutes}-minute buckets)")
     path = warehouse()
     if not tables.exists(tables.table_path(path, tables.GOLD_STREAM_BUCKETS)):
@@ -84,14 +101,14 @@ def live_incidents() -> None:
     st.dataframe(
         [
             {
-                "status": i["status"],
-                "segment": f"{i['dimension']}: {i['segment']}",
-                "what": f"{i['step'].replace('_', ' ')} {i['type']}",
-                "since (UTC)": i["started_at"],
-                "minutes": round(i["minutes"]),
-                "lost purchases": round(i["lost_purchases"], 1),
-                "lost revenue": round(i["lost_revenue"], 2),
-                "driven by": ", ".join(
+                "State": i["status"],
+                "Segment": formats.segment_text(f"{i['dimension']}:{i['segment']}"),
+                "What": formats.what_text(i["step"], i["type"]),
+                "Since (UTC)": i["started_at"],
+                "For": formats.duration(i["minutes"] * 60),
+                "Lost purchases": round(i["lost_purchases"], 1),
+                "Lost revenue": round(i["lost_revenue"], 2),
+                "Driven by": ", ".join(
                     f"{x['segment']} {x['share']:.0%}" for x in json.loads(i["drivers"] or "[]")
                 ),
             }
@@ -99,9 +116,14 @@ def live_incidents() -> None:
         ],
         hide_index=True,
         width="stretch",
+        column_config={
+            "Since (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "Lost revenue": st.column_config.NumberColumn(format="accounting"),
+        },
     )
     labels = [
-        f"{i['dimension']}: {i['segment']} - {i['step'].replace('_', ' ')} ({i['status']})"
+        f"{formats.segment_text(i['dimension'] + ':' + i['segment'])}: "
+        f"{formats.what_text(i['step'], i['type'])} ({i['status']})"
         for i in found
     ]
     pick = st.selectbox("Segment", range(len(found)), format_func=lambda k: labels[k], key="inc")
@@ -150,10 +172,18 @@ def live_incidents() -> None:
         ]
     )
     fig.update_layout(
-        title=chart_text(f"{chosen['segment']}: {unit.get(chosen['step'], '')} per {minutes} minutes"),
+        title=chart_text(
+            f"{formats.segment_text(chosen['dimension'] + ':' + chosen['segment'])}: "
+            f"{unit.get(chosen['step'], '')} per {minutes} minutes"
+        ),
         height=340,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": {"text": "Event time (UTC)"}, "tickformat": "%H:%M<br>%b %d"},
+        yaxis=formats.value_axis(
+            list(series["observed"]) + list(series["high"]), title=unit.get(chosen["step"], "")
+        ),
     )
+    mark_known(fig, d)
     st.plotly_chart(fig, width="stretch")
     st.caption(
         f"Selected: {md(chosen['dimension'])} {md(chosen['segment'])}. Refreshed every 10 s."
