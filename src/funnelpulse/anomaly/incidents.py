@@ -419,6 +419,7 @@ def load_labels(path: Path) -> list[Incident]:
                 hours=int(r["hours"]),
                 factor=float(r["factor"]),
                 ideal_z=None if r.get("ideal_z") is None else float(r["ideal_z"]),
+                ideal_z_seen=None if r.get("ideal_z_seen") is None else float(r["ideal_z_seen"]),
             )
             for r in rows
         ]
@@ -513,6 +514,7 @@ def evaluate(
                 "start": label.start.isoformat(),
                 "hours": label.hours,
                 "ideal_z": label.ideal_z,
+                "ideal_z_seen": label.ideal_z_seen,
                 "detectable": is_detectable(label),
                 "detected": first is not None,
                 "delay_h": delay,
