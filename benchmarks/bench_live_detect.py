@@ -58,7 +58,14 @@ from funnelpulse.anomaly.incidents import group_incidents
 from funnelpulse.anomaly.live_data import segment_keys
 from funnelpulse.anomaly.open_window import per_test_alpha, window_buckets
 from funnelpulse.config import load_settings
-from funnelpulse.generate import BAND_LABELS, Incident, generate_events, ranked_brands, write_events
+from funnelpulse.generate import (
+    BAND_LABELS,
+    PLAIN,
+    Incident,
+    generate_events,
+    ranked_brands,
+    write_events,
+)
 from funnelpulse.streaming.buckets import update_buckets
 
 START = datetime(2019, 10, 1, tzinfo=UTC)
@@ -194,6 +201,7 @@ def prepare(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         days=days,
         brands=BRANDS,
         incidents=[lab.incident for lab in labels],
+        shape=replace(PLAIN, basket_mean=args.basket_mean),
     )
     if args.checkout == "event-time":
         events = break_at_event_time(events, labels, seed)
@@ -502,6 +510,12 @@ def main() -> None:
         nargs="+",
         default=None,
         help="window lengths, minutes (scoring; --via direct only)",
+    )
+    parser.add_argument(
+        "--basket-mean",
+        type=float,
+        default=1.0,
+        help="sessions cart and buy baskets of this mean size whole (1: single items, as before)",
     )
     parser.add_argument("--data-dir", default="benchmarks/data/live")
     args = parser.parse_args()

@@ -163,3 +163,31 @@ def test_ideal_z_of_a_basket_shop_counts_sessions() -> None:
     assert plain[0].ideal_z is not None and basket[0].ideal_z is not None
     assert plain[0].ideal_z < 0 and basket[0].ideal_z < 0
     assert abs(basket[0].ideal_z) < 0.8 * abs(plain[0].ideal_z)
+
+
+def test_the_ideal_z_seen_scatters_around_the_expected_one() -> None:
+    """`ideal_z_seen` is the ideal test's z on the events drawn: a full break shows exactly its
+    expected z (nothing bought), the others scatter around theirs by about one standard unit."""
+    brands = ranked_brands(250, 11)
+    incidents = [
+        Incident(
+            f"inc{i:02d}",
+            kind,
+            "brand",
+            brands[i % 3],
+            step,
+            START.replace(day=5 + i // 3, hour=9 + 5 * (i % 3)),
+            4,
+            factor,
+        )
+        for i, (kind, step, factor) in enumerate(
+            [("checkout_broken", "purchase", 0.0)] * 3
+            + [("checkout_partial", "purchase", 0.5), ("cart_drop", "cart", 0.6)] * 12
+        )
+    ]
+    _, labels = generate_labelled(400_000, seed=11, days=20, incidents=incidents, shape=PLAIN)
+    for lab in labels[:3]:
+        assert lab.ideal_z_seen == lab.ideal_z
+    gaps = np.array([lab.ideal_z_seen - lab.ideal_z for lab in labels[3:]])  # type: ignore[operator]
+    assert abs(gaps.mean()) < 0.5, gaps
+    assert 0.5 < gaps.std() < 1.5, gaps

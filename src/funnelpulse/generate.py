@@ -243,6 +243,36 @@ def _ideal_z_sessions(
     return float(np.sqrt(kept) * shift / np.sqrt(var))
 
 
+def _ideal_z_seen(
+    inc: Incident,
+    hit: np.ndarray,
+    factor: np.ndarray,
+    p_cart0: np.ndarray,
+    p_buy0: np.ndarray,
+    carted: np.ndarray,
+    bought: np.ndarray,
+    viewed: np.ndarray,
+) -> float | None:
+    """The ideal test's z on the events drawn: (observed - expected without the incident) over the
+    same standard deviation as `ideal_z`, i.e. ideal_z scaled by the observed over the expected shift."""
+    if inc.ideal_z is None:
+        return None
+    if inc.step == "purchase":
+        pc, pb = p_cart0[hit], p_buy0[hit]
+        shift = np.sum(pc * (np.clip(pb * factor, 0, 0.98) - pb))
+        seen = bought[hit].sum() - np.sum(pc * pb)
+    elif inc.step == "cart":
+        pc = p_cart0[hit]
+        shift = np.sum(np.clip(pc * factor, 0, 0.98) - pc)
+        seen = carted[hit].sum() - np.sum(pc)
+    else:
+        shift = (1 - SKIP_VIEW) * np.sum(factor - 1)
+        seen = viewed[hit].sum() - (1 - SKIP_VIEW) * hit.sum()
+    if shift == 0:
+        return 0.0
+    return round(float(inc.ideal_z * seen / shift), 2)
+
+
 def _ideal_z(
     inc: Incident,
     hit: np.ndarray,
@@ -460,6 +490,13 @@ def generate_labelled(
             replace(inc, ideal_z=round(_ideal_z(inc, hit, factor, p_cart0, p_buy0, kept), 2))
             for inc, (hit, factor) in zip(incidents, hits, strict=True)
         ]
+    labelled = [
+        replace(
+            inc,
+            ideal_z_seen=_ideal_z_seen(inc, hit, factor, p_cart0, p_buy0, carted, bought, viewed),
+        )
+        for inc, (hit, factor) in zip(labelled, hits, strict=True)
+    ]
     labelled += promos
     chosen = np.sort(rng.choice(inside, size=rows, replace=False))
     ev, ev_type, ev_time = ev[chosen], ev_type[chosen], ev_time[chosen]

@@ -34,6 +34,9 @@ class Incident:
     hours: int
     factor: float
     ideal_z: float | None = None
+    # The z the same ideal test reached on this draw (its expected value is ideal_z): whether
+    # the ideal test, at the detector's threshold, would have found this label in this month.
+    ideal_z_seen: float | None = None
 
     @property
     def end(self) -> datetime:
@@ -61,6 +64,7 @@ def load_labels(path: Path) -> list[Incident]:
                 hours=int(r["hours"]),
                 factor=float(r["factor"]),
                 ideal_z=None if r.get("ideal_z") is None else float(r["ideal_z"]),
+                ideal_z_seen=None if r.get("ideal_z_seen") is None else float(r["ideal_z_seen"]),
             )
             for r in rows
         ]

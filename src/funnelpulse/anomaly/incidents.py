@@ -397,6 +397,7 @@ def evaluate(
                 "start": label.start.isoformat(),
                 "hours": label.hours,
                 "ideal_z": label.ideal_z,
+                "ideal_z_seen": label.ideal_z_seen,
                 "detectable": is_detectable(label),
                 "detected": first is not None,
                 "delay_h": delay,

@@ -309,9 +309,9 @@ def daily_growth(counts: np.ndarray, history_days: int) -> np.ndarray:
     return np.exp(np.clip(np.nan_to_num(slope), -0.2, 0.2))
 
 
-# A sum of baskets has heavier tails than the binomial of the same variance (one large basket
-# bought or not moves a small segment's hour a lot): clustered tails are taken at 1 + 1.5 (phi - 1).
-# Chosen on the tuning months (seed 901); the matrix reports other seeds.
+# A sum of baskets has a heavier upper tail than the binomial of the same variance (one large
+# basket bought moves a small segment's hour a lot): clustered spike tails are taken at
+# 1 + 1.5 (phi - 1). Chosen on the tuning months (seed 901); the matrix reports other seeds.
 CLUSTER_TAIL = 1.5
 
 
@@ -346,10 +346,16 @@ def rate_tails(
     low, high = np.ones(x.shape), np.ones(x.shape)
     clustered = phi > 1 + 1e-6
     if clustered.any():
-        d = _tail_phi(phi[clustered]) + n[clustered] * icc[clustered]
-        low[clustered], high[clustered] = binomial_tails(
-            x[clustered] / d, n[clustered] / d, p[clustered]
-        )
+        # A sum of baskets (each bought or dropped whole) has a heavier upper tail than the
+        # binomial of its variance, but no heavier a lower one: a sum of independent non-negative
+        # parts falls below its mean no faster than a Gaussian of its variance allows (Maurer's
+        # bound), the exponent the binomial at the design effect has. So only spikes get the margin.
+        shared = n[clustered] * icc[clustered]
+        xc, nc, pc = x[clustered], n[clustered], p[clustered]
+        d_low = phi[clustered] + shared
+        d_high = _tail_phi(phi[clustered]) + shared
+        low[clustered] = binomial_tails(xc / d_low, nc / d_low, pc)[0]
+        high[clustered] = binomial_tails(xc / d_high, nc / d_high, pc)[1]
     small = (n <= EXACT_MAX_TRIALS) & (icc > 1e-9) & ~clustered
     if small.any():
         conc = 1 / np.minimum(icc[small], 0.5) - 1
@@ -431,6 +437,10 @@ def _best(fields: list[tuple[Any, ...]], windows: tuple[int, ...], shape: tuple[
     )
 
 
+# Below this many past days a drop is tested with the spike side's wider baseline term.
+YOUNG_DAYS = 7
+
+
 def scan_rate(
     num: np.ndarray,
     den: np.ndarray,
@@ -457,12 +467,22 @@ def scan_rate(
         n = window_sum(den, k)
         e = window_sum(exp_h, k)
         strength = window_sum(den * base.strength, k)
+        # Each hour's expected rate is its own estimate (that hour on past days), so for a drop
+        # their sampling errors add hour by hour, sum(n_h^2 / m_h), not n^2 / mean(m_h) as if
+        # the whole window rested on one hour's history; the drift term also carries the
+        # baseline's own drift (averaged over its days). Spikes keep the wider, shared term: an
+        # estimated rate's error is skewed upwards on small counts and a basket sum's upper tail
+        # is heavy. Baselines of under a week keep it on both sides (few days to measure drift).
+        spread = window_sum(den**2 / base.strength, k)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_bar = e / n
+            per_hour = np.where(n > 0, spread / n**2, 0.0)
             strength = np.where(n > 0, strength / n, np.inf)
             rel = x / e - 1
         phi = np.ones(num.shape) if base.phi is None else base.phi
-        icc = base.rho + phi / (strength + 1)
+        icc_up = base.rho + phi / (strength + 1)
+        icc_down = base.rho * (1 + 1 / np.maximum(base.days, 1)) + phi * per_hour
+        icc_down = np.where(base.days < YOUNG_DAYS, np.maximum(icc_down, icc_up), icc_down)
         ok = np.isfinite(e) & (n >= min_trials) & (e > 0)
         # Exact tails only where the effect is big enough and the last hour agrees (cheap screen).
         down = ok & (rel <= -min_change) & (last_dir < 0)
@@ -477,6 +497,7 @@ def scan_rate(
             plain = binomial_tails(x[cells], n[cells], p_bar[cells])
             keep = plain[which] < alpha
             cells = tuple(c[keep] for c in cells)
+            icc = icc_down if which == 0 else icc_up
             out[cells] = rate_tails(x[cells], n[cells], p_bar[cells], icc[cells], phi[cells])[which]
         drop = down & (low < alpha)
         spike = up & (high < alpha)
@@ -516,7 +537,10 @@ def scan_count(
         for side, out, which in ((down, low, 0), (up, high, 1)):
             cells = np.nonzero(side)
             if cells[0].size:
-                # Clustered counts (variance phi x mean): the count in units of phi.
+                # Clustered counts (variance phi x mean): the count in units of phi. Views come
+                # in sessions of very unequal sizes, and their day-to-day spread is estimated
+                # from few days: both tails keep the margin (dropping it on this side raised
+                # false traffic drops on the tuning months).
                 f = _tail_phi(phi[cells])
                 out[cells] = count_tails(x[cells] / f, mu[cells] / f, r2[cells])[which]
         drop = down & (low < alpha)
