@@ -101,7 +101,7 @@ def batch(days: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[st
 class Serve:
     """`funnelpulse serve` as its own process on a free loopback port."""
 
-    def __init__(self, root: Path, hook: str, *flags: str, **env: str) -> None:
+    def __init__(self, root: Path, hook: str, *flags: str, watch: bool = True, **env: str) -> None:
         self.root = root
         self.port = free_port()
         self.log = root / f"serve-{time.monotonic_ns()}.log"
@@ -116,7 +116,8 @@ class Serve:
             **env,
         }
         self.args = [sys.executable, "-m", "funnelpulse", "--warehouse", str(root / "wh")]
-        self.args += ["serve", "--watch", str(root / "land"), "--port", str(self.port)]
+        self.args += ["serve", "--port", str(self.port)]
+        self.args += ["--watch", str(root / "land")] if watch else []
         self.args += ["--dashboard-port", "0", *flags]
         with open(self.log, "w") as handle:
             self.proc = subprocess.Popen(self.args, cwd=root, env=self.env, stdout=handle,
@@ -324,6 +325,80 @@ def test_bad_half_written_replaced_files_and_a_folder_that_vanishes(
         assert serve.metrics()[("funnelpulse_files_ingested_total", ())] == 4
         # the bad file was never tried again
         assert serve.text().count("notes.csv failed") == 1
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in found.split()]
+
+
+def test_a_crashed_part_is_restarted_and_counted_a_part_exiting_1_is_not(
+    tmp_path: Path, hook: Receiver
+) -> None:
+    import socket
+
+    (tmp_path / "land").mkdir()
+    dash_port = free_port()
+    # the dashboard as a supervised child: killed with -9, it is restarted and counted
+    serve = Serve(tmp_path, hook.url, "--dashboard-port", str(dash_port))
+    busy = socket.socket()
+    try:
+        serve.wait(lambda: serve.ready().get("parts", {}).get("dashboard", {}).get("state")
+                   == "up" and _children(serve.proc.pid))
+        [child] = _children(serve.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        serve.wait(lambda: serve.ready()["parts"]["dashboard"]["restarts"] == 1)
+        serve.wait(lambda: serve.ready()["parts"]["dashboard"]["state"] == "up"
+                   and _children(serve.proc.pid) not in ([], [child]))
+        m = serve.metrics()
+        assert m[("funnelpulse_part_restarts_total", (("part", "dashboard"),))] == 1
+        assert m[("funnelpulse_part_up", (("part", "dashboard"),))] == 1
+        assert "dashboard ended (exit -9); restart 1" in serve.text()
+        assert serve.stop() == 0
+        assert _children(serve.proc.pid) == []
+        # a dashboard that cannot start (its port is taken) exits 1: failed, not restarted
+        busy.bind(("127.0.0.1", dash_port))
+        busy.listen()
+        serve = Serve(tmp_path, hook.url, "--dashboard-port", str(dash_port))
+        serve.wait(lambda: serve.ready().get("parts", {}).get("dashboard", {}).get("state")
+                   == "failed")
+        time.sleep(3)  # a restart would have happened by now
+        state = serve.ready()
+        dash = state["parts"]["dashboard"]
+        assert dash["restarts"] == 0 and "not available" in dash["error"]
+        assert state["ready"] is False  # /readyz says so (HTTP 503)
+        assert serve.metrics()[("funnelpulse_part_failed", (("part", "dashboard"),))] == 1
+        assert serve.stop() == 0
+    finally:
+        busy.close()
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def test_sighup_reloads_the_serve_section(tmp_path: Path, days: list[Path], hook: Receiver) -> None:
+    config = tmp_path / "funnelpulse.toml"
+    config.write_text(f'[serve]\nwatch = ["{tmp_path / "first"}"]\n')
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    serve = Serve(tmp_path, hook.url, watch=False)  # watches what the file says
+    try:
+        serve.wait(lambda: serve.ready().get("watcher") is not None)
+        assert serve.ready()["watcher"]["folders"] == [str(tmp_path / "first")]
+        config.write_text(f'[serve]\nwatch = ["{tmp_path / "second"}"]\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.wait(lambda: serve.ready()["watcher"]["folders"] == [str(tmp_path / "second")])
+        publish(days[0], tmp_path / "second")
+        serve.idle(1)
+        assert "configuration reloaded" in serve.text()
+        # a bad file on the next reload is refused; the running configuration stays
+        config.write_text("[serve]\nwatch = 3\n")
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.wait(lambda: "reload refused" in serve.text())
+        assert serve.ready()["watcher"]["folders"] == [str(tmp_path / "second")]
         assert serve.stop() == 0
     finally:
         if serve.proc.poll() is None:
