@@ -403,3 +403,21 @@ def test_sighup_reloads_the_serve_section(tmp_path: Path, days: list[Path], hook
     finally:
         if serve.proc.poll() is None:
             serve.proc.kill()
+
+
+def test_the_systemd_unit_verifies_and_restarts_a_dedicated_user_with_secrets(
+    tmp_path: Path,
+) -> None:
+    unit = (Path(__file__).parents[1] / "deploy" / "systemd" / "funnelpulse.service").read_text()
+    for needed in ("Restart=on-failure", "User=funnelpulse", "EnvironmentFile=",
+                   "ExecReload=/bin/kill -HUP $MAINPID", "KillSignal=SIGTERM"):
+        assert needed in unit, needed
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    script = Path(sys.executable).with_name("funnelpulse")
+    assert script.exists()  # the unit's ExecStart, pointed at this environment's script
+    local = tmp_path / "funnelpulse.service"
+    local.write_text(unit.replace("/opt/funnelpulse/venv/bin/funnelpulse", str(script)))
+    checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr

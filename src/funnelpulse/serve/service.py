@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..running import Registration
 from . import settings as serve_settings
 from .metrics import Metrics
 from .parts import LoopPart, Part, ProcessPart, ServerPart
@@ -147,7 +148,10 @@ class Service:
         assert self.watcher is not None
         if not self.watcher.ready:
             self.watcher.start()  # recovery and what the warehouse holds (again after a crash)
-        self.watcher.cycle(self.watcher.landed())
+        files = self.watcher.landed()
+        if files or self.watcher.state.pending:
+            with self.beat.busy():  # vacuum keeps what the cycle writes (running.py)
+                self.watcher.cycle(files)
         silent_h = (time.time() - self.watcher.last_file_at) / 3600
         if silent_h > self.opts.no_files_hours and not getattr(self, "_told_silent", False):
             log.warning("no file landed for %.0f h (no_files_hours %g)", silent_h,
@@ -160,6 +164,7 @@ class Service:
         opts = self.opts
         args = (self.metrics, self.stop, opts.restart_max_s)
         sock = self._bind()
+        self.beat = Registration(self.pipeline.warehouse, "serve").start()
         self.parts.append(ServerPart("api", self._server, [sock], *args))
         if opts.watch:
             self.watcher = Watcher(
@@ -248,6 +253,7 @@ class Service:
             if not any(p.thread.is_alive() for p in self.parts):
                 break
         self.shutdown()
+        self.beat.close()
         log.info("stopped")
         return 0
 
