@@ -421,3 +421,37 @@ def test_the_systemd_unit_verifies_and_restarts_a_dedicated_user_with_secrets(
     local.write_text(unit.replace("/opt/funnelpulse/venv/bin/funnelpulse", str(script)))
     checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
     assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr
+
+
+def test_what_serve_cannot_do_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from funnelpulse.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    wh = str(tmp_path / "wh")
+    assert run(["--warehouse", wh, "serve", "--dashboard-port", "0"]) == 1
+    assert "Nothing to serve: give --watch FOLDER" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--watch", "gs://bucket/landing"]) == 1
+    assert "only local folders can be watched" in capsys.readouterr().err
+    (tmp_path / "funnelpulse.toml").write_text('[serve]\nwach = ["land"]\n')
+    assert run(["--warehouse", wh, "serve"]) == 1
+    assert "Unknown setting 'wach' in [serve]" in capsys.readouterr().err
+    (tmp_path / "funnelpulse.toml").write_text('[serve]\nwatch = ["land"]\n')
+    monkeypatch.setenv("FUNNELPULSE_SERVE_PORT", "eighty")
+    assert run(["--warehouse", wh, "serve"]) == 1
+    assert "port from FUNNELPULSE_SERVE_PORT must be a whole number" in capsys.readouterr().err
+    monkeypatch.delenv("FUNNELPULSE_SERVE_PORT")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = run(["--warehouse", wh, "serve", "--port", str(port), "--dashboard-port", "0"])
+    assert code == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--host", "0.0.0.0"]) == 1
+    assert "needs FUNNELPULSE_API_TOKEN" in capsys.readouterr().err

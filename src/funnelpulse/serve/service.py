@@ -242,10 +242,10 @@ class Service:
             log.info("stopping (signal %d): finishing the step in flight", signum)
             self.stop.set()
 
+        self.start()  # a port in use is an error before any handler is changed
         signal.signal(signal.SIGTERM, asked_to_stop)
         signal.signal(signal.SIGINT, asked_to_stop)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_asked.set())
-        self.start()
         while not self.stop.wait(0.2):
             if self.reload_asked.is_set():
                 self.reload_asked.clear()

@@ -99,8 +99,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        kind = type(default).__name__
-        raise ConfigError(f"{key} {where} must be a {kind} (got {value!r})") from None
+        kind = {bool: "true or false", tuple: "a list of texts", int: "a whole number",
+                float: "a number"}.get(type(default), "a text")
+        raise ConfigError(f"{key} {where} must be {kind} (got {value!r})") from None
 
 
 def load(config_file: str | Path | None, **flags: Any) -> ServeSettings:
