@@ -455,3 +455,35 @@ def test_what_serve_cannot_do_is_one_error_line(
     assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert run(["--warehouse", wh, "serve", "--host", "0.0.0.0"]) == 1
     assert "needs FUNNELPULSE_API_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_the_live_stream_runs_as_a_supervised_part(
+    tmp_path: Path, days: list[Path], hook: Receiver, broker: str
+) -> None:
+    from funnelpulse.streaming.broker import create_topic
+
+    topic = "serve-live"
+    create_topic(broker, topic)
+    sent = subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "scratch"), "replay",
+         "--to", f"kafka://{broker}/{topic}", "--from", str(days[0])],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert sent.returncode == 0, sent.stderr
+    events = len(days[0].read_text().splitlines()) - 1
+    serve = Serve(tmp_path, hook.url, "--kafka", f"kafka://{broker}/{topic}")
+    try:
+        serve.wait(lambda: serve.metrics().get(("funnelpulse_stream_events_total", ()))
+                   == events)
+        assert serve.ready()["parts"]["stream"] == {"state": "up", "restarts": 0, "error": None}
+        assert serve.metrics()[("funnelpulse_stream_batches_total", ())] >= 1
+        assert "[stream] " in serve.text()  # the stream's lines are in serve's log
+        [child] = _children(serve.proc.pid)
+        assert serve.stop() == 0
+        assert not Path(f"/proc/{child}").exists() or _children(serve.proc.pid) == []
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    live = tables.read(tables.table_path(str(tmp_path / "wh"), "gold_stream_funnel_hourly_brand"))
+    assert sum(live.column("views").to_pylist()) > 0

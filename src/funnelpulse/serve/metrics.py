@@ -62,6 +62,14 @@ class Metrics:
         self.part_failed = Gauge(
             p + "part_failed", "1 when the part stopped for good (exit 1)", ["part"], registry=r
         )
+        self.stream_events = Counter(
+            p + "stream_events", "Events the live stream read (rate() gives events/s)", registry=r
+        )
+        self.stream_batches = Counter(p + "stream_batches", "Live stream batches", registry=r)
+        self.stream_last_batch = Gauge(
+            p + "stream_last_batch_timestamp_seconds", "When the stream last committed a batch",
+            registry=r,
+        )
         for step in STEPS:
             self.last_success.labels(step)
         for table in ("bronze", "quarantine"):

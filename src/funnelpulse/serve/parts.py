@@ -92,9 +92,11 @@ class ProcessPart(Part):
     """A child process (the stream, the dashboard): killed with serve even after a kill -9 of
     serve (the kernel signals it when its parent dies)."""
 
-    def __init__(self, name: str, command: list[str], *args: Any) -> None:
+    def __init__(self, name: str, command: list[str], *args: Any,
+                 on_line: Callable[[str], None] = lambda line: None) -> None:
         super().__init__(name, *args)
         self.command = command
+        self.on_line = on_line
         self.proc: subprocess.Popen[bytes] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
 
@@ -108,6 +110,7 @@ class ProcessPart(Part):
             line = raw.decode(errors="replace").rstrip()
             if line:
                 self.tail.append(line)
+                self.on_line(line)
                 log.info("[%s] %s", self.name, line)
         code = self.proc.wait()
         errors = [t for t in self.tail if t.startswith("Error:")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ from .parts import LoopPart, Part, ProcessPart, ServerPart
 from .watcher import Watcher
 
 log = logging.getLogger("funnelpulse.serve")
+BATCH_LINE = re.compile(r"\bbatch \d+: ([\d,]+) events")
 
 
 class JsonLines(logging.Formatter):
@@ -160,6 +162,14 @@ class Service:
         elif silent_h <= self.opts.no_files_hours:
             self._told_silent = False
 
+    def _stream_line(self, line: str) -> None:
+        """The stream logs one line per batch: `batch N: 1,234 events (...)`."""
+        found = BATCH_LINE.search(line)
+        if found:
+            self.metrics.stream_events.inc(int(found.group(1).replace(",", "")))
+            self.metrics.stream_batches.inc()
+            self.metrics.stream_last_batch.set(time.time())
+
     def start(self) -> None:
         opts = self.opts
         args = (self.metrics, self.stop, opts.restart_max_s)
@@ -184,7 +194,9 @@ class Service:
                 stream += ["--engine", opts.engine]
             if opts.master:
                 stream += ["--master", opts.master]
-            self.parts.append(ProcessPart("stream", self._child(stream), *args))
+            self.parts.append(
+                ProcessPart("stream", self._child(stream), *args, on_line=self._stream_line)
+            )
         if opts.dashboard_port:
             dash = ["dashboard", "--host", opts.host, "--port", str(opts.dashboard_port)]
             self.parts.append(ProcessPart("dashboard", self._child(dash), *args))
