@@ -487,3 +487,27 @@ def test_the_live_stream_runs_as_a_supervised_part(
             serve.proc.kill()
     live = tables.read(tables.table_path(str(tmp_path / "wh"), "gold_stream_funnel_hourly_brand"))
     assert sum(live.column("views").to_pylist()) > 0
+
+
+def test_alerts_a_receiver_refused_are_counted_and_delivered_later_once(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    for day in days:
+        publish(day, tmp_path / "land")
+    hook.refuse = 10_000  # down: every request answered 503
+    serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                  FUNNELPULSE_SERVE_ALERT_RETRY_S="2")
+    try:
+        serve.wait(lambda: serve.metrics().get(
+            ("funnelpulse_alerts_failed_total", (("sink", "webhook"),)), 0) > 0)
+        assert serve.ready()["watcher"]["unfinished_cycle"] is True
+        assert hook.log == []
+        hook.refuse = 0  # back up
+        serve.wait(lambda: serve.ready()["watcher"]["unfinished_cycle"] is False)
+        assert hook.log and all(n == 1 for n in keys(hook).values())
+        m = serve.metrics()
+        assert m[("funnelpulse_alerts_sent_total", (("sink", "webhook"),))] == len(hook.log)
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()

@@ -180,7 +180,7 @@ class Service:
             self.watcher = Watcher(
                 self.pipeline, list(opts.watch), self.metrics, alert=opts.alert,
                 sinks=list(opts.sinks) or None, engine=opts.engine or None,
-                stopping=self.stop.is_set,
+                stopping=self.stop.is_set, alert_retry_s=opts.alert_retry_s,
             )
             self.parts.append(LoopPart("watcher", self._watch_step, lambda: self.opts.poll_s,
                                        *args))
@@ -235,6 +235,7 @@ class Service:
         if self.watcher is not None and opts.watch:
             self.watcher.configure(pipeline, list(opts.watch), alert=opts.alert,
                                    sinks=list(opts.sinks) or None, engine=opts.engine or None)
+            self.watcher.alert_retry_s = opts.alert_retry_s
         self.opts = opts
         log.info("configuration reloaded")
 

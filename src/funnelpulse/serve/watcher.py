@@ -161,8 +161,10 @@ class Watcher:
         sinks: list[str] | None,
         engine: str | None,
         stopping: Callable[[], bool] = lambda: False,
+        alert_retry_s: float = 60.0,
     ) -> None:
         self.metrics = metrics
+        self.alert_retry_s = alert_retry_s
         self.stopping = stopping
         self.lock = threading.Lock()  # reconfigure (SIGHUP) vs a cycle
         self.configure(pipeline, folders, alert=alert, sinks=sinks, engine=engine)
@@ -174,6 +176,7 @@ class Watcher:
         self.last: CycleReport | None = None
         self.last_ok: bool | None = None
         self.ready = False  # start() done since the last crash
+        self.retry_at = 0.0  # monotonic time before which an unfinished cycle is not retried
         self.last_file_at = time.time()
         self.metrics.last_file.set(self.last_file_at)
         self.metrics.files_failing.set(len(self.state.failed))
@@ -250,7 +253,7 @@ class Watcher:
     def cycle(self, files: list[tuple[Path, os.stat_result, str]]) -> CycleReport | None:
         """Ingest `files`, then build, detect and alert when anything changed (or a cycle was
         left unfinished). None when there was nothing to do."""
-        if not files and not self.state.pending:
+        if not files and (not self.state.pending or time.monotonic() < self.retry_at):
             return None
         report = CycleReport()
         started = time.monotonic()
@@ -334,10 +337,13 @@ class Watcher:
             sink = ",".join(self.sinks or self.pipeline.settings.alert_sinks)
             self.metrics.alerts_sent.labels(sink).inc(sent.sent)
             self.metrics.alerts_failed.labels(sink).inc(sent.failed + sent.pending)
-            if sent.ok:
-                self.metrics.last_success.labels("alert").set(time.time())
-        # Undelivered alerts are retried by the next cycle with new data (same keys), as a
-        # rerun of `detect --alert` would retry them.
+            if not sent.ok:
+                # Undelivered alerts: the cycle stays unfinished and its detect and alert run
+                # again in alert_retry_s (same keys, as a rerun of `detect --alert`).
+                self.retry_at = time.monotonic() + self.alert_retry_s
+                log.warning("%s; retried in %g s", sent.problem(), self.alert_retry_s)
+                return
+            self.metrics.last_success.labels("alert").set(time.time())
         self.state.set_pending(False)
 
     def status(self) -> dict[str, Any]:
