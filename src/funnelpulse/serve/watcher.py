@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from .metrics import Metrics
 log = logging.getLogger("funnelpulse.serve")
 
 STATE_DIR = ("_funnelpulse", "serve")
+# Days before the first rebuilt date that detect scores again: an incident that ended there is
+# still in view, so its resolution is sent.
+DETECT_MARGIN_DAYS = 2
 
 
 class Stopping(Exception):
@@ -327,7 +331,10 @@ class Watcher:
         report.built = f"{len(built.dates)} date(s)"
         self.metrics.last_success.labels("build").set(time.time())
         self._check_stop()
-        found = self.pipeline.detect(engine=self.engine)
+        # Detect scores the hours from just before the dates the build redid (a baseline looks
+        # only back, so earlier hours score as before); with nothing rebuilt (a restart), all.
+        since = min(built.dates) - timedelta(days=DETECT_MARGIN_DAYS) if built.dates else None
+        found = self.pipeline.detect(since=since, engine=self.engine)
         report.anomalies = found.anomalies.num_rows
         self.metrics.last_success.labels("detect").set(time.time())
         if self.alert:
