@@ -233,7 +233,14 @@ class Watcher:
                     continue
                 try:
                     identity = fingerprint(path)
-                except OSError:  # removed or unreadable now: judged at the next look
+                except FileNotFoundError:  # removed since the listing
+                    continue
+                except OSError as exc:  # unreadable (permissions): failed until it changes
+                    reason = f"{path}: cannot be read ({exc.strerror or exc}). Fix its permissions"
+                    log.warning("%s failed and is not retried until it changes: %s", path, reason)
+                    self.state.fail(source, stat, reason)
+                    self.metrics.files_failed.inc()
+                    self.metrics.files_failing.set(len(self.state.failed))
                     continue
                 if identity in self.known.get(source, set()):
                     self.looked[source] = signature(stat)
