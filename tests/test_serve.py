@@ -288,14 +288,16 @@ def test_bad_half_written_replaced_files_and_a_folder_that_vanishes(
     try:
         # a bad file: recorded with its reason, shown in /readyz and /metrics, not retried
         (land / "notes.csv").write_text("this is not,an event file\n1,2\n")
+        (land / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08not really gzip at all")
         publish(days[0], land)
         serve.idle(1)
         state = serve.ready()
         failed = state["watcher"]["failed_files"]
-        assert list(failed) == [str((land / "notes.csv").resolve())]
+        assert sorted(failed) == [str((land / n).resolve()) for n in ("broken.csv.gz", "notes.csv")]
         assert "not in the REES46 format" in failed[str((land / "notes.csv").resolve())]
+        assert "cannot be read" in failed[str((land / "broken.csv.gz").resolve())]
         assert state["ready"] is True  # a bad file does not block the others
-        assert serve.metrics()[("funnelpulse_files_failed_total", ())] == 1
+        assert serve.metrics()[("funnelpulse_files_failed_total", ())] == 2
         # a half-written file (appended slowly, no rename) is taken once, whole
         lines = days[1].read_text().splitlines(keepends=True)
         with open(land / days[1].name, "w") as handle:
@@ -325,6 +327,7 @@ def test_bad_half_written_replaced_files_and_a_folder_that_vanishes(
         assert serve.metrics()[("funnelpulse_files_ingested_total", ())] == 4
         # the bad file was never tried again
         assert serve.text().count("notes.csv failed") == 1
+        assert serve.text().count("broken.csv.gz failed") == 1
         assert serve.stop() == 0
     finally:
         if serve.proc.poll() is None:
