@@ -514,3 +514,46 @@ def test_alerts_a_receiver_refused_are_counted_and_delivered_later_once(
     finally:
         if serve.proc.poll() is None:
             serve.proc.kill()
+
+
+def test_a_manual_build_while_a_cycle_runs_waits_its_turn(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]]
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):  # a receiver that takes 2 s per alert
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(2)
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    for day in days:
+        publish(day, tmp_path / "land")
+    serve = Serve(tmp_path, f"http://127.0.0.1:{slow.server_address[1]}/hook", "--alert",
+                  "--sink", "webhook")
+    try:
+        serve.wait(lambda: serve.ready().get("watcher", {}).get("cycle_running") is True)
+        manual = subprocess.run(
+            [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "wh"), "build"],
+            capture_output=True, text=True, cwd=tmp_path, env=serve.env, timeout=300,
+        )
+        assert manual.returncode == 0, manual.stderr
+        said = " ".join(manual.stderr.split())  # the progress lines wrap at the terminal width
+        assert "Waiting for funnelpulse" in said and "to finish writing this warehouse" in said
+        assert "Nothing to build" in said  # the cycle's own build came first
+        # it went on only once the cycle (alerts included) had let the lock go
+        assert serve.ready()["watcher"]["cycle_running"] is False
+        serve.idle(1)
+        assert serve.stop() == 0
+    finally:
+        slow.shutdown()
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch

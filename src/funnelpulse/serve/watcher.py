@@ -180,6 +180,7 @@ class Watcher:
         self.last: CycleReport | None = None
         self.last_ok: bool | None = None
         self.ready = False  # start() done since the last crash
+        self.running = False  # a cycle holds the writer lock now
         self.retry_at = 0.0  # monotonic time before which an unfinished cycle is not retried
         self.last_file_at = time.time()
         self.metrics.last_file.set(self.last_file_at)
@@ -270,10 +271,14 @@ class Watcher:
         started = time.monotonic()
         try:
             with self.lock, wh.writer_lock(self.warehouse):
-                self._ingest(files, report)
-                if self.state.pending:
-                    self._check_stop()
-                    self._rest(report)
+                self.running = True
+                try:
+                    self._ingest(files, report)
+                    if self.state.pending:
+                        self._check_stop()
+                        self._rest(report)
+                finally:
+                    self.running = False
         except Stopping as exc:
             report.error = str(exc)
         except Exception as exc:
@@ -370,5 +375,6 @@ class Watcher:
             "last_cycle_ok": self.last_ok,
             "last_cycle": None if self.last is None else self.last.fields(),
             "unfinished_cycle": self.state.pending,
+            "cycle_running": self.running,
             "last_file_at": self.last_file_at,
         }
