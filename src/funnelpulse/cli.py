@@ -867,6 +867,63 @@ def sql_server(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
     )
 
 
+@cli.command()
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    metavar="FOLDER",
+    help="A landing folder: each complete file is ingested, then build, detect (and alert).",
+)
+@click.option("--kafka", default=None, help="kafka://HOST:PORT/TOPIC: run the live stream too.")
+@click.option("--host", default=None, help="API, health and metrics address [127.0.0.1].")
+@click.option("--port", type=PORT, default=None, help="API, health and metrics port [8080].")
+@click.option(
+    "--dashboard-port", type=click.IntRange(0, 65_535), default=None, help="[8501]; 0: none."
+)
+@click.option("--alert", is_flag=True, default=None, help="Alert on incidents (files and stream).")
+@SINK_OPTION
+@ENGINE_OPTION
+@MASTER_OPTION
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None, help="Log lines [text]."
+)
+@click.pass_obj
+def serve(
+    ctx: _Context,
+    watch: tuple[str, ...],
+    kafka: str | None,
+    host: str | None,
+    port: int | None,
+    dashboard_port: int | None,
+    alert: bool | None,
+    sinks: tuple[str, ...],
+    engine: str | None,
+    master: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the whole monitor as one service until SIGTERM: landing folders, stream, dashboard,
+    API, with /healthz, /readyz and /metrics. Settings: the [serve] section of funnelpulse.toml."""
+    from .serve.service import serve as run_service
+
+    code = run_service(
+        ctx.config,
+        ctx.warehouse,
+        watch=watch,
+        kafka=kafka,
+        host=host,
+        port=port,
+        dashboard_port=dashboard_port,
+        alert=alert or None,
+        sinks=sinks,
+        engine=engine,
+        master=master,
+        log_format=log_format,
+    )
+    if code:
+        sys.exit(code)
+
+
 cli.add_command(incidents)
 cli.add_command(digest)
 

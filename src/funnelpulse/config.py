@@ -36,7 +36,7 @@ URL_SECRETS = ("webhook", "slack")  # sinks whose secret is the URL itself
 # Sinks whose URL is a setting (not a secret): the setting they need.
 SINK_URLS = {"pagerduty": "pagerduty_url", "alertmanager": "alertmanager_url"}
 # Tables of the config file that other modules read (librdkafka options: streaming.kafka_client).
-OTHER_TABLES = ("kafka", "routes", "silences")
+OTHER_TABLES = ("kafka", "routes", "silences", "serve")  # [serve]: serve/settings.py
 # The [spark] table: each key is the setting `spark_<key>` (FUNNELPULSE_SPARK_<KEY>).
 SPARK_KEYS = ("master", "driver_memory", "executor_memory", "conf")
 # A JVM memory size as Spark takes it: 512m, 4g, 1536M, 2gb.
@@ -52,6 +52,7 @@ OTHER_VARIABLES = (
     "kill_at",
     "config",
     "log_level",
+    "api_token",
 )
 
 
@@ -481,8 +482,8 @@ def _warn_near_misses() -> None:
         if not env.startswith("FUNNELPULSE_"):
             continue
         key = env.removeprefix("FUNNELPULSE_").lower()
-        if key in RULES or key in OTHER_VARIABLES:
-            continue
+        if key in RULES or key in OTHER_VARIABLES or key.startswith("serve_"):
+            continue  # FUNNELPULSE_SERVE_<KEY>: the [serve] section's own (serve/settings.py)
         close = difflib.get_close_matches(key, list(RULES), n=1, cutoff=0.8)
         if close:
             warnings.warn(

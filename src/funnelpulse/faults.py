@@ -21,6 +21,9 @@ Build
 - ``build.all_committed``     every table committed, the build record not yet written
 - ``build.state_written``     the build record written, the journal not yet removed
 
+Detect
+- ``detect.anomalies_written`` the anomalies table committed, the incidents not yet recorded
+
 Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules
 (``alerts.resolve_after_send``: a resolve notice delivered, its record not yet written).
 """

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import tables
+from .. import faults, tables
 from ..config import Settings
 from ..console import Progress, SilentProgress
 from ..contract import ANOMALY_SCHEMA, anomaly_id
@@ -138,6 +138,7 @@ def detect(
             partition_by=["window_date"],
             replace=replace,
         )
+        faults.checkpoint("detect.anomalies_written")  # incidents not recorded yet
         first_day = datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None
         progress.step(f"Recording {len(incidents):,} incidents")
         incident_store.record(

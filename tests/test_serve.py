@@ -1,0 +1,559 @@
+"""`funnelpulse serve` end to end on 127.0.0.1: daily files landing in a watched folder, the API
+serving each day, one alert per incident to a real HTTP receiver, /metrics in the Prometheus text
+format, SIGTERM, kill -9 inside each step then a restart, and the landing-folder edge cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from receivers import Receiver, receiver
+from serving import free_port
+
+from funnelpulse import tables
+from funnelpulse.engines.base import MODELS
+from funnelpulse.funnel import GOLD_FUNNELS
+from funnelpulse.pipeline import Pipeline
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+DAYS = 8
+BREAK = [  # the checkout stops working on the last day: purchases fall to nothing for 8 hours
+    {
+        "id": "break",
+        "kind": "checkout_broken",
+        "dimension": "shop",
+        "segment": "all",
+        "step": "purchase",
+        "start": "2019-10-08T08:00:00+00:00",
+        "hours": 8,
+        "factor": 0.0,
+    }
+]
+COMPARED = [tables.BRONZE, *(m.name for m in MODELS), *GOLD_FUNNELS, tables.ANOMALIES]
+# where a file was read and when rows were written differ between two runs over the same data
+NOT_COMPARED = {"source_file", "ingested_at", "detected_at"}
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eight daily REES46 files (60,000 events, 10 brands) with a checkout break on the last."""
+    root = tmp_path_factory.mktemp("serve_data")
+    labels = root / "labels.json"
+    labels.write_text(json.dumps(BREAK))
+    events = root / "events.csv"
+    subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "-q", "generate", "--shape", "plain"]
+        + ["--rows", "60000", "--days", str(DAYS), "--brands", "10", "--seed", "1"]
+        + ["--out", str(events), "--inject", str(labels)],
+        check=True,
+        capture_output=True,
+    )
+    lines = events.read_text().splitlines()
+    by_day: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        by_day.setdefault(line[:10], []).append(line)
+    out = []
+    for day, rows in sorted(by_day.items()):
+        path = root / "days" / f"events-{day}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("\n".join([lines[0], *rows]) + "\n")
+        out.append(path)
+    assert len(out) == DAYS
+    return out
+
+
+def snapshot(warehouse: str) -> dict[str, list[str]]:
+    out = {}
+    for name in COMPARED:
+        rows = tables.read(tables.table_path(warehouse, name)).to_pylist()
+        out[name] = sorted(
+            repr(sorted((k, round(v, 6) if isinstance(v, float) else v)
+                        for k, v in r.items() if k not in NOT_COMPARED))
+            for r in rows
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(days: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """The tables of `ingest` + `build` + `detect` over the same files, in one batch run."""
+    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("serve_batch") / "wh"))
+    p.ingest(days)
+    p.build()
+    p.detect()
+    return snapshot(p.warehouse)
+
+
+class Serve:
+    """`funnelpulse serve` as its own process on a free loopback port."""
+
+    def __init__(self, root: Path, hook: str, *flags: str, watch: bool = True, **env: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.log = root / f"serve-{time.monotonic_ns()}.log"
+        self.token = env.get("FUNNELPULSE_API_TOKEN")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELPULSE_")}
+        self.env = {
+            **base,
+            "FUNNELPULSE_SETTLE_S": "0.3",
+            "FUNNELPULSE_SERVE_POLL_S": "0.2",
+            "FUNNELPULSE_WEBHOOK_URL": hook,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.args = [sys.executable, "-m", "funnelpulse", "--warehouse", str(root / "wh")]
+        self.args += ["serve", "--port", str(self.port)]
+        self.args += ["--watch", str(root / "land")] if watch else []
+        self.args += ["--dashboard-port", "0", *flags]
+        with open(self.log, "w") as handle:
+            self.proc = subprocess.Popen(self.args, cwd=root, env=self.env, stdout=handle,
+                                         stderr=subprocess.STDOUT)
+        self.wait(lambda: self.get("/healthz") is not None or self.proc.poll() is not None, 60)
+
+    def get(self, path: str, token: str | None = None) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                body = reply.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        except OSError:
+            return None
+        return body.decode() if path == "/metrics" else json.loads(body)
+
+    def ready(self) -> dict[str, Any]:
+        return self.get("/readyz") or {}
+
+    def metrics(self) -> dict[tuple[str, tuple[Any, ...]], float]:
+        text = self.get("/metrics", self.token)
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def wait(self, condition: Callable[[], Any], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; serve log:\n{self.text()}")
+            time.sleep(0.2)
+
+    def idle(self, cycles: int) -> dict[str, Any]:
+        """Wait until `cycles` cycles succeeded and nothing is left to do."""
+
+        def done() -> bool:
+            state = self.ready().get("watcher", {})
+            return (self.ok_cycles() >= cycles and state.get("unfinished_cycle") is False
+                    and state.get("waiting_files") == 0)
+
+        self.wait(done)
+        return self.ready()
+
+    def ok_cycles(self) -> float:
+        m = self.metrics()
+        return m.get(("funnelpulse_cycles_total", (("result", "ok"),)), 0.0) if m else 0.0
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)  # the promise: stopped within 30 s
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    with receiver() as r:
+        yield r
+
+
+def publish(source: Path, folder: Path) -> Path:
+    """Publish as the README says: write under a .part name, then rename into place."""
+    folder.mkdir(exist_ok=True)
+    part = folder / (source.name + ".part")
+    shutil.copyfile(source, part)
+    os.replace(part, folder / source.name)
+    return folder / source.name
+
+
+def keys(r: Receiver) -> Counter[str]:
+    return Counter(entry["key"] for entry in r.log)
+
+
+def test_daily_files_served_one_cycle_each_the_break_alerted_once_then_sigterm(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]], hook: Receiver
+) -> None:
+    serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                  FUNNELPULSE_API_TOKEN="s3cret")
+    try:
+        for n, day in enumerate(days, start=1):
+            publish(day, tmp_path / "land")
+            date = day.name[len("events-"):-len(".csv")]
+            serve.wait(lambda n=n: serve.ok_cycles() >= n)
+            # one cycle per file, and that cycle made the day visible through the API
+            assert serve.ok_cycles() == n
+            page = serve.get(f"/api/v1/tables/gold_funnel_daily_brand?since={date}&until={date}",
+                             "s3cret")
+            assert page["rows"], date
+        state = serve.idle(DAYS)
+        assert state["ready"] is True and state["watcher"]["failed_files"] == {}
+        # health endpoints answer without the token; metrics and the API need it
+        assert json.loads(serve.get("/metrics"))["error"].startswith("Missing or wrong token")
+        m = serve.metrics()
+        assert m[("funnelpulse_files_ingested_total", ())] == DAYS
+        assert m[("funnelpulse_files_failed_total", ())] == 0
+        assert m[("funnelpulse_rows_total", (("table", "bronze"),))] == 60_000
+        assert m[("funnelpulse_part_restarts_total", (("part", "watcher"),))] == 0
+        assert m[("funnelpulse_part_up", (("part", "api"),))] == 1
+        assert m[("funnelpulse_last_success_timestamp_seconds", (("step", "alert"),))] > 0
+        openings = [e["body"] for e in hook.log
+                    if not e["body"]["incident_id"].endswith(":resolved")]
+        broken = [b for b in openings if b["root"] == "shop:all" and b["kind"] == "drop"
+                  and b["start"][:10] in ("2019-10-07", "2019-10-08")]
+        assert len(broken) == 1, openings  # the break: one alert
+        assert all(count == 1 for count in keys(hook).values())  # nothing sent twice
+        assert serve.stop() == 0
+        assert "stopped" in serve.text()
+        assert len([x for x in serve.text().splitlines() if "cycle:" in x]) == DAYS
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        "ingest.bronze_committed",
+        "build.gold_committed",
+        "detect.anomalies_written",
+        "alerts.before_send",
+        "alerts.after_send",
+    ],
+)
+def test_kill_9_inside_a_step_then_restart_equals_a_batch_run_each_alert_once(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]], hook: Receiver,
+    checkpoint: str,
+) -> None:
+    for day in days:
+        publish(day, tmp_path / "land")
+    killed = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                   FUNNELPULSE_KILL_AT=checkpoint)
+    assert killed.proc.wait(timeout=180) == -signal.SIGKILL, killed.text()
+    again = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook")
+    try:
+        state = again.idle(1)
+        assert state["ready"] is True, state
+        assert again.stop() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch
+    sent = keys(hook)
+    assert sent
+    if checkpoint == "alerts.after_send":
+        # delivered, not yet recorded when killed: the one repeat, under the same key
+        assert sorted(sent.values()) == [1] * (len(sent) - 1) + [2]
+    else:
+        assert set(sent.values()) == {1}
+    # each file ingested once: the restart took no file again that the warehouse already had
+    # (a file killed inside its ingest is finished by the restart's recovery, which logs no line)
+    ingests = again.text().count("ingest: 1 file(s)") + killed.text().count("ingest: 1 file(s)")
+    assert ingests == DAYS - (1 if checkpoint.startswith("ingest.") else 0)
+
+
+def test_bad_half_written_replaced_files_and_a_folder_that_vanishes(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    land = tmp_path / "land"
+    land.mkdir()
+    serve = Serve(tmp_path, hook.url + "/hook", FUNNELPULSE_SETTLE_S="1.5")
+    try:
+        # a bad file: recorded with its reason, shown in /readyz and /metrics, not retried
+        (land / "notes.csv").write_text("this is not,an event file\n1,2\n")
+        (land / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08not really gzip at all")
+        publish(days[0], land)
+        serve.idle(1)
+        state = serve.ready()
+        failed = state["watcher"]["failed_files"]
+        assert sorted(failed) == [str((land / n).resolve()) for n in ("broken.csv.gz", "notes.csv")]
+        assert "not in the REES46 format" in failed[str((land / "notes.csv").resolve())]
+        assert "cannot be read" in failed[str((land / "broken.csv.gz").resolve())]
+        assert state["ready"] is True  # a bad file does not block the others
+        assert serve.metrics()[("funnelpulse_files_failed_total", ())] == 2
+        # a half-written file (appended slowly, no rename) is taken once, whole
+        lines = days[1].read_text().splitlines(keepends=True)
+        with open(land / days[1].name, "w") as handle:
+            for k in range(0, len(lines), len(lines) // 5 + 1):
+                handle.writelines(lines[k : k + len(lines) // 5 + 1])
+                handle.flush()
+                time.sleep(0.6)
+        serve.idle(2)
+        assert serve.ok_cycles() == 2
+        bronze = Pipeline(warehouse=str(tmp_path / "wh")).table(tables.BRONZE)
+        assert bronze.num_rows == sum(len(d.read_text().splitlines()) - 1 for d in days[:2])
+        # the same file replaced under its name: its rows are replaced, not added
+        short = lines[: len(lines) // 2]
+        (land / days[1].name).write_text("".join(short))
+        serve.idle(3)
+        bronze = Pipeline(warehouse=str(tmp_path / "wh")).table(tables.BRONZE)
+        first = len(days[0].read_text().splitlines()) - 1
+        assert bronze.num_rows == first + len(short) - 1
+        # the watched folder disappears, then comes back with a new file
+        land.rename(tmp_path / "gone")
+        serve.wait(lambda: serve.ready()["watcher"]["missing_folders"] == [str(land)])
+        assert serve.metrics()[("funnelpulse_watch_folders_missing", ())] == 1
+        (tmp_path / "gone").rename(land)
+        publish(days[2], land)
+        serve.idle(4)
+        assert serve.ready()["watcher"]["missing_folders"] == []
+        assert serve.metrics()[("funnelpulse_files_ingested_total", ())] == 4
+        # the bad file was never tried again
+        assert serve.text().count("notes.csv failed") == 1
+        assert serve.text().count("broken.csv.gz failed") == 1
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in found.split()]
+
+
+def test_a_crashed_part_is_restarted_and_counted_a_part_exiting_1_is_not(
+    tmp_path: Path, hook: Receiver
+) -> None:
+    import socket
+
+    (tmp_path / "land").mkdir()
+    dash_port = free_port()
+    # the dashboard as a supervised child: killed with -9, it is restarted and counted
+    serve = Serve(tmp_path, hook.url, "--dashboard-port", str(dash_port))
+    busy = socket.socket()
+    try:
+        serve.wait(lambda: serve.ready().get("parts", {}).get("dashboard", {}).get("state")
+                   == "up" and _children(serve.proc.pid))
+        [child] = _children(serve.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        serve.wait(lambda: serve.ready()["parts"]["dashboard"]["restarts"] == 1)
+        serve.wait(lambda: serve.ready()["parts"]["dashboard"]["state"] == "up"
+                   and _children(serve.proc.pid) not in ([], [child]))
+        m = serve.metrics()
+        assert m[("funnelpulse_part_restarts_total", (("part", "dashboard"),))] == 1
+        assert m[("funnelpulse_part_up", (("part", "dashboard"),))] == 1
+        assert "dashboard ended (exit -9); restart 1" in serve.text()
+        assert serve.stop() == 0
+        assert _children(serve.proc.pid) == []
+        # a dashboard that cannot start (its port is taken) exits 1: failed, not restarted
+        busy.bind(("127.0.0.1", dash_port))
+        busy.listen()
+        serve = Serve(tmp_path, hook.url, "--dashboard-port", str(dash_port))
+        serve.wait(lambda: serve.ready().get("parts", {}).get("dashboard", {}).get("state")
+                   == "failed")
+        time.sleep(3)  # a restart would have happened by now
+        state = serve.ready()
+        dash = state["parts"]["dashboard"]
+        assert dash["restarts"] == 0 and "not available" in dash["error"]
+        assert state["ready"] is False  # /readyz says so (HTTP 503)
+        assert serve.metrics()[("funnelpulse_part_failed", (("part", "dashboard"),))] == 1
+        assert serve.stop() == 0
+    finally:
+        busy.close()
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def test_sighup_reloads_the_serve_section(tmp_path: Path, days: list[Path], hook: Receiver) -> None:
+    config = tmp_path / "funnelpulse.toml"
+    config.write_text(f'[serve]\nwatch = ["{tmp_path / "first"}"]\n')
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    serve = Serve(tmp_path, hook.url, watch=False)  # watches what the file says
+    try:
+        serve.wait(lambda: serve.ready().get("watcher") is not None)
+        assert serve.ready()["watcher"]["folders"] == [str(tmp_path / "first")]
+        config.write_text(f'[serve]\nwatch = ["{tmp_path / "second"}"]\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.wait(lambda: serve.ready()["watcher"]["folders"] == [str(tmp_path / "second")])
+        publish(days[0], tmp_path / "second")
+        serve.idle(1)
+        assert "configuration reloaded" in serve.text()
+        # a bad file on the next reload is refused; the running configuration stays
+        config.write_text("[serve]\nwatch = 3\n")
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.wait(lambda: "reload refused" in serve.text())
+        assert serve.ready()["watcher"]["folders"] == [str(tmp_path / "second")]
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def test_the_systemd_unit_verifies_and_restarts_a_dedicated_user_with_secrets(
+    tmp_path: Path,
+) -> None:
+    unit = (Path(__file__).parents[1] / "deploy" / "systemd" / "funnelpulse.service").read_text()
+    for needed in ("Restart=on-failure", "User=funnelpulse", "EnvironmentFile=",
+                   "ExecReload=/bin/kill -HUP $MAINPID", "KillSignal=SIGTERM"):
+        assert needed in unit, needed
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    script = Path(sys.executable).with_name("funnelpulse")
+    assert script.exists()  # the unit's ExecStart, pointed at this environment's script
+    local = tmp_path / "funnelpulse.service"
+    local.write_text(unit.replace("/opt/funnelpulse/venv/bin/funnelpulse", str(script)))
+    checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr
+
+
+def test_what_serve_cannot_do_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from funnelpulse.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("FUNNELPULSE_")]:
+        monkeypatch.delenv(name)
+    wh = str(tmp_path / "wh")
+    assert run(["--warehouse", wh, "serve", "--dashboard-port", "0"]) == 1
+    assert "Nothing to serve: give --watch FOLDER" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--watch", "gs://bucket/landing"]) == 1
+    assert "only local folders can be watched" in capsys.readouterr().err
+    (tmp_path / "funnelpulse.toml").write_text('[serve]\nwach = ["land"]\n')
+    assert run(["--warehouse", wh, "serve"]) == 1
+    assert "Unknown setting 'wach' in [serve]" in capsys.readouterr().err
+    (tmp_path / "funnelpulse.toml").write_text('[serve]\nwatch = ["land"]\n')
+    monkeypatch.setenv("FUNNELPULSE_SERVE_PORT", "eighty")
+    assert run(["--warehouse", wh, "serve"]) == 1
+    assert "port from FUNNELPULSE_SERVE_PORT must be a whole number" in capsys.readouterr().err
+    monkeypatch.delenv("FUNNELPULSE_SERVE_PORT")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = run(["--warehouse", wh, "serve", "--port", str(port), "--dashboard-port", "0"])
+    assert code == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--host", "0.0.0.0"]) == 1
+    assert "needs FUNNELPULSE_API_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_the_live_stream_runs_as_a_supervised_part(
+    tmp_path: Path, days: list[Path], hook: Receiver, broker: str
+) -> None:
+    from funnelpulse.streaming.broker import create_topic
+
+    topic = "serve-live"
+    create_topic(broker, topic)
+    sent = subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "scratch"), "replay",
+         "--to", f"kafka://{broker}/{topic}", "--from", str(days[0])],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert sent.returncode == 0, sent.stderr
+    events = len(days[0].read_text().splitlines()) - 1
+    serve = Serve(tmp_path, hook.url, "--kafka", f"kafka://{broker}/{topic}")
+    try:
+        serve.wait(lambda: serve.metrics().get(("funnelpulse_stream_events_total", ()))
+                   == events)
+        assert serve.ready()["parts"]["stream"] == {"state": "up", "restarts": 0, "error": None}
+        assert serve.metrics()[("funnelpulse_stream_batches_total", ())] >= 1
+        assert "[stream] " in serve.text()  # the stream's lines are in serve's log
+        [child] = _children(serve.proc.pid)
+        assert serve.stop() == 0
+        assert not Path(f"/proc/{child}").exists() or _children(serve.proc.pid) == []
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    live = tables.read(tables.table_path(str(tmp_path / "wh"), "gold_stream_funnel_hourly_brand"))
+    assert sum(live.column("views").to_pylist()) > 0
+
+
+def test_alerts_a_receiver_refused_are_counted_and_delivered_later_once(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    for day in days:
+        publish(day, tmp_path / "land")
+    hook.refuse = 10_000  # down: every request answered 503
+    serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                  FUNNELPULSE_SERVE_ALERT_RETRY_S="2")
+    try:
+        serve.wait(lambda: serve.metrics().get(
+            ("funnelpulse_alerts_failed_total", (("sink", "webhook"),)), 0) > 0)
+        assert serve.ready()["watcher"]["unfinished_cycle"] is True
+        assert hook.log == []
+        hook.refuse = 0  # back up
+        serve.wait(lambda: serve.ready()["watcher"]["unfinished_cycle"] is False)
+        assert hook.log and all(n == 1 for n in keys(hook).values())
+        m = serve.metrics()
+        assert m[("funnelpulse_alerts_sent_total", (("sink", "webhook"),))] == len(hook.log)
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def test_a_manual_build_while_a_cycle_runs_waits_its_turn(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]]
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):  # a receiver that takes 2 s per alert
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(2)
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    for day in days:
+        publish(day, tmp_path / "land")
+    serve = Serve(tmp_path, f"http://127.0.0.1:{slow.server_address[1]}/hook", "--alert",
+                  "--sink", "webhook")
+    try:
+        serve.wait(lambda: serve.ready().get("watcher", {}).get("cycle_running") is True)
+        manual = subprocess.run(
+            [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "wh"), "build"],
+            capture_output=True, text=True, cwd=tmp_path, env=serve.env, timeout=300,
+        )
+        assert manual.returncode == 0, manual.stderr
+        said = " ".join(manual.stderr.split())  # the progress lines wrap at the terminal width
+        assert "Waiting for funnelpulse" in said and "to finish writing this warehouse" in said
+        assert "Nothing to build" in said  # the cycle's own build came first
+        # it went on only once the cycle (alerts included) had let the lock go
+        assert serve.ready()["watcher"]["cycle_running"] is False
+        serve.idle(1)
+        assert serve.stop() == 0
+    finally:
+        slow.shutdown()
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch
