@@ -90,7 +90,7 @@ def exit_code(
     import click
 
     from .anomaly.sinks import scrub
-    from .errors import FunnelPulseError
+    from .errors import FunnelPulseError, Interrupted
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
     try:
@@ -107,6 +107,9 @@ def exit_code(
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except Interrupted as exc:  # Ctrl-C, and the command said what it had done
+        click.echo(scrub(f"Stopped: {exc}"), err=True)
+        return EXIT_ABORTED
     except FunnelPulseError as exc:
         if debug:
             raise
