@@ -136,8 +136,17 @@ def _producer(bootstrap: str, options: dict[str, str] | None = None):  # type: i
     return client("Producer", config)
 
 
-# Seconds between two progress lines of a replay.
+# Seconds between two progress lines of a replay (FUNNELPULSE_PROGRESS_S overrides it).
 PROGRESS_EVERY_S = 5.0
+
+
+def _progress_every_s() -> float:
+    import os
+
+    try:
+        return max(float(os.environ.get("FUNNELPULSE_PROGRESS_S", PROGRESS_EVERY_S)), 0.1)
+    except ValueError:
+        return PROGRESS_EVERY_S
 
 
 def _progress_line(
@@ -184,7 +193,8 @@ def publish(
             errors[err.str()] += 1
 
     started = time.perf_counter()
-    next_line = started + PROGRESS_EVERY_S
+    every_s = _progress_every_s()
+    next_line = started + every_s
     sent = 0
     reached: float | None = None
     try:
@@ -197,7 +207,7 @@ def publish(
                     time.sleep(min(wait, max(next_line - time.perf_counter(), 0.01)))
                     wait = send_at - time.perf_counter()
                     if progress and time.perf_counter() >= next_line:
-                        next_line = time.perf_counter() + PROGRESS_EVERY_S
+                        next_line = time.perf_counter() + every_s
                         left = None if last_send_at is None else last_send_at - time.perf_counter()
                         progress.step(_progress_line(sent, total, started, reached, left))
             while True:
@@ -216,7 +226,7 @@ def publish(
             if sent % 1_000 == 0:
                 producer.poll(0)
                 if progress and time.perf_counter() >= next_line:
-                    next_line = time.perf_counter() + PROGRESS_EVERY_S
+                    next_line = time.perf_counter() + every_s
                     left = (
                         last_send_at - time.perf_counter()
                         if last_send_at is not None
