@@ -453,14 +453,92 @@ def vacuum(ctx: _Context, retain_hours: int, dry_run: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--live",
+    is_flag=True,
+    help="The live path instead: broker, stream with alerts and a replayed day whose checkout "
+    "breaks at 12:00 UTC (in ./live-demo, or --warehouse).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(10, 3600),
+    default=120,
+    show_default=True,
+    help="With --live: how long the replayed day takes.",
+)
+@click.option(
+    "--events-per-day",
+    type=click.IntRange(2_000, 2_000_000),
+    default=40_000,
+    show_default=True,
+    help="With --live: events of each generated day.",
+)
+@click.option(
+    "--dashboard", "with_dashboard", is_flag=True, help="With --live: also serve the dashboard."
+)
 @click.pass_obj
-def demo(ctx: _Context) -> None:
-    """Ingest the bundled real REES46 sample, build every table and print the report."""
+def demo(
+    ctx: _Context, live: bool, seconds: float, events_per_day: int, with_dashboard: bool
+) -> None:
+    """Ingest the bundled real REES46 sample, build every table and print the report.
+
+    With --live: the live path in about two minutes (see README "Live in two minutes")."""
     from .report import format_demo
 
+    if live:
+        from .report import format_live_demo
+
+        with ctx.progress() as progress:
+            shown = _live_demo(ctx, progress, seconds, events_per_day, with_dashboard)
+        click.echo(format_live_demo(shown))
+        return
+    if with_dashboard or seconds != 120 or events_per_day != 40_000:
+        raise usage_error("--seconds, --events-per-day and --dashboard go with --live")
     with ctx.progress() as progress:
         result = ctx.pipeline(progress).demo()
     click.echo(format_demo(result.ingested, result.report))
+
+
+def _live_demo(
+    ctx: _Context, progress: Progress, seconds: float, events_per_day: int, dashboard: bool
+) -> Any:
+    """Run `demo --live`, with the dashboard beside it when asked (stopped at the end)."""
+    import subprocess
+
+    from . import live_demo
+
+    folder = Path(ctx.warehouse).parent if ctx.warehouse else Path("live-demo")
+    server: list[subprocess.Popen[bytes]] = []
+
+    def ready(demo: Any) -> None:
+        command = f"funnelpulse --warehouse {demo.warehouse} dashboard"
+        if dashboard:
+            server.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "funnelpulse",
+                        "--warehouse",
+                        demo.warehouse,
+                        "dashboard",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            command = "the dashboard is starting"
+        click.echo(
+            f"Live page: http://127.0.0.1:8501/Live ({command}); alerts go to {demo.alert_file}",
+            err=True,
+        )
+
+    try:
+        return live_demo.run(folder, seconds, events_per_day, progress, ready)
+    finally:
+        for process in server:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @cli.command()

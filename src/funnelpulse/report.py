@@ -423,3 +423,22 @@ def format_sql(result: Any, fmt: str) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.append(f"({len(cells):,} row{'s' if len(cells) != 1 else ''})")
     return "\n".join(lines)
+
+
+def format_live_demo(demo: Any) -> str:
+    """What `demo --live` prints at the end: counts, alerts, and where to look next."""
+    lines = [
+        f"Published {demo.published:,} events of the live day; the stream consumed "
+        f"{demo.consumed:,}.",
+        f"Alerts ({len(demo.alerts)}) in {demo.alert_file}:",
+    ]
+    for alert in demo.alerts:
+        lines.append(f"  {plain(alert.get('message') or alert.get('incident_id') or alert)}")
+    lines.append(
+        "The checkout break at 12:00 UTC was alerted."
+        if demo.break_alerted
+        else "The checkout break at 12:00 UTC was NOT alerted: see the stream's log in "
+        f"{Path(demo.alert_file).parent / 'stream.out'}"
+    )
+    lines.append(f"Explore: funnelpulse --warehouse {demo.warehouse} incidents list")
+    return "\n".join(lines)
