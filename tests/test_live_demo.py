@@ -32,3 +32,51 @@ def test_demo_live_alerts_the_checkout_break(tmp_path: Path) -> None:
     assert len(opened) == len(set(opened))  # each incident alerted once
     assert "Live page: http://127.0.0.1:8501/Live" in done.stderr
     assert "event time 2024-03-06" in done.stderr  # progress while it replays
+
+
+def test_ctrl_c_stops_everything_and_says_what_was_published_and_consumed(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    warehouse = tmp_path / "live" / "warehouse"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "funnelpulse", "--warehouse", str(warehouse), "demo", "--live",
+            "--seconds", "90", "--events-per-day", "4000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: Ctrl-C in a terminal reaches the whole group
+        env={**os.environ, "FUNNELPULSE_PROGRESS_S": "1"},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen, deadline = "", time.monotonic() + 400
+    while "event time 2024-03-06" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "event time 2024-03-06" in seen, seen
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, seen + err
+    stopped = [x for x in err.splitlines() if x.startswith("Stopped: published ")]
+    assert len(stopped) == 1, seen + err
+    published = int(stopped[0].split("published ")[1].split(" events")[0].replace(",", ""))
+    consumed = int(stopped[0].split("consumed ")[1].split(";")[0].replace(",", ""))
+    assert 0 < published < 4000 and 0 <= consumed <= published, stopped
+    assert stopped[0].endswith("Everything is stopped")
+    assert "Traceback" not in err and out == ""
+    time.sleep(1)
+    try:  # nothing of the group is left: no broker, no stream
+        os.killpg(proc.pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive

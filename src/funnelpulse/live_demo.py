@@ -182,10 +182,12 @@ def _stop(stream: subprocess.Popen[str] | None, out_path: Path) -> int:
     """Stop the stream as Ctrl-C would (it commits what it took), and read how many it took."""
     if stream is None:
         return 0
-    if stream.poll() is None:
-        stream.send_signal(signal.SIGINT)
+    try:  # a Ctrl-C in the terminal reached it too: let it finish its own clean stop
+        stream.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        stream.send_signal(signal.SIGINT)  # only this process was interrupted: pass it on
         try:
-            stream.wait(timeout=8)  # within the command's Ctrl-C grace
+            stream.wait(timeout=5)  # within the command's Ctrl-C grace
         except subprocess.TimeoutExpired:
             stream.kill()
             stream.wait()
