@@ -59,7 +59,11 @@ FLAG_ERRORS: dict[str, list[tuple[list[str], str]]] = {
         (["--engine", "pandas"], "Invalid value for '--engine'"),
     ],
     "dashboard": [(["--port", "0"], "Invalid value for '--port'")],
-    "demo": [(["--live-ish"], "No such option")],
+    "demo": [
+        (["--live-ish"], "No such option"),
+        (["--seconds", "30"], "go with --live"),
+        (["--live", "--seconds", "5"], "Invalid value for '--seconds'"),
+    ],
     "detect": [
         (["--since", "2019-13-01"], "is not a date"),
         (["--method", "magic"], "Invalid value for '--method'"),
