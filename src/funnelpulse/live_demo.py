@@ -137,6 +137,8 @@ def run(
                     "file",
                     "--until-idle",
                     "15",
+                    "--broker-timeout-s",  # a busy machine: the broker may answer slowly
+                    "300",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -167,7 +169,11 @@ def run(
         stop_broker(broker)
     text = out_path.read_text()
     if stream.returncode != 0:
-        raise FunnelPulseError(f"The stream stopped with an error: {text.strip()[-500:]}")
+        last = text.strip().splitlines()[-1] if text.strip() else "no output"
+        raise FunnelPulseError(
+            f"The live stream stopped with an error ({last.removeprefix('Error: ')}). Its log "
+            f"is {out_path}; run `funnelpulse demo --live` again"
+        )
     demo.consumed = _number(text, r"([\d,]+) events in")
     demo.alerts = _alerts(alert_file)
     return demo
