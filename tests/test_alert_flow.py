@@ -357,10 +357,10 @@ def test_incidents_commands_ack_resolve_mute_and_explain_with_pagerduty(
             bad.exit_code == 1
             and "Error: No incident 'brand:nope/conversion-drop/20191010T03'" in bad.output
         )
-        bad = run("mute", "--segment", "acme", "--for", "2h")
-        assert bad.exit_code == 1 and "must be written dimension:value" in bad.output
+        bad = run("mute", "--segment", "acme", "--for", "2h")  # bad flags: exit 2
+        assert bad.exit_code == 2 and "must be written dimension:value" in bad.output
         bad = run("mute", "--segment", "brand:acme", "--for", "2x")
-        assert bad.exit_code == 1 and "Write it like 30m, 2h or 1d" in bad.output
+        assert bad.exit_code == 2 and "Write it like 30m, 2h or 1d" in bad.output
     events = [(e["event_action"], e["dedup_key"]) for e in pd.bodies()]
     key = idempotency_key(acme)
     assert events[2:] == [("acknowledge", key), ("resolve", key)]

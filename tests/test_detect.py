@@ -118,7 +118,8 @@ def test_detect_writes_anomalies_with_window_root_cause_and_explain(labelled: Pa
     assert explained.returncode == 0, explained.stderr
     assert "by price_band:" in explained.stdout and brand_rows[0]["segment"] in explained.stdout
     missing = cli("explain", "nope", cwd=labelled)
-    assert missing.returncode == 1 and "No anomaly with id" in missing.stderr
+    assert missing.returncode == 1 and "No anomaly or incident with id" in missing.stderr
+    assert "`funnelpulse incidents list`" in missing.stderr  # a command that lists ids
 
     # overlapping windows of one segment group into one incident covering the outage
     incidents = group_incidents(rows)

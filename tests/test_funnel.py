@@ -411,8 +411,9 @@ def test_cli_rejects_bad_windows(awkward: Pipeline, window: str) -> None:
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a bad flag: nothing was done
     assert proc.stderr.startswith(f"Error: --window {window!r} is not a duration.")
+    assert proc.stderr.rstrip().endswith("See `funnelpulse funnel --help`.")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

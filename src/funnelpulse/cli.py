@@ -13,17 +13,22 @@ import click
 
 from .cli_incidents import digest, incidents
 from .cli_options import (
+    ANNOTATION_SEGMENT,
     CONF_OPTION,
     DATE,
     ENGINE_OPTION,
+    KAFKA_URL,
     MASTER_OPTION,
     NON_NEGATIVE,
     PORT,
     POSITIVE,
     SINK_OPTION,
+    SOURCE_URL,
     TIME,
+    WINDOW,
     check_range,
     event_file,
+    usage_error,
 )
 from .config import ENGINES as ENGINE_NAMES
 from .config import OFFSET_RESETS
@@ -176,6 +181,8 @@ def ingest(
     from .pipeline import IngestIncomplete
     from .report import format_ingest
 
+    if not files:
+        raise usage_error("Give one or more CSV, CSV.gz or Parquet files (paths or gs://... URIs)")
     try:
         with ctx.progress() as progress:
             result = ctx.pipeline(
@@ -189,15 +196,6 @@ def ingest(
         )
         raise exc.error from None
     _say(format_ingest(result))
-
-
-def _date(value: str | date | None) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise FunnelPulseError(f"{value!r} is not a date. Use YYYY-MM-DD") from exc
 
 
 @cli.command()
@@ -233,7 +231,7 @@ def build(
 
     check_range(since, until)
     if full and (since or until):
-        raise click.UsageError("--full rebuilds every date: leave out --since and --until")
+        raise usage_error("--full rebuilds every date: leave out --since and --until")
     with ctx.progress() as progress:
         pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
         result = pipeline.build(since, until, full=full, allow_shrink=allow_shrink)
@@ -264,9 +262,15 @@ def report(ctx: _Context, fmt: str, top: int, since: date | None, until: date | 
     default=None,
     help="One row per value, held constant through the funnel.",
 )
-@click.option("--since", default=None, help="First UTC entry date (YYYY-MM-DD).")
-@click.option("--until", default=None, help="Last UTC entry date (YYYY-MM-DD).")
-@click.option("--window", default="24h", show_default=True, help="Conversion window: 30m, 2h, 7d.")
+@click.option("--since", type=DATE, default=None, help="First UTC entry date (YYYY-MM-DD).")
+@click.option("--until", type=DATE, default=None, help="Last UTC entry date (YYYY-MM-DD).")
+@click.option(
+    "--window",
+    default="24h",
+    show_default=True,
+    callback=WINDOW,
+    help="Conversion window: 30m, 2h, 7d.",
+)
 @click.option(
     "--same-product", is_flag=True, help="Cart and purchase must be of the viewed product."
 )
@@ -276,9 +280,9 @@ def report(ctx: _Context, fmt: str, top: int, since: date | None, until: date | 
 def funnel(
     ctx: _Context,
     by: str | None,
-    since: str | None,
-    until: str | None,
-    window: str,
+    since: date | None,
+    until: date | None,
+    window: int,
     same_product: bool,
     by_user: bool,
     fmt: str,
@@ -287,12 +291,11 @@ def funnel(
     from . import funnel as fn
     from . import queries
 
-    spec = fn.FunnelSpec(fn.parse_window(window), by, same_product, by_user)
+    check_range(since, until)
+    spec = fn.FunnelSpec(window, by, same_product, by_user)
     pipeline = ctx.pipeline(None)
     memory = pipeline.settings.funnel_memory_mb or None
-    result = queries.funnel(
-        pipeline.warehouse, spec, _date(since), _date(until), memory_mb=memory
-    ).data
+    result = queries.funnel(pipeline.warehouse, spec, since, until, memory_mb=memory).data
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -351,7 +354,8 @@ def detect(
 @click.argument("anomaly_id")
 @click.pass_obj
 def explain(ctx: _Context, anomaly_id: str) -> None:
-    """Show one anomaly and the segments that drove it (rate change vs mix change)."""
+    """Show one anomaly (an id from `detect`, or an incident's id: its strongest anomaly) and
+    the segments that drove it (rate change vs mix change)."""
     from .report import format_explain
 
     click.echo(format_explain(ctx.pipeline(None).anomaly(anomaly_id)))
@@ -364,6 +368,7 @@ def explain(ctx: _Context, anomaly_id: str) -> None:
 @click.option(
     "--segment",
     default=None,
+    callback=ANNOTATION_SEGMENT,
     help="dimension:value (brand:acme, price_band:<10); default the shop.",
 )
 @click.option("--list", "show", is_flag=True, help="List the annotations.")
@@ -392,10 +397,12 @@ def annotate(
         click.echo(f"Deleted annotation {gone['annotation_id']}: {gone['text']}")
         return
     if start is None or end is None or not text:
-        raise click.UsageError(
+        raise usage_error(
             "Give --start, --end and a text, e.g. funnelpulse annotate --start 2019-10-10T08:00 "
             '--end 2019-10-10T12:00 "planned outage"; or use --list / --delete ID'
         )
+    if end <= start:
+        raise usage_error(f"--end {end:%Y-%m-%d %H:%M} is not after --start. Swap them")
     row = annotations.add(warehouse, start, end, text, segment)
     click.echo(
         f"Annotation {row['annotation_id']}: {format_annotations([row]).splitlines()[-1].strip()}. "
@@ -446,14 +453,92 @@ def vacuum(ctx: _Context, retain_hours: int, dry_run: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--live",
+    is_flag=True,
+    help="The live path instead: broker, stream with alerts and a replayed day whose checkout "
+    "breaks at 12:00 UTC (in ./live-demo, or --warehouse).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(10, 3600),
+    default=120,
+    show_default=True,
+    help="With --live: how long the replayed day takes.",
+)
+@click.option(
+    "--events-per-day",
+    type=click.IntRange(2_000, 2_000_000),
+    default=40_000,
+    show_default=True,
+    help="With --live: events of each generated day.",
+)
+@click.option(
+    "--dashboard", "with_dashboard", is_flag=True, help="With --live: also serve the dashboard."
+)
 @click.pass_obj
-def demo(ctx: _Context) -> None:
-    """Ingest the bundled real REES46 sample, build every table and print the report."""
+def demo(
+    ctx: _Context, live: bool, seconds: float, events_per_day: int, with_dashboard: bool
+) -> None:
+    """Ingest the bundled real REES46 sample, build every table and print the report.
+
+    With --live: the live path in about two minutes (see README "Live in two minutes")."""
     from .report import format_demo
 
+    if live:
+        from .report import format_live_demo
+
+        with ctx.progress() as progress:
+            shown = _live_demo(ctx, progress, seconds, events_per_day, with_dashboard)
+        click.echo(format_live_demo(shown))
+        return
+    if with_dashboard or seconds != 120 or events_per_day != 40_000:
+        raise usage_error("--seconds, --events-per-day and --dashboard go with --live")
     with ctx.progress() as progress:
         result = ctx.pipeline(progress).demo()
     click.echo(format_demo(result.ingested, result.report))
+
+
+def _live_demo(
+    ctx: _Context, progress: Progress, seconds: float, events_per_day: int, dashboard: bool
+) -> Any:
+    """Run `demo --live`, with the dashboard beside it when asked (stopped at the end)."""
+    import subprocess
+
+    from . import live_demo
+
+    folder = Path(ctx.warehouse).parent if ctx.warehouse else Path("live-demo")
+    server: list[subprocess.Popen[bytes]] = []
+
+    def ready(demo: Any) -> None:
+        command = f"funnelpulse --warehouse {demo.warehouse} dashboard"
+        if dashboard:
+            server.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "funnelpulse",
+                        "--warehouse",
+                        demo.warehouse,
+                        "dashboard",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            command = "the dashboard is starting"
+        click.echo(
+            f"Live page: http://127.0.0.1:8501/Live ({command}); alerts go to {demo.alert_file}",
+            err=True,
+        )
+
+    try:
+        return live_demo.run(folder, seconds, events_per_day, progress, ready)
+    finally:
+        for process in server:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @cli.command()
@@ -582,6 +667,7 @@ def dashboard(ctx: _Context, port: int, host: str) -> None:
 @click.option(
     "--source",
     required=True,
+    callback=SOURCE_URL,
     help="kafka://HOST:PORT/TOPIC or files://DIR (CSV, JSON lines, Parquet).",
 )
 @click.option(
@@ -701,7 +787,7 @@ def stream(
 
 
 @cli.command()
-@click.option("--to", "target", required=True, help="kafka://HOST:PORT/TOPIC")
+@click.option("--to", "target", required=True, callback=KAFKA_URL, help="kafka://HOST:PORT/TOPIC")
 @click.option(
     "--from",
     "sources",
@@ -750,7 +836,7 @@ def replay(
     options = settings_options(ctx.config)
     with ctx.progress() as progress:
         if synthetic:
-            result = replaying.synthetic(target, rate, seconds, options=options)
+            result = replaying.synthetic(target, rate, seconds, options=options, progress=progress)
         else:
             result = ctx.pipeline(progress).replay(target, list(sources), speedup, options)
     click.echo(format_replay(result))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .cli_options import DATE
+from .cli_options import DATE, DURATION, SEGMENT
 from .config import SINKS
 from .errors import FunnelPulseError
 
@@ -95,19 +95,22 @@ def resolve(ctx: Any, incident_id: str, note: str, by: str) -> None:
 
 
 @incidents.command()
-@click.option("--segment", required=True, help="dimension:value, e.g. brand:acme or shop:all.")
+@click.option(
+    "--segment",
+    required=True,
+    callback=SEGMENT,
+    help="dimension:value, e.g. brand:acme or shop:all.",
+)
 @click.option("--step", default=None, help="Only this step (default every step).")
-@click.option("--for", "duration", required=True, help="How long: 30m, 2h, 1d.")
+@click.option("--for", "duration", required=True, callback=DURATION, help="How long: 30m, 2h, 1d.")
 @click.option("--note", default="", help="Why, for the record.")
 @BY_OPTION
 @click.pass_obj
-def mute(ctx: Any, segment: str, step: str | None, duration: str, note: str, by: str) -> None:
+def mute(ctx: Any, segment: str, step: str | None, duration: Any, note: str, by: str) -> None:
     """Hold back a segment's alerts for a while; still detected and recorded as muted."""
     from .anomaly.incident_book import mute as do_mute
-    from .anomaly.workflow import parse_duration, split_segment
 
-    split_segment(segment)
-    length = parse_duration(duration)
+    length = duration
     pipeline = _book(ctx)
     row = do_mute(pipeline.warehouse, segment, step, length, note, by)
     what = segment + (f" {step}" if step else "")
@@ -115,16 +118,14 @@ def mute(ctx: Any, segment: str, step: str | None, duration: str, note: str, by:
 
 
 @incidents.command()
-@click.option("--segment", required=True, help="dimension:value, as muted.")
+@click.option("--segment", required=True, callback=SEGMENT, help="dimension:value, as muted.")
 @click.option("--step", default=None, help="Only the mute of this step.")
 @BY_OPTION
 @click.pass_obj
 def unmute(ctx: Any, segment: str, step: str | None, by: str) -> None:
     """End a segment's mute now; an incident still open is sent by the next alert run."""
     from .anomaly.incident_book import unmute as do_unmute
-    from .anomaly.workflow import split_segment
 
-    split_segment(segment)
     pipeline = _book(ctx)
     ended = do_unmute(pipeline.warehouse, segment, step, by)
     if not ended:

@@ -4,6 +4,7 @@ mistyped flag costs nothing (no file written, no table touched)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -115,4 +116,82 @@ def event_file(path: Path) -> Path:
 def check_range(since: date | None, until: date | None) -> None:
     """An empty date range is a mistake, never a silent no-op."""
     if since and until and since > until:
-        raise click.UsageError(f"--since {since} is after --until {until}. Swap them")
+        raise usage_error(f"--since {since} is after --until {until}. Swap them")
+
+
+def usage_error(message: str) -> click.UsageError:
+    """A bad command line: exit 2 with `See funnelpulse CMD --help.` (the one CLI convention)."""
+    return click.UsageError(message, click.get_current_context(silent=True))
+
+
+def parsed_by(parse: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that checks a flag's value with a library parser while parsing: its
+    error (the message names the flag) becomes a usage error, exit 2, before any work."""
+    from .errors import FunnelPulseError
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value == ():
+            return value
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(v) for v in value)
+            return parse(value)
+        except FunnelPulseError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+
+    return callback
+
+
+def _window(text: str) -> int:
+    from .funnel import parse_window
+
+    return parse_window(text)
+
+
+def _kafka(url: str) -> str:
+    from .streaming.kafka_url import parse_kafka
+
+    parse_kafka(url)
+    return url
+
+
+def _source(url: str) -> str:
+    from .errors import ConfigError
+
+    if url.startswith("files://"):
+        if not url[len("files://") :]:
+            raise ConfigError(f"{url!r} names no folder. Use files://DIR")
+        return url
+    if url.startswith("kafka://"):
+        return _kafka(url)
+    raise ConfigError(f"Unknown source {url!r}. Use kafka://HOST:PORT/TOPIC or files://DIR")
+
+
+def _segment(text: str) -> str:
+    from .anomaly.workflow import split_segment
+
+    split_segment(text)
+    return text
+
+
+def _duration(text: str) -> Any:
+    from .anomaly.workflow import parse_duration
+
+    return parse_duration(text)
+
+
+WINDOW = parsed_by(_window)  # --window 30m -> seconds
+KAFKA_URL = parsed_by(_kafka)  # kafka://HOST:PORT/TOPIC
+SOURCE_URL = parsed_by(_source)  # kafka://... or files://DIR
+SEGMENT = parsed_by(_segment)  # dimension:value
+DURATION = parsed_by(_duration)  # 30m, 2h, 1d -> timedelta
+
+
+def _annotation_segment(text: str) -> str:
+    from .anomaly.annotations import parse_segment
+
+    parse_segment(text)
+    return text
+
+
+ANNOTATION_SEGMENT = parsed_by(_annotation_segment)

@@ -89,7 +89,7 @@ def exit_code(
 
     import click
 
-    from .errors import FunnelPulseError
+    from .errors import FunnelPulseError, Interrupted
     from .redact import scrub
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
@@ -107,6 +107,9 @@ def exit_code(
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except Interrupted as exc:  # Ctrl-C, and the command said what it had done
+        click.echo(scrub(f"Stopped: {exc}"), err=True)
+        return EXIT_ABORTED
     except FunnelPulseError as exc:
         if debug:
             raise

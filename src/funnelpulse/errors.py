@@ -28,3 +28,8 @@ class MissingDependencyError(FunnelPulseError):
         super().__init__(
             f"{module} is not installed. Install it with: pip install 'funnelpulse[{extra}]'"
         )
+
+
+class Interrupted(FunnelPulseError):
+    """The user stopped a long command (Ctrl-C); the message says what was done before it stopped.
+    The command line exits 130, as for any Ctrl-C."""

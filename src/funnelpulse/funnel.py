@@ -202,6 +202,7 @@ class FunnelResult:
     since: date | None
     until: date | None
     rows: list[dict[str, Any]]
+    data_range: tuple[date, date] | None = None  # first and last date of silver_events
 
     @property
     def events_without_unit(self) -> int:
@@ -293,10 +294,13 @@ def query(
     with bounded_connection(warehouse, memory_mb) as con:
         con.register("silver_events", silver if silver is not None else silver_dataset(warehouse))
         table = con.sql(render(spec, since, until, grain)).to_arrow_table()
+        first, last = con.execute(
+            "SELECT min(event_date), max(event_date) FROM silver_events"
+        ).fetchone()
     order = [c for c in ("date", "hour") if c in table.column_names]
     rows = table.to_pylist()
     rows.sort(key=lambda r: (*[r[c] for c in order], -r["sessions"], str(r.get(spec.key_column))))
-    return FunnelResult(spec, since, until, rows)
+    return FunnelResult(spec, since, until, rows, (first, last) if first else None)
 
 
 def rebuild_range(dates: Any, present: list[date]) -> tuple[date, date] | None:
@@ -385,7 +389,9 @@ def format_text(result: FunnelResult) -> str:
     spec = result.spec
     unit = f"{spec.unit_name}s"
     held = [spec.by or "", "product" if spec.same_product else ""]
-    span = f"{result.since or 'first'}..{result.until or 'last'}"
+    data_first, data_last = result.data_range or (None, None)
+    since, until = result.since or data_first, result.until or data_last
+    span = f"{since} to {until}" if since and until else "(no data)"
     lines = [
         f"Ordered funnel view -> cart -> purchase, {unit} by entry date {span}, "
         f"window {format_window(spec.window_seconds)}"
@@ -416,15 +422,17 @@ def format_text(result: FunnelResult) -> str:
         ]
     else:
         key = spec.key_column or ""
+        names = ["(unknown)" if r[key] is None else str(r[key]) for r in result.rows]
+        width = max([21, len(key), *(len(n) for n in names)]) + 1
         header = (
-            f"  {key:<22}{unit:>10}{'carted':>9}{'bought':>8}{'->cart':>8}{'->buy':>8}"
+            f"  {key:<{width}}{unit:>10}{'carted':>9}{'bought':>8}{'->cart':>8}{'->buy':>8}"
             f"{'conv':>7}{'aband':>7}{'to cart':>9}{'to buy':>9}{'revenue':>13}"
         )
         lines.append(header)
         for r in result.rows:
             name = "(unknown)" if r[key] is None else str(r[key])
             lines.append(
-                f"  {name[:21]:<22}{r['sessions']:>10,}{r['carted']:>9,}{r['purchased']:>8,}"
+                f"  {name:<{width}}{r['sessions']:>10,}{r['carted']:>9,}{r['purchased']:>8,}"
                 f"{_pct(r['view_to_cart_rate']):>8}{_pct(r['cart_to_purchase_rate']):>8}"
                 f"{_pct(r['conversion_rate']):>7}{_pct(r['cart_abandonment_rate']):>7}"
                 f"{format_duration(r['median_seconds_to_cart']):>9}"
@@ -437,6 +445,13 @@ def format_text(result: FunnelResult) -> str:
         )
     if spec.same_product and not spec.by:
         lines.append(f"  ({unit} are counted once per product they viewed)")
+    if not any(r["sessions"] for r in result.rows):
+        lines.append(
+            f"  No {unit} entered in this range: the warehouse has events from {data_first} to "
+            f"{data_last}. Pick dates in that range (--since/--until)"
+            if result.data_range
+            else "  No events in silver_events yet: ingest files and run `funnelpulse build`"
+        )
     missing = result.events_without_unit
     lines.append(
         f"  {missing:,} events had no {'user' if spec.by_user else 'session'} id and are not "

@@ -754,6 +754,11 @@ def incidents_to_inject(
     if not inject:
         return []
     if not inject.startswith("auto:"):
+        if not Path(inject).is_file():
+            raise InjectError(
+                f"{inject!r} is neither auto:N nor a labels file (no such file). Use auto:3, or "
+                "the .labels.json an earlier generate wrote"
+            )
         return load_labels(Path(inject))
     count = int(inject[5:]) if inject[5:].isdigit() else 0
     if count < 1:

@@ -48,7 +48,8 @@ def format_list(views: list[IncidentView], fmt: str) -> str:
     lines = [f"{'id':<{width}} {'state':<13} {'severity':<9} {'since (UTC)':<17} {'for':>7}  what"]
     for v in views:
         i = v.incident
-        what = f"{i.dimension}:{plain(i.segment)} {','.join(i.steps)} {','.join(i.types)}"
+        kinds = dict.fromkeys(t.removeprefix("traffic_") for t in i.types)  # the step says traffic
+        what = f"{i.dimension}:{plain(i.segment)} {','.join(i.steps)} {','.join(kinds)}"
         others = len([s for s in i.segments if s != i.root])
         if others:
             what += f" (+{others} segment{'s' if others != 1 else ''})"

@@ -237,13 +237,33 @@ class Pipeline:
 
         data = tables.read(path)
         rows = data.filter(pc.equal(data["anomaly_id"], anomaly_id)).to_pylist()
+        if not rows:  # an incident's id: its strongest anomaly
+            members = self._incident_anomalies(anomaly_id)
+            rows = data.filter(
+                pc.is_in(data["anomaly_id"], pa.array(members, pa.string()))
+            ).to_pylist()
+            rows.sort(key=lambda r: -abs(r["z"]))
         if not rows:
             raise FunnelPulseError(
-                f"No anomaly with id {anomaly_id!r}. List them with `funnelpulse report`"
+                f"No anomaly or incident with id {anomaly_id!r}. List the incidents' ids with "
+                "`funnelpulse incidents list`"
             )
         row = rows[0]
         row["root_cause"] = json.loads(row["root_cause"]) if row["root_cause"] else None
         return row
+
+    def _incident_anomalies(self, incident_id: str) -> list[str]:
+        """The anomaly ids an incident of the lasting incidents table groups (none if unknown)."""
+        import json
+
+        import pyarrow.compute as pc
+
+        path = tables.table_path(self.warehouse, tables.INCIDENTS)
+        if not tables.exists(path):
+            return []
+        data = tables.read(path)
+        found = data.filter(pc.equal(data["incident_id"], incident_id)).to_pylist()
+        return [str(i) for row in found for i in json.loads(row["anomaly_ids"] or "[]")]
 
     def evaluate(
         self, labels_path: str | Path, methods: tuple[str, ...] = ("seasonal", "reference")

@@ -43,47 +43,137 @@ def plain(value: object) -> str:
     return _CONTROL.sub(" ", str(value))
 
 
+def finding(step: str, kind: str) -> str:
+    """`traffic` + `traffic_drop` -> `traffic drop`; `cart_to_purchase` + `drop` -> `cart_to_purchase drop`."""
+    return f"{step} {kind.removeprefix(step + '_')}"
+
+
+def _hours(count: int) -> str:
+    return f"{count} h" if count < 48 or count % 24 else f"{count // 24} d"
+
+
+def _end(row: dict[str, Any]) -> Any:
+    """The end of an anomaly's window (its start plus its hours when the row has no end)."""
+    from datetime import timedelta
+
+    return row.get("window_end") or row["window_start"] + timedelta(
+        hours=row.get("window_hours") or 1
+    )
+
+
+def _runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Anomalies of one segment, step and kind whose windows overlap or touch, as one run: one
+    outage scored in several windows (1 h, 3 h, 24 h ...) is one line, not ten."""
+    runs: list[list[dict[str, Any]]] = []
+    keyed = sorted(
+        rows, key=lambda r: (r["dimension"], r["segment"], r["step"], r["type"], r["window_start"])
+    )
+    end = None
+    for row in keyed:
+        key = (row["dimension"], row["segment"], row["step"], row["type"])
+        row_end = _end(row)
+        if runs and end is not None and key == _key(runs[-1][0]) and row["window_start"] <= end:
+            runs[-1].append(row)
+            end = max(end, row_end)
+        else:
+            runs.append([row])
+            end = row_end
+    return runs
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["dimension"], row["segment"], row["step"], row["type"])
+
+
+def _observed(row: dict[str, Any]) -> str:
+    """The evidence of one anomaly: view counts as integers, rates as percentages, window named."""
+    hours = row.get("window_hours") or 1
+    if row["step"] == "traffic":
+        return (
+            f"{row['observed_rate']:,.0f} views vs {row['expected_rate']:,.0f} expected "
+            f"in {_hours(hours)}"
+        )
+    counts = (
+        f" ({row['numerator']:,} of {row['denominator']:,})"
+        if row.get("numerator") is not None and row.get("denominator")
+        else ""
+    )
+    return (
+        f"{row['observed_rate'] * 100:.1f}%{counts} vs {row['expected_rate'] * 100:.1f}% "
+        f"expected in {_hours(hours)}"
+    )
+
+
 def format_detect(rows: list[dict[str, Any]], method: str, segments: int, hours: int) -> str:
-    """What `funnelpulse detect` prints: the count and the ten strongest anomalies."""
-    lines = [f"{len(rows):,} anomalies ({method}) over {segments} segments x {hours:,} hours"]
-    for row in sorted(rows, key=lambda r: -abs(r["z"]))[:10]:
-        rate = (
-            f"{row['observed_rate']:,.0f} vs {row['expected_rate']:,.0f} views"
-            if row["step"] == "traffic"
-            else f"{row['observed_rate'] * 100:.1f}% vs {row['expected_rate'] * 100:.1f}%"
+    """What `funnelpulse detect` prints: the count, then the ten strongest findings, one line
+    per segment, step and kind over a span of hours (its strongest window's evidence)."""
+    runs = _runs(rows)
+    lines = [
+        f"{len(rows):,} anomalies ({method}) over {segments} segments x {hours:,} hours"
+        + (f", {len(runs):,} distinct findings" if rows else "")
+    ]
+    if not runs:
+        return "\n".join(lines)
+    strongest = sorted(runs, key=lambda run: -max(abs(r["z"]) for r in run))[:10]
+    shown = []
+    for run in strongest:
+        top = max(run, key=lambda r: abs(r["z"]))
+        first = min(r["window_start"] for r in run)
+        last = max(_end(r) for r in run)
+        span = round((last - first).total_seconds() / 3600)
+        shown.append(
+            (
+                top["anomaly_id"],
+                f"{first:%Y-%m-%d %H:%M}",
+                _hours(span),
+                top["severity"],
+                f"{top['dimension']}:{plain(top['segment'])}",
+                finding(top["step"], top["type"]),
+                f"{_observed(top)} (z {top['z']:+.1f})",
+            )
         )
-        lines.append(
-            f"  {row['anomaly_id']}  {row['window_start']:%Y-%m-%d %H:%M}  {row['severity']:<8} "
-            f"{row['dimension']}={plain(row['segment']):<14} {row['step']} {row['type']}: {rate} "
-            f"(z {row['z']:+.1f})"
-        )
-    return "\n".join(lines)
+    head = ("id", "from (UTC)", "for", "severity", "segment", "finding", "strongest window")
+    widths = [max(len(head[i]), *(len(r[i]) for r in shown)) for i in range(6)]
+    lines.append(f"Strongest {len(shown)} (details: `funnelpulse explain ID`):")
+    for cells in (head, *shown):
+        padded = [
+            cell.rjust(width) if i == 2 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells[:6], widths, strict=True))
+        ]
+        lines.append("  " + "  ".join([*padded, cells[6]]))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def format_explain(row: dict[str, Any]) -> str:
     """What `funnelpulse explain ID` prints: the anomaly and the segments that drove it."""
+    hours = row.get("window_hours") or 1
     lines = [
-        f"{row['anomaly_id']}: {row['dimension']} {plain(row['segment'])}, {row['step']} "
-        f"{row['type']}, {row['window_start']:%Y-%m-%d %H:%M} UTC, severity {row['severity']}, "
-        f"z {row['z']:+.2f}",
-        f"observed {row['observed_rate']:.4f} vs expected {row['expected_rate']:.4f}; "
-        f"estimated lost purchases {row['lost_purchases']:,.1f}, "
+        f"{row['anomaly_id']}: {row['dimension']}:{plain(row['segment'])}, "
+        f"{finding(row['step'], row['type'])}, {_hours(hours)} window "
+        f"{row['window_start']:%Y-%m-%d %H:%M} to {_end(row):%Y-%m-%d %H:%M} UTC, "
+        f"severity {row['severity']}, z {row['z']:+.2f}",
+        f"observed {_observed(row)}; estimated lost purchases {row['lost_purchases']:,.0f}, "
         f"revenue {row['lost_revenue'] or 0:,.2f}",
     ]
     cause = row["root_cause"] or {}
+    parts_all = [
+        (by, part) for by, parts in cause.items() if by != "summary" and parts for part in parts
+    ]
+    width = max([16, *(len(plain(p["segment"])) for _, p in parts_all)])
     for by, parts in cause.items():
         if by == "summary" or not parts:
             continue
         lines.append(f"\nby {by}:")
         for part in parts:
             detail = (
-                f"observed {part['observed_rate']:.3f} vs {part['expected_rate']:.3f}, "
-                f"weight {part['weight']:.2f} vs {part['expected_weight']:.2f}"
+                f"rate {part['observed_rate'] * 100:.1f}% vs {part['expected_rate'] * 100:.1f}% "
+                f"expected, share {part['weight'] * 100:.1f}% vs "
+                f"{part['expected_weight'] * 100:.1f}%"
                 if "observed_rate" in part
                 else f"change {part['change']:+,.0f} views"
             )
             lines.append(
-                f"  {plain(part['segment']):<16} explains {part['share'] * 100:6.1f}%  "
+                f"  {plain(part['segment']):<{width}} explains {part['share'] * 100:6.1f}%  "
                 f"({part['kind']}; {detail})"
             )
     if cause.get("summary"):
@@ -98,8 +188,9 @@ def _pct(value: float | None) -> str:
 def format_text(report: dict[str, Any]) -> str:
     """A compact, aligned text rendering of `summary()`."""
     lines = [f"Warehouse: {report['warehouse']}", "", "Tables (rows):"]
+    width = max([32, *(len(name) for name in report["tables"])])
     for name, count in report["tables"].items():
-        lines.append(f"  {name:<32} {count:>12,}")
+        lines.append(f"  {name:<{width}} {count:>12,}")
     if "funnel" not in report:
         lines += ["", "No gold tables yet: run `funnelpulse build`."]
         return "\n".join(lines)
@@ -206,7 +297,7 @@ def format_demo(ingested: IngestResult, summary: dict[str, Any]) -> str:
 def format_evaluate(scores: list[Score]) -> str:
     """A table of each method's scores, then its recall per kind and the detectable labels missed."""
     lines = [
-        f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'found':>5} "
+        f"{'method':<10} {'labels':>6} {'found':>5} {'detectable':>10} {'of which found':>14} "
         f"{'incidents':>9} {'precision':>9} {'recall':>6} {'recall(det)':>11} {'F1(det)':>7} "
         f"{'delay p50/p90':>13} {'false/week':>10} {'notices/label':>13}"
     ]
@@ -216,7 +307,7 @@ def format_evaluate(scores: list[Score]) -> str:
         )
         lines.append(
             f"{s.method:<10} {s.labels:>6} {s.detected_labels:>5} {s.detectable:>10} "
-            f"{s.detected_detectable:>5} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
+            f"{s.detected_detectable:>14} {s.predicted:>9} {s.precision:>9.2f} {s.recall:>6.2f} "
             f"{s.recall_detectable:>11.2f} {s.f1:>7.2f} {delay:>13} {s.false_per_week:>10.2f} "
             + (
                 f"{'n/a':>13}"
@@ -331,4 +422,23 @@ def format_sql(result: Any, fmt: str) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.append(f"({len(cells):,} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def format_live_demo(demo: Any) -> str:
+    """What `demo --live` prints at the end: counts, alerts, and where to look next."""
+    lines = [
+        f"Published {demo.published:,} events of the live day; the stream consumed "
+        f"{demo.consumed:,}.",
+        f"Alerts ({len(demo.alerts)}) in {demo.alert_file}:",
+    ]
+    for alert in demo.alerts:
+        lines.append(f"  {plain(alert.get('message') or alert.get('incident_id') or alert)}")
+    lines.append(
+        "The checkout break at 12:00 UTC was alerted."
+        if demo.break_alerted
+        else "The checkout break at 12:00 UTC was NOT alerted: see the stream's log in "
+        f"{Path(demo.alert_file).parent / 'stream.out'}"
+    )
+    lines.append(f"Explore: funnelpulse --warehouse {demo.warehouse} incidents list")
     return "\n".join(lines)

@@ -397,6 +397,17 @@ class SqlSession:
                 self._pinned[name] = snap.versions[name]
         return dict(snap.versions)
 
+    def _damaged(self) -> str | None:
+        """A statement failed: if a table's data file is lost or corrupted, say which and what
+        to run (the reader's own message is about file formats, not about the warehouse)."""
+        from . import tables
+
+        try:
+            error = tables.broken_files_error(self.warehouse)
+        except Exception:  # the check is a courtesy: the engine's message still stands
+            return None
+        return None if error is None else str(error)
+
     # -- statements ------------------------------------------------------------------------
     def run(self, statement: str) -> Result:
         """Run one statement, read-only, within the statement timeout."""
@@ -534,7 +545,9 @@ class SqlSession:
                 "not allowed: this server reads the warehouse's tables only. Query them by name"
             ) from exc
         except duckdb.Error as exc:
-            raise SqlError(_engine_message(exc)) from exc
+            typo = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
+            damaged = None if isinstance(exc, typo) else self._damaged()
+            raise SqlError(damaged or _engine_message(exc)) from exc
         finally:
             timer.cancel()
         truncated = len(rows) > self.max_rows

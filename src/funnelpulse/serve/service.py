@@ -49,7 +49,7 @@ class JsonLines(logging.Formatter):
 
 
 def setup_logging(fmt: str) -> None:
-    from ..anomaly.sinks import scrubbed_logging
+    from ..redact import scrubbed_logging
 
     text = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     scrubbed_logging(logging.INFO, text)

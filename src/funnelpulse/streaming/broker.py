@@ -44,8 +44,24 @@ def wait_listening(proc: subprocess.Popen[Any], port: int, seconds: float) -> bo
     return False
 
 
+def check_port_free(port: int) -> None:
+    """Refuse a port another program listens on: the broker could not bind it, and a client
+    connecting there would reach that program instead."""
+    with socket.socket() as probe:
+        # SO_REUSEADDR: a port whose last socket is closing (TIME_WAIT) counts as free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise FunnelPulseError(
+                f"Port {port} is already in use ({exc.strerror}). Stop what listens there, or "
+                "give another --port"
+            ) from None
+
+
 def start_broker(port: int) -> subprocess.Popen[bytes]:
     """Start tansu listening on 127.0.0.1:port; returns once it accepts connections."""
+    check_port_free(port)
     proc = subprocess.Popen(
         [
             broker_binary(),
@@ -133,6 +149,10 @@ def serve(port: int, topic: str, partitions: int, ready: Callable[[], None]) -> 
         while proc.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        return
     finally:
         stop_broker(proc)
+    raise FunnelPulseError(
+        f"The broker on port {port} stopped by itself (code {proc.returncode}); its topics are "
+        "gone (memory storage). Start it again with `funnelpulse broker`"
+    )

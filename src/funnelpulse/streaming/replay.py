@@ -17,7 +17,7 @@ import pyarrow as pa
 from .. import tables
 from ..console import Progress, SilentProgress
 from ..engines.duckdb_ingest import raw_view
-from ..errors import FunnelPulseError, InputError
+from ..errors import FunnelPulseError, InputError, Interrupted
 from ..ingest import check_file, typed_sql
 from ..localdb import connect
 from .kafka_client import client, producer_config
@@ -136,18 +136,51 @@ def _producer(bootstrap: str, options: dict[str, str] | None = None):  # type: i
     return client("Producer", config)
 
 
+# Seconds between two progress lines of a replay (FUNNELPULSE_PROGRESS_S overrides it).
+PROGRESS_EVERY_S = 5.0
+
+
+def _progress_every_s() -> float:
+    import os
+
+    try:
+        return max(float(os.environ.get("FUNNELPULSE_PROGRESS_S", PROGRESS_EVERY_S)), 0.1)
+    except ValueError:
+        return PROGRESS_EVERY_S
+
+
+def _progress_line(
+    sent: int, total: int | None, started: float, event_ts: float | None, left_s: float | None
+) -> str:
+    """`Published 12,000 of 40,000 events (6,000/s), event time 2019-10-01 10:23 UTC, ~5 s left`."""
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    line = (
+        f"Published {sent:,}"
+        + (f" of {total:,}" if total else "")
+        + f" events ({sent / elapsed:,.0f}/s)"
+    )
+    if event_ts is not None:
+        line += f", event time {datetime.fromtimestamp(event_ts, UTC):%Y-%m-%d %H:%M} UTC"
+    if left_s is not None:
+        line += f", ~{left_s:,.0f} s left"
+    return line
+
+
 def publish(
     target: str,
-    messages: Iterator[tuple[str, str | None, float]],
+    messages: Iterator[tuple[Any, ...]],
     progress: Progress | None = None,
     total: int | None = None,
     options: dict[str, str] | None = None,
+    last_send_at: float | None = None,
 ) -> ReplayResult:
-    """Send (value, key, send_at) messages; waits until `send_at` (a perf_counter time) when > 0.
+    """Send (value, key, send_at[, event time]) messages; waits until `send_at` (a perf_counter
+    time) when > 0. A progress line every PROGRESS_EVERY_S: events, rate, event time reached.
 
     Flow control instead of time-outs: when the producer's queue is full it waits for
     deliveries. Every delivery report is checked at the end; if any message was not delivered
-    this raises, saying how many."""
+    this raises, saying how many. Ctrl-C stops publishing, waits briefly for the deliveries of
+    what was sent and raises Interrupted saying how many were published."""
     address = parse_kafka(target)
     producer = _producer(address.bootstrap, options)
     errors: Counter[str] = Counter()
@@ -160,29 +193,60 @@ def publish(
             errors[err.str()] += 1
 
     started = time.perf_counter()
+    every_s = _progress_every_s()
+    next_line = started + every_s
     sent = 0
-    for value, key, send_at in messages:
-        if send_at:
-            wait = send_at - time.perf_counter()
-            if wait > 0:
+    reached: float | None = None
+    try:
+        for value, key, send_at, *stamp in messages:
+            event_ts = stamp[0] if stamp else None
+            if send_at:
+                wait = send_at - time.perf_counter()
+                while wait > 0:  # sleep in short steps: progress lines keep coming while waiting
+                    producer.poll(0)
+                    time.sleep(min(wait, max(next_line - time.perf_counter(), 0.01)))
+                    wait = send_at - time.perf_counter()
+                    if progress and time.perf_counter() >= next_line:
+                        next_line = time.perf_counter() + every_s
+                        left = None if last_send_at is None else last_send_at - time.perf_counter()
+                        progress.step(_progress_line(sent, total, started, reached, left))
+            while True:
+                try:
+                    producer.produce(
+                        address.topic,
+                        value=value.encode(),
+                        key=key.encode() if key else None,
+                        on_delivery=report,
+                    )
+                    break
+                except BufferError:  # queue full: serve delivery reports until there is room
+                    producer.poll(0.1)
+            sent += 1
+            reached = event_ts if event_ts is not None else reached
+            if sent % 1_000 == 0:
                 producer.poll(0)
-                time.sleep(wait)
-        while True:
-            try:
-                producer.produce(
-                    address.topic,
-                    value=value.encode(),
-                    key=key.encode() if key else None,
-                    on_delivery=report,
-                )
-                break
-            except BufferError:  # queue full: serve delivery reports until there is room
-                producer.poll(0.1)
-        sent += 1
-        if sent % 10_000 == 0:
-            producer.poll(0)
-            if progress and sent % 100_000 == 0:
-                progress.step(f"Published {sent:,}" + (f" of {total:,}" if total else ""))
+                if progress and time.perf_counter() >= next_line:
+                    next_line = time.perf_counter() + every_s
+                    left = (
+                        last_send_at - time.perf_counter()
+                        if last_send_at is not None
+                        else (total - sent) / (sent / (time.perf_counter() - started))
+                        if total
+                        else None
+                    )
+                    progress.step(_progress_line(sent, total, started, reached, left))
+    except KeyboardInterrupt:
+        producer.flush(5)  # within the Ctrl-C grace: what was sent gets its delivery report
+        when = (
+            f"; event time reached {datetime.fromtimestamp(reached, UTC):%Y-%m-%d %H:%M:%S} UTC"
+            if reached is not None
+            else ""
+        )
+        of = f" of {total:,}" if total else ""
+        raise Interrupted(
+            f"published {delivered[0]:,}{of} events to {target} before Ctrl-C "
+            f"({sent - delivered[0]:,} sent without a delivery report){when}"
+        ) from None
     # Every message ends with a delivery report (at the latest after message.timeout.ms).
     unreported = producer.flush(180)
     seconds = time.perf_counter() - started
@@ -227,12 +291,19 @@ def replay(
     start_wall = time.perf_counter()
     first = stamps[0]
 
-    def messages() -> Iterator[tuple[str, str | None, float]]:
+    def messages() -> Iterator[tuple[str, str | None, float, float | None]]:
         for value, key, ts in zip(values, keys, stamps, strict=True):
-            yield value, key, (start_wall + (ts - first) / speedup) if speedup > 0 else 0.0
+            send_at = (start_wall + (ts - first) / speedup) if speedup > 0 else 0.0
+            yield value, key, send_at, ts
 
-    progress.step(f"Publishing {len(values):,} events")
-    result = publish(target, messages(), progress, len(values), options)
+    last = start_wall + (stamps[-1] - first) / speedup if speedup > 0 else None
+    span = (
+        f", {(stamps[-1] - first) / 3600:,.1f} h of event time in ~{(stamps[-1] - first) / speedup:,.0f} s"
+        if speedup > 0
+        else ""
+    )
+    progress.step(f"Publishing {len(values):,} events{span}")
+    result = publish(target, messages(), progress, len(values), options, last)
     result.skipped = skipped
     return result
 
@@ -243,6 +314,7 @@ def synthetic(
     seconds: float,
     seed: int = 0,
     options: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> ReplayResult:
     """Produce generated events live at `rate` events/s for `seconds`, stamped with the current time."""
     from ..generate import generate_events
@@ -254,10 +326,10 @@ def synthetic(
     rows = table.to_pylist()
     start_wall = time.perf_counter()
 
-    def messages() -> Iterator[tuple[str, str | None, float]]:
+    def messages() -> Iterator[tuple[str, str | None, float, float | None]]:
         for i, row in enumerate(rows):
             now = datetime.now(UTC)
             row["event_time"] = now.strftime("%Y-%m-%d %H:%M:%S UTC")
-            yield json.dumps(row), row["user_session"], start_wall + i / rate
+            yield json.dumps(row), row["user_session"], start_wall + i / rate, now.timestamp()
 
-    return publish(target, messages(), None, total, options)
+    return publish(target, messages(), progress, total, options, start_wall + seconds)

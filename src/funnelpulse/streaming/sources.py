@@ -27,7 +27,7 @@ from .kafka_client import _confluent, client, consumer_config, partitions, true_
 from .kafka_url import parse_kafka
 from .landing import Landing, signature
 from .state import FileVersion
-from .windows import NOT_AN_EVENT
+from .windows import NOT_A_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,46 @@ def _text(value: Any) -> str | None:
     return json.dumps(value)
 
 
+def _csv_line(text: str) -> dict[str, Any]:
+    """A CSV line in the REES46 column order (as every REES46 file has them) as the raw columns;
+    an empty field is NULL, as when ingest reads a CSV file. A header line, or a line with
+    another number of fields, is no event: {} (it is quarantined)."""
+    import csv
+
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return {}
+    if len(fields) != len(RAW_COLUMNS) or [f.strip() for f in fields] == list(RAW_COLUMNS):
+        return {}
+    return {c: (f if f != "" else None) for c, f in zip(RAW_COLUMNS, fields, strict=True)}
+
+
+def _message(value: bytes | None) -> dict[str, Any]:
+    """One message or line: a JSON object, or a CSV line in the raw column order."""
+    if value is None:
+        return {}
+    text = value.decode("utf-8", "replace").strip()
+    if not text.startswith("{"):
+        return _csv_line(text)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def parse_json(values: list[bytes | None], source: list[str], ordinal: list[int]) -> pa.Table:
-    """JSON objects (one per message or line) as the raw columns in text plus `raw_text`; a value
-    that is not a JSON object gets all raw columns NULL (it is quarantined)."""
+    """JSON objects or CSV lines in the REES46 column order (one per message or line) as the
+    raw columns in text plus `raw_text`; a value that is neither gets all raw columns NULL (it
+    is quarantined)."""
     texts: pa.Array
     try:
         texts = pa.array(values, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:  # not UTF-8: keep what can be read
         texts = pa.array([v.decode("utf-8", "replace") if v is not None else None for v in values])
     columns: dict[str, pa.Array] | None = None
-    if values and None not in values:
+    if values and None not in values and all(v.lstrip().startswith(b"{") for v in values):  # type: ignore[union-attr]
         try:
             parsed = pajson.read_json(
                 io.BytesIO(b"\n".join(values)),  # type: ignore[arg-type]
@@ -93,14 +123,8 @@ def parse_json(values: list[bytes | None], source: list[str], ordinal: list[int]
                 }
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             columns = None  # a message that is not a flat JSON object: judge one by one
-    if columns is None:
-        rows: list[dict[str, Any]] = []
-        for v in values:
-            try:
-                obj = json.loads(v) if v is not None else None
-            except (ValueError, UnicodeDecodeError):
-                obj = None
-            rows.append(obj if isinstance(obj, dict) else {})
+    if columns is None:  # CSV lines, or a message that is not a flat JSON object: one by one
+        rows = [_message(v) for v in values]
         columns = {c: pa.array([_text(r.get(c)) for r in rows], pa.string()) for c in RAW_COLUMNS}
     return pa.table(
         {"source": source, "raw_text": texts, **columns, "ordinal": pa.array(ordinal, pa.int64())},
@@ -117,7 +141,7 @@ def judge(
     con.register("raw_in", raw)
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW raw AS SELECT *,
-            CASE WHEN raw_text IS NULL OR ({missing}) THEN '{NOT_AN_EVENT}' END AS reader_reason
+            CASE WHEN raw_text IS NULL OR ({missing}) THEN '{NOT_A_MESSAGE}' END AS reader_reason
             FROM raw_in"""
     ).fetchall()
     typed = con.sql(typed_sql(("source",), latest, earliest)).to_arrow_table()

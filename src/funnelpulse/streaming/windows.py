@@ -15,6 +15,8 @@ APP_ID = "funnelpulse-stream"
 METRICS = tuple(COUNTS)
 # Why a message is not an event at all; every other reason comes from the ingest step's rules.
 NOT_AN_EVENT = "not a JSON object with the raw columns"
+# The embedded stream also takes CSV lines (the REES46 column order); Spark takes JSON only.
+NOT_A_MESSAGE = "not a JSON object or CSV line with the raw columns"
 WINDOW_MATCH = "t.window_start = s.window_start AND t.brand IS NOT DISTINCT FROM s.brand"
 
 
