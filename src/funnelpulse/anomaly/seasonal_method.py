@@ -20,16 +20,24 @@ from .session_rates import rate_steps
 MIN_REL_CHANGE = 0.25
 MIN_TRAFFIC_CHANGE = 0.3
 MIN_CARTS = 20
+# Scored from hour `lo`, a row is exact from this many hours after it: its baselines' trailing
+# dispersion (a week), the 24-hour windows over them, and the day before (a firing that ended
+# up to a day earlier decides what a row counts, and traffic firings in its window exclude it).
+EXACT_AFTER_H = scoring.DISPERSION_HOURS + 24 + 48
 
 
-def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
-    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step."""
+def seasonal(series: Series, settings: Settings, lo: int = 0) -> list[dict[str, Any]]:
+    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step.
+
+    With `lo`, only the hours from index `lo` on are scored (the earlier ones are history): the
+    rows ending at an hour `EXACT_AFTER_H` or more after `lo` are those of scoring it all.
+    """
     if not series.segment:
         return []
-    v = series.values
+    full = series.values
     history = settings.history_days
     windows = scoring.WINDOWS
-    steps = rate_steps(v)  # the event rates, and the session rates when the series has them
+    steps = rate_steps(full)  # the event rates, and the session rates when the series has them
     alpha = scoring.per_test_alpha(
         settings.false_alarms_per_week, len(series.segment), 1 + len(steps), len(windows)
     )
@@ -37,9 +45,14 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     growth = scoring.daily_growth(
-        v["views"][[0]] if series.dimension[0] == "shop" else v["views"], history
+        full["views"][[0]] if series.dimension[0] == "shop" else full["views"], history, lo
     )
-    traffic = scoring.count_baseline(v["views"], history, trend=growth)
+    traffic = scoring.count_baseline(full["views"], history, trend=growth, lo=lo)
+    # Baselines read the hours before `lo`; everything after them works on the scored hours.
+    series = Series(
+        series.hours[lo:], series.dimension, series.segment, {k: x[:, lo:] for k, x in full.items()}
+    )
+    v = series.values
     traffic_scan = scoring.scan_count(
         v["views"],
         traffic,
@@ -48,11 +61,11 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
         min_expected=settings.min_views,
         windows=windows,
     )
-    conv = scoring.rate_baseline(v["purchases"], v["views"], history)
-    c2p = scoring.rate_baseline(v["purchases"], v["carts"], history)
+    conv = scoring.rate_baseline(full["purchases"], full["views"], history, lo=lo)
+    c2p = scoring.rate_baseline(full["purchases"], full["carts"], history, lo=lo)
     with np.errstate(invalid="ignore", divide="ignore"):
-        aov_hist = scoring.past_same_hour(v["revenue"], history)
-        buys_hist = scoring.past_same_hour(v["purchases"], history)
+        aov_hist = scoring.past_same_hour(full["revenue"], history, lo)
+        buys_hist = scoring.past_same_hour(full["purchases"], history, lo)
         aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
     aov = np.where(np.isfinite(aov), aov, 0.0)
     # Purchases lost in each hour, per step; an incident's loss sums hours, each counted once.
@@ -64,7 +77,9 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
     bases = {"conversion": conv, "cart_to_purchase": c2p}
     for step, (num_name, den_name) in steps.items():
         num, den = v[num_name], v[den_name]
-        base = bases.get(step) or scoring.rate_baseline(num, den, history)
+        base = bases.get(step) or scoring.rate_baseline(
+            full[num_name], full[den_name], history, lo=lo
+        )
         bases[step] = base
         scans[step] = scoring.scan_rate(
             num,
