@@ -178,10 +178,14 @@ def _utc_hour(hour: np.datetime64) -> datetime:
     return hour.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
 
 
-def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
-    """The cube as numpy columns, its text labels as integer codes plus their names."""
+def _cube_columns(
+    con, since: datetime | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
+    """The cube (from `since` on) as numpy columns, its text labels as integer codes plus their
+    names."""
+    where = f"WHERE hour >= TIMESTAMPTZ '{since.isoformat()}'" if since else ""
     t = con.sql(
-        "SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube"
+        f"SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube {where}"
     ).to_arrow_table()
     out: dict[str, np.ndarray] = {}
     names: dict[str, list[str]] = {}

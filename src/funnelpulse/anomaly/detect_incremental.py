@@ -24,7 +24,7 @@ from .annotations import blanks as annotated
 from .coverage import blank, gap_mask, gap_spans
 from .incidents import group_incidents
 from .rootcause import Cube, explain
-from .seasonal_method import EXACT_AFTER_H, seasonal
+from .seasonal_method import seasonal
 from .series import build_series, segment_keys
 from .session_rates import EVENT_STEP, SESSION_STEPS, add_session_counts
 
@@ -188,19 +188,21 @@ def _score_run(
             settings.funnel_memory_mb or None,
         )
     series = blank(series, blanks)
-    lo = 0
+    scored_from = 0
     if run is not None:
-        scored_from = np.datetime64(datetime.combine(run[0], time()), "us")
-        lo = int(
-            (scored_from - np.timedelta64(EXACT_AFTER_H, "h") - series.hours[0])
-            // np.timedelta64(1, "h")
-        )
-        lo = max(lo, 0)
-    rows = seasonal(series, settings, lo)
+        opened = np.datetime64(datetime.combine(run[0], time()), "us")
+        scored_from = max(int((opened - series.hours[0]) // np.timedelta64(1, "h")), 0)
+    rows = seasonal(series, settings, scored_from)
     if run is not None:
         rows = [r for r in rows if run[0] <= r["window_date"] <= run[1]]
     if rows:
-        cube = Cube(*_cube_columns(con))
+        # a row's cause compares its window with the same hours on the past history_days days
+        since = None
+        if run is not None:
+            since = datetime.combine(run[0], time(), UTC) - timedelta(
+                days=settings.history_days + 1
+            )
+        cube = Cube(*_cube_columns(con, since))
         for r in rows:
             opened = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
             window = opened + np.arange(r["window_hours"]) * np.timedelta64(1, "h")
