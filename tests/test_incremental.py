@@ -358,6 +358,12 @@ def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(tmp_
     )  # not re-written: even the detection times are the first run's
     assert [i.incident_id for i in again.incidents] == [i.incident_id for i in first.incidents]
     assert again.as_of == first.as_of
+    # a detection table removed by hand is not "nothing changed": everything is scored again
+    shutil.rmtree(tmp_path / "wh" / "anomalies")
+    assert p.detect().anomalies.num_rows == first.anomalies.num_rows
+    assert tables.read(tables.table_path(str(tmp_path / "wh"), "anomalies")).num_rows == (
+        first.anomalies.num_rows
+    )
 
 
 @pytest.mark.faults
@@ -398,4 +404,7 @@ def test_incremental_detect_killed_at_each_boundary_then_rerun_equals_full(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     assert_equals_full_rebuild(wh, scratch, DETECT)
-    assert "Nothing to score" in _cli(wh, "detect").stdout
+    # What the rerun scored is recorded: a later detect finds nothing to write.
+    version = tables.version(tables.table_path(str(wh), "anomalies"))
+    assert _cli(wh, "detect").returncode == 0
+    assert tables.version(tables.table_path(str(wh), "anomalies")) == version

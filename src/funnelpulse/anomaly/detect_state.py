@@ -137,6 +137,11 @@ def plan(
         return Plan(True, [], [], {}, "no record of an earlier detect")
     if state.get("key") != key:
         return Plan(True, [], [], {}, "the settings, annotations or detection changed")
+    if not all(
+        tables.is_delta(tables.table_path(warehouse, name))
+        for name in (tables.ANOMALIES, tables.INCIDENTS)
+    ):
+        return Plan(True, [], [], {}, "the anomalies or incidents table is missing")
     recorded: dict[str, str] = state.get("dates", {})
     cached = {
         d: fp
