@@ -105,7 +105,7 @@ def detect_incremental(
                 r["evidence_start"] = datetime.fromisoformat(span[0])
                 r["evidence_end"] = datetime.fromisoformat(span[1])
             kept.append(r)
-    if runs is None or runs:
+    if runs is None or replaced:  # (dates that lost all their rows drop their anomalies too)
         progress.step("Writing anomalies")
         tables.write(
             path,
