@@ -45,6 +45,7 @@ _CODE = (
     "incidents.py",
     "detect.py",
     "detect_state.py",
+    "detect_incremental.py",
 )
 
 
