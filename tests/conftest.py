@@ -61,11 +61,15 @@ def fp(
 
 
 def cli(
-    warehouse: Path, *args: str, kill_at: str | None = None, timeout: float = 300
+    warehouse: Path,
+    *args: str,
+    kill_at: str | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`funnelpulse --quiet --warehouse WAREHOUSE ARGS` as its own process; `kill_at` names the
-    fault checkpoint (faults.py) where it kills itself with SIGKILL."""
-    env = {k: v for k, v in os.environ.items() if k != "FUNNELPULSE_KILL_AT"}
+    """`funnelpulse --quiet --warehouse WAREHOUSE ARGS` as its own process, with `env` added to
+    the environment; `kill_at` names the fault checkpoint (faults.py) where it kills itself."""
+    env = {**{k: v for k, v in os.environ.items() if k != "FUNNELPULSE_KILL_AT"}, **(env or {})}
     if kill_at:
         env["FUNNELPULSE_KILL_AT"] = kill_at
     return subprocess.run(

@@ -1,12 +1,14 @@
-"""Incremental build: `build` with no dates redoes only the dates whose bronze changed, and every
-table it leaves equals a full rebuild of the same bronze: after random ingests, re-ingests of
-changed files, late files and empty files, and after a kill at every commit boundary."""
+"""Incremental build and detect: `build` with no dates redoes only the dates whose bronze changed,
+and `detect` re-scores only the hours those dates reach; every table they leave equals a full
+rebuild and a full detect of the same bronze: after random ingests, re-ingests of changed files,
+late files and empty files, and after a kill at every commit boundary."""
 
 from __future__ import annotations
 
 import random
 import shutil
 import signal
+import subprocess
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,22 @@ def day_rows(rng: random.Random, day: date, n: int, tag: str) -> list[str]:
     return out
 
 
+def history_day(rng: random.Random, d: int, n: int) -> list[str]:
+    """Day `d` of a history with something to detect: every 7th day, from the 6th, a burst of
+    60 sessions of brand b1 that only look (4 hours of a traffic spike and a conversion drop)."""
+    day = FIRST + timedelta(d)
+    out = day_rows(rng, day, n, f"h{d}")
+    if d % 7 == 5:
+        for i in range(60):
+            ts = datetime(day.year, day.month, day.day, 10) + timedelta(
+                seconds=rng.randrange(14_400)
+            )
+            out.append(
+                row(ts.strftime("%Y-%m-%d %H:%M:%S"), "view", 2, "b1", "15.00", 3, f"x{d}-{i}")
+            )
+    return out
+
+
 def snapshot(warehouse: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every built table's rows, sorted, floats rounded (sums may add in another order)."""
     out = {}
@@ -58,14 +76,43 @@ def snapshot(warehouse: str) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def assert_equals_full_rebuild(warehouse: Path, scratch: Path) -> None:
+def assert_equals_full_rebuild(
+    warehouse: Path, scratch: Path, detect: dict[str, Any] | None = None
+) -> None:
+    """Every built table equals a full rebuild of a copy; with `detect` settings, the anomalies
+    and incidents equal a full detect of it too."""
     copy = scratch / f"full-{len(list(scratch.iterdir()))}"
     shutil.copytree(warehouse, copy)
     Pipeline(warehouse=str(copy)).build(full=True)
     incremental, full = snapshot(str(warehouse)), snapshot(str(copy))
     for name in BUILT:
         assert incremental[name] == full[name], name
+    if detect is not None:
+        Pipeline(warehouse=str(copy), **detect).detect(full=True)
+        for name, drop in DETECTED.items():
+            assert detected(str(warehouse), name, drop) == detected(str(copy), name, drop), name
     shutil.rmtree(copy)
+
+
+# Detection settings small data fires with: short baselines, a low floor, a liberal threshold.
+DETECT: dict[str, Any] = {"history_days": 3, "min_views": 5, "false_alarms_per_week": 1000.0}
+# The columns that say when a detect ran, not what it found.
+DETECTED = {"anomalies": ("detected_at",), "incidents": ("updated_at", "first_recorded_at")}
+
+
+def detected(warehouse: str, name: str, drop: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """A detection table's rows without `drop`, sorted, floats to 9 significant digits (an
+    incremental detect sums a window from another first hour, so the last bits may differ)."""
+    data = tables.read(tables.table_path(warehouse, name)).to_pylist()
+    rows = [
+        tuple(
+            (k, float(f"{v:.9g}") if isinstance(v, float) else v)
+            for k, v in sorted(r.items())
+            if k not in drop
+        )
+        for r in data
+    ]
+    return sorted(rows, key=repr)
 
 
 def test_runs_join_dates_whose_padding_would_overlap() -> None:
@@ -110,10 +157,12 @@ def test_a_new_day_rebuilds_only_that_day_and_its_neighbours(tmp_path: Path) -> 
     assert_equals_full_rebuild(wh, scratch)
 
 
+BASE_DAYS = 20  # longer than a change's reach in detection (history_days + 11), so a detect
+# after a change re-scores only a part of the history
 STEP = st.one_of(
-    st.tuples(st.just("new"), st.integers(0, 11), st.integers(1, 25)),
-    st.tuples(st.just("replace"), st.integers(0, 11), st.integers(1, 25)),
-    st.tuples(st.just("late"), st.integers(0, 11), st.integers(1, 5)),
+    st.tuples(st.just("new"), st.integers(0, BASE_DAYS + 1), st.integers(1, 40)),
+    st.tuples(st.just("replace"), st.integers(0, BASE_DAYS + 1), st.integers(1, 40)),
+    st.tuples(st.just("late"), st.integers(0, BASE_DAYS + 1), st.integers(1, 5)),
     st.tuples(st.just("empty"), st.just(0), st.just(0)),
     st.tuples(st.just("full"), st.just(0), st.just(0)),
 )
@@ -136,9 +185,12 @@ def test_random_ingests_then_incremental_build_equal_a_full_rebuild(
     raw.mkdir()
     scratch.mkdir()
     rng = random.Random(seed)
-    p = Pipeline(warehouse=str(wh))
+    p = Pipeline(warehouse=str(wh), **DETECT)
     p.ingest([write_csv(raw / "base.csv", day_rows(rng, FIRST, 10, "base"))])
+    history = [r for d in range(BASE_DAYS) for r in history_day(rng, d, 40)]
+    p.ingest([write_csv(raw / "history.csv", history)])
     p.build()
+    p.detect()
     for i, (kind, offset, n) in enumerate(steps):
         day = FIRST + timedelta(offset)
         if kind == "new":
@@ -154,7 +206,16 @@ def test_random_ingests_then_incremental_build_equal_a_full_rebuild(
             p.build(full=True)
         else:
             p.build()
-        assert_equals_full_rebuild(wh, scratch)
+        p.detect(full=kind == "full")
+        assert_equals_full_rebuild(wh, scratch, DETECT)
+
+
+DETECT_ENV = {f"FUNNELPULSE_{name.upper()}": str(value) for name, value in DETECT.items()}
+
+
+def _cli(wh: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`cli` with the detection settings these tests use."""
+    return cli(wh, *args, kill_at=kill_at, env=DETECT_ENV)
 
 
 @pytest.mark.faults
@@ -221,3 +282,118 @@ def test_a_late_view_that_moves_a_long_sessions_entry_far_back_stays_exact(tmp_p
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     assert_equals_full_rebuild(wh, scratch)
+
+
+def _history(raw: Path, days: int, seed: int, per_day: int = 40) -> Path:
+    rng = random.Random(seed)
+    rows = [r for d in range(days) for r in history_day(rng, d, per_day)]
+    return write_csv(raw / "history.csv", rows)
+
+
+@pytest.mark.parametrize("session_rates", [False, True])
+def test_detect_after_a_day_append_rescores_only_what_the_new_day_reaches(
+    tmp_path: Path, session_rates: bool
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    settings = {**DETECT, "session_rates": session_rates}
+    p = Pipeline(warehouse=str(wh), **settings)
+    p.ingest([_history(raw, 24, seed=5)])
+    p.build()
+    first = p.detect()
+    assert first.anomalies.num_rows > 0  # the comparison below is about real rows
+    before = {r["anomaly_id"]: r["detected_at"] for r in first.anomalies.to_pylist()}
+    rng = random.Random(6)
+    new_day = FIRST + timedelta(24)
+    # the new day, and a session of the last old day that carts after midnight
+    rows = day_rows(rng, new_day, 40, "new") + [
+        row("2019-10-25 00:10:00", "cart", 1, "b1", "5.00", 7, "h23-0"),
+    ]
+    p.ingest([write_csv(raw / "day25.csv", rows)])
+    p.build()
+    again = p.detect()
+    # Rows that start more than the reach before the new day were not scored again: they keep
+    # the time they were first detected (the others were re-scored, at a later time).
+    reach = DETECT["history_days"] + 11
+    old = [
+        r for r in again.anomalies.to_pylist() if r["window_date"] < new_day - timedelta(reach + 2)
+    ]
+    assert old and all(r["detected_at"] == before[r["anomaly_id"]] for r in old)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch, settings)
+    # the result the alerts are sent from is the whole table, as a full detect's
+    assert again.anomalies.num_rows == tables.read(tables.table_path(str(wh), "anomalies")).num_rows
+
+
+def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    p = Pipeline(warehouse=str(tmp_path / "wh"), **DETECT)
+    p.ingest([_history(raw, 20, seed=8)])
+    p.build()
+    first = p.detect()
+    again = p.detect()
+    assert first.anomalies.num_rows > 0
+    assert detected(str(tmp_path / "wh"), "anomalies", ()) == sorted(
+        (
+            tuple(
+                (k, float(f"{v:.9g}") if isinstance(v, float) else v) for k, v in sorted(r.items())
+            )
+            for r in first.anomalies.to_pylist()
+        ),
+        key=repr,
+    )  # not re-written: even the detection times are the first run's
+    assert [i.incident_id for i in again.incidents] == [i.incident_id for i in first.incidents]
+    assert again.as_of == first.as_of
+    # a detection table removed by hand is not "nothing changed": everything is scored again
+    shutil.rmtree(tmp_path / "wh" / "anomalies")
+    assert p.detect().anomalies.num_rows == first.anomalies.num_rows
+    assert tables.read(tables.table_path(str(tmp_path / "wh"), "anomalies")).num_rows == (
+        first.anomalies.num_rows
+    )
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "point",
+    [
+        "detect.journal_written",
+        "detect.anomalies_committed",
+        "detect.incidents_committed",
+        "detect.state_written",
+    ],
+)
+def test_incremental_detect_killed_at_each_boundary_then_rerun_equals_full(
+    tmp_path: Path, point: str
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    hist = _history(raw, 20, seed=9)
+    assert _cli(wh, "ingest", str(hist)).returncode == 0
+    assert _cli(wh, "build").returncode == 0
+    assert _cli(wh, "detect").returncode == 0
+    rng = random.Random(10)
+    new = write_csv(
+        raw / "new.csv",
+        day_rows(rng, FIRST + timedelta(20), 40, "new")
+        + day_rows(rng, FIRST + timedelta(15), 5, "late"),
+    )
+    assert _cli(wh, "ingest", str(new)).returncode == 0
+    assert _cli(wh, "build").returncode == 0
+    assert _cli(wh, "detect", kill_at=point).returncode == -signal.SIGKILL
+    if point in ("detect.anomalies_committed", "detect.incidents_committed"):
+        # half written: a reader is told, not shown anomalies that disagree with the incidents
+        shown = _cli(wh, "report")
+        assert shown.returncode == 1 and "detect was interrupted" in shown.stderr
+    again = _cli(wh, "detect")
+    assert again.returncode == 0, again.stderr
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch, DETECT)
+    # What the rerun scored is recorded: a later detect finds nothing to write.
+    version = tables.version(tables.table_path(str(wh), "anomalies"))
+    assert _cli(wh, "detect").returncode == 0
+    assert tables.version(tables.table_path(str(wh), "anomalies")) == version

@@ -312,6 +312,11 @@ def funnel(
     help="seasonal (default): trailing same-hour baselines; reference: the original z-score.",
 )
 @click.option("--since", type=DATE, default=None, help="Only score hours from this UTC date on.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Score every hour again (default: only the hours whose data changed since the last detect).",
+)
 @click.option("--alert", is_flag=True, help="Send one alert per incident to the configured sinks.")
 @SINK_OPTION
 @ENGINE_OPTION
@@ -322,6 +327,7 @@ def detect(
     ctx: _Context,
     method: str | None,
     since: date | None,
+    full: bool,
     alert: bool,
     sinks: tuple[str, ...],
     engine: str | None,
@@ -330,13 +336,15 @@ def detect(
 ) -> None:
     """Find conversion drops/spikes and traffic changes per hour and segment; write `anomalies`.
 
-    With --engine spark, the hourly segment aggregation over silver_events runs on Spark.
+    Only the hours whose data changed since the last detect are scored again (the table is the
+    same as scoring everything); --full scores every hour. With --engine spark, the hourly
+    segment aggregation over silver_events runs on Spark.
     """
     with ctx.progress() as progress:
         pipeline = ctx.pipeline(progress, engine=engine, spark_master=master, spark_conf=spark_conf)
         if alert:  # a sink that cannot deliver is refused before anomalies are rewritten
             pipeline.settings.check_sinks(sinks)
-        result = pipeline.detect(method, since)
+        result = pipeline.detect(method, since, full=full)
     from .report import format_detect
 
     click.echo(

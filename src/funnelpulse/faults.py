@@ -21,8 +21,12 @@ Build
 - ``build.all_committed``     every table committed, the build record not yet written
 - ``build.state_written``     the build record written, the journal not yet removed
 
-Detect
-- ``detect.anomalies_written`` the anomalies table committed, the incidents not yet recorded
+Detect (anomalies and incidents; the journal undoes a detect killed before both commit)
+- ``detect.journal_written``  the pending-detect journal is on disk, nothing committed yet
+- ``detect.anomalies_committed`` anomalies committed, incidents not yet
+- ``detect.incidents_committed`` both committed, the journal not yet removed
+- ``detect.state_written``    the detect record written (journal removed), old cube files not pruned
+- ``detect.anomalies_written`` a detect with `--since` (as `serve` runs it): anomalies written, incidents not yet
 
 Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules
 (``alerts.resolve_after_send``: a resolve notice delivered, its record not yet written).

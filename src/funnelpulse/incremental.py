@@ -53,7 +53,12 @@ def models_hash() -> str:
 
 def bronze_fingerprints(warehouse: str) -> dict[str, str]:
     """Per event date (ISO), a hash of the names of the bronze files that hold it."""
-    path = tables.table_path(warehouse, tables.BRONZE)
+    return date_fingerprints(warehouse, tables.BRONZE)
+
+
+def date_fingerprints(warehouse: str, name: str) -> dict[str, str]:
+    """Per event date (ISO), a hash of the names of table `name`'s files that hold it."""
+    path = tables.table_path(warehouse, name)
     if not tables.is_delta(path):
         return {}
     files: dict[str, list[str]] = {}

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .streaming.replay import ReplayResult
     from .streaming.windows import StreamResult
 
-from . import report, tables
+from . import faults, report, tables
 from . import warehouse as safety
 from .config import Settings, load_settings
 from .console import Progress, SilentProgress
@@ -161,21 +161,43 @@ class Pipeline:
         )
 
     def detect(
-        self, method: str | None = None, since: date | None = None, engine: str | None = None
+        self,
+        method: str | None = None,
+        since: date | None = None,
+        engine: str | None = None,
+        full: bool = False,
     ) -> DetectResult:
-        """Score every segment-hour and write the anomalies table."""
+        """Score every segment-hour and write the anomalies table (and the incidents).
+
+        Re-scores only the hours whose inputs changed since the last detect (the table equals
+        scoring everything); `full=True` scores everything again."""
+        from .anomaly import detect_state
         from .anomaly.detect import detect
 
+        if full and since:
+            raise ConfigError("--full scores every hour: leave out --since")
         started = time.monotonic()
         with safety.writing(self.warehouse, self.progress):
-            result = detect(
-                self.warehouse,
-                self.settings,
-                method,
-                since,
-                self.progress,
-                engine=engine or self.settings.engine,
-            )
+            names = (tables.ANOMALIES, tables.INCIDENTS)
+            # The anomalies and incidents commit one after the other: a detect killed between
+            # them is undone by the next writing command (warehouse.py), so none sees one new
+            # and the other old.
+            with safety.journal(
+                self.warehouse, "detect", versions=safety.versions(self.warehouse, names)
+            ):
+                result = detect(
+                    self.warehouse,
+                    self.settings,
+                    method,
+                    since,
+                    self.progress,
+                    engine=engine or self.settings.engine,
+                    full=full,
+                )
+            if result.record is not None:  # written last: it never claims more than was written
+                detect_state.write_state(self.warehouse, result.record)
+                faults.checkpoint("detect.state_written")
+                detect_state.prune_cube(self.warehouse, result.record["dates"])
         log.info(
             "detect (%s): %d anomalies over %d segments x %d hours in %.1f s",
             result.method,

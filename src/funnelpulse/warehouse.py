@@ -165,6 +165,7 @@ def versions(warehouse: str, names: tuple[str, ...]) -> dict[str, int | None]:
 
 
 INGEST_TABLES = (tables.BRONZE, tables.QUARANTINE)
+DETECT_TABLES = (tables.ANOMALIES, tables.INCIDENTS)
 
 
 def _build_tables() -> tuple[str, ...]:
@@ -193,6 +194,11 @@ def recover(
             _recover_ingest(warehouse, record, progress)
         elif kind == "build":
             _recover_build(warehouse, record, progress)
+        elif kind == "detect":
+            # Undone, not redone: the detect record was not written, so the next detect redoes
+            # what this one had found to do.
+            progress.step("Undoing the interrupted detect")
+            _undo(warehouse, record)
         _drop_orphans(warehouse, record)
         finish(record)
 
@@ -271,7 +277,14 @@ def _drop_orphans(warehouse: str, record: dict[str, Any]) -> None:
     tag = record.get("tag")
     if not tag:
         return
-    names = INGEST_TABLES if record.get("kind") == "ingest" else _build_tables()
+    kind = record.get("kind")
+    names = (
+        INGEST_TABLES
+        if kind == "ingest"
+        else DETECT_TABLES
+        if kind == "detect"
+        else _build_tables()
+    )
     for name in names:
         tables.drop_uncommitted(tables.table_path(warehouse, name), tag)
 
@@ -400,6 +413,11 @@ def problems(warehouse: str) -> list[str]:
             out.append(
                 "a build was interrupted before every table was written, so the gold tables may "
                 f"be stale against silver_events. Run `funnelpulse build{flags}` to finish it"
+            )
+        elif record.get("kind") == "detect":
+            out.append(
+                "a detect was interrupted between writing the anomalies and the incidents, so "
+                "they may disagree. Run `funnelpulse detect` to finish it"
             )
     return out
 

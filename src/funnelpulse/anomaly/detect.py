@@ -59,6 +59,8 @@ class DetectResult:
     incidents: list[Detected] = field(default_factory=list)
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)  # hours never received
     rows: list[dict[str, Any]] = field(default_factory=list)  # the anomalies with evidence spans
+    # what an incremental detect records once its tables are committed (detect_state.py)
+    record: dict[str, Any] | None = None
 
 
 def detect(
@@ -69,9 +71,15 @@ def detect(
     progress: Progress | None = None,
     write: bool = True,
     engine: str = "duckdb",
+    full: bool = False,
 ) -> DetectResult:
     """Score every segment-hour. With engine "spark" the heavy step, silver -> hourly segment
-    cube, runs on Spark (the cluster); scoring the cube is small and runs here either way."""
+    cube, runs on Spark (the cluster); scoring the cube is small and runs here either way.
+
+    The seasonal method, written, is incremental (detect_state.py): it re-scores only the hours
+    whose inputs changed since the last detect, and the table equals scoring everything; `full`
+    scores everything. `since` scores the hours from that date only (and the next detect is full).
+    """
     progress = progress or SilentProgress()
     method = method or settings.detect_method
     if method not in METHODS:
@@ -79,6 +87,14 @@ def detect(
     silver = tables.table_path(warehouse, tables.SILVER)
     if not tables.exists(silver):
         raise WarehouseError(f"No silver_events in {warehouse}. Run `funnelpulse build` first")
+    if write and method == "seasonal" and since is None:
+        from .detect_incremental import detect_incremental
+
+        return detect_incremental(warehouse, settings, progress, engine, full)
+    if write:  # what this run writes is not what the record says was scored
+        from . import detect_state
+
+        detect_state.forget(warehouse)
     # Baselines look back history_days; dispersion averages the trailing week of those comparisons.
     lookback = settings.history_days + scoring.DISPERSION_HOURS // 24 + 1
     first = since - timedelta(days=lookback) if since else None
@@ -163,10 +179,14 @@ def _utc_hour(hour: np.datetime64) -> datetime:
     return hour.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
 
 
-def _cube_columns(con) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
-    """The cube as numpy columns, its text labels as integer codes plus their names."""
+def _cube_columns(
+    con, since: datetime | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
+    """The cube (from `since` on) as numpy columns, its text labels as integer codes plus their
+    names."""
+    where = f"WHERE hour >= TIMESTAMPTZ '{since.isoformat()}'" if since else ""
     t = con.sql(
-        "SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube"
+        f"SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube {where}"
     ).to_arrow_table()
     out: dict[str, np.ndarray] = {}
     names: dict[str, list[str]] = {}

@@ -29,14 +29,16 @@ DISPERSION_HOURS = 168  # dispersion is estimated over the trailing week
 MIN_P = 1e-300
 
 
-def past_same_hour(series: np.ndarray, history_days: int) -> np.ndarray:
-    """(S, T) -> (S, T, D): for each hour, the same hour on each of the previous D days (NaN if before the start)."""
+def past_same_hour(series: np.ndarray, history_days: int, lo: int = 0) -> np.ndarray:
+    """(S, T) -> (S, T - lo, D): for each hour from `lo` on, the same hour on each of the
+    previous D days (NaN if before the start)."""
     s, t = series.shape
-    out = np.full((s, t, history_days), np.nan)
+    out = np.full((s, max(t - lo, 0), history_days), np.nan)
     for k in range(1, history_days + 1):
         lag = 24 * k
-        if lag < t:
-            out[:, lag:, k - 1] = series[:, : t - lag]
+        first = max(lo, lag)  # the first output hour whose lagged hour exists
+        if first < t:
+            out[:, first - lo :, k - 1] = series[:, first - lag : t - lag]
     return out
 
 
@@ -105,26 +107,28 @@ class RateBaseline:
 
 
 def rate_baseline(
-    num: np.ndarray, den: np.ndarray, history_days: int, min_days: int = 3
+    num: np.ndarray, den: np.ndarray, history_days: int, min_days: int = 3, lo: int = 0
 ) -> RateBaseline:
     """Expected rate of num/den from the same hour on past days, pooled after trimming extremes.
 
     A small pseudo-count of the segment's own all-hours rate (itself shrunk to the rate of every
     series together) keeps the expected rate sound when the past same hours saw no trials or 0 successes.
+    With `lo`, the baseline of the hours from `lo` on only, shaped (S, T - lo): the hours before
+    are read as history. Its trailing dispersion is exact from `lo + DISPERSION_HOURS - 1` on.
     """
     num = num.astype(float)
     den = den.astype(float)
-    past_num = past_same_hour(num, history_days)
-    past_den = past_same_hour(den, history_days)
+    past_num = past_same_hour(num, history_days, lo)
+    past_den = past_same_hour(den, history_days, lo)
     with np.errstate(invalid="ignore", divide="ignore"):
         past_rate = np.where(past_den > 0, past_num / past_den, np.nan)
     keep = _trim_mask(past_rate)
     pooled_num = np.where(keep, past_num, 0).sum(axis=-1)
     pooled_den = np.where(keep, past_den, 0).sum(axis=-1)
-    day_num = _past_days_total(num, history_days)
-    day_den = _past_days_total(den, history_days)
+    day_num = _past_days_total(num, history_days)[:, lo:]
+    day_den = _past_days_total(den, history_days)[:, lo:]
     # Enough history = the shop saw trials at this hour on min_days past days (a segment may not).
-    watched = (past_same_hour(den.sum(axis=0, keepdims=True), history_days) > 0).sum(axis=-1)
+    watched = (past_same_hour(den.sum(axis=0, keepdims=True), history_days, lo) > 0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         every = np.where(day_den.sum(axis=0) > 0, day_num.sum(axis=0) / day_den.sum(axis=0), np.nan)
         prior = (day_num + PRIOR_WEIGHT * every) / (day_den + PRIOR_WEIGHT)
@@ -140,7 +144,8 @@ def rate_baseline(
     # The same over whole past days (24-hour windows ending a day or more before): drift weighs
     # far more there, so the two together separate phi from rho.
     day_num, day_den = window_sum(num, 24), window_sum(den, 24)
-    past_dn, past_dd = past_same_hour(day_num, history_days), past_same_hour(day_den, history_days)
+    past_dn = past_same_hour(day_num, history_days, lo)
+    past_dd = past_same_hour(day_den, history_days, lo)
     with np.errstate(invalid="ignore", divide="ignore"):
         day_rate = np.where(past_dd > 0, past_dn / past_dd, np.nan)
         day_keep = _trim_mask(day_rate) & (past_dd > 0)
@@ -252,12 +257,17 @@ class CountBaseline:
 
 
 def count_baseline(
-    counts: np.ndarray, history_days: int, min_days: int = 3, trend: np.ndarray | None = None
+    counts: np.ndarray,
+    history_days: int,
+    min_days: int = 3,
+    trend: np.ndarray | None = None,
+    lo: int = 0,
 ) -> CountBaseline:
     """Expected count from the same hour on past days, each moved to today's level by `trend`
-    (growth per day, (T,); see `daily_growth`), with the extra spread: clustering phi (an hour's
-    variance over its mean, besides drift) and the relative day-to-day spread cv."""
-    past = past_same_hour(counts.astype(float), history_days)
+    (growth per day, (T - lo,); see `daily_growth`), with the extra spread: clustering phi (an
+    hour's variance over its mean, besides drift) and the relative day-to-day spread cv.
+    With `lo`, of the hours from `lo` on only, as `rate_baseline`."""
+    past = past_same_hour(counts.astype(float), history_days, lo)
     if trend is not None:
         lags = np.arange(1, history_days + 1)
         past = past * np.exp(np.log(trend)[:, None] * lags)[None]
@@ -268,7 +278,7 @@ def count_baseline(
         e = expected[..., None]
         used = keep & (e > 0)
         chi = np.where(used, (past - e) ** 2 / e, np.nan)  # E = phi + cv^2 * e
-        day = past_same_hour(window_sum(counts.astype(float), 24), history_days)
+        day = past_same_hour(window_sum(counts.astype(float), 24), history_days, lo)
         if trend is not None:
             day = day * np.exp(np.log(trend)[:, None] * np.arange(1, history_days + 1))[None]
         day_keep = _trim_mask(day)  # a day with no traffic at all is evidence of spread too
@@ -286,15 +296,16 @@ def count_baseline(
     return CountBaseline(expected=expected, cv=np.maximum(cv, 0.05), days=days, phi=phi)
 
 
-def daily_growth(counts: np.ndarray, history_days: int) -> np.ndarray:
-    """(S, T) -> (T,): traffic growth per day at each hour, from the total of every series.
+def daily_growth(counts: np.ndarray, history_days: int, lo: int = 0) -> np.ndarray:
+    """(S, T) -> (T - lo,): traffic growth per day at each hour (from `lo` on), from the total of
+    every series.
 
     Theil-Sen (median of pairwise slopes) over the logs of the past days' totals (24-hour windows
     ending a day or more before the hour), so one odd day - an outage, a promotion - moves it
     little, and nothing after the hour is used. 1 (no growth) until 4 past days are known.
     """
     total = window_sum(np.nansum(counts, axis=0, keepdims=True).astype(float), 24)
-    past = past_same_hour(total, history_days)[0]  # (T, D): the day ending 24k hours back
+    past = past_same_hour(total, history_days, lo)[0]  # (T, D): the day ending 24k hours back
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.where(past > 0, np.log(past), np.nan)
     slopes = []

@@ -5,6 +5,7 @@ the stream's live alerts both score with it, so they agree on what an incident i
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,26 +21,75 @@ from .session_rates import rate_steps
 MIN_REL_CHANGE = 0.25
 MIN_TRAFFIC_CHANGE = 0.3
 MIN_CARTS = 20
+# Scored from hour `lo`, a row is exact from this many hours after it: its baselines' trailing
+# dispersion (a week), the 24-hour windows over them, and the day before (a firing that ended
+# up to a day earlier decides what a row counts, and traffic firings in its window exclude it).
+EXACT_AFTER_H = scoring.DISPERSION_HOURS + 24 + 48
+# ...and its windows are scanned from this many hours before it (the firings of the day before,
+# and the traffic firings inside their windows).
+SCAN_BACK_H = 24 + 48
 
 
-def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
-    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step."""
+def _tail(base: Any, k: int) -> Any:
+    """A baseline without its first `k` hours."""
+    if not k:
+        return base
+    return replace(
+        base,
+        **{
+            f.name: getattr(base, f.name)[:, k:]
+            for f in fields(base)
+            if getattr(base, f.name) is not None
+        },
+    )
+
+
+def seasonal(series: Series, settings: Settings, scored_from: int = 0) -> list[dict[str, Any]]:
+    """Scan windows of 1-24 hours ending at every hour, for traffic and each funnel step.
+
+    With `scored_from`, the rows ending at or after that hour index are those of scoring it all;
+    the hours before are read only as the history those rows need (rows ending before them may
+    be missing or differ: callers drop them).
+    """
     if not series.segment:
         return []
-    v = series.values
+    full = series.values
     history = settings.history_days
     windows = scoring.WINDOWS
-    steps = rate_steps(v)  # the event rates, and the session rates when the series has them
+    steps = rate_steps(full)  # the event rates, and the session rates when the series has them
     alpha = scoring.per_test_alpha(
         settings.false_alarms_per_week, len(series.segment), 1 + len(steps), len(windows)
     )
     now = datetime.now(UTC)
     found: list[dict[str, Any]] = []
+    # Baselines of the hours from `lo` (their trailing week of dispersion, and what the windows
+    # and firings before `scored_from` need); scans from `cut` hours later.
+    lo = max(scored_from - EXACT_AFTER_H, 0)
+    cut = max(scored_from - SCAN_BACK_H, 0) - lo
 
     growth = scoring.daily_growth(
-        v["views"][[0]] if series.dimension[0] == "shop" else v["views"], history
+        full["views"][[0]] if series.dimension[0] == "shop" else full["views"], history, lo
     )
-    traffic = scoring.count_baseline(v["views"], history, trend=growth)
+    traffic = _tail(scoring.count_baseline(full["views"], history, trend=growth, lo=lo), cut)
+    bases = {
+        step: _tail(scoring.rate_baseline(full[num], full[den], history, lo=lo), cut)
+        for step, (num, den) in steps.items()
+    }
+    conv = bases["conversion"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aov_hist = scoring.past_same_hour(full["revenue"], history, lo + cut)
+        buys_hist = scoring.past_same_hour(full["purchases"], history, lo + cut)
+        aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
+    aov = np.where(np.isfinite(aov), aov, 0.0)
+    # Everything after the baselines works on the scanned hours.
+    start = lo + cut
+    series = Series(
+        series.hours[start:],
+        series.dimension,
+        series.segment,
+        {k: x[:, start:] for k, x in full.items()},
+    )
+    v = series.values
     traffic_scan = scoring.scan_count(
         v["views"],
         traffic,
@@ -48,24 +98,15 @@ def seasonal(series: Series, settings: Settings) -> list[dict[str, Any]]:
         min_expected=settings.min_views,
         windows=windows,
     )
-    conv = scoring.rate_baseline(v["purchases"], v["views"], history)
-    c2p = scoring.rate_baseline(v["purchases"], v["carts"], history)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        aov_hist = scoring.past_same_hour(v["revenue"], history)
-        buys_hist = scoring.past_same_hour(v["purchases"], history)
-        aov = np.nansum(aov_hist, axis=-1) / np.nansum(buys_hist, axis=-1)
-    aov = np.where(np.isfinite(aov), aov, 0.0)
     # Purchases lost in each hour, per step; an incident's loss sums hours, each counted once.
     lost_views = np.nan_to_num(traffic.expected - v["views"])
     losses = {"traffic": lost_views * np.nan_to_num(conv.expected)}
     scans = {"traffic": traffic_scan}
     # Per hour: observed and expected of each step, to find the hours a firing window's evidence is in.
     per_hour = {"traffic": (v["views"], traffic.expected, MIN_TRAFFIC_CHANGE)}
-    bases = {"conversion": conv, "cart_to_purchase": c2p}
     for step, (num_name, den_name) in steps.items():
         num, den = v[num_name], v[den_name]
-        base = bases.get(step) or scoring.rate_baseline(num, den, history)
-        bases[step] = base
+        base = bases[step]
         scans[step] = scoring.scan_rate(
             num,
             den,

@@ -106,10 +106,15 @@ class Engine(Protocol):
         ...
 
     def load_cube(
-        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+        self,
+        con: duckdb.DuckDBPyConnection,
+        silver: str,
+        first: date | None,
+        progress: Progress,
+        dates: list[date] | None = None,
     ) -> None:
         """Create the temp table `cube` (hour x brand x price band x category root counts) in
-        `con` from silver_events on or after `first`."""
+        `con` from silver_events on or after `first` (and, given `dates`, of those dates only)."""
         ...
 
 

@@ -84,13 +84,22 @@ class DuckDBEngine:
         )
 
     def load_cube(
-        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+        self,
+        con: duckdb.DuckDBPyConnection,
+        silver: str,
+        first: date | None,
+        progress: Progress,
+        dates: list[date] | None = None,
     ) -> None:
         from ..anomaly.series import CUBE_SQL
 
         con.register("silver_all", tables.dataset(silver))
-        where = f"WHERE event_date >= DATE '{first.isoformat()}'" if first else ""
-        con.execute(f"CREATE VIEW silver_events AS SELECT * FROM silver_all {where}")
+        where = [f"event_date >= DATE '{first.isoformat()}'"] if first else []
+        if dates is not None:
+            listed = ", ".join(f"DATE '{d.isoformat()}'" for d in dates) or "NULL"
+            where.append(f"event_date IN ({listed})")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        con.execute(f"CREATE OR REPLACE VIEW silver_events AS SELECT * FROM silver_all {clause}")
         con.execute(CUBE_SQL)
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:

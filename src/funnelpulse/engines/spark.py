@@ -125,7 +125,12 @@ class SparkEngine:
         )
 
     def load_cube(
-        self, con: duckdb.DuckDBPyConnection, silver: str, first: date | None, progress: Progress
+        self,
+        con: duckdb.DuckDBPyConnection,
+        silver: str,
+        first: date | None,
+        progress: Progress,
+        dates: list[date] | None = None,
     ) -> None:
         """The heavy step, silver -> cube, runs on Spark (the cluster); the cube is small."""
         from ..anomaly.series import CUBE_SELECT
@@ -135,9 +140,11 @@ class SparkEngine:
             frame = read_table(spark, silver)
             if first:
                 frame = frame.where(frame.event_date >= first)
+            if dates is not None:
+                frame = frame.where(frame.event_date.isin(list(dates)))
             frame.createOrReplaceTempView("silver_events")
             con.register("cube_rows", spark.sql(to_spark(CUBE_SELECT)).toArrow())
-        con.execute("CREATE TEMP TABLE cube AS SELECT * FROM cube_rows")
+        con.execute("CREATE OR REPLACE TEMP TABLE cube AS SELECT * FROM cube_rows")
 
     def build(self, warehouse: str, dates: DateRange, progress: Progress) -> BuildResult:
         with using_spark(self.config, progress) as spark:
