@@ -8,9 +8,7 @@ comparison), explain each anomaly's cause and write the table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +23,11 @@ from ..localdb import connect
 from . import incident_store, scoring
 from .annotations import blanks as annotated
 from .coverage import blank, gap_mask, gap_spans
-from .incidents import Detected, group_incidents
+from .detect_incremental import detect_incremental
+from .detect_result import DetectResult
+from .detect_result import cube_columns as _cube_columns
+from .detect_result import utc_hour as _utc_hour
+from .incidents import group_incidents
 from .reference_method import reference
 from .rootcause import Cube, explain
 from .seasonal_method import MIN_CARTS, MIN_REL_CHANGE, MIN_TRAFFIC_CHANGE, seasonal
@@ -45,22 +47,6 @@ __all__ = [
 ]
 
 METHODS = ("seasonal", "reference")
-
-
-@dataclass
-class DetectResult:
-    method: str
-    anomalies: pa.Table
-    segments: int
-    hours: int
-    # the end of the newest hour scored (batch incidents resolve by it)
-    as_of: datetime | None = None
-    # grouped, one per real event, with their lasting ids when written
-    incidents: list[Detected] = field(default_factory=list)
-    gaps: list[tuple[datetime, datetime]] = field(default_factory=list)  # hours never received
-    rows: list[dict[str, Any]] = field(default_factory=list)  # the anomalies with evidence spans
-    # what an incremental detect records once its tables are committed (detect_state.py)
-    record: dict[str, Any] | None = None
 
 
 def detect(
@@ -88,8 +74,6 @@ def detect(
     if not tables.exists(silver):
         raise WarehouseError(f"No silver_events in {warehouse}. Run `funnelpulse build` first")
     if write and method == "seasonal" and since is None:
-        from .detect_incremental import detect_incremental
-
         return detect_incremental(warehouse, settings, progress, engine, full)
     if write:  # what this run writes is not what the record says was scored
         from . import detect_state
@@ -173,28 +157,3 @@ def detect(
         gaps=gaps,
         rows=rows,
     )
-
-
-def _utc_hour(hour: np.datetime64) -> datetime:
-    return hour.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-
-
-def _cube_columns(
-    con, since: datetime | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:  # type: ignore[no-untyped-def]
-    """The cube (from `since` on) as numpy columns, its text labels as integer codes plus their
-    names."""
-    where = f"WHERE hour >= TIMESTAMPTZ '{since.isoformat()}'" if since else ""
-    t = con.sql(
-        f"SELECT hour, brand, price_band, category_root, views, carts, purchases FROM cube {where}"
-    ).to_arrow_table()
-    out: dict[str, np.ndarray] = {}
-    names: dict[str, list[str]] = {}
-    for name in ("brand", "price_band", "category_root"):
-        coded = t.column(name).fill_null("(none)").combine_chunks().dictionary_encode()
-        out[name] = coded.indices.to_numpy(zero_copy_only=False)
-        names[name] = [str(x) for x in coded.dictionary.to_pylist()]
-    for name in ("views", "carts", "purchases"):
-        out[name] = t.column(name).to_numpy()
-    out["hour"] = t.column("hour").cast(pa.timestamp("us")).to_numpy()
-    return out, names

@@ -22,6 +22,7 @@ from ..localdb import connect
 from . import detect_state, incident_store, scoring
 from .annotations import blanks as annotated
 from .coverage import blank, gap_mask, gap_spans
+from .detect_result import DetectResult, cube_columns, utc_hour
 from .incidents import group_incidents
 from .rootcause import Cube, explain
 from .seasonal_method import seasonal
@@ -32,7 +33,6 @@ from .session_rates import EVENT_STEP, SESSION_STEPS, add_session_counts
 def detect_incremental(
     warehouse: str, settings: Settings, progress: Progress, engine: str, full: bool
 ) -> Any:
-    from .detect import DetectResult, _utc_hour
 
     silver = tables.table_path(warehouse, tables.SILVER)
     blanks = annotated(warehouse)
@@ -70,7 +70,7 @@ def detect_incremental(
         everything = plan.full or [list(k) for k in keys] != (state or {}).get("segments")
         whole = build_series(con, floor, ("shop",), table="cube_all")
         gaps = gap_spans(whole.hours, gap_mask(whole))
-        as_of = _utc_hour(whole.hours[-1]) + timedelta(hours=1) if len(whole.hours) else None
+        as_of = utc_hour(whole.hours[-1]) + timedelta(hours=1) if len(whole.hours) else None
         if everything:
             runs: list[tuple[date, date]] | None = None
             if not plan.full:
@@ -162,7 +162,6 @@ def _score_run(
     run: tuple[date, date] | None,
 ) -> list[dict[str, Any]]:
     """Score the dates of `run` (None: every hour) with the history they need; their rows."""
-    from .detect import _cube_columns
 
     first: date | None = None
     if run is None:
@@ -202,7 +201,7 @@ def _score_run(
             since = datetime.combine(run[0], time(), UTC) - timedelta(
                 days=settings.history_days + 1
             )
-        cube = Cube(*_cube_columns(con, since))
+        cube = Cube(*cube_columns(con, since))
         for r in rows:
             opened = np.datetime64(r["window_start"].replace(tzinfo=None), "us")
             window = opened + np.arange(r["window_hours"]) * np.timedelta64(1, "h")

@@ -46,6 +46,7 @@ _CODE = (
     "detect.py",
     "detect_state.py",
     "detect_incremental.py",
+    "detect_result.py",
 )
 
 
