@@ -5,9 +5,11 @@ Each step is the user's whole command in a fresh process (start to exit), timed 
 Afterwards the reference's row counts and totals are checked against the pipeline's silver, four
 gold and session-funnel tables: a reference that computed something else would prove nothing.
 
-Usage: python benchmarks/bench_batch.py [--rows 9000000] [--data-dir benchmarks/data]
+Usage: python benchmarks/bench_batch.py [--rows 9000000] [--files 1] [--data-dir benchmarks/data]
 The data is `funnelpulse generate --shape plain` (stationary, no baskets: the shape is pinned so a
-new generator default does not move the baseline), seed 0, 61 days.
+new generator default does not move the baseline), 61 days per file; with --files N, N files of
+--rows each (seeds 0..N-1, consecutive 61-day periods), which is how the 10x run is made without
+holding 90M rows in the generator's memory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -78,6 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=9_000_000)
+    parser.add_argument("--files", type=int, default=1)
     parser.add_argument("--data-dir", default="benchmarks/data")
     parser.add_argument(
         "--reference-first", action="store_true", help="run plain DuckDB before the pipeline"
@@ -85,23 +89,28 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    csv = data / f"plain-{args.rows}-seed0.csv"
-    if not csv.exists():
-        gen = run([*CLI, "generate", "--rows", str(args.rows), "--shape", "plain", "--seed", "0",
-                   "--out", str(csv)])  # fmt: skip
-        print(f"generated {csv} in {gen.wall_s:.1f} s")
-    size_gb = csv.stat().st_size / 1e9
-    warehouse = data / f"warehouse-{args.rows}"
-    reference_out = data / f"plain-duckdb-{args.rows}"
+    files = []
+    for i in range(args.files):
+        csv = data / f"plain-{args.rows}-seed{i}.csv"
+        start = (date(2019, 10, 1) + timedelta(days=61 * i)).isoformat()
+        if not csv.exists():
+            gen = run([*CLI, "generate", "--rows", str(args.rows), "--shape", "plain",
+                       "--seed", str(i), "--start", start, "--out", str(csv)])  # fmt: skip
+            print(f"generated {csv} in {gen.wall_s:.1f} s")
+        files.append(str(csv))
+    size_gb = sum(Path(f).stat().st_size for f in files) / 1e9
+    total_rows = args.rows * args.files
+    warehouse = data / f"warehouse-{total_rows}"
+    reference_out = data / f"plain-duckdb-{total_rows}"
     shutil.rmtree(warehouse, ignore_errors=True)
     print(f"load before: {os.getloadavg()}")
 
     wh = ["--warehouse", str(warehouse)]
-    plain = [sys.executable, str(Path(__file__).parent / "bench_plain_duckdb.py"), str(csv),
+    plain = [sys.executable, str(Path(__file__).parent / "bench_plain_duckdb.py"), *files,
              "--out", str(reference_out), "--all-funnels"]  # fmt: skip
     if args.reference_first:
         ref = run(plain)
-    ingest = run([*CLI, *wh, "ingest", str(csv)])
+    ingest = run([*CLI, *wh, "ingest", *files])
     build = run([*CLI, *wh, "--log-level", "info", "build", "--full"])
     if not args.reference_first:
         ref = run(plain)
@@ -113,7 +122,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"data: {args.rows:,} rows, 1 CSV file, {size_gb:.2f} GB")
+    print(f"data: {total_rows:,} rows in {args.files} CSV file(s), {size_gb:.2f} GB")
     print("build log:\n" + build.output)
     for name, r in (("ingest", ingest), ("build --full", build)):
         print(

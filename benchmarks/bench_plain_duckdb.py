@@ -9,7 +9,7 @@ time and a type; brand and category normalised; the first copy of each dedup key
 groups, same ordered session funnel (24 h window from the session's first view, per session, held
 constant per brand). bench_batch.py checks its row counts and totals against the pipeline's tables.
 
-Usage: python benchmarks/bench_plain_duckdb.py FILE.csv --out DIR [--all-funnels]
+Usage: python benchmarks/bench_plain_duckdb.py FILE.csv [FILE.csv ...] --out DIR [--all-funnels]
 Prints one JSON object: seconds per step, and rows and totals per table.
 """
 
@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("csv")
+    parser.add_argument("csv", nargs="+")
     parser.add_argument("--out", required=True)
     parser.add_argument("--all-funnels", action="store_true")
     args = parser.parse_args()
