@@ -1,53 +1,79 @@
-"""Batch benchmark: ingest + build on generated REES46-shaped data, next to one plain DuckDB query.
+"""Batch benchmark: `funnelpulse ingest` + `funnelpulse build --full` against plain DuckDB writing
+the same tables from the same CSV (benchmarks/bench_plain_duckdb.py), in one run.
+
+Each step is the user's whole command in a fresh process (start to exit), timed with its peak RSS.
+Afterwards the reference's row counts and totals are checked against the pipeline's silver, four
+gold and session-funnel tables: a reference that computed something else would prove nothing.
 
 Usage: python benchmarks/bench_batch.py [--rows 9000000] [--files 1] [--data-dir benchmarks/data]
-With --files N the data set is N generated files of --rows each (different seeds and months),
-which is how the 10x scale run is made without holding 90M rows in the generator's memory.
+The data is `funnelpulse generate --shape plain` (stationary, no baskets: the shape is pinned so a
+new generator default does not move the baseline), 61 days per file; with --files N, N files of
+--rows each (seeds 0..N-1, consecutive 61-day periods), which is how the 10x run is made without
+holding 90M rows in the generator's memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import measure  # noqa: E402
-
-REFERENCE_QUERY = """
 import duckdb
-con = duckdb.connect()
-con.execute("SET TimeZone='UTC'")
-con.execute("SET enable_progress_bar=false")
-n = con.sql('''
-SELECT date_trunc('hour', strptime(event_time, '%Y-%m-%d %H:%M:%S UTC')) AS window_start,
-       lower(brand) AS brand,
-       count_if(event_type = 'view') AS views, count_if(event_type = 'cart') AS carts,
-       count_if(event_type = 'purchase') AS purchases,
-       sum(CASE WHEN event_type = 'purchase' THEN price ELSE 0 END) AS revenue
-FROM read_csv(FILES, header = true, columns = {'event_time': 'VARCHAR', 'event_type': 'VARCHAR',
-     'product_id': 'BIGINT', 'category_id': 'BIGINT', 'category_code': 'VARCHAR', 'brand': 'VARCHAR',
-     'price': 'DOUBLE', 'user_id': 'BIGINT', 'user_session': 'VARCHAR'})
-WHERE price > 0
-GROUP BY ALL
-''').to_arrow_table().num_rows
-print(n)
-"""
 
-PIPELINE = """
-import time
-from funnelpulse import Pipeline
-p = Pipeline(warehouse=WAREHOUSE)
-t0 = time.perf_counter()
-r = p.ingest(FILES)
-t1 = time.perf_counter()
-b = p.build()
-t2 = time.perf_counter()
-print(f"ingest_s={t1 - t0:.2f} build_s={t2 - t1:.2f} bronze={r.bronze_rows} silver={b.rows['silver_events']} hourly_brand={b.rows['gold_funnel_hourly_brand']}")
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_plain_duckdb import FUNNELS, GOLD, totals_sql  # noqa: E402
+
+CLI = [sys.executable, "-m", "funnelpulse"]
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float  # user + system CPU seconds: steadier than wall time on a shared machine
+    peak_rss_mb: float
+    output: str
+
+
+def run(argv: list[str]) -> Run:
+    """Run a command to its end; wall time and the peak RSS of it and its waited-for children."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(argv)}\n{output}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, cpu, usage.ru_maxrss / 1024, output.strip())
+
+
+def pipeline_totals(warehouse: Path, names: list[str]) -> dict[str, list[float]]:
+    from funnelpulse import tables
+
+    found = {}
+    for name in names:
+        con = duckdb.connect()
+        con.register("t", tables.dataset(tables.table_path(str(warehouse), name)))
+        found[name] = list(con.execute(totals_sql(name, "t")).fetchall()[0])
+        con.close()
+    return found
+
+
+def same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(
+        math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-6)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def main() -> None:
@@ -57,43 +83,82 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=9_000_000)
     parser.add_argument("--files", type=int, default=1)
     parser.add_argument("--data-dir", default="benchmarks/data")
+    parser.add_argument(
+        "--reference-first", action="store_true", help="run plain DuckDB before the pipeline"
+    )
     args = parser.parse_args()
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     files = []
     for i in range(args.files):
-        path = data / f"events-{args.rows}-seed{i}.csv"
-        if not path.exists():
-            gen = measure(
-                "from datetime import datetime, timedelta, UTC\n"
-                "from funnelpulse import generate_events, write_events\n"
-                f"start = datetime(2019, 10, 1, tzinfo=UTC) + timedelta(days=61 * {i})\n"
-                f"write_events(generate_events({args.rows}, seed={i}, start=start, days=61), {str(path)!r})\n"
-            )
-            print(
-                f"generated {path} ({args.rows:,} rows) in {gen.wall_s:.1f}s, peak RSS {gen.peak_rss_mb:,.0f} MB"
-            )
-        files.append(str(path))
-    total_rows = args.rows * args.files
+        csv = data / f"plain-{args.rows}-seed{i}.csv"
+        start = (date(2019, 10, 1) + timedelta(days=61 * i)).isoformat()
+        if not csv.exists():
+            gen = run([*CLI, "generate", "--rows", str(args.rows), "--shape", "plain",
+                       "--seed", str(i), "--start", start, "--out", str(csv)])  # fmt: skip
+            print(f"generated {csv} in {gen.wall_s:.1f} s")
+        files.append(str(csv))
     size_gb = sum(Path(f).stat().st_size for f in files) / 1e9
+    total_rows = args.rows * args.files
     warehouse = data / f"warehouse-{total_rows}"
+    reference_out = data / f"plain-duckdb-{total_rows}"
     shutil.rmtree(warehouse, ignore_errors=True)
+    print(f"load before: {os.getloadavg()}")
 
-    ref = measure(REFERENCE_QUERY.replace("FILES", repr(files)))
-    run = measure(PIPELINE.replace("WAREHOUSE", repr(str(warehouse))).replace("FILES", repr(files)))
-    shutil.rmtree(warehouse, ignore_errors=True)
+    wh = ["--warehouse", str(warehouse)]
+    plain = [sys.executable, str(Path(__file__).parent / "bench_plain_duckdb.py"), *files,
+             "--out", str(reference_out), "--all-funnels"]  # fmt: skip
+    if args.reference_first:
+        ref = run(plain)
+    ingest = run([*CLI, *wh, "ingest", *files])
+    build = run([*CLI, *wh, "--log-level", "info", "build", "--full"])
+    if not args.reference_first:
+        ref = run(plain)
+    print(f"load after: {os.getloadavg()}")
+    reference = json.loads(ref.output.splitlines()[-1])
+    ref_tables = reference["tables"]
+    ours = pipeline_totals(warehouse, list(ref_tables))
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(f"data: {total_rows:,} rows in {args.files} CSV file(s), {size_gb:.2f} GB")
+    print("build log:\n" + build.output)
+    for name, r in (("ingest", ingest), ("build --full", build)):
+        print(
+            f"funnelpulse {name}: {r.wall_s:.1f} s wall, {r.cpu_s:.1f} s CPU, "
+            f"peak RSS {r.peak_rss_mb:,.0f} MB"
+        )
+    pipeline_s = ingest.wall_s + build.wall_s
+    pipeline_cpu = ingest.cpu_s + build.cpu_s
+    print(f"pipeline ingest + build: {pipeline_s:.1f} s wall, {pipeline_cpu:.1f} s CPU")
+    steps = reference["seconds"]
+    two_funnels = sum(v for k, v in steps.items() if k not in list(FUNNELS)[2:])
+    print(f"plain DuckDB steps (s): {steps}")
     print(
-        f"pipeline ingest+build: {run.wall_s:.1f} s wall, peak RSS {run.peak_rss_mb:,.0f} MB ({run.output})"
+        f"plain DuckDB, whole process (4 funnels): {ref.wall_s:.1f} s, peak RSS "
+        f"{ref.peak_rss_mb:,.0f} MB; its steps without the category and price-band funnels: "
+        f"{two_funnels:.1f} s (+ start-up {ref.wall_s - reference['total_s']:.1f} s)"
     )
-    print(
-        f"reference single DuckDB query (CSV -> hourly brand): {ref.wall_s:.1f} s wall, peak RSS {ref.peak_rss_mb:,.0f} MB"
-    )
-    print(f"ratio pipeline / reference query: {run.wall_s / ref.wall_s:.2f}x")
+    two_wall = two_funnels + (ref.wall_s - reference["total_s"])
+    print(f"ratio, pipeline / plain DuckDB with the same four session funnels: "
+          f"{pipeline_s / ref.wall_s:.2f}x wall, {pipeline_cpu / ref.cpu_s:.2f}x CPU "
+          f"(plain DuckDB {ref.cpu_s:.1f} s CPU)")  # fmt: skip
+    print(f"ratio, pipeline / plain DuckDB with the daily and daily-brand funnels only: "
+          f"{pipeline_s / two_wall:.2f}x")  # fmt: skip
+    ok = True
+    for name, expected in ref_tables.items():
+        match = same(expected, ours[name])
+        ok &= match
+        print(
+            f"  {name}: reference {expected} pipeline {ours[name]} {'equal' if match else 'DIFFER'}"
+        )
+    print("tables equal: " + ("yes" if ok else "NO"))
+    assert set(ref_tables) == {"bronze_events", "silver_events", *GOLD, *FUNNELS}
+    shutil.rmtree(warehouse, ignore_errors=True)
+    shutil.rmtree(reference_out, ignore_errors=True)
+    if not ok:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
