@@ -557,3 +557,88 @@ def test_a_manual_build_while_a_cycle_runs_waits_its_turn(
         if serve.proc.poll() is None:
             serve.proc.kill()
     assert snapshot(str(tmp_path / "wh")) == batch
+
+
+def _replay(tmp_path: Path, broker: str, topic: str, day: Path) -> int:
+    sent = subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "scratch"), "replay",
+         "--to", f"kafka://{broker}/{topic}", "--from", str(day)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert sent.returncode == 0, sent.stderr
+    return len(day.read_text().splitlines()) - 1
+
+
+@pytest.mark.kafka
+def test_the_streams_own_consumer_knows_how_many_messages_it_is_behind(
+    tmp_path: Path, days: list[Path], broker: str
+) -> None:
+    from funnelpulse.localdb import connect
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.sources import KafkaSource
+
+    topic = "serve-behind"
+    create_topic(broker, topic)
+    events = _replay(tmp_path, broker, topic, days[0])
+    source = KafkaSource(f"kafka://{broker}/{topic}", {}, None, 30.0)
+    con = connect()
+    try:
+        assert sum(source.behind().values()) == events  # nothing read yet: the whole topic
+        first = source.read(con, 1000, 10.0, None)
+        assert first.messages == 1000
+        assert sum(source.behind().values()) == events - 1000
+        while sum(source.behind().values()):
+            source.read(con, 500_000, 2.0, None)
+        assert sum(source.position.values()) == events  # read to the end: 0 behind
+        assert set(source.behind()) == set(source.position)
+    finally:
+        source.close()
+        con.close()
+
+
+@pytest.mark.kafka
+def test_stream_lag_is_exported_and_readyz_fails_past_max_lag_s(
+    tmp_path: Path, days: list[Path], hook: Receiver, broker: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from funnelpulse.streaming.broker import create_topic
+
+    topic = "serve-lag"
+    create_topic(broker, topic)
+    events = _replay(tmp_path, broker, topic, days[0])
+    newest = max(line.split(",")[0] for line in days[0].read_text().splitlines()[1:])
+    newest_ts = datetime.fromisoformat(newest.replace(" UTC", "")).replace(tzinfo=UTC).timestamp()
+    serve = Serve(tmp_path, hook.url, "--kafka", f"kafka://{broker}/{topic}", watch=False,
+                  FUNNELPULSE_SERVE_MAX_LAG_S="3")
+    try:
+        serve.wait(lambda: serve.metrics().get(("funnelpulse_stream_events_total", ()))
+                   == events)
+        serve.wait(lambda: serve.ready().get("ready") is True)
+        m = serve.metrics()
+        lags = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_stream_lag_messages"}
+        assert len(lags) == 2 and set(lags.values()) == {0.0}  # two partitions, caught up
+        assert m[("funnelpulse_stream_newest_event_timestamp_seconds", ())] == newest_ts
+        assert m[("funnelpulse_stream_event_time_lag_seconds", ())] >= time.time() - newest_ts - 5
+        assert m[("funnelpulse_stream_lag_seconds", ())] < 3
+        # the stream stops moving (frozen, as a hung process): its lag grows past the budget
+        [child] = _children(serve.proc.pid)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            serve.wait(lambda: serve.ready().get("ready") is False, 30)
+            body = serve.ready()
+            assert body["parts"]["stream"]["state"] == "up"  # only the lag says so
+            assert "over max_lag_s 3" in body["stream"]["reason"]
+            assert body["stream"]["lag_s"] > 3
+            assert serve.metrics()[("funnelpulse_stream_lag_seconds", ())] > 3
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/readyz", timeout=10)
+            assert refused.value.code == 503
+        finally:
+            os.kill(child, signal.SIGCONT)
+        serve.wait(lambda: serve.ready().get("ready") is True, 30)  # caught up again
+        assert "reason" not in serve.ready()["stream"]
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ class Service:
         async def metrics() -> Any:
             from prometheus_client import CONTENT_TYPE_LATEST
 
+            if self.lag_reported:
+                self.stream_lag()
+
             return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -207,6 +211,52 @@ class Service:
             self.pipeline.warehouse, opts.host, opts.port, ", ".join(p.name for p in self.parts),
         )
 
+    def stream_lag(self) -> dict[str, Any]:
+        """The live stream's lag from its status file (streaming/status.py), into the gauges.
+
+        `lag_s`: seconds since the stream last had nothing left to read (since serve started,
+        while the stream has not reported yet); it grows while the stream is stuck or dead."""
+        from datetime import datetime
+
+        from ..streaming import status as stream_status
+
+        now = time.time()
+        found = stream_status.read(self.checkpoint_dir)
+        if found is not None and found.get("at", 0) < self.started_at:
+            found = None  # left by an earlier run
+        behind = {str(k): int(v) for k, v in (found or {}).get("behind", {}).items()}
+        caught = (found or {}).get("caught_up_at") or self.started_at
+        lag_s = max(0.0, now - max(caught, self.started_at))
+        newest = (found or {}).get("newest_event")
+        newest_ts = (
+            datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp() if newest else None
+        )
+        m = self.metrics
+        for partition, n in behind.items():
+            m.stream_lag_messages.labels(partition).set(n)
+        m.stream_lag_seconds.set(round(lag_s, 3))
+        if newest_ts is not None:
+            m.stream_newest_event.set(newest_ts)
+            m.stream_event_lag_seconds.set(round(now - newest_ts, 3))
+        return {
+            "reported": found is not None,
+            "behind_messages": sum(behind.values()),
+            "behind": behind,
+            "lag_s": round(lag_s, 3),
+            "max_lag_s": self.opts.max_lag_s,
+            "newest_event": newest,
+        }
+
+    @property
+    def lag_reported(self) -> bool:
+        """The embedded stream reports its lag; the Spark stream does not (yet)."""
+        engine = self.opts.engine or self.pipeline.settings.engine
+        return bool(self.opts.kafka) and engine != "spark" and "://" not in self.pipeline.warehouse
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return str(Path(self.pipeline.warehouse, "_checkpoints", "stream-embedded"))
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         warehouse_ok = os.access(self.pipeline.warehouse, os.R_OK) if "://" not in (
             self.pipeline.warehouse) else True
@@ -218,6 +268,15 @@ class Service:
             watch["no_files_for_hours"] = round((time.time() - watch["last_file_at"]) / 3600, 2)
             body["watcher"] = watch
             ready = ready and watch["last_cycle_ok"] is not False
+        if self.lag_reported:
+            lag = self.stream_lag()
+            if lag["lag_s"] > self.opts.max_lag_s:
+                lag["reason"] = (
+                    f"the stream has been behind for {lag['lag_s']:.0f} s, over max_lag_s "
+                    f"{self.opts.max_lag_s:g} ({lag['behind_messages']:,} messages behind)"
+                )
+                ready = False
+            body["stream"] = lag
         body["ready"] = ready
         return ready, body
 

@@ -35,6 +35,7 @@ class ServeSettings:
     log_format: str = "text"
     poll_s: float = 2.0  # seconds between looks at the landing folders
     no_files_hours: float = 26.0  # a folder silent this long is reported (not an incident)
+    max_lag_s: float = 300.0  # /readyz fails when the stream has been behind longer than this
     alert_retry_s: float = 60.0  # wait before delivering again what a receiver did not take
     restart_max_s: float = 60.0  # the longest wait before restarting a crashed part
     stop_timeout_s: float = 20.0  # how long parts get to stop on SIGTERM before they are killed
@@ -61,7 +62,7 @@ class ServeSettings:
         for sink in self.sinks:
             if sink not in SINKS:
                 raise ConfigError(f"sink {sink!r} is not a sink. Known sinks: {', '.join(SINKS)}")
-        for name in ("poll_s", "no_files_hours", "alert_retry_s", "restart_max_s",
+        for name in ("poll_s", "no_files_hours", "max_lag_s", "alert_retry_s", "restart_max_s",
                      "stop_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be above 0 (now {getattr(self, name)})")
