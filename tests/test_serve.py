@@ -642,3 +642,34 @@ def test_stream_lag_is_exported_and_readyz_fails_past_max_lag_s(
     finally:
         if serve.proc.poll() is None:
             serve.proc.kill()
+
+
+def test_alert_metrics_count_each_sink_on_its_own(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    for day in days:
+        publish(day, tmp_path / "land")
+    with receiver() as slack:
+        slack.refuse = 10_000  # this one is down; the webhook takes everything
+        serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook", "--sink",
+                      "slack", FUNNELPULSE_SLACK_WEBHOOK_URL=slack.url + "/slack",
+                      FUNNELPULSE_SERVE_ALERT_RETRY_S="600")
+        try:
+            serve.wait(lambda: serve.metrics().get(
+                ("funnelpulse_alerts_failed_total", (("sink", "slack"),)), 0) > 0)
+            serve.wait(lambda: serve.ready()["watcher"]["cycle_running"] is False)
+            m = serve.metrics()
+            sent = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_alerts_sent_total"}
+            failed = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_alerts_failed_total"}
+            assert set(sent) == set(failed) == {(("sink", "webhook"),), (("sink", "slack"),)}
+            assert hook.log and sent[(("sink", "webhook"),)] == len(hook.log)
+            assert failed[(("sink", "webhook"),)] == 0
+            assert sent[(("sink", "slack"),)] == 0 and slack.log == []
+            # each opening the webhook took, the slack sink failed or did not try (a resolution
+            # is never sent to a sink that did not get the opening)
+            opened = [b for b in hook.bodies() if not b["incident_id"].endswith(":resolved")]
+            assert opened and failed[(("sink", "slack"),)] == len(opened)
+            assert serve.stop() == 0
+        finally:
+            if serve.proc.poll() is None:
+                serve.proc.kill()
