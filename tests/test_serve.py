@@ -673,3 +673,36 @@ def test_alert_metrics_count_each_sink_on_its_own(
         finally:
             if serve.proc.poll() is None:
                 serve.proc.kill()
+
+
+def test_a_landing_folder_without_files_raises_one_no_data_incident_resolved_by_a_file(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    (tmp_path / "land").mkdir()
+    serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                  FUNNELPULSE_SERVE_NO_FILES_HOURS="0.001")  # 3.6 s
+
+    def no_files() -> list[dict[str, Any]]:
+        return [b for b in hook.bodies() if b["incident_id"].startswith("shop:all:no_files:")]
+
+    try:
+        serve.wait(lambda: no_files(), 60)
+        time.sleep(8)  # more silence, many more looks: still the one incident
+        [opened] = no_files()
+        assert opened["severity"] == "high" and "no file landed" in opened["message"]
+        assert "no file landed for" in serve.text()  # also logged
+        publish(days[0], tmp_path / "land")
+        serve.wait(lambda: len(no_files()) == 2, 60)
+        resolved = no_files()[1]
+        assert resolved["incident_id"] == opened["incident_id"] + ":resolved"
+        assert "files land again" in resolved["message"]
+        assert Counter(keys(hook)).most_common(1)[0][1] == 1  # nothing delivered twice
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    # the incident is in the alerts table like any other, opened and resolved once each
+    alerts = tables.read(tables.table_path(str(tmp_path / "wh"), "alerts")).to_pylist()
+    mine = Counter(a["incident_id"] for a in alerts if a["status"] == "sent"
+                   and a["incident_id"].startswith("shop:all:no_files:"))
+    assert mine == {opened["incident_id"]: 1, resolved["incident_id"]: 1}

@@ -160,11 +160,39 @@ class Service:
                 self.watcher.cycle(files)
         silent_h = (time.time() - self.watcher.last_file_at) / 3600
         if silent_h > self.opts.no_files_hours and not getattr(self, "_told_silent", False):
-            log.warning("no file landed for %.0f h (no_files_hours %g)", silent_h,
+            log.warning("no file landed for %.1f h (no_files_hours %g)", silent_h,
                         self.opts.no_files_hours)
             self._told_silent = True
         elif silent_h <= self.opts.no_files_hours:
             self._told_silent = False
+        watch = self._no_files_watch()
+        if watch is not None:  # with --alert: one no-data incident per silence (no_data.py)
+            if files:
+                watch.arrived()
+            else:
+                watch.tick()
+
+    def _no_files_watch(self) -> Any:
+        """The no-data watch of the landing folders (with --alert), made again when a reload
+        changes what it depends on; a new one keeps the time of the last file."""
+        opts = self.opts
+        if not opts.alert:
+            self._files_watch = None
+            return None
+        key = (opts.no_files_hours, opts.sinks, id(self.pipeline))
+        current = getattr(self, "_files_watch", None)
+        if current is None or self._files_watch_key != key:
+            from ..anomaly.no_data import NoDataWatch
+
+            watch = NoDataWatch(
+                self.pipeline.warehouse, self.pipeline.settings, list(opts.sinks) or None,
+                files=True, limit_s=opts.no_files_hours * 3600,
+            )
+            if current is not None:
+                watch.last_arrival = current.last_arrival
+                watch.last_arrival_at = current.last_arrival_at
+            self._files_watch, self._files_watch_key = watch, key
+        return self._files_watch
 
     def _stream_line(self, line: str) -> None:
         """The stream logs one line per batch: `batch N: 1,234 events (...)`."""

@@ -34,7 +34,7 @@ class ServeSettings:
     master: str = ""
     log_format: str = "text"
     poll_s: float = 2.0  # seconds between looks at the landing folders
-    no_files_hours: float = 26.0  # a folder silent this long is reported (not an incident)
+    no_files_hours: float = 26.0  # no file this long: logged; with alert, a no-data incident
     max_lag_s: float = 300.0  # /readyz fails when the stream has been behind longer than this
     alert_retry_s: float = 60.0  # wait before delivering again what a receiver did not take
     restart_max_s: float = 60.0  # the longest wait before restarting a crashed part
