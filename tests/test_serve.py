@@ -439,8 +439,9 @@ def test_what_serve_cannot_do_is_one_error_line(
     wh = str(tmp_path / "wh")
     assert run(["--warehouse", wh, "serve", "--dashboard-port", "0"]) == 1
     assert "Nothing to serve: give --watch FOLDER" in capsys.readouterr().err
-    assert run(["--warehouse", wh, "serve", "--watch", "gs://bucket/landing"]) == 1
-    assert "only local folders can be watched" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--watch", "s3://bucket/landing"]) == 1
+    assert "a landing location is a local folder or gs://BUCKET/PREFIX" in (
+        capsys.readouterr().err)
     (tmp_path / "funnelpulse.toml").write_text('[serve]\nwach = ["land"]\n')
     assert run(["--warehouse", wh, "serve"]) == 1
     assert "Unknown setting 'wach' in [serve]" in capsys.readouterr().err
@@ -706,3 +707,53 @@ def test_a_landing_folder_without_files_raises_one_no_data_incident_resolved_by_
     mine = Counter(a["incident_id"] for a in alerts if a["status"] == "sent"
                    and a["incident_id"].startswith("shop:all:no_files:"))
     assert mine == {opened["incident_id"]: 1, resolved["incident_id"]: 1}
+
+
+@pytest.fixture
+def cloud_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local Cloud Storage emulator with a bucket `land`; serve finds it through
+    STORAGE_EMULATOR_HOST, as Google's own clients do."""
+    from gcp_storage_emulator.server import create_server
+    from pyarrow import fs
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="land")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    try:
+        yield fs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{port}",
+                               scheme="http")
+    finally:
+        server.stop()
+
+
+def test_a_gs_prefix_is_watched_through_a_local_mirror(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]], hook: Receiver,
+    cloud_storage: Any,
+) -> None:
+    def upload(source: Path, name: str) -> None:
+        with cloud_storage.open_output_stream(f"land/daily/{name}") as out:
+            out.write(source.read_bytes())
+
+    upload(days[0], "events-1.csv")
+    upload(days[0], ".events-2.csv.part")  # never read: the landing rule's names
+    serve = Serve(tmp_path, hook.url, "--watch", "gs://land/daily", watch=False)
+    try:
+        serve.idle(1)
+        mirror = tmp_path / "wh" / "_funnelpulse" / "serve" / "mirror" / "land" / "daily"
+        assert sorted(p.name for p in mirror.iterdir()) == ["events-1.csv"]
+        for i, day in enumerate(days[1:], 2):
+            upload(day, f"events-{i}.csv")
+        serve.idle(2)
+        ready = serve.ready()
+        assert ready["ready"] is True and ready["watcher"]["folders"] == [str(mirror)]
+        m = serve.metrics()
+        assert m[("funnelpulse_files_ingested_total", ())] == len(days)
+        upload(days[0], "events-1.csv")  # the same bytes again: a new object, nothing to do
+        time.sleep(3)
+        assert serve.metrics()[("funnelpulse_files_ingested_total", ())] == len(days)
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch  # equal to ingest + build + detect

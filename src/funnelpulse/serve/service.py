@@ -80,6 +80,7 @@ class Service:
         self.reload_asked = threading.Event()
         self.parts: list[Part] = []
         self.watcher: Watcher | None = None
+        self.mirrors: list[Any] = []
         self.started_at = time.time()
 
     def _load(self) -> tuple[Any, serve_settings.ServeSettings]:
@@ -154,6 +155,8 @@ class Service:
         assert self.watcher is not None
         if not self.watcher.ready:
             self.watcher.start()  # recovery and what the warehouse holds (again after a crash)
+        for mirror in self.mirrors:
+            mirror.sync()  # gs:// objects into their local mirror folders (remote.py)
         files = self.watcher.landed()
         if files or self.watcher.state.pending:
             with self.beat.busy():  # vacuum keeps what the cycle writes (running.py)
@@ -194,6 +197,15 @@ class Service:
             self._files_watch, self._files_watch_key = watch, key
         return self._files_watch
 
+    def _folders(self, opts: serve_settings.ServeSettings, pipeline: Any = None) -> list[str]:
+        """The local folders to watch: a gs:// location is watched through its mirror."""
+        from .remote import Mirror
+
+        warehouse = (pipeline or self.pipeline).warehouse
+        self.mirrors = [Mirror(w, warehouse) for w in opts.watch if w.startswith("gs://")]
+        by_url = {m.url: str(m.local) for m in self.mirrors}
+        return [by_url.get(w, w) for w in opts.watch]
+
     def _stream_line(self, line: str) -> None:
         """The stream logs one line per batch: `batch N: 1,234 events (...)`."""
         found = BATCH_LINE.search(line)
@@ -210,7 +222,7 @@ class Service:
         self.parts.append(ServerPart("api", self._server, [sock], *args))
         if opts.watch:
             self.watcher = Watcher(
-                self.pipeline, list(opts.watch), self.metrics, alert=opts.alert,
+                self.pipeline, self._folders(opts), self.metrics, alert=opts.alert,
                 sinks=list(opts.sinks) or None, engine=opts.engine or None,
                 stopping=self.stop.is_set, alert_retry_s=opts.alert_retry_s,
             )
@@ -320,7 +332,7 @@ class Service:
                 opts = replace(opts, **{name: getattr(self.opts, name)})
         self.pipeline = pipeline
         if self.watcher is not None and opts.watch:
-            self.watcher.configure(pipeline, list(opts.watch), alert=opts.alert,
+            self.watcher.configure(pipeline, self._folders(opts, pipeline), alert=opts.alert,
                                    sinks=list(opts.sinks) or None, engine=opts.engine or None)
             self.watcher.alert_retry_s = opts.alert_retry_s
         self.opts = opts

@@ -42,10 +42,10 @@ class ServeSettings:
 
     def check(self) -> ServeSettings:
         for folder in self.watch:
-            if "://" in folder:
+            if "://" in folder and not (folder.startswith("gs://") and len(folder) > 5):
                 raise ConfigError(
-                    f"watch {folder}: only local folders can be watched for now. Copy the "
-                    "files to a local landing folder (gsutil rsync) and watch that"
+                    f"watch {folder}: a landing location is a local folder or gs://BUCKET/PREFIX. "
+                    "Copy the files to a local landing folder and watch that"
                 )
         if self.kafka and not self.kafka.startswith("kafka://"):
             raise ConfigError(f"kafka {self.kafka!r} must look like kafka://HOST:PORT/TOPIC")
