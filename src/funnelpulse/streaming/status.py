@@ -22,7 +22,8 @@ EVERY_S = 1.0
 class StatusFile:
     def __init__(self, checkpoint_dir: str) -> None:
         self.path = Path(checkpoint_dir, FILE)
-        self.caught_up_at: float | None = None
+        # a restarted stream has been behind since its last run was caught up, not since ever
+        self.caught_up_at: float | None = (read(checkpoint_dir) or {}).get("caught_up_at")
         self._written = float("-inf")
 
     def update(self, source: Any, newest: datetime | None, batch: int, force: bool = False) -> None:
