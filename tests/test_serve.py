@@ -439,8 +439,9 @@ def test_what_serve_cannot_do_is_one_error_line(
     wh = str(tmp_path / "wh")
     assert run(["--warehouse", wh, "serve", "--dashboard-port", "0"]) == 1
     assert "Nothing to serve: give --watch FOLDER" in capsys.readouterr().err
-    assert run(["--warehouse", wh, "serve", "--watch", "gs://bucket/landing"]) == 1
-    assert "only local folders can be watched" in capsys.readouterr().err
+    assert run(["--warehouse", wh, "serve", "--watch", "s3://bucket/landing"]) == 1
+    assert "a landing location is a local folder or gs://BUCKET/PREFIX" in (
+        capsys.readouterr().err)
     (tmp_path / "funnelpulse.toml").write_text('[serve]\nwach = ["land"]\n')
     assert run(["--warehouse", wh, "serve"]) == 1
     assert "Unknown setting 'wach' in [serve]" in capsys.readouterr().err
@@ -557,3 +558,202 @@ def test_a_manual_build_while_a_cycle_runs_waits_its_turn(
         if serve.proc.poll() is None:
             serve.proc.kill()
     assert snapshot(str(tmp_path / "wh")) == batch
+
+
+def _replay(tmp_path: Path, broker: str, topic: str, day: Path) -> int:
+    sent = subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "scratch"), "replay",
+         "--to", f"kafka://{broker}/{topic}", "--from", str(day)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert sent.returncode == 0, sent.stderr
+    return len(day.read_text().splitlines()) - 1
+
+
+@pytest.mark.kafka
+def test_the_streams_own_consumer_knows_how_many_messages_it_is_behind(
+    tmp_path: Path, days: list[Path], broker: str
+) -> None:
+    from funnelpulse.localdb import connect
+    from funnelpulse.streaming.broker import create_topic
+    from funnelpulse.streaming.sources import KafkaSource
+
+    topic = "serve-behind"
+    create_topic(broker, topic)
+    events = _replay(tmp_path, broker, topic, days[0])
+    source = KafkaSource(f"kafka://{broker}/{topic}", {}, None, 30.0)
+    con = connect()
+    try:
+        assert sum(source.behind().values()) == events  # nothing read yet: the whole topic
+        first = source.read(con, 1000, 10.0, None)
+        assert first.messages == 1000
+        assert sum(source.behind().values()) == events - 1000
+        while sum(source.behind().values()):
+            source.read(con, 500_000, 2.0, None)
+        assert sum(source.position.values()) == events  # read to the end: 0 behind
+        assert set(source.behind()) == set(source.position)
+    finally:
+        source.close()
+        con.close()
+
+
+@pytest.mark.kafka
+def test_stream_lag_is_exported_and_readyz_fails_past_max_lag_s(
+    tmp_path: Path, days: list[Path], hook: Receiver, broker: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from funnelpulse.streaming.broker import create_topic
+
+    topic = "serve-lag"
+    create_topic(broker, topic)
+    events = _replay(tmp_path, broker, topic, days[0])
+    newest = max(line.split(",")[0] for line in days[0].read_text().splitlines()[1:])
+    newest_ts = datetime.fromisoformat(newest.replace(" UTC", "")).replace(tzinfo=UTC).timestamp()
+    serve = Serve(tmp_path, hook.url, "--kafka", f"kafka://{broker}/{topic}", watch=False,
+                  FUNNELPULSE_SERVE_MAX_LAG_S="3")
+    try:
+        serve.wait(lambda: serve.metrics().get(("funnelpulse_stream_events_total", ()))
+                   == events)
+        serve.wait(lambda: serve.ready().get("ready") is True)
+        m = serve.metrics()
+        lags = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_stream_lag_messages"}
+        assert len(lags) == 2 and set(lags.values()) == {0.0}  # two partitions, caught up
+        assert m[("funnelpulse_stream_newest_event_timestamp_seconds", ())] == newest_ts
+        assert m[("funnelpulse_stream_event_time_lag_seconds", ())] >= time.time() - newest_ts - 5
+        assert m[("funnelpulse_stream_lag_seconds", ())] < 3
+        # the stream stops moving (frozen, as a hung process): its lag grows past the budget
+        [child] = _children(serve.proc.pid)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            serve.wait(lambda: serve.ready().get("ready") is False, 30)
+            body = serve.ready()
+            assert body["parts"]["stream"]["state"] == "up"  # only the lag says so
+            assert "over max_lag_s 3" in body["stream"]["reason"]
+            assert body["stream"]["lag_s"] > 3
+            assert serve.metrics()[("funnelpulse_stream_lag_seconds", ())] > 3
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/readyz", timeout=10)
+            assert refused.value.code == 503
+        finally:
+            os.kill(child, signal.SIGCONT)
+        serve.wait(lambda: serve.ready().get("ready") is True, 30)  # caught up again
+        assert "reason" not in serve.ready()["stream"]
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+
+
+def test_alert_metrics_count_each_sink_on_its_own(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    for day in days:
+        publish(day, tmp_path / "land")
+    with receiver() as slack:
+        slack.refuse = 10_000  # this one is down; the webhook takes everything
+        serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook", "--sink",
+                      "slack", FUNNELPULSE_SLACK_WEBHOOK_URL=slack.url + "/slack",
+                      FUNNELPULSE_SERVE_ALERT_RETRY_S="600")
+        try:
+            serve.wait(lambda: serve.metrics().get(
+                ("funnelpulse_alerts_failed_total", (("sink", "slack"),)), 0) > 0)
+            serve.wait(lambda: serve.ready()["watcher"]["cycle_running"] is False)
+            m = serve.metrics()
+            sent = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_alerts_sent_total"}
+            failed = {k[1]: v for k, v in m.items() if k[0] == "funnelpulse_alerts_failed_total"}
+            assert set(sent) == set(failed) == {(("sink", "webhook"),), (("sink", "slack"),)}
+            assert hook.log and sent[(("sink", "webhook"),)] == len(hook.log)
+            assert failed[(("sink", "webhook"),)] == 0
+            assert sent[(("sink", "slack"),)] == 0 and slack.log == []
+            # each opening the webhook took, the slack sink failed or did not try (a resolution
+            # is never sent to a sink that did not get the opening)
+            opened = [b for b in hook.bodies() if not b["incident_id"].endswith(":resolved")]
+            assert opened and failed[(("sink", "slack"),)] == len(opened)
+            assert serve.stop() == 0
+        finally:
+            if serve.proc.poll() is None:
+                serve.proc.kill()
+
+
+def test_a_landing_folder_without_files_raises_one_no_data_incident_resolved_by_a_file(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    (tmp_path / "land").mkdir()
+    serve = Serve(tmp_path, hook.url + "/hook", "--alert", "--sink", "webhook",
+                  FUNNELPULSE_SERVE_NO_FILES_HOURS="0.001")  # 3.6 s
+
+    def no_files() -> list[dict[str, Any]]:
+        return [b for b in hook.bodies() if b["incident_id"].startswith("shop:all:no_files:")]
+
+    try:
+        serve.wait(lambda: no_files(), 60)
+        time.sleep(8)  # more silence, many more looks: still the one incident
+        [opened] = no_files()
+        assert opened["severity"] == "high" and "no file landed" in opened["message"]
+        assert "no file landed for" in serve.text()  # also logged
+        publish(days[0], tmp_path / "land")
+        serve.wait(lambda: len(no_files()) == 2, 60)
+        resolved = no_files()[1]
+        assert resolved["incident_id"] == opened["incident_id"] + ":resolved"
+        assert "files land again" in resolved["message"]
+        assert Counter(keys(hook)).most_common(1)[0][1] == 1  # nothing delivered twice
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    # the incident is in the alerts table like any other, opened and resolved once each
+    alerts = tables.read(tables.table_path(str(tmp_path / "wh"), "alerts")).to_pylist()
+    mine = Counter(a["incident_id"] for a in alerts if a["status"] == "sent"
+                   and a["incident_id"].startswith("shop:all:no_files:"))
+    assert mine == {opened["incident_id"]: 1, resolved["incident_id"]: 1}
+
+
+@pytest.fixture
+def cloud_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local Cloud Storage emulator with a bucket `land`; serve finds it through
+    STORAGE_EMULATOR_HOST, as Google's own clients do."""
+    from gcp_storage_emulator.server import create_server
+    from pyarrow import fs
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="land")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    try:
+        yield fs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{port}",
+                               scheme="http")
+    finally:
+        server.stop()
+
+
+def test_a_gs_prefix_is_watched_through_a_local_mirror(
+    tmp_path: Path, days: list[Path], batch: dict[str, list[str]], hook: Receiver,
+    cloud_storage: Any,
+) -> None:
+    def upload(source: Path, name: str) -> None:
+        with cloud_storage.open_output_stream(f"land/daily/{name}") as out:
+            out.write(source.read_bytes())
+
+    upload(days[0], "events-1.csv")
+    upload(days[0], ".events-2.csv.part")  # never read: the landing rule's names
+    serve = Serve(tmp_path, hook.url, "--watch", "gs://land/daily", watch=False)
+    try:
+        serve.idle(1)
+        mirror = tmp_path / "wh" / "_funnelpulse" / "serve" / "mirror" / "land" / "daily"
+        assert sorted(p.name for p in mirror.iterdir()) == ["events-1.csv"]
+        for i, day in enumerate(days[1:], 2):
+            upload(day, f"events-{i}.csv")
+        serve.idle(2)
+        ready = serve.ready()
+        assert ready["ready"] is True and ready["watcher"]["folders"] == [str(mirror)]
+        m = serve.metrics()
+        assert m[("funnelpulse_files_ingested_total", ())] == len(days)
+        upload(days[0], "events-1.csv")  # the same bytes again: a new object, nothing to do
+        time.sleep(3)
+        assert serve.metrics()[("funnelpulse_files_ingested_total", ())] == len(days)
+        assert serve.stop() == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+    assert snapshot(str(tmp_path / "wh")) == batch  # equal to ingest + build + detect

@@ -967,7 +967,8 @@ def sql_server(ctx: _Context, host: str, port: int, timeout_s: float) -> None:
     "watch",
     multiple=True,
     metavar="FOLDER",
-    help="A landing folder: each complete file is ingested, then build, detect (and alert).",
+    help="A landing folder or gs://BUCKET/PREFIX: each complete file is ingested, then build, "
+    "detect (and alert).",
 )
 @click.option("--kafka", default=None, help="kafka://HOST:PORT/TOPIC: run the live stream too.")
 @click.option("--host", default=None, help="API, health and metrics address [127.0.0.1].")

@@ -79,6 +79,14 @@ class AlertResult:
     muted: int = 0  # held back by a mute or a maintenance window (recorded as muted)
     updates: int = 0  # of `sent`: acknowledge and resolve notices
     errors: dict[str, str] = field(default_factory=dict)  # sink -> last error (scrubbed)
+    # sink -> {"sent": n, "failed": n, "pending": n}: the same counts, per sink
+    by_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, sink_name: str, what: str) -> None:
+        """Count one `sent`, `failed` or `pending` delivery of `sink_name` (the totals too)."""
+        setattr(self, what, getattr(self, what) + 1)
+        per = self.by_sink.setdefault(sink_name, {"sent": 0, "failed": 0, "pending": 0})
+        per[what] += 1
 
     @property
     def ok(self) -> bool:
@@ -230,7 +238,7 @@ def send_alerts(
             if item.kind == "open" and item.resolved and first in muted:
                 continue  # held back until it was over: nothing left to say
             if stop or failures_in_row[name] >= GIVE_UP_AFTER or time.monotonic() > deadline:
-                result.pending += 1
+                result.count(name, "pending")
                 continue
             text = notices.text(item, message(item.incident, by_id), settings)
 
@@ -286,7 +294,7 @@ def send_alerts(
             record("sent" if ok else "failed", attempts, error)
             checkpoint("alerts.recorded")
             if ok:
-                result.sent += 1
+                result.count(name, "sent")
                 result.resent += again
                 if item.kind == "open":
                     last_sent[key] = incident.start
@@ -296,7 +304,7 @@ def send_alerts(
                 failures_in_row[name] = 0
                 log.info("alert %s sent to %s (%d attempts)", plain(pair[0]), name, attempts)
             else:
-                result.failed += 1
+                result.count(name, "failed")
                 failures_in_row[name] += 1
                 result.errors[name] = error or "failed"
                 log.info("alert %s to %s failed: %s", plain(pair[0]), name, error)

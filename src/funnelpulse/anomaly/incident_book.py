@@ -180,10 +180,10 @@ def decide(
                 journal, settings, notice, name, text(item, "", settings), retry_delays_s
             )
             if ok:
-                result.sent += 1
+                result.count(name, "sent")
                 result.updates += 1
             else:
-                result.failed += 1
+                result.count(name, "failed")
                 result.errors[name] = error or "failed"
     if before and not (result.sent or result.failed):
         result.skipped = max(result.skipped, 1)

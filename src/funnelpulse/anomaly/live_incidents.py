@@ -502,11 +502,11 @@ def deliver(
                     checkpoint("alerts.live_recorded")
                     done[(notice.incident_id, name)] = "sent" if ok else "failed"
                     if ok:
-                        result.sent += 1
+                        result.count(name, "sent")
                         if is_open:
                             last_sent[key] = notice.start
                     else:
-                        result.failed += 1
+                        result.count(name, "failed")
                         result.errors[name] = error or "failed"
                         break  # the resolution waits until the opening got through
     return result

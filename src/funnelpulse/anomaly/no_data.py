@@ -33,9 +33,14 @@ PREFIX = "shop:all:no_data:"
 STEP = "no_data"
 
 
-def no_data_incident(start: datetime, end: datetime) -> Detected:
+# The same incident for watched landing folders that receive no file (serve's no_files_hours):
+# its own ids, so the stream's incident and the folders' never resolve each other.
+FILES_PREFIX = "shop:all:no_files:"
+
+
+def no_data_incident(start: datetime, end: datetime, prefix: str = PREFIX) -> Detected:
     return Detected(
-        incident_id=f"{PREFIX}{start:%Y%m%dT%H%M}",
+        incident_id=f"{prefix}{start:%Y%m%dT%H%M}",
         dimension="shop",
         segment="all",
         start=start,
@@ -58,6 +63,22 @@ def opening_text(incident: Detected, minutes: float) -> str:
     )
 
 
+def files_opening_text(incident: Detected, minutes: float) -> str:
+    return (
+        f"[HIGH] NO DATA - shop all: no file landed in the watched folders for "
+        f"{minutes / 60:.1f} h (since {incident.start:%Y-%m-%d %H:%M} UTC, wall clock). The export "
+        "or its upload to the landing folder has stopped."
+    )
+
+
+def files_resolved_text(incident: Detected) -> str:
+    hours = (incident.end - incident.start).total_seconds() / 3600
+    return (
+        f"[RESOLVED] NO DATA - shop all: files land again at {incident.end:%Y-%m-%d %H:%M} UTC "
+        f"after {hours:.1f} h without one (since {incident.start:%H:%M} UTC)."
+    )
+
+
 def resolved_text(incident: Detected) -> str:
     minutes = (incident.end - incident.start).total_seconds() / 60
     return (
@@ -67,7 +88,10 @@ def resolved_text(incident: Detected) -> str:
 
 
 class NoDataWatch:
-    """Called by the stream loop: `arrived()` when a batch brought events, `tick()` every turn."""
+    """Called by the stream loop: `arrived()` when a batch brought events, `tick()` every turn.
+
+    With `files=True` (serve's landing folders): the limit is `limit_s`, the ids start with
+    FILES_PREFIX and the texts speak of files."""
 
     def __init__(
         self,
@@ -75,11 +99,17 @@ class NoDataWatch:
         settings: Settings,
         sinks: Sequence[str] | None,
         check_every_s: float = 5.0,
+        *,
+        files: bool = False,
+        limit_s: float | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.settings = settings
         self.sinks = forced_sinks(sinks, settings.alert_sinks)
-        self.limit_s = settings.no_data_minutes * 60
+        self.limit_s = limit_s if limit_s is not None else settings.no_data_minutes * 60
+        self.prefix = FILES_PREFIX if files else PREFIX
+        self.opening_text = files_opening_text if files else opening_text
+        self.resolved_text = files_resolved_text if files else resolved_text
         self.check_every_s = min(check_every_s, self.limit_s)
         self.last_arrival = time.monotonic()
         self.last_arrival_at = datetime.now(UTC)
@@ -131,10 +161,12 @@ class NoDataWatch:
             closed: set[str] = set()
             for r in history:
                 base, kind = split_notice(r["incident_id"])
-                if not base.startswith(PREFIX) or r["status"] not in ("sent", "muted"):
+                if not base.startswith(self.prefix) or r["status"] not in ("sent", "muted"):
                     continue
                 if kind == "open":
-                    by_id[base] = no_data_incident(r["incident_start"], r["incident_end"])
+                    by_id[base] = no_data_incident(
+                        r["incident_start"], r["incident_end"], self.prefix
+                    )
                 elif kind == "resolved":
                     closed.add(base)
             open_ids = sorted(set(by_id) - closed)
@@ -145,11 +177,11 @@ class NoDataWatch:
             if open_ids:  # one incident per silence; a sink held back or failed gets it now
                 incident = by_id[open_ids[-1]]
             else:
-                incident = no_data_incident(self.last_arrival_at, now)
+                incident = no_data_incident(self.last_arrival_at, now, self.prefix)
             mutes = active_mutes(read_actions(self.warehouse), now)
             held = held_back(incident, mutes, self.settings.silences, now)
             routed = route(incident, self.settings.routes, self.settings.alert_sinks, self.sinks)
-            text = opening_text(incident, silent_s / 60)
+            text = self.opening_text(incident, silent_s / 60)
             complete = True
             for name in routed.sinks:
                 status = state.get((incident.incident_id, name))
@@ -193,9 +225,11 @@ class NoDataWatch:
         }
         ok = True
         for name in told - done:
-            ok &= send_one(journal, self.settings, notice, name, resolved_text(over))[0]
+            ok &= send_one(journal, self.settings, notice, name, self.resolved_text(over))[0]
         for name in muted - told - done:  # never announced: close it in the record only
-            send_one(journal, self.settings, notice, name, resolved_text(over), status="muted")
+            send_one(
+                journal, self.settings, notice, name, self.resolved_text(over), status="muted"
+            )
         if ok:
             self.resolved.append(incident.incident_id)
             log.info("events again: no-data incident %s resolved", incident.incident_id)

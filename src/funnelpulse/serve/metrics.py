@@ -70,6 +70,26 @@ class Metrics:
             p + "stream_last_batch_timestamp_seconds", "When the stream last committed a batch",
             registry=r,
         )
+        self.stream_lag_messages = Gauge(
+            p + "stream_lag_messages",
+            "Messages between the stream's position and the topic's end, per partition",
+            ["partition"], registry=r,
+        )
+        self.stream_lag_seconds = Gauge(
+            p + "stream_lag_seconds",
+            "Seconds since the stream last had read every partition to its end (0: caught up)",
+            registry=r,
+        )
+        self.stream_newest_event = Gauge(
+            p + "stream_newest_event_timestamp_seconds",
+            "Event time of the newest event the stream read (Unix time; 0: none yet)",
+            registry=r,
+        )
+        self.stream_event_lag_seconds = Gauge(
+            p + "stream_event_time_lag_seconds",
+            "Wall clock minus the event time of the newest event read",
+            registry=r,
+        )
         for step in STEPS:
             self.last_success.labels(step)
         for table in ("bronze", "quarantine"):

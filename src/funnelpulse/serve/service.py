@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ class Service:
         self.reload_asked = threading.Event()
         self.parts: list[Part] = []
         self.watcher: Watcher | None = None
+        self.mirrors: list[Any] = []
         self.started_at = time.time()
 
     def _load(self) -> tuple[Any, serve_settings.ServeSettings]:
@@ -135,6 +137,9 @@ class Service:
         async def metrics() -> Any:
             from prometheus_client import CONTENT_TYPE_LATEST
 
+            if self.lag_reported:
+                self.stream_lag()
+
             return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -150,17 +155,56 @@ class Service:
         assert self.watcher is not None
         if not self.watcher.ready:
             self.watcher.start()  # recovery and what the warehouse holds (again after a crash)
+        for mirror in self.mirrors:
+            mirror.sync()  # gs:// objects into their local mirror folders (remote.py)
         files = self.watcher.landed()
         if files or self.watcher.state.pending:
             with self.beat.busy():  # vacuum keeps what the cycle writes (running.py)
                 self.watcher.cycle(files)
         silent_h = (time.time() - self.watcher.last_file_at) / 3600
         if silent_h > self.opts.no_files_hours and not getattr(self, "_told_silent", False):
-            log.warning("no file landed for %.0f h (no_files_hours %g)", silent_h,
+            log.warning("no file landed for %.1f h (no_files_hours %g)", silent_h,
                         self.opts.no_files_hours)
             self._told_silent = True
         elif silent_h <= self.opts.no_files_hours:
             self._told_silent = False
+        watch = self._no_files_watch()
+        if watch is not None:  # with --alert: one no-data incident per silence (no_data.py)
+            if files:
+                watch.arrived()
+            else:
+                watch.tick()
+
+    def _no_files_watch(self) -> Any:
+        """The no-data watch of the landing folders (with --alert), made again when a reload
+        changes what it depends on; a new one keeps the time of the last file."""
+        opts = self.opts
+        if not opts.alert:
+            self._files_watch = None
+            return None
+        key = (opts.no_files_hours, opts.sinks, id(self.pipeline))
+        current = getattr(self, "_files_watch", None)
+        if current is None or self._files_watch_key != key:
+            from ..anomaly.no_data import NoDataWatch
+
+            watch = NoDataWatch(
+                self.pipeline.warehouse, self.pipeline.settings, list(opts.sinks) or None,
+                files=True, limit_s=opts.no_files_hours * 3600,
+            )
+            if current is not None:
+                watch.last_arrival = current.last_arrival
+                watch.last_arrival_at = current.last_arrival_at
+            self._files_watch, self._files_watch_key = watch, key
+        return self._files_watch
+
+    def _folders(self, opts: serve_settings.ServeSettings, pipeline: Any = None) -> list[str]:
+        """The local folders to watch: a gs:// location is watched through its mirror."""
+        from .remote import Mirror
+
+        warehouse = (pipeline or self.pipeline).warehouse
+        self.mirrors = [Mirror(w, warehouse) for w in opts.watch if w.startswith("gs://")]
+        by_url = {m.url: str(m.local) for m in self.mirrors}
+        return [by_url.get(w, w) for w in opts.watch]
 
     def _stream_line(self, line: str) -> None:
         """The stream logs one line per batch: `batch N: 1,234 events (...)`."""
@@ -178,7 +222,7 @@ class Service:
         self.parts.append(ServerPart("api", self._server, [sock], *args))
         if opts.watch:
             self.watcher = Watcher(
-                self.pipeline, list(opts.watch), self.metrics, alert=opts.alert,
+                self.pipeline, self._folders(opts), self.metrics, alert=opts.alert,
                 sinks=list(opts.sinks) or None, engine=opts.engine or None,
                 stopping=self.stop.is_set, alert_retry_s=opts.alert_retry_s,
             )
@@ -207,6 +251,52 @@ class Service:
             self.pipeline.warehouse, opts.host, opts.port, ", ".join(p.name for p in self.parts),
         )
 
+    def stream_lag(self) -> dict[str, Any]:
+        """The live stream's lag from its status file (streaming/status.py), into the gauges.
+
+        `lag_s`: seconds since the stream last had nothing left to read (since serve started,
+        while the stream has not reported yet); it grows while the stream is stuck or dead."""
+        from datetime import datetime
+
+        from ..streaming import status as stream_status
+
+        now = time.time()
+        found = stream_status.read(self.checkpoint_dir)
+        if found is not None and found.get("at", 0) < self.started_at:
+            found = None  # left by an earlier run
+        behind = {str(k): int(v) for k, v in (found or {}).get("behind", {}).items()}
+        caught = (found or {}).get("caught_up_at") or self.started_at
+        lag_s = max(0.0, now - max(caught, self.started_at))
+        newest = (found or {}).get("newest_event")
+        newest_ts = (
+            datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp() if newest else None
+        )
+        m = self.metrics
+        for partition, n in behind.items():
+            m.stream_lag_messages.labels(partition).set(n)
+        m.stream_lag_seconds.set(round(lag_s, 3))
+        if newest_ts is not None:
+            m.stream_newest_event.set(newest_ts)
+            m.stream_event_lag_seconds.set(round(now - newest_ts, 3))
+        return {
+            "reported": found is not None,
+            "behind_messages": sum(behind.values()),
+            "behind": behind,
+            "lag_s": round(lag_s, 3),
+            "max_lag_s": self.opts.max_lag_s,
+            "newest_event": newest,
+        }
+
+    @property
+    def lag_reported(self) -> bool:
+        """The embedded stream reports its lag; the Spark stream does not (yet)."""
+        engine = self.opts.engine or self.pipeline.settings.engine
+        return bool(self.opts.kafka) and engine != "spark" and "://" not in self.pipeline.warehouse
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return str(Path(self.pipeline.warehouse, "_checkpoints", "stream-embedded"))
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         warehouse_ok = os.access(self.pipeline.warehouse, os.R_OK) if "://" not in (
             self.pipeline.warehouse) else True
@@ -218,6 +308,15 @@ class Service:
             watch["no_files_for_hours"] = round((time.time() - watch["last_file_at"]) / 3600, 2)
             body["watcher"] = watch
             ready = ready and watch["last_cycle_ok"] is not False
+        if self.lag_reported:
+            lag = self.stream_lag()
+            if lag["lag_s"] > self.opts.max_lag_s:
+                lag["reason"] = (
+                    f"the stream has been behind for {lag['lag_s']:.0f} s, over max_lag_s "
+                    f"{self.opts.max_lag_s:g} ({lag['behind_messages']:,} messages behind)"
+                )
+                ready = False
+            body["stream"] = lag
         body["ready"] = ready
         return ready, body
 
@@ -233,7 +332,7 @@ class Service:
                 opts = replace(opts, **{name: getattr(self.opts, name)})
         self.pipeline = pipeline
         if self.watcher is not None and opts.watch:
-            self.watcher.configure(pipeline, list(opts.watch), alert=opts.alert,
+            self.watcher.configure(pipeline, self._folders(opts, pipeline), alert=opts.alert,
                                    sinks=list(opts.sinks) or None, engine=opts.engine or None)
             self.watcher.alert_retry_s = opts.alert_retry_s
         self.opts = opts

@@ -34,17 +34,18 @@ class ServeSettings:
     master: str = ""
     log_format: str = "text"
     poll_s: float = 2.0  # seconds between looks at the landing folders
-    no_files_hours: float = 26.0  # a folder silent this long is reported (not an incident)
+    no_files_hours: float = 26.0  # no file this long: logged; with alert, a no-data incident
+    max_lag_s: float = 300.0  # /readyz fails when the stream has been behind longer than this
     alert_retry_s: float = 60.0  # wait before delivering again what a receiver did not take
     restart_max_s: float = 60.0  # the longest wait before restarting a crashed part
     stop_timeout_s: float = 20.0  # how long parts get to stop on SIGTERM before they are killed
 
     def check(self) -> ServeSettings:
         for folder in self.watch:
-            if "://" in folder:
+            if "://" in folder and not (folder.startswith("gs://") and len(folder) > 5):
                 raise ConfigError(
-                    f"watch {folder}: only local folders can be watched for now. Copy the "
-                    "files to a local landing folder (gsutil rsync) and watch that"
+                    f"watch {folder}: a landing location is a local folder or gs://BUCKET/PREFIX. "
+                    "Copy the files to a local landing folder and watch that"
                 )
         if self.kafka and not self.kafka.startswith("kafka://"):
             raise ConfigError(f"kafka {self.kafka!r} must look like kafka://HOST:PORT/TOPIC")
@@ -61,7 +62,7 @@ class ServeSettings:
         for sink in self.sinks:
             if sink not in SINKS:
                 raise ConfigError(f"sink {sink!r} is not a sink. Known sinks: {', '.join(SINKS)}")
-        for name in ("poll_s", "no_files_hours", "alert_retry_s", "restart_max_s",
+        for name in ("poll_s", "no_files_hours", "max_lag_s", "alert_retry_s", "restart_max_s",
                      "stop_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be above 0 (now {getattr(self, name)})")

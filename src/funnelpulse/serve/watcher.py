@@ -353,9 +353,9 @@ class Watcher:
             self._check_stop()
             sent = self.pipeline.alert(found, self.sinks)
             report.alerts_sent, report.alerts_failed = sent.sent, sent.failed + sent.pending
-            sink = ",".join(self.sinks or self.pipeline.settings.alert_sinks)
-            self.metrics.alerts_sent.labels(sink).inc(sent.sent)
-            self.metrics.alerts_failed.labels(sink).inc(sent.failed + sent.pending)
+            for name, counts in sorted(sent.by_sink.items()):
+                self.metrics.alerts_sent.labels(name).inc(counts["sent"])
+                self.metrics.alerts_failed.labels(name).inc(counts["failed"] + counts["pending"])
             if not sent.ok:
                 # Undelivered alerts: the cycle stays unfinished and its detect and alert run
                 # again in alert_retry_s (same keys, as a rerun of `detect --alert`).

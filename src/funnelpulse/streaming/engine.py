@@ -35,6 +35,7 @@ from .maintenance import Maintenance, table_config
 from .repair import check_live_tables, missing_file_error, start_over
 from .sources import Batch, Bounds, FileSource, KafkaSource
 from .state import StreamState
+from .status import StatusFile
 from .windows import WINDOW_MATCH, StreamResult, metric_expressions, silver_sql, upsert_windows
 
 log = logging.getLogger(__name__)
@@ -515,6 +516,7 @@ def run_embedded(
                 alert_sinks,
             )
         last_input = time.monotonic()
+        status = StatusFile(checkpoint_dir)
         watch = None
         if alert_sinks:  # the alerting parts load only when alerting (start-up time)
             from ..anomaly.no_data import NoDataWatch
@@ -523,6 +525,7 @@ def run_embedded(
         while not stopping["flag"]:
             with beat.busy():
                 done = run.step(max_rows, trigger_s)
+            status.update(run.source, max(run.part_max.values(), default=None), run.batch)
             if watch is not None:
                 if done is not None and done.messages:
                     watch.arrived()

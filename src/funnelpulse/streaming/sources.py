@@ -4,6 +4,7 @@ quarantined exactly as a batch ingest would do it)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -207,6 +208,8 @@ class KafkaSource:
         self.position = {p: int((start or {}).get(str(p), -1)) for p in parts}
         self.partition_keys = {f"{self.address.topic}:{p}" for p in parts}
         ends = true_ends(self.address.bootstrap, self.address.topic, options, self.timeout_s)
+        self.ends = {p: end for p, (_, end) in ends.items()}  # true ends, as last read
+        self.lows = {p: low for p, (low, _) in ends.items()}
         self._check_offsets(ends)
         self._assign(self.position)
         backlog = sum(
@@ -252,6 +255,8 @@ class KafkaSource:
         """While idle (or told by the client): is any partition now shorter than our position?"""
         self._checked_at = time.monotonic()
         ends = true_ends(self.address.bootstrap, self.address.topic, self.options, self.timeout_s)
+        self.ends = {p: end for p, (_, end) in ends.items()}
+        self.lows = {p: low for p, (low, _) in ends.items()}
         if self._check_offsets(ends):
             self._assign(self.position)
 
@@ -355,6 +360,27 @@ class KafkaSource:
         batch.plan = {"offsets": {str(p): o for p, o in position.items() if o >= 0}}
         batch.caught_up = {f"{topic}:{p}" for p in at_end}
         return batch
+
+    def behind(self) -> dict[int, int]:
+        """Messages per partition between the stream's position and the partition's end, from
+        what this consumer already knows (no extra request): 0 for a partition read to its end;
+        else the larger of the true end last read (at start and while idle, read to the end of
+        the partition: the bundled broker's "latest offset" can be short) and the high mark the
+        broker sent with its last fetch. A lower bound while messages arrive."""
+        out: dict[int, int] = {}
+        for p, at in self.position.items():
+            if p in self.at_end:
+                out[p] = 0
+                continue
+            end = self.ends.get(p, 0)
+            with contextlib.suppress(Exception):  # nothing fetched yet: the true end stands
+                _, high = self.consumer.get_watermark_offsets(
+                    self.kafka.TopicPartition(self.address.topic, p), cached=True
+                )
+                if high is not None and high >= 0:
+                    end = max(end, high)
+            out[p] = max(0, end - (at if at >= 0 else self.lows.get(p, 0)))
+        return out
 
     def close(self) -> None:
         self.consumer.close()
