@@ -180,11 +180,11 @@ class Service:
         changes what it depends on; a new one keeps the time of the last file."""
         opts = self.opts
         if not opts.alert:
-            self._files_watch = None
+            self._files_watch: Any = None
             return None
         key = (opts.no_files_hours, opts.sinks, id(self.pipeline))
         current = getattr(self, "_files_watch", None)
-        if current is None or self._files_watch_key != key:
+        if current is None or getattr(self, "_files_watch_key", None) != key:
             from ..anomaly.no_data import NoDataWatch
 
             watch = NoDataWatch(
@@ -194,7 +194,8 @@ class Service:
             if current is not None:
                 watch.last_arrival = current.last_arrival
                 watch.last_arrival_at = current.last_arrival_at
-            self._files_watch, self._files_watch_key = watch, key
+            self._files_watch = watch
+            self._files_watch_key: tuple[Any, ...] = key
         return self._files_watch
 
     def _folders(self, opts: serve_settings.ServeSettings, pipeline: Any = None) -> list[str]:
