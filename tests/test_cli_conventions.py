@@ -59,6 +59,10 @@ FLAG_ERRORS: dict[str, list[tuple[list[str], str]]] = {
         (["--engine", "pandas"], "Invalid value for '--engine'"),
     ],
     "dashboard": [(["--port", "0"], "Invalid value for '--port'")],
+    "serve": [
+        (["--log-format", "xml"], "Invalid value for '--log-format'"),
+        (["--dashboard-port", "-1"], "Invalid value for '--dashboard-port'"),
+    ],
     "demo": [
         (["--live-ish"], "No such option"),
         (["--seconds", "30"], "go with --live"),
@@ -268,7 +272,7 @@ def test_broker_on_a_busy_port_exits_1(invoke: Callable[..., Result]) -> None:
         result = invoke("broker", "--port", str(port))
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == (
-        f"Error: Port {port} is already in use (Address already in use). Stop what listens "
+        f"Error: Port {port} is already in use (something listens there). Stop what listens "
         "there, or give another --port"
     )
     assert "Ctrl-C" not in result.stdout

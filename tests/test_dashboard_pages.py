@@ -17,9 +17,9 @@ from funnelpulse import Pipeline, tables
 from funnelpulse.anomaly import annotations
 from funnelpulse.anomaly.incident_book import incident_book
 from funnelpulse.config import load_settings
-from funnelpulse.contract import TABLE_SCHEMAS
 from funnelpulse.dashboard import formats
 from funnelpulse.dashboard.formats import LABELS
+from funnelpulse.tables import TABLE_SCHEMAS
 
 pytestmark = pytest.mark.browser
 

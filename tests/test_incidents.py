@@ -241,5 +241,5 @@ def test_an_annotation_segment_must_be_dimension_value(tmp_path: Path, bad: str)
             "promo",
         ]
     )
-    assert code == 1
+    assert code == 2  # a flag error (see `annotate --help`), before anything is written
     assert not tables.exists(tables.table_path(str(tmp_path / "wh"), tables.ANNOTATIONS))

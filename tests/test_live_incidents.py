@@ -238,7 +238,7 @@ def test_live_page_shows_the_open_incident_and_its_band(
     assert int(metrics["Open incidents"]) >= 1
     assert float(metrics["Purchases lost so far"].replace(",", "")) > 0
     table = at.dataframe[-1].value
-    assert "shop: all" in set(table["segment"])
+    assert "Whole shop" in set(table["Segment"])  # shop:all in the page's words
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     names = {t.get("name") for c in charts for t in c["data"]}
     assert {"observed", "expected", "expected band (~95%)"} <= names

@@ -130,7 +130,8 @@ def test_evaluate_text_names_what_each_method_missed() -> None:
     )  # fmt: skip
     lines = format_evaluate([score]).splitlines()
     assert lines[0].split() == [
-        "method", "labels", "found", "detectable", "found", "incidents", "precision", "recall",
+        "method", "labels", "found", "detectable", "of", "which", "found", "incidents", "precision",
+        "recall",
         "recall(det)", "F1(det)", "delay", "p50/p90", "false/week", "notices/label",
     ]  # fmt: skip
     assert lines[1].split() == [

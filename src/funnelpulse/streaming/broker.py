@@ -47,16 +47,19 @@ def wait_listening(proc: subprocess.Popen[Any], port: int, seconds: float) -> bo
 def check_port_free(port: int) -> None:
     """Refuse a port another program listens on: the broker could not bind it, and a client
     connecting there would reach that program instead."""
+    # Asked by connecting, not by binding: a port whose sockets are still closing (a stopped
+    # broker's connections from a running client) is free to listen on again, yet refuses a bind
+    # without the options the broker itself sets.
     with socket.socket() as probe:
-        # SO_REUSEADDR: a port whose last socket is closing (TIME_WAIT) counts as free
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.settimeout(1.0)
         try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise FunnelPulseError(
-                f"Port {port} is already in use ({exc.strerror}). Stop what listens there, or "
-                "give another --port"
-            ) from None
+            probe.connect(("127.0.0.1", port))
+        except OSError:
+            return  # nothing listens there
+    raise FunnelPulseError(
+        f"Port {port} is already in use (something listens there). Stop what listens there, or "
+        "give another --port"
+    )
 
 
 def start_broker(port: int) -> subprocess.Popen[bytes]:

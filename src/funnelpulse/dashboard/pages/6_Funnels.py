@@ -94,9 +94,10 @@ if bounds is not None:
     last[1].metric(
         "Revenue (completed)", formats.short(row["revenue"], True), help=money(row["revenue"])
     )
-    last[2].metric("Median time to cart", formats.duration(row["median_seconds_to_cart"]))
+    # the medians in the funnel command's own words, so the page and the command read alike
+    last[2].metric("Median time to cart", funnel.format_duration(row["median_seconds_to_cart"]))
     last[3].metric(
-        "Median cart → purchase", formats.duration(row["median_seconds_cart_to_purchase"])
+        "Median cart → purchase", funnel.format_duration(row["median_seconds_cart_to_purchase"])
     )
 
     left, right = st.columns(2)
