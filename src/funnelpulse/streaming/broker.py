@@ -62,9 +62,19 @@ def check_port_free(port: int) -> None:
     )
 
 
-def start_broker(port: int) -> subprocess.Popen[bytes]:
-    """Start tansu listening on 127.0.0.1:port; returns once it accepts connections."""
-    check_port_free(port)
+def start_broker(port: int, settle_s: float = 10.0) -> subprocess.Popen[bytes]:
+    """Start tansu listening on 127.0.0.1:port; returns once it accepts connections.
+
+    A port still held by a broker that is stopping is waited for up to `settle_s`."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            check_port_free(port)
+            break
+        except FunnelPulseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
     proc = subprocess.Popen(
         [
             broker_binary(),
@@ -96,6 +106,7 @@ def stop_broker(proc: subprocess.Popen[Any]) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -145,7 +156,7 @@ def serve(port: int, topic: str, partitions: int, ready: Callable[[], None]) -> 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    proc = start_broker(port)
+    proc = start_broker(port, settle_s=0)  # a busy port is an error at once
     try:
         create_topic(f"127.0.0.1:{port}", topic, partitions)
         ready()
