@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import pyarrow as pa
@@ -82,9 +82,9 @@ def scoring_key(settings: Settings, method: str, blanks: list[Any]) -> str:
         settings.session_window_minutes,
     )
     text = repr(fields) + repr(sorted(repr(b) for b in blanks))
-    here = Path(__file__).parent
+    code = resources.files(__package__)  # a folder, or a zip such as a wheel given to spark-submit
     for name in _CODE:
-        text += (here / name).read_text()
+        text += code.joinpath(name).read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
