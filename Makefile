@@ -48,7 +48,7 @@ test-deps:
 PARALLEL ?= -n auto --dist loadfile
 
 test: $(STAMP) test-deps layers
-	$(BIN)/python -m pytest -q $(PARALLEL)
+	$(BIN)/python -m pytest -q $(PARALLEL) --durations=30
 
 # The edit loop: no Spark, no broker, no browser, no fault injection, nothing marked slow.
 test-fast: $(STAMP) test-deps
