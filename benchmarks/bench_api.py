@@ -166,10 +166,10 @@ def main() -> None:
                     times["API, not cached, body not decoded"].append(
                         timed(lambda f=bare, p=path: api(p, f, decode=False))
                     )
-                    columns = {**params, "limit": int(params["limit"]) - 3 - 2 * n}
-                    columns["shape"] = "columns"
+                    shaped = {**params, "limit": int(params["limit"]) - 3 - 2 * n}
+                    shaped["shape"] = "columns"
                     times["API, shape=columns, not cached"].append(
-                        timed(lambda f=columns, p=path: api(p, f))
+                        timed(lambda f=shaped, p=path: api(p, f))
                     )
                     again = {**params, "shape": "columns"}
                     times["API, shape=columns, cached"].append(
