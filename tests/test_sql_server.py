@@ -402,6 +402,32 @@ def test_clients_see_the_database_they_connected_to(port: int, dbname: str) -> N
     assert beside[0][0] == dbname and beside[0][1] > 0
 
 
+@pytest.mark.parametrize(
+    ("asked", "shown"),
+    [
+        ("Sales_2019", "Sales_2019"),
+        ("memory", "funnelpulse"),  # the engine's own name: never shown
+        ("system", "funnelpulse"),
+        ('my"db; DROP', "funnelpulse"),
+        ("", "funnelpulse"),
+    ],
+)
+def test_an_unusable_database_name_is_shown_as_funnelpulse(
+    warehouse: str, asked: str, shown: str
+) -> None:
+    from funnelpulse.sql import SqlSession
+
+    session = SqlSession(warehouse, database=asked)
+    try:
+        assert session.run("SELECT current_database()").rows == [(shown,)]
+        listed = session.run("SELECT DISTINCT table_catalog FROM information_schema.tables")
+        assert listed.rows == [(shown,)]
+        got = session.run(f"SELECT count(*) FROM {tables.GOLD_DAILY_BRAND}").rows
+        assert got == duck(warehouse, f"SELECT count(*) FROM {tables.GOLD_DAILY_BRAND}")
+    finally:
+        session.close()
+
+
 def test_jdbc_connects_lists_and_queries_like_metabase(port: int, warehouse: str) -> None:
     """Debian's PostgreSQL JDBC driver (what Metabase connects with): its metadata calls list
     the schema, tables and columns, Metabase's statements run, a gold query with a bound date
