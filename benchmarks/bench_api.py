@@ -5,7 +5,8 @@ Cases (the issue's bar: the API within 1.2x of in-process DuckDB):
   funnel-day   a day of `funnel --by brand` (GET /api/v1/funnel?by=brand&since=D&until=D) vs
                funnel.query in process with silver registered once (warm) and opened per call
   gold-month   a month of gold_funnel_daily_brand (GET /api/v1/tables/...?since&until) vs the
-               same SELECT on DuckDB over the registered table, fetched as Python rows
+               same SELECT on DuckDB over the registered table, fetched as Python rows; also
+               asked with shape=columns (column name to values), decoded by the client
 
 Usage: python benchmarks/bench_api.py [--rows 1000000] [--days 61] [--repeat 15]
        [--clients 50] [--seconds 20] [--warehouse DIR]
@@ -154,6 +155,8 @@ def main() -> None:
             if cacheable:  # pages are kept encoded per table version: measure a fresh one too
                 times["API, page not cached"] = []
                 times["API, not cached, body not decoded"] = []
+                times["API, shape=columns, not cached"] = []
+                times["API, shape=columns, cached"] = []
             for n in range(args.repeat):  # interleaved: each round runs every side once
                 times["API"].append(timed(api))
                 if cacheable:  # a new request each time (one row fewer: the same scan)
@@ -162,6 +165,15 @@ def main() -> None:
                     bare = {**params, "limit": int(params["limit"]) - 2 - 2 * n}
                     times["API, not cached, body not decoded"].append(
                         timed(lambda f=bare, p=path: api(p, f, decode=False))
+                    )
+                    shaped = {**params, "limit": int(params["limit"]) - 3 - 2 * n}
+                    shaped["shape"] = "columns"
+                    times["API, shape=columns, not cached"].append(
+                        timed(lambda f=shaped, p=path: api(p, f))
+                    )
+                    again = {**params, "shape": "columns"}
+                    times["API, shape=columns, cached"].append(
+                        timed(lambda f=again, p=path: api(p, f))
                     )
                 for label, ref in references.items():
                     times[label].append(timed(ref))

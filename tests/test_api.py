@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -140,6 +141,30 @@ def test_table_pages_together_equal_the_table(client: httpx.Client, warehouse: s
     assert len({(r["date"], r["brand"]) for r in rows}) == expected  # no row twice across pages
 
 
+@pytest.mark.parametrize("name", [tables.GOLD_DAILY_BRAND, tables.GOLD_HOURLY_PRICE_BAND])
+def test_column_shaped_pages_equal_the_row_pages(
+    client: httpx.Client, warehouse: str, name: str
+) -> None:
+    """`shape=columns` carries the same rows as the default shape, column by column, page by
+    page (pages of 25), with the same version and paging fields."""
+    offset, pages, total = 0, 0, 0
+    dates = {"since": "2019-10-01", "until": "2019-10-31"}
+    while offset is not None:
+        params: dict[str, Any] = {**dates, "limit": 25, "offset": offset}
+        rows = client.get(f"/api/v1/tables/{name}", params=params).json()
+        cols = client.get(f"/api/v1/tables/{name}", params={**params, "shape": "columns"}).json()
+        assert "rows" not in cols and "data" not in rows
+        for key in ("table", "version", "columns", "offset", "truncated", "next_offset"):
+            assert cols[key] == rows[key], key
+        assert list(cols["data"]) == rows["columns"]
+        n = len(rows["rows"])
+        assert {len(v) for v in cols["data"].values()} == {n}
+        rebuilt = [{c: cols["data"][c][i] for c in rows["columns"]} for i in range(n)]
+        assert same(rebuilt, rows["rows"])
+        offset, pages, total = rows["next_offset"], pages + 1, total + n
+    assert total > 0 and pages > 1  # paging covered, not one page
+
+
 def test_table_list_names_versions_and_rows(client: httpx.Client, warehouse: str) -> None:
     listed = {t["name"]: t for t in client.get("/api/v1/tables").json()["tables"]}
     assert tables.BRONZE not in listed  # raw events are for SQL, not the API
@@ -235,6 +260,7 @@ def test_every_path_but_healthz_needs_the_token(client: httpx.Client) -> None:
             "no 'colour' segments",
         ),
         (f"/api/v1/tables/{tables.GOLD_DAILY_BRAND}", {"format": "xml"}, "format"),
+        (f"/api/v1/tables/{tables.GOLD_DAILY_BRAND}", {"shape": "cols"}, "shape"),
         ("/api/v1/report", {"format": "csv"}, "no CSV form"),
     ],
 )
@@ -338,10 +364,25 @@ def test_pages_encoded_by_the_database_equal_the_python_encoding(tmp_path: Path)
             assert len(got) == encoded.count == len(page.rows) > 0
             assert (encoded.truncated, encoded.next_offset) == (page.truncated, page.next_offset)
             assert [list(r) for r in got] == [list(r) for r in want]  # same keys, same order
-            for g, w in zip(got, want, strict=True):
-                for key in w:
-                    nan = isinstance(w[key], float) and math.isnan(w[key])
-                    assert (nan and math.isnan(g[key])) or g[key] == w[key], (name, key)
+            # The column shape: the same values, column by column, in the same row order.
+            columns = queries.rows_json(
+                warehouse,
+                name,
+                since=since,
+                limit=limit,
+                offset=offset,
+                among=(name,),
+                shape="columns",
+            ).data
+            data = json.loads(columns.rows_json)
+            assert list(data) == page.columns and columns.count == len(page.rows)
+            assert (columns.truncated, columns.next_offset) == (page.truncated, page.next_offset)
+            rebuilt = [{c: data[c][i] for c in data} for i in range(columns.count)]
+            for g in (got, rebuilt):
+                for gr, w in zip(g, want, strict=True):
+                    for key in w:
+                        nan = isinstance(w[key], float) and math.isnan(w[key])
+                        assert (nan and math.isnan(gr[key])) or gr[key] == w[key], (name, key)
 
 
 def test_a_request_past_its_timeout_interrupts_its_query(

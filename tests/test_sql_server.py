@@ -327,7 +327,7 @@ def served(warehouse: str) -> tuple[list[str], list[str]]:
 def test_metabases_catalog_queries_are_answered(port: int, warehouse: str) -> None:
     """The statements Metabase's PostgreSQL driver sends on connect and sync (recorded from its
     source): time zone, enum types, tables, columns with Postgres' type names, foreign keys."""
-    timezone, enums, listed, fields, fks, _ = replay(port, "metabase.sql")
+    timezone, enums, listed, fields, fks, privileges, _ = replay(port, "metabase.sql")
     names, columns = served(warehouse)
     assert timezone == [("UTC",)]
     assert enums == [] and fks == []
@@ -342,6 +342,12 @@ def test_metabases_catalog_queries_are_answered(port: int, warehouse: str) -> No
         "int8",
         "float8",
     )
+    # Its table-privilege check: every table readable (select), none writable.
+    assert not [r for r in privileges if isinstance(r, Exception)]
+    assert sorted(r[2] for r in privileges) == sorted(names)
+    assert {(r[0], r[1], r[3], r[4], r[5], r[6]) for r in privileges} == {
+        (None, "main", False, True, False, False)
+    }
 
 
 def test_supersets_catalog_queries_are_answered_and_its_cancel_refused(
@@ -352,7 +358,7 @@ def test_supersets_catalog_queries_are_answered_and_its_cancel_refused(
     answers = replay(port, "superset.sql")
     catalogs, search_path, plan, pid, terminate, *reflection, backend_pid = answers
     names, columns = served(warehouse)
-    assert len(catalogs) == 1
+    assert catalogs == [("funnelpulse",)]  # the database it connected to, not the engine's name
     assert search_path == "SET"
     assert plan and "gold_funnel_daily_brand" not in str(plan[0][0]).split("\n")[0]  # a plan
     assert pid == [(backend_pid,)]  # the id the client was given for cancel requests
@@ -366,6 +372,60 @@ def test_supersets_catalog_queries_are_answered_and_its_cancel_refused(
     assert foreign == [] and views == []
     assert [r[0] for r in fields] == columns
     assert dict((r[0], r[1]) for r in fields)["views"] == "bigint"
+
+
+@pytest.mark.parametrize("dbname", ["funnelpulse", "analytics"])
+def test_clients_see_the_database_they_connected_to(port: int, dbname: str) -> None:
+    """current_database(), pg_database and every catalog column name the database the client
+    connected to (what Superset lists as its catalog), never the engine's own `memory`."""
+    dsn_named = dsn(port).replace("dbname=funnelpulse", f"dbname={dbname}")
+    with psycopg.connect(dsn_named, connect_timeout=10, autocommit=True) as con:
+        current = con.execute("SELECT current_database(), current_catalog").fetchall()
+        databases = con.execute("SELECT datname FROM pg_catalog.pg_database").fetchall()
+        catalogs = con.execute(
+            "SELECT DISTINCT table_catalog FROM information_schema.tables "
+            "UNION SELECT DISTINCT table_catalog FROM information_schema.columns "
+            "UNION SELECT DISTINCT catalog_name FROM information_schema.schemata"
+        ).fetchall()
+        listed = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = %s",
+            (dbname,),
+        ).fetchall()
+        beside = con.execute(
+            f"SELECT current_database(), count(*) FROM {tables.GOLD_DAILY_BRAND}"
+        ).fetchall()
+    assert current == [(dbname, dbname)]
+    assert databases == [(dbname,)]
+    assert {c for (c,) in catalogs} <= {dbname, "system", "temp"}
+    assert dbname in {c for (c,) in catalogs}
+    assert tables.GOLD_DAILY_BRAND in {n for (n,) in listed}
+    assert beside[0][0] == dbname and beside[0][1] > 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "shown"),
+    [
+        ("Sales_2019", "Sales_2019"),
+        ("memory", "funnelpulse"),  # the engine's own name: never shown
+        ("system", "funnelpulse"),
+        ('my"db; DROP', "funnelpulse"),
+        ("", "funnelpulse"),
+    ],
+)
+def test_an_unusable_database_name_is_shown_as_funnelpulse(
+    warehouse: str, asked: str, shown: str
+) -> None:
+    from funnelpulse.sql import SqlSession
+
+    session = SqlSession(warehouse, database=asked)
+    try:
+        assert session.run("SELECT current_database()").rows == [(shown,)]
+        listed = session.run("SELECT DISTINCT table_catalog FROM information_schema.tables")
+        assert listed.rows == [(shown,)]
+        got = session.run(f"SELECT count(*) FROM {tables.GOLD_DAILY_BRAND}").rows
+        assert got == duck(warehouse, f"SELECT count(*) FROM {tables.GOLD_DAILY_BRAND}")
+    finally:
+        session.close()
 
 
 def test_jdbc_connects_lists_and_queries_like_metabase(port: int, warehouse: str) -> None:
@@ -407,6 +467,7 @@ def test_jdbc_connects_lists_and_queries_like_metabase(port: int, warehouse: str
         ["2", str(len(names))],
         ["3", str(len(columns))],
         ["4", "0"],
+        ["5", str(len(names))],  # its table privileges: one row per table
     ]
     want = duck(
         warehouse,

@@ -167,9 +167,8 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         tail = json.dumps(
             {"offset": page.offset, "truncated": page.truncated, "next_offset": page.next_offset}
         )
-        return b"".join(
-            (head[:-1].encode(), b', "rows": ', page.rows_json, b", ", tail[1:].encode())
-        )
+        key = b', "rows": ' if page.shape == "rows" else b', "data": '
+        return b"".join((head[:-1].encode(), key, page.rows_json, b", ", tail[1:].encode()))
 
     def page_body(page: queries.Page, versions: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -246,7 +245,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
     async def page_reply(*args: Any) -> Any:
         return await run_in_threadpool(_page_reply, *args)
 
-    async def read_page(request: Request, fmt: str | None, name: str, **kwargs: Any) -> Any:
+    async def read_page(
+        request: Request, fmt: str | None, name: str, shape: str = "rows", **kwargs: Any
+    ) -> Any:
         """A page of `name`: JSON straight from the database's own encoder (one thread hop, no
         Python object per value), CSV through Python rows."""
         if wants_csv(request, fmt):
@@ -255,7 +256,9 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
 
         def encoded() -> queries.Read:
             return queries.Read(
-                _page_reply(request, fmt, queries.rows_json(warehouse, name, **kwargs))
+                _page_reply(
+                    request, fmt, queries.rows_json(warehouse, name, shape=shape, **kwargs)
+                )
             )
 
         return (await read(encoded)).data
@@ -310,7 +313,13 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             lambda: csv_text(names, [{k: t[k] for k in names} for t in result.data]),
         )
 
-    paging = {"since", "until", "segment", "limit", "offset", "format"}
+    paging = {"since", "until", "segment", "limit", "offset", "format", "shape"}
+    Shape = Query(
+        "rows",
+        pattern="^(rows|columns)$",
+        description="JSON shape: rows (a list of row objects, default) or columns (`data`: "
+        "column name to its list of values, the fastest to decode)",
+    )
 
     @app.get("/api/v1/tables/{name}", summary="A page of one table's rows")
     async def table_rows(
@@ -322,6 +331,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         limit: int = Query(1_000, ge=1, le=queries.MAX_ROWS),
         offset: int = Query(0, ge=0),
         format: str | None = Fmt,
+        shape: str = Shape,
     ) -> Any:
         only(request, paging)
         hit = cached(request, format, name)
@@ -336,6 +346,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             segments=segment,
             limit=limit,
             offset=offset,
+            shape=shape,
         )
 
     @app.get("/api/v1/anomalies", summary="Batch anomalies")
@@ -348,6 +359,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         limit: int = Query(1_000, ge=1, le=queries.MAX_ROWS),
         offset: int = Query(0, ge=0),
         format: str | None = Fmt,
+        shape: str = Shape,
     ) -> Any:
         only(request, paging | {"severity"})
         hit = cached(request, format, tables.ANOMALIES)
@@ -364,6 +376,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             equals=equals,
             limit=limit,
             offset=offset,
+            shape=shape,
         )
 
     @app.get("/api/v1/incidents", summary="Incidents: lasting (batch and live), live, alerts")
@@ -392,6 +405,7 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
         limit: int = Query(1_000, ge=1, le=queries.MAX_ROWS),
         offset: int = Query(0, ge=0),
         format: str | None = Fmt,
+        shape: str = Shape,
     ) -> Any:
         only(request, paging)
         hit = cached(request, format, tables.GOLD_STREAM_BUCKETS)
@@ -406,6 +420,82 @@ def create_app(warehouse: str, token: str | None = None, timeout_s: float = 30.0
             segments=segment,
             limit=limit,
             offset=offset,
+            shape=shape,
+        )
+
+    @app.get("/api/v1/rollup", summary="The funnel of a date range, total and per segment")
+    async def rollup(
+        request: Request,
+        since: date | None = None,
+        until: date | None = None,
+        dimension: str = Query("brand", pattern="^(brand|category_root|price_band)$"),
+        segment: list[str] = Query([], description="dimension:value of `dimension` (repeat)"),
+        top: int | None = Query(None, ge=1),
+        format: str | None = Fmt,
+    ) -> Any:
+        only(request, {"since", "until", "dimension", "segment", "top", "format"})
+
+        def work() -> queries.Read:
+            snap = queries.Snapshot(warehouse)
+            start, end = queries.whole_range(warehouse, since, until, snap)
+            kept, values = queries.kept_segments(segment)
+            if kept is not None and kept != dimension:
+                raise ConfigError(
+                    f"segment {segment[0]!r} is not of dimension {dimension}: give "
+                    f"dimension={kept}, or segments of {dimension}"
+                )
+            total = queries.rollup(warehouse, start, end, dimension, values, snap).data
+            board = queries.leaderboard(warehouse, dimension, start, end, values, top, snap).data
+            body = {
+                "since": start.isoformat(),
+                "until": end.isoformat(),
+                "dimension": dimension,
+                "total": total,
+                "segments": board.to_pylist(),
+            }
+            return queries.Read(body, snap.versions)
+
+        result = await read(work)
+        rows = result.data["segments"]
+        names = list(rows[0]) if rows else []
+        return await reply(
+            request, format, result.data, result.versions, lambda: csv_text(names, rows)
+        )
+
+    @app.get("/api/v1/series", summary="The funnel per day or hour of a date range")
+    async def series(
+        request: Request,
+        since: date | None = None,
+        until: date | None = None,
+        grain: str = Query("day", pattern="^(day|hour)$"),
+        by: str | None = Query(None, pattern="^(brand|category_root|price_band)$"),
+        segment: list[str] = Query([], description="dimension:value (repeat)"),
+        format: str | None = Fmt,
+    ) -> Any:
+        only(request, {"since", "until", "grain", "by", "segment", "format"})
+
+        def work() -> queries.Read:
+            snap = queries.Snapshot(warehouse)
+            start, end = queries.whole_range(warehouse, since, until, snap)
+            kept, values = queries.kept_segments(segment)
+            found = queries.series(warehouse, start, end, grain, by, kept, values, snap).data
+            body = {
+                "since": start.isoformat(),
+                "until": end.isoformat(),
+                "grain": grain,
+                "by": by,
+                "columns": found.column_names,
+                "rows": found.to_pylist(),
+            }
+            return queries.Read(body, snap.versions)
+
+        result = await read(work)
+        return await reply(
+            request,
+            format,
+            result.data,
+            result.versions,
+            lambda: csv_text(result.data["columns"], result.data["rows"]),
         )
 
     return app

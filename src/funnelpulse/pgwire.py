@@ -277,7 +277,10 @@ class _Connection:
         self.send(b"R", struct.pack(">i", 0))
         try:
             self.session = SqlSession(
-                self.server.warehouse, self.server.timeout_s, self.server.max_rows
+                self.server.warehouse,
+                self.server.timeout_s,
+                self.server.max_rows,
+                database=params.get("database") or user,  # Postgres' default: the user's name
             )
         except FunnelPulseError as exc:
             self.error(str(exc), "58000", "FATAL")

@@ -407,7 +407,9 @@ def _quoted(column: str) -> str:
 @dataclass(frozen=True)
 class JsonPage:
     """One page of a table's rows already encoded: `rows_json` is the JSON array of row
-    objects, the same JSON as `Page.rows` encoded with `json.dumps(..., default=str)`."""
+    objects, the same JSON as `Page.rows` encoded with `json.dumps(..., default=str)`; with
+    `shape` "columns" it is one object of column name to its values in row order (the same
+    values, far fewer JSON objects for a client to decode)."""
 
     table: str
     columns: list[str]
@@ -415,6 +417,7 @@ class JsonPage:
     count: int
     offset: int
     truncated: bool
+    shape: str = "rows"
 
     @property
     def next_offset(self) -> int | None:
@@ -455,9 +458,13 @@ def rows_json(
     limit: int = 1_000,
     offset: int = 0,
     among: Iterable[str] = SERVED_TABLES,
+    shape: str = "rows",
 ) -> Read:
     """The page `rows` gives, encoded to JSON by the database itself (no Python object per
-    value: a month of gold encodes in a few milliseconds); `data` is a JsonPage."""
+    value: a month of gold encodes in a few milliseconds); `data` is a JsonPage. `shape` is
+    "rows" (a list of row objects) or "columns" (column name to its list of values)."""
+    if shape not in SHAPES:
+        raise ConfigError(f"shape = {shape!r}: use one of {', '.join(SHAPES)}")
     snap, data, tail, params = _page_query(
         warehouse, name, since, until, segments, equals, limit, offset, among
     )
@@ -475,11 +482,16 @@ def rows_json(
             among=among,
         )
         page: Page = read.data
-        encoded = json.dumps(page.rows, default=str).encode()
+        body: Any = page.rows
+        if shape == "columns":
+            body = {c: [r[c] for r in page.rows] for c in page.columns}
+        encoded = json.dumps(body, default=str).encode()
         return Read(
-            JsonPage(name, page.columns, encoded, len(page.rows), offset, page.truncated),
+            JsonPage(name, page.columns, encoded, len(page.rows), offset, page.truncated, shape),
             read.versions,
         )
+    if shape == "columns":
+        return _columns_json(snap, name, data, fields, tail, params, limit, offset)
     packed = ", ".join(f"{_quoted(n)} := {expr}" for n, expr in fields)
     con = _cursor()
     try:
@@ -492,6 +504,43 @@ def rows_json(
     kept = found[:limit]
     encoded = ("[" + ",".join(r[0] for r in kept) + "]").encode()
     done = JsonPage(name, data.schema.names, encoded, len(kept), offset, len(found) > limit)
+    return Read(done, snap.versions)
+
+
+SHAPES = ("rows", "columns")
+
+
+def _columns_json(
+    snap: Snapshot,
+    name: str,
+    data: ds.Dataset,
+    fields: list[tuple[str, str | None]],
+    tail: str,
+    params: list[Any],
+    limit: int,
+    offset: int,
+) -> Read:
+    """The page as one JSON object of column name to values, encoded by the database: the page
+    is fetched as Arrow, numbered, and each column aggregated in that numbered order."""
+    con = _cursor()
+    try:
+        con.register("t", data)
+        page = con.sql(f"SELECT * FROM t{tail}", params=params).to_arrow_table()
+        found = page.num_rows
+        page = page.slice(0, limit)
+        page = page.append_column("fp_row", pa.array(range(page.num_rows), pa.int64()))
+        con.register("fp_page", page)
+        packed = ", ".join(
+            f"{_quoted(n)} := coalesce(list({expr} ORDER BY fp_row), [])" for n, expr in fields
+        )
+        encoded = con.execute(
+            f"SELECT CAST(to_json(struct_pack({packed})) AS VARCHAR) FROM fp_page"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    done = JsonPage(
+        name, data.schema.names, encoded.encode(), page.num_rows, offset, found > limit, "columns"
+    )
     return Read(done, snap.versions)
 
 
@@ -595,3 +644,230 @@ def incidents(warehouse: str, *, limit: int = 1_000, **kwargs: Any) -> Read:
 def live_buckets(warehouse: str, **kwargs: Any) -> Read:
     """The stream's live buckets (gold_stream_funnel_buckets), filtered like any table."""
     return rows(warehouse, tables.GOLD_STREAM_BUCKETS, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollups: the funnel of a date range, per segment and over time (the dashboard and the API)
+
+# The gold table each dimension is rolled up from, with its date column.
+DIMENSIONS: dict[str, tuple[str, str]] = {
+    "brand": (tables.GOLD_DAILY_BRAND, "date"),
+    "category_root": (tables.GOLD_DAILY_CATEGORY, "date"),
+    "price_band": (tables.GOLD_HOURLY_PRICE_BAND, "window_date"),
+}
+# Categories are built per day only; brands and price bands have hourly tables.
+HOURLY: dict[str, str] = {
+    "brand": tables.GOLD_HOURLY_BRAND,
+    "price_band": tables.GOLD_HOURLY_PRICE_BAND,
+}
+GRAINS = ("day", "hour")
+
+
+def _dimension(name: str) -> str:
+    if name not in DIMENSIONS:
+        raise ConfigError(f"Unknown dimension {name!r}. Use one of: {', '.join(DIMENSIONS)}")
+    return name
+
+
+def _range(since: date, until: date) -> None:
+    if since > until:
+        raise ConfigError(f"since {since} is after until {until}. Swap them")
+
+
+def _kept(
+    date_column: str,
+    since: date,
+    until: date,
+    dimension: str | None,
+    values: Iterable[str],
+) -> tuple[str, list[Any]]:
+    """The WHERE clause keeping since..until and, when `values` are given, those segments of
+    `dimension` (a missing value is the segment `unknown`)."""
+    where = f"{date_column} BETWEEN ? AND ?"
+    params: list[Any] = [since, until]
+    values = list(values)
+    if dimension and values:
+        where += f" AND coalesce({dimension}, '{UNKNOWN}') IN ({', '.join('?' for _ in values)})"
+        params += values
+    return where, params
+
+
+def _arrow(snap: Snapshot, names: Iterable[str], sql: str, params: list[Any]) -> pa.Table:
+    con = _cursor()
+    try:
+        snap.register(con, names)
+        return con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.close()
+
+
+def date_bounds(warehouse: str, snapshot: Snapshot | None = None) -> Read:
+    """The first and last dates of the daily gold (`data`: (first, last), or None when empty)."""
+    snap = snapshot or Snapshot(warehouse)
+    if not snap.exists(tables.GOLD_DAILY_BRAND):
+        return Read(None, snap.versions)
+    found = _arrow(
+        snap,
+        (tables.GOLD_DAILY_BRAND,),
+        f"SELECT MIN(date) AS lo, MAX(date) AS hi FROM {tables.GOLD_DAILY_BRAND}",
+        [],
+    ).to_pylist()[0]
+    span = None if found["lo"] is None else (found["lo"], found["hi"])
+    return Read(span, snap.versions)
+
+
+def segment_values(warehouse: str, dimension: str, snapshot: Snapshot | None = None) -> Read:
+    """A dimension's segments, biggest revenue first (price bands in band order)."""
+    table, _ = DIMENSIONS[_dimension(dimension)]
+    snap = snapshot or Snapshot(warehouse)
+    if not snap.exists(table):
+        return Read([], snap.versions)
+    found = _arrow(
+        snap,
+        (table,),
+        f"SELECT coalesce({dimension}, '{UNKNOWN}') AS v, SUM(revenue) AS r FROM {table} "
+        "GROUP BY 1 ORDER BY r DESC, v",
+        [],
+    ).column("v").to_pylist()
+    if dimension == "price_band":
+        from .contract import BAND_LABELS
+
+        found = [b for b in BAND_LABELS if b in found]
+    return Read(found, snap.versions)
+
+
+def rollup(
+    warehouse: str,
+    since: date,
+    until: date,
+    dimension: str | None = None,
+    values: Iterable[str] = (),
+    snapshot: Snapshot | None = None,
+) -> Read:
+    """The funnel of since..until (counts summed, rates from the sums), over `dimension`'s
+    table, kept to `values` of it when given; `data` is one row as a dict."""
+    _range(since, until)
+    table, date_column = DIMENSIONS[_dimension(dimension or "brand")]
+    snap = snapshot or Snapshot(warehouse)
+    where, params = _kept(date_column, since, until, dimension, values)
+    found = _arrow(snap, (table,), f"SELECT {rollup_sql()} FROM {table} WHERE {where}", params)
+    return Read(found.to_pylist()[0], snap.versions)
+
+
+def leaderboard(
+    warehouse: str,
+    dimension: str,
+    since: date,
+    until: date,
+    values: Iterable[str] = (),
+    limit: int | None = None,
+    snapshot: Snapshot | None = None,
+) -> Read:
+    """One row per segment of `dimension` in since..until (kept to `values` when given): the
+    funnel, rates and average order value, biggest revenue first (price bands in band order);
+    `data` is an Arrow table."""
+    _range(since, until)
+    table, date_column = DIMENSIONS[_dimension(dimension)]
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit = {limit}: give a whole number of at least 1")
+    snap = snapshot or Snapshot(warehouse)
+    where, params = _kept(date_column, since, until, dimension, values)
+    order = band_order_sql("segment") if dimension == "price_band" else "revenue DESC, segment"
+    found = _arrow(
+        snap,
+        (table,),
+        f"""SELECT coalesce({dimension}, '{UNKNOWN}') AS segment, {rollup_sql()},
+            SUM(revenue) / NULLIF(SUM(purchases), 0) AS avg_order_value
+        FROM {table} WHERE {where}
+        GROUP BY 1 ORDER BY {order} {f"LIMIT {int(limit)}" if limit else ""}""",
+        params,
+    )
+    return Read(found, snap.versions)
+
+
+def can_hourly(warehouse: str, dimension: str | None, snapshot: Snapshot | None = None) -> bool:
+    """Whether `dimension` (brand by default) has an hourly table in the warehouse."""
+    table = HOURLY.get(dimension or "brand")
+    return table is not None and (snapshot or Snapshot(warehouse)).exists(table)
+
+
+def series(
+    warehouse: str,
+    since: date,
+    until: date,
+    grain: str = "day",
+    by: str | None = None,
+    dimension: str | None = None,
+    values: Iterable[str] = (),
+    snapshot: Snapshot | None = None,
+) -> Read:
+    """The funnel per day or hour of since..until (a `date` column), per segment of `by` when
+    given, kept to `values` of `dimension`; `data` is an Arrow table. An hourly series without
+    `by` has every hour of the range (zero where nothing happened): a quiet hour is drawn as
+    zero, not as a line across it. Hourly falls back to daily for categories (built per day)."""
+    _range(since, until)
+    values = tuple(values)
+    if grain not in GRAINS:
+        raise ConfigError(f"grain = {grain!r}: use one of {', '.join(GRAINS)}")
+    column = _dimension(by or dimension or "brand")
+    snap = snapshot or Snapshot(warehouse)
+    hourly = grain == "hour" and can_hourly(warehouse, column, snap)
+    table, date_column = (HOURLY[column], "window_date") if hourly else DIMENSIONS[column]
+    if dimension and list(values) and column != dimension:
+        raise ConfigError(
+            f"Segments of {dimension} cannot be kept in a series by {column}: give segments of "
+            f"{column}, or leave out by"
+        )
+    where, params = _kept(date_column, since, until, dimension, values)
+    time_column = "window_start" if hourly else date_column
+    label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
+    group = ", segment" if by else ""
+    select = (
+        f"SELECT {time_column} AS date{label}, {rollup_sql()} FROM {table} "
+        f"WHERE {where} GROUP BY {time_column}{group}"
+    )
+    if not hourly or by:
+        found = _arrow(snap, (table,), f"{select} ORDER BY 1{group}", params)
+        return Read(found, snap.versions)
+    found = _arrow(
+        snap,
+        (table,),
+        f"""WITH hours AS (
+            SELECT unnest(generate_series(CAST(? AS DATE)::TIMESTAMPTZ,
+                CAST(? AS DATE)::TIMESTAMPTZ + INTERVAL 23 HOUR, INTERVAL 1 HOUR)) AS date
+        ), found AS ({select})
+        SELECT hours.date, coalesce(views, 0) AS views, coalesce(carts, 0) AS carts,
+            coalesce(purchases, 0) AS purchases, coalesce(revenue, 0) AS revenue,
+            view_to_cart_rate, cart_to_purchase_rate, conversion_rate
+        FROM hours LEFT JOIN found USING (date) ORDER BY hours.date""",
+        [since, until, *params],
+    )
+    return Read(found, snap.versions)
+
+
+def kept_segments(segments: Iterable[str]) -> tuple[str | None, tuple[str, ...]]:
+    """`dimension:value` segments (brand:acme, repeated) as their one dimension and values."""
+    pairs = [parse_segment(s) for s in segments]
+    dimensions = {d for d, _ in pairs}
+    if len(dimensions) > 1:
+        raise ConfigError(
+            f"segments of {', '.join(sorted(dimensions))} given together: keep segments of one "
+            "dimension (e.g. segment=brand:acme&segment=brand:zeta)"
+        )
+    if not pairs:
+        return None, ()
+    return _dimension(pairs[0][0]), tuple(v for _, v in pairs)
+
+
+def whole_range(
+    warehouse: str, since: date | None, until: date | None, snapshot: Snapshot
+) -> tuple[date, date]:
+    """since..until with an open end filled by the daily gold's first or last date."""
+    if since is None or until is None:
+        span = date_bounds(warehouse, snapshot).data
+        if span is None:
+            raise WarehouseError(
+                f"No gold tables in {warehouse}. Run `funnelpulse build` first"
+            )
+        since, until = since or span[0], until or span[1]
+    return since, until

@@ -27,6 +27,10 @@ from .localdb import connect
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 1_000_000
 SERVER_VERSION = "15.0"
+DATABASE = "funnelpulse"  # the database clients see when they name none (or a name not usable)
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Names the engine keeps for itself: a client asking for one sees DATABASE instead.
+_RESERVED_NAMES = {"memory", "system", "temp", "main", "pg_catalog", "information_schema"}
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (FunnelPulse, read-only) on x86_64-pc-linux-gnu"
 
 
@@ -160,6 +164,11 @@ _CATALOG_VIEWS: dict[str, str] = {
     "pg_roles": "SELECT 10::BIGINT AS oid, 'funnelpulse' AS rolname, false AS rolsuper, "
     "false AS rolcreatedb, false AS rolcreaterole, true AS rolcanlogin",
     "pg_user": "SELECT 10::BIGINT AS usesysid, 'funnelpulse' AS usename, false AS usesuper",
+    "pg_views": "SELECT schema_name AS schemaname, view_name AS viewname, "
+    "'funnelpulse' AS viewowner, sql AS definition FROM duckdb_views() "
+    f"WHERE NOT internal AND view_name NOT LIKE {_OWN}",
+    "pg_matviews": "SELECT NULL::VARCHAR AS schemaname, NULL::VARCHAR AS matviewname, "
+    f"NULL::VARCHAR AS matviewowner, NULL::VARCHAR AS definition {_NONE}",
 }
 
 # Postgres spellings DuckDB does not parse, rewritten to what it does.
@@ -264,6 +273,18 @@ _MACROS = (
     "CREATE MACRO pg_type_is_visible(id) AS true",
     "CREATE MACRO pg_function_is_visible(id) AS true",
     "CREATE MACRO to_regclass(name) AS NULL::BIGINT",
+    # Read-only: every table may be read (SELECT) and none written, whoever asks.
+    "CREATE MACRO has_table_privilege(who, tbl, privilege) AS "
+    "lower(trim(privilege)) IN ('select', 'select with grant option'), "
+    "(tbl, privilege) AS lower(trim(privilege)) IN ('select', 'select with grant option')",
+    "CREATE MACRO has_any_column_privilege(who, tbl, privilege) AS "
+    "lower(trim(privilege)) IN ('select', 'select with grant option'), "
+    "(tbl, privilege) AS lower(trim(privilege)) IN ('select', 'select with grant option')",
+    "CREATE MACRO has_column_privilege(who, tbl, col, privilege) AS "
+    "lower(trim(privilege)) IN ('select', 'select with grant option'), "
+    "(tbl, col, privilege) AS lower(trim(privilege)) IN ('select', 'select with grant option')",
+    "CREATE MACRO has_schema_privilege(who, schema, privilege) AS "
+    "lower(trim(privilege)) = 'usage', (schema, privilege) AS lower(trim(privilege)) = 'usage'",
 )
 
 
@@ -282,8 +303,25 @@ class Result:
         return [dict(zip(names, r, strict=True)) for r in self.rows]
 
 
-def _locked_connection() -> Any:
-    con = connect()
+def database_name(asked: str | None) -> str:
+    """The database a client sees (current_database(), pg_database, catalog columns): the name
+    it connected with when that is a plain name, else `funnelpulse`."""
+    if asked and _DATABASE_NAME.fullmatch(asked) and asked.lower() not in _RESERVED_NAMES:
+        return asked
+    return DATABASE
+
+
+def _named(con: Any, database: str) -> Any:
+    """`con` working in an empty in-memory database called `database` (the engine's own default
+    name, `memory`, is what tools would otherwise show as the database)."""
+    con.execute(f'ATTACH \':memory:\' AS "{database}"')
+    con.execute(f'USE "{database}"')
+    con.execute("DETACH memory")
+    return con
+
+
+def _locked_connection(database: str = DATABASE) -> Any:
+    con = _named(connect(), database)
     con.execute("SET enable_external_access=false")
     con.execute("SET autoinstall_known_extensions=false")
     con.execute("SET autoload_known_extensions=false")
@@ -341,14 +379,16 @@ class SqlSession:
         warehouse: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_rows: int = DEFAULT_MAX_ROWS,
+        database: str | None = None,
     ) -> None:
         self.warehouse = warehouse
+        self.database = database_name(database)
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.settings = dict(SESSION_SETTINGS)
         self.backend_pid = 0  # the id a Postgres-wire client was given for cancel requests
-        self._data = _locked_connection()
-        self._catalog = connect()
+        self._data = _locked_connection(self.database)
+        self._catalog = _named(connect(), self.database)
         self._pinned: dict[str, int | None] = {}
         self._cancelled = False
         self._described: dict[str, pa.Schema] = {}

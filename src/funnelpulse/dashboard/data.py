@@ -1,4 +1,5 @@
-"""Every number the dashboard shows, computed from the gold tables with DuckDB (no Streamlit here)."""
+"""Every number the dashboard shows (no Streamlit here): rollups, leaderboards and series come
+from `queries`, the same functions the HTTP API serves, so the numbers are one code path."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ from .. import queries, tables
 from .. import warehouse as safety
 from ..anomaly import scoring
 from ..anomaly.session_rates import EVENT_STEP
-from ..contract import BAND_LABELS, UNKNOWN, band_order_sql, rollup_sql
+from ..contract import UNKNOWN
 from ..localdb import connect
-
-SEGMENT_TABLES = {
-    "brand": (tables.GOLD_DAILY_BRAND, "date"),
-    "category_root": (tables.GOLD_DAILY_CATEGORY, "date"),
-    "price_band": (tables.GOLD_HOURLY_PRICE_BAND, "window_date"),
-}
-BAND_ORDER = BAND_LABELS
 
 
 @dataclass(frozen=True)
@@ -37,10 +31,6 @@ class Filter:
         return Filter(
             self.start - timedelta(days), self.start - timedelta(1), self.column, self.values
         )
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class DashboardData:
@@ -78,40 +68,21 @@ class DashboardData:
     def date_bounds(self) -> tuple[date, date] | None:
         # Never show gold that a killed build left stale next to a newer silver: say what to run.
         safety.check_consistent(self.warehouse)
-        if not self.has(tables.GOLD_DAILY_BRAND):
-            return None
-        row = self._rows(f"SELECT MIN(date) AS lo, MAX(date) AS hi FROM {tables.GOLD_DAILY_BRAND}")[
-            0
-        ]
-        return None if row["lo"] is None else (row["lo"], row["hi"])
+        span: tuple[date, date] | None = queries.date_bounds(
+            self.warehouse, self.snapshot
+        ).data
+        return span
 
     def options(self, column: str) -> list[str]:
-        table, _ = SEGMENT_TABLES[column]
-        if not self.has(table):
-            return []
-        values = [
-            r["v"]
-            for r in self._rows(
-                f"SELECT coalesce({column}, '{UNKNOWN}') AS v, SUM(revenue) AS r FROM {table} "
-                f"GROUP BY 1 ORDER BY r DESC, v"
-            )
-        ]
-        return [b for b in BAND_ORDER if b in values] if column == "price_band" else values
-
-    def _where(self, f: Filter, date_column: str, segment: str | None = None) -> str:
-        parts = [f"{date_column} BETWEEN DATE '{f.start}' AND DATE '{f.end}'"]
-        column = segment or f.column
-        if f.column and f.values and column == f.column:
-            listed = ", ".join(_quote(v) for v in f.values)
-            parts.append(f"coalesce({f.column}, '{UNKNOWN}') IN ({listed})")
-        return " AND ".join(parts)
+        values: list[str] = queries.segment_values(self.warehouse, column, self.snapshot).data
+        return values
 
     # --- overview ------------------------------------------------------------------------
     def funnel(self, f: Filter) -> dict[str, Any]:
-        table, date_column = SEGMENT_TABLES[f.column or "brand"]
-        return self._rows(f"SELECT {rollup_sql()} FROM {table} WHERE {self._where(f, date_column)}")[
-            0
-        ]
+        row: dict[str, Any] = queries.rollup(
+            self.warehouse, f.start, f.end, f.column, f.values, self.snapshot
+        ).data
+        return row
 
     def has_data(self, f: Filter) -> bool:
         """Whether any event falls in the filter's dates (a previous period may have none)."""
@@ -130,67 +101,29 @@ class DashboardData:
 
     def daily(self, f: Filter, by: str | None = None) -> pa.Table:
         """Funnel per day (and per segment when `by` is given)."""
-        column = by or f.column or "brand"
-        table, date_column = SEGMENT_TABLES[column]
-        label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
-        group = ", segment" if by else ""
-        return self.arrow(
-            f"SELECT {date_column} AS date{label}, {rollup_sql()} FROM {table} "
-            f"WHERE {self._where(f, date_column)} GROUP BY {date_column}{group} ORDER BY 1"
-        )
+        return self.series(f, "day", by)
 
     def can_hourly(self, column: str | None) -> bool:
         """Categories are built per day only; brands and price bands have hourly tables."""
-        return column != "category_root" and self.has(
-            tables.GOLD_HOURLY_PRICE_BAND if column == "price_band" else tables.GOLD_HOURLY_BRAND
-        )
+        return queries.can_hourly(self.warehouse, column, self.snapshot)
 
     def series(self, f: Filter, grain: str, by: str | None = None) -> pa.Table:
-        """Funnel per `grain` (day or hour) in a `date` column, per segment when `by` is given.
-
-        Hourly series have every hour of the range (zero where nothing happened), so a chart
-        shows a quiet hour as zero, not as a line drawn across it."""
-        column = by or f.column or "brand"
-        if grain != "hour" or not self.can_hourly(column):
-            return self.daily(f, by)
-        table = tables.GOLD_HOURLY_PRICE_BAND if column == "price_band" else tables.GOLD_HOURLY_BRAND
-        label = f", coalesce({column}, '{UNKNOWN}') AS segment" if by else ""
-        group = ", segment" if by else ""
-        rows = self.arrow(
-            f"SELECT window_start AS date{label}, {rollup_sql()} FROM {table} "
-            f"WHERE {self._where(f, 'window_date')} GROUP BY window_start{group} ORDER BY 1"
-        )
-        if by:
-            return rows
-        self.con.register("fp_series_rows", rows)
-        try:
-            return self.con.sql(
-                f"""WITH hours AS (
-                    SELECT unnest(generate_series(TIMESTAMPTZ '{f.start} 00:00:00+00',
-                        TIMESTAMPTZ '{f.end} 23:00:00+00', INTERVAL 1 HOUR)) AS date
-                )
-                SELECT hours.date, coalesce(views, 0) AS views, coalesce(carts, 0) AS carts,
-                    coalesce(purchases, 0) AS purchases, coalesce(revenue, 0) AS revenue,
-                    view_to_cart_rate, cart_to_purchase_rate, conversion_rate
-                FROM hours LEFT JOIN fp_series_rows USING (date) ORDER BY hours.date"""
-            ).to_arrow_table()
-        finally:
-            self.con.unregister("fp_series_rows")
+        """Funnel per `grain` (day or hour) in a `date` column, per segment when `by` is given
+        (hourly series without `by` have every hour of the range, zero where nothing happened)."""
+        # The chosen segments narrow the series only when it is of their own dimension.
+        values = f.values if (by or f.column) == f.column else ()
+        found: pa.Table = queries.series(
+            self.warehouse, f.start, f.end, grain, by, f.column, values, self.snapshot
+        ).data
+        return found
 
     def segments(self, f: Filter, column: str, limit: int | None = None) -> pa.Table:
         """Leaderboard of one dimension: funnel, rates and average order value."""
-        table, date_column = SEGMENT_TABLES[column]
-        order = (
-            band_order_sql("segment")
-            if column == "price_band"
-            else "revenue DESC, segment"
-        )
-        return self.arrow(
-            f"""SELECT coalesce({column}, '{UNKNOWN}') AS segment, {rollup_sql()},
-                SUM(revenue) / NULLIF(SUM(purchases), 0) AS avg_order_value
-            FROM {table} WHERE {self._where(f, date_column, column)}
-            GROUP BY 1 ORDER BY {order} {f"LIMIT {limit}" if limit else ""}"""
-        )
+        values = f.values if column == f.column else ()
+        found: pa.Table = queries.leaderboard(
+            self.warehouse, column, f.start, f.end, values, limit, self.snapshot
+        ).data
+        return found
 
     # --- anomalies -----------------------------------------------------------------------
     def anomalies(self, f: Filter) -> pa.Table:
@@ -204,28 +137,20 @@ class DashboardData:
         )
 
     def hourly_segment(self, dimension: str, segment: str, start: date, end: date) -> pa.Table:
-        """Hourly funnel of one segment between two dates, every hour present (zeros filled)."""
-        if dimension == "price_band":
-            source, key = tables.GOLD_HOURLY_PRICE_BAND, f"price_band = {_quote(segment)}"
-        elif dimension == "brand":
-            source = tables.GOLD_HOURLY_BRAND
-            key = "brand IS NULL" if segment == UNKNOWN else f"brand = {_quote(segment)}"
-        else:
-            source, key = tables.GOLD_HOURLY_BRAND, "TRUE"
-        return self.arrow(
-            f"""WITH hours AS (
-                SELECT unnest(generate_series(TIMESTAMPTZ '{start} 00:00:00+00',
-                    TIMESTAMPTZ '{end} 23:00:00+00', INTERVAL 1 HOUR)) AS hour
-            ), data AS (
-                SELECT window_start AS hour, SUM(views) AS views, SUM(carts) AS carts,
-                    SUM(purchases) AS purchases
-                FROM {source} WHERE {key}
-                    AND window_date BETWEEN DATE '{start}' AND DATE '{end}'
-                GROUP BY 1
-            )
-            SELECT hours.hour, coalesce(views, 0) AS views, coalesce(carts, 0) AS carts,
-                coalesce(purchases, 0) AS purchases
-            FROM hours LEFT JOIN data USING (hour) ORDER BY hours.hour"""
+        """Hourly funnel of one segment between two dates, every hour present (zeros filled);
+        shop-wide for a dimension without an hourly table."""
+        kept = dimension if dimension in queries.HOURLY else None
+        found: pa.Table = queries.series(
+            self.warehouse,
+            start,
+            end,
+            "hour",
+            dimension=kept,
+            values=(segment,) if kept else (),
+            snapshot=self.snapshot,
+        ).data
+        return found.select(["date", "views", "carts", "purchases"]).rename_columns(
+            ["hour", "views", "carts", "purchases"]
         )
 
     def expected_band(
