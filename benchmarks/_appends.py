@@ -54,4 +54,6 @@ def fp(warehouse: Path, *args: str) -> float:
 
 
 def machine() -> str:
-    return f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
