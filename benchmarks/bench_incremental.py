@@ -11,16 +11,12 @@ Usage: python benchmarks/bench_incremental.py [--rows 9000000] [--days 60] [--la
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _appends import arguments, fp, generate_once, machine  # noqa: E402
 from _measure import measure  # noqa: E402
 
 GENERATE = """
@@ -58,38 +54,13 @@ for name in [m.name for m in MODELS] + list(GOLD_FUNNELS):
 """
 
 
-def fp(warehouse: Path, *args: str) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(warehouse), *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=9_000_000)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--late", type=int, default=5_000)
-    parser.add_argument("--data-dir", default="benchmarks/data")
-    args = parser.parse_args()
+    args = arguments(__doc__, rows=9_000_000)
     data = Path(args.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
     history = data / f"history-{args.rows}-{args.days}d.csv"
     new = data / f"append-{args.rows}-{args.days}d.csv"
-    if not (history.exists() and new.exists()):
-        code = (
-            GENERATE.replace("ROWS", str(args.rows))
-            .replace("DAYS", str(args.days))
-            .replace("LATE", str(args.late))
-            .replace("HISTORY", repr(str(history)))
-            .replace("NEW", repr(str(new)))
-        )
-        gen = measure(code)
+    gen = generate_once(GENERATE, args, {"HISTORY": history, "NEW": new})
+    if gen:
         print(
             f"generated {history.name} and {new.name} ({gen.output} new rows) in {gen.wall_s:.0f} s"
         )
@@ -112,9 +83,7 @@ def main() -> None:
             print(f"differs: incremental {a} | full {b}")
 
     append, fresh = append_ingest + append_build, fresh_ingest + fresh_build
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(machine())
     print(
         f"history: {args.rows:,} events over {args.days} days (ingest + first build {setup:.1f} s)"
     )

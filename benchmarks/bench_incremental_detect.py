@@ -15,16 +15,12 @@ Usage: python benchmarks/bench_incremental_detect.py [--rows 3000000] [--days 60
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _appends import arguments, fp, generate_once, machine  # noqa: E402
 from _measure import measure  # noqa: E402
 
 GENERATE = """
@@ -79,16 +75,6 @@ print(len(a), same(a, b), len(i), same(i, j))
 """
 
 
-def fp(warehouse: Path, *args: str) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "funnelpulse", "--quiet", "--warehouse", str(warehouse), *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
-
-
 def step(name: str, warehouse: Path, copy: Path) -> bool:
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(warehouse, copy)
@@ -106,33 +92,16 @@ def step(name: str, warehouse: Path, copy: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=3_000_000)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--late", type=int, default=5_000)
-    parser.add_argument("--data-dir", default="benchmarks/data")
-    args = parser.parse_args()
+    args = arguments(__doc__, rows=3_000_000)
     data = Path(args.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
     tag = f"{args.rows}-{args.days}d"
     history, new, late = (data / f"detect-{k}-{tag}.csv" for k in ("history", "append", "late"))
-    if not (history.exists() and new.exists() and late.exists()):
-        code = (
-            GENERATE.replace("ROWS", str(args.rows))
-            .replace("DAYS", str(args.days))
-            .replace("LATEFILE", repr(str(late)))
-            .replace("LATE", str(args.late))
-            .replace("HISTORY", repr(str(history)))
-            .replace("NEW", repr(str(new)))
-        )
-        print("generated (history, new day, late rows):", measure(code).output)
+    gen = generate_once(GENERATE, args, {"HISTORY": history, "NEW": new, "LATEFILE": late})
+    if gen:
+        print("generated (history, new day, late rows):", gen.output)
     wh, copy = data / "wh-detect", data / "wh-detect-full"
     shutil.rmtree(wh, ignore_errors=True)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(machine())
     setup = fp(wh, "ingest", str(history)) + fp(wh, "build")
     first = fp(wh, "detect")
     print(f"history: {args.days} days, built in {setup:.1f} s; first detect {first:.1f} s")

@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# the dashboard and chromium the browser tests use, launched the same way
+from browser_tools import browser, running_dashboard  # noqa: E402
+
 INCIDENT_DAY = "2019-10-28"
 # name: (url path and query, heading to wait for, file name)
 SHOTS = {
@@ -73,59 +63,6 @@ def build_month(root: Path) -> str:
                 "2019-10-12T20:00", "Autumn promotion")  # fmt: skip
     funnelpulse("--warehouse", warehouse, "detect", "--alert")
     return warehouse
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def dashboard(warehouse: str) -> Iterator[str]:
-    """`funnelpulse dashboard` on a free loopback port, stopped (by its own pid) at the end."""
-    import socket
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "funnelpulse", "--warehouse", warehouse, "dashboard", "--port",
-         str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with socket.socket() as s:
-                s.settimeout(0.5)
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the dashboard did not start")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        raise SystemExit("Error: chromium is not installed. Run `apt-get install chromium`.")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def settle(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
@@ -173,9 +110,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = args.warehouse or build_month(Path(tmp))
-        with dashboard(warehouse) as url, chromium() as b:
-            for made in shoot(url, Path(args.out), b):
-                print(made)
+        try:
+            with running_dashboard(warehouse, timeout_s=90) as url, browser() as b:
+                for made in shoot(url, Path(args.out), b):
+                    print(made)
+        except RuntimeError as exc:  # no chromium, or the dashboard did not start
+            raise SystemExit(f"Error: {exc}.") from None
 
 
 if __name__ == "__main__":

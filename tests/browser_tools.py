@@ -55,8 +55,9 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def running_dashboard(warehouse: str) -> Iterator[str]:
-    """`funnelpulse dashboard` in a subprocess; yields its base URL once it answers."""
+def running_dashboard(warehouse: str, timeout_s: float = 60) -> Iterator[str]:
+    """`funnelpulse dashboard` in a subprocess; yields its base URL once it answers (within
+    `timeout_s`). The browser tests, the dashboard benchmark and scripts/screenshots.py use it."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -76,10 +77,10 @@ def running_dashboard(warehouse: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        if not wait_listening(proc, port, 60):
+        if not wait_listening(proc, port, timeout_s):
             if proc.poll() is not None:
                 raise RuntimeError(f"dashboard exited: {proc.stdout.read() if proc.stdout else ''}")
-            raise RuntimeError("dashboard did not start within 60 s")
+            raise RuntimeError(f"dashboard did not start within {timeout_s:g} s")
         yield url
     finally:
         proc.terminate()

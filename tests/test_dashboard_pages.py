@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_tools import browser, running_dashboard
 
 from funnelpulse import Pipeline, tables
 from funnelpulse.anomaly import annotations
@@ -101,7 +102,7 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_every_page_on_a_generated_month(month: str, tmp_path: Path) -> None:
-    with shots.dashboard(month) as url, shots.chromium() as b:
+    with running_dashboard(month, timeout_s=90) as url, browser() as b:
         seen = _visit(b, url, tmp_path)
     _check_every_page(seen)
     day = seen["Overview, one day"]
@@ -148,7 +149,7 @@ def test_every_page_on_the_bundled_sample(demo_warehouse: Pipeline, tmp_path: Pa
     shots.SHOTS["Overview, one day"] = ("?from=2019-10-31&to=2019-10-31", "Funnel overview",
                                         "overview-day.png")  # fmt: skip
     try:
-        with shots.dashboard(warehouse) as url, shots.chromium() as b:
+        with running_dashboard(warehouse, timeout_s=90) as url, browser() as b:
             seen = _visit(b, url, shots_dir)
     finally:
         shots.SHOTS.clear()

@@ -11,12 +11,17 @@ import re
 import shlex
 import shutil
 import subprocess
+import warnings
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_faults import BAD_LINES, cli, make_csv, no_jargon, ok, rows
 
-from funnelpulse import tables
+from funnelpulse import build_records, tables
+from funnelpulse.pipeline import Pipeline
 
 pytestmark = pytest.mark.faults
 
@@ -105,6 +110,42 @@ def test_a_damaged_newest_commit_of_bronze_never_builds_an_empty_warehouse(
     ok(cli(wh, "build"))
     assert rows(wh, tables.SILVER) == 10_000
     ok(cli(wh, "report"))
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_full_build_sets_aside_and_checks_bronze_once(
+    wh: Path, monkeypatch: pytest.MonkeyPatch, damaged: bool
+) -> None:
+    """The checks before a full build (a damaged newest change of a built table set aside, bronze
+    against the last build's record) run once each, not again inside the journaled step."""
+    if damaged:
+        damage(newest_commit(wh, tables.SILVER), "half")
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(tables, "set_aside", counted("set_aside", tables.set_aside))
+    monkeypatch.setattr(
+        build_records, "bronze_state", counted("bronze_state", build_records.bronze_state)
+    )
+    monkeypatch.setattr(
+        build_records, "check_bronze", counted("check_bronze", build_records.check_bronze)
+    )
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        result = Pipeline(warehouse=str(wh)).build(full=True)
+    assert calls == {
+        "set_aside": len(tables.BUILT_TABLES),
+        "bronze_state": 1,
+        "check_bronze": 1,
+    }
+    assert result.rows[tables.SILVER] == rows(wh, tables.SILVER) == 10_000
+    assert len(list((wh / tables.SILVER / "_delta_log").glob("*.damaged"))) == int(damaged)
 
 
 def test_build_refuses_a_bronze_that_lost_rows_no_commit_removed(

@@ -24,6 +24,7 @@ from receivers import Receiver, receiver
 from serving import free_port
 
 from funnelpulse import tables
+from funnelpulse.anomaly import detect_state
 from funnelpulse.engines.base import MODELS
 from funnelpulse.funnel import GOLD_FUNNELS
 from funnelpulse.pipeline import Pipeline
@@ -229,6 +230,11 @@ def test_daily_files_served_one_cycle_each_the_break_alerted_once_then_sigterm(
                   and b["start"][:10] in ("2019-10-07", "2019-10-08")]
         assert len(broken) == 1, openings  # the break: one alert
         assert all(count == 1 for count in keys(hook).values())  # nothing sent twice
+        # each cycle's detect was the incremental one: its record names every silver date as
+        # built, so the next detect (a cycle's or a manual one) starts from it
+        record = detect_state.read_state(str(tmp_path / "wh"))
+        assert record is not None
+        assert record["dates"] == detect_state.silver_fingerprints(str(tmp_path / "wh"))
         assert serve.stop() == 0
         assert "stopped" in serve.text()
         assert len([x for x in serve.text().splitlines() if "cycle:" in x]) == DAYS
@@ -243,7 +249,7 @@ def test_daily_files_served_one_cycle_each_the_break_alerted_once_then_sigterm(
     [
         "ingest.bronze_committed",
         "build.gold_committed",
-        "detect.anomalies_written",
+        "detect.anomalies_committed",
         "alerts.before_send",
         "alerts.after_send",
     ],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,44 +329,47 @@ def _locked_connection(database: str = DATABASE) -> Any:
     return con
 
 
+def _pieces(sql: str) -> Iterator[tuple[str, int, int]]:
+    """`sql` cut into consecutive (kind, start, end) pieces: "comment" (a `--` line comment up to
+    its newline), ";" (a semicolon) and "text" (the rest). Quoted text and quoted names are text,
+    so a `--` or `;` inside them is neither."""
+    i, start, quote = 0, 0, ""
+    while i < len(sql):
+        ch = sql[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";" or sql.startswith("--", i):
+            if start < i:
+                yield "text", start, i
+            if ch == ";":
+                kind, end = ";", i + 1
+            else:
+                kind, end = "comment", sql.find("\n", i)
+                end = len(sql) if end < 0 else end
+            yield kind, i, end
+            i = start = end
+            continue
+        i += 1
+    if start < len(sql):
+        yield "text", start, len(sql)
+
+
 def uncommented(sql: str) -> str:
     """`sql` without its `--` line comments (quoted text kept): a comment naming a table or
     holding a quote (Metabase heads each query with one) must not steer how it is run."""
-    out, i, quote = [], 0, ""
-    while i < len(sql):
-        ch = sql[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = len(sql) if end < 0 else end
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    return "".join(sql[a:b] for kind, a, b in _pieces(sql) if kind != "comment")
 
 
 def split(sql: str) -> list[str]:
-    """The statements of a script (semicolons inside strings and quoted names kept)."""
-    out, start, i, quote = [], 0, 0, ""
-    while i < len(sql):
-        ch = sql[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = len(sql) if end < 0 else end
-            continue
-        elif ch == ";":
-            out.append(sql[start:i])
-            start = i + 1
-        i += 1
+    """The statements of a script (semicolons inside strings, quoted names and comments kept)."""
+    out, start = [], 0
+    for kind, a, b in _pieces(sql):
+        if kind == ";":
+            out.append(sql[start:a])
+            start = b
     out.append(sql[start:])
     return [s.strip() for s in out if s.strip()]
 

@@ -245,7 +245,8 @@ def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -
 def _build_and_record(
     engine: Any, warehouse: str, dates: Any, progress: Progress, allow_shrink: bool
 ) -> Any:
-    """Check bronze against the last build's record, build, and record what was consumed.
+    """Check bronze against the last build's record, build, and record what was consumed (the
+    recovery of an interrupted build; `build` makes these checks itself before its journal).
 
     Call inside the build's journal: a build that dies before its record is written is finished
     by the next command, which writes the record then.
@@ -255,6 +256,17 @@ def _build_and_record(
             tables.set_aside(tables.table_path(warehouse, name))
     bronze = build_records.bronze_state(warehouse)
     build_records.check_bronze(warehouse, bronze, allow_shrink)
+    return _build_recorded(engine, warehouse, dates, progress, bronze)
+
+
+def _build_recorded(
+    engine: Any,
+    warehouse: str,
+    dates: Any,
+    progress: Progress,
+    bronze: build_records.BronzeState | None,
+) -> Any:
+    """Build `dates` and record `bronze` (already checked) as what was consumed."""
     result = engine.build(warehouse, dates, progress)
     faults.checkpoint("build.all_committed")
     if bronze is not None:
@@ -501,7 +513,7 @@ def build(
             record["runs"] = [[a.isoformat(), b.isoformat()] for a, b in runs]
         with journal(warehouse, "build", **record):
             if runs is None:
-                result = _build_and_record(engine, warehouse, dates, progress, allow_shrink=True)
+                result = _build_recorded(engine, warehouse, dates, progress, bronze)
             else:
                 result = BuildResult(engine=engine.name)
                 for first, last in runs:

@@ -34,8 +34,9 @@ from .metrics import Metrics
 log = logging.getLogger("funnelpulse.serve")
 
 STATE_DIR = ("_funnelpulse", "serve")
-# Days before the first rebuilt date that detect scores again: an incident that ended there is
-# still in view, so its resolution is sent.
+# Days before the first rebuilt date that the reference method scores again (the seasonal detect
+# is incremental and finds them itself): an incident that ended there is still in view, so its
+# resolution is sent.
 DETECT_MARGIN_DAYS = 2
 
 
@@ -343,9 +344,13 @@ class Watcher:
         report.built = f"{len(built.dates)} date(s)"
         self.metrics.last_success.labels("build").set(time.time())
         self._check_stop()
-        # Detect scores the hours from just before the dates the build redid (a baseline looks
-        # only back, so earlier hours score as before); with nothing rebuilt (a restart), all.
-        since = min(built.dates) - timedelta(days=DETECT_MARGIN_DAYS) if built.dates else None
+        # The seasonal detect is incremental: it re-scores what the rebuilt dates reach and
+        # keeps a record, so the next cycle (or a manual detect) does the same. The reference
+        # method is not: it scores the hours from just before the rebuilt dates (a baseline
+        # looks only back, so earlier hours score as before); with nothing rebuilt, all.
+        since = None
+        if self.pipeline.settings.detect_method != "seasonal" and built.dates:
+            since = min(built.dates) - timedelta(days=DETECT_MARGIN_DAYS)
         found = self.pipeline.detect(since=since, engine=self.engine)
         report.anomalies = found.anomalies.num_rows
         self.metrics.last_success.labels("detect").set(time.time())
