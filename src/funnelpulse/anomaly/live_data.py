@@ -4,6 +4,7 @@ the hourly history (batch gold, and the live buckets rolled up to hours where ba
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,11 +14,11 @@ import pyarrow.dataset as ds
 from .. import tables
 from ..localdb import connect
 from ..streaming.buckets import METRICS, UNKNOWN, aggregate, read_buckets
-from .open_window import STEPS, HourlyHistory, LiveGrid, bucket_dispersion
+from .open_window import HourlyHistory, LiveGrid, dispersion_by_scale
 
 Key = tuple[str, str]
 DISPERSION_DAYS = 7  # past days whose buckets measure how clustered events are
-_dispersion_cache: dict[tuple[str, date, int, tuple[Key, ...]], dict[str, np.ndarray]] = {}
+_dispersion_cache: dict[tuple[str, date, int, tuple[Key, ...]], dict[Any, np.ndarray]] = {}
 
 
 def _gold(warehouse: str, name: str, since: date | None = None) -> pa.Table | None:
@@ -166,8 +167,13 @@ def load_history(
                 values[m][:, covered] = dense[m][:, covered]
     finally:
         con.close()
-    dispersion = grid_dispersion(warehouse, grid) if grid is not None else {}
-    return HourlyHistory(hours=hours, values=values, dispersion=dispersion)
+    found = grid_dispersion(warehouse, grid) if grid is not None else {}
+    return HourlyHistory(
+        hours=hours,
+        values=values,
+        dispersion={k: v for k, v in found.items() if isinstance(k, str)},
+        scaled={k: v for k, v in found.items() if isinstance(k, tuple)},
+    )
 
 
 def _past_buckets(warehouse: str, day: date, bucket_minutes: int) -> pa.Table:
@@ -189,8 +195,10 @@ def _past_buckets(warehouse: str, day: date, bucket_minutes: int) -> pa.Table:
 
 def dispersion_for(
     warehouse: str, day: date, keys: list[Key], bucket_minutes: int
-) -> dict[str, np.ndarray]:
-    """Per step, (S,) variance inflation of buckets on the week before `day` (cached per day)."""
+) -> dict[Any, np.ndarray]:
+    """Per step, (S,) variance inflation of buckets on the week before `day` (cached per day),
+    and per (step, b) the inflation of sums of b buckets, b up to half an hour (never below a
+    smaller scale's: clustering adds variance as the window grows to a basket's span)."""
     cache_key = (warehouse, day, bucket_minutes, tuple(keys))
     if cache_key in _dispersion_cache:
         return _dispersion_cache[cache_key]
@@ -200,24 +208,25 @@ def dispersion_for(
     axis = _np(first) + np.arange(count) * np.timedelta64(bucket_minutes, "m")
     values = _dense(past, "bucket_start", axis, keys)
     per_hour = 60 // bucket_minutes
-    out = {}
-    for step, (num, den) in STEPS.items():
-        phi = bucket_dispersion(values[num], values[den] if den else None, per_hour)
-        out[step] = phi
+    single, scaled = dispersion_by_scale(values, per_hour)
+    out: dict[Any, np.ndarray] = {**single, **scaled}
     if len(_dispersion_cache) > 64:
         _dispersion_cache.clear()
     _dispersion_cache[cache_key] = out
     return out
 
 
-def grid_dispersion(warehouse: str, grid: LiveGrid) -> dict[str, np.ndarray]:
-    """(S, B) per step: each bucket gets the dispersion measured on the week before its day."""
+def grid_dispersion(warehouse: str, grid: LiveGrid) -> dict[Any, np.ndarray]:
+    """(S, B) per step (and per (step, scale)): each bucket gets the dispersion measured on the
+    week before its day."""
     days = grid.starts.astype("datetime64[D]")
-    out = {step: np.ones((len(grid.keys), len(grid.starts))) for step in STEPS}
+    out: dict[Any, np.ndarray] = {}
     for day in np.unique(days):
         as_date = day.astype(date)
         found = dispersion_for(warehouse, as_date, grid.keys, grid.bucket_minutes)
         cols = days == day
-        for step, phi in found.items():
-            out[step][:, cols] = phi[:, None]
+        for key, phi in found.items():
+            if key not in out:
+                out[key] = np.ones((len(grid.keys), len(grid.starts)))
+            out[key][:, cols] = phi[:, None]
     return out

@@ -60,11 +60,23 @@ class HourlyHistory:
     `dispersion`: per step, how much more a bucket's count (or rate) varies than independent
     events would, measured on past days at the bucket size (events come in sessions and
     baskets); an array broadcastable to (S, B), 1 where unknown.
+    `scaled`: the same at a coarser scale, (step, b) -> inflation of sums of b consecutive
+    buckets. A basket's events spread over minutes, so a sum over a longer window varies more
+    than a single bucket does (up to ~ the mean basket size); a window of k buckets is tested
+    with the inflation measured at the largest measured scale <= k.
     """
 
     hours: np.ndarray  # datetime64[us], (H,), consecutive hours
     values: dict[str, np.ndarray]  # views, carts, purchases, revenue -> (S, H)
     dispersion: dict[str, np.ndarray] = field(default_factory=dict)
+    scaled: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+    def inflation(self, step: str, k: int) -> np.ndarray:
+        """Variance inflation for a window of k buckets: the scale nearest below k measured."""
+        scales = [b for (name, b) in self.scaled if name == step and b <= k]
+        if scales:
+            return self.scaled[(step, max(scales))]
+        return self.dispersion.get(step, np.ones((1, 1)))
 
 
 @dataclass(frozen=True)
@@ -227,25 +239,38 @@ def rate_base(
 
 
 def bucket_dispersion(
-    num: np.ndarray, den: np.ndarray | None, buckets_per_hour: int, min_events: float = 5.0
+    num: np.ndarray,
+    den: np.ndarray | None,
+    buckets_per_hour: int,
+    min_events: float = 5.0,
+    block: int = 1,
 ) -> np.ndarray:
     """(S, T) past buckets -> (S,): variance inflation of bucket counts within their hour.
 
     Counts: sum of (x - hour mean)^2 / hour mean over sum of degrees of freedom (1 for Poisson).
     Rates: Pearson chi-square of x successes in n trials around the hour's pooled rate, over
     its degrees of freedom (1 for independent trials). Hours with few events are left out.
+    With `block` > 1 the units are sums of `block` consecutive buckets of an hour (at most half
+    an hour's buckets; the hour's remainder is left out): the inflation at that scale.
     """
     s, t = num.shape
     hours = t // buckets_per_hour
-    x = num[:, : hours * buckets_per_hour].reshape(s, hours, buckets_per_hour).astype(float)
+    block = max(1, min(block, buckets_per_hour // 2 or 1))
+    per = buckets_per_hour // block
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        cut = a[:, : hours * buckets_per_hour].reshape(s, hours, buckets_per_hour)
+        return cut[..., : per * block].reshape(s, hours, per, block).sum(axis=-1).astype(float)
+
+    x = blocks(num)
     with np.errstate(invalid="ignore", divide="ignore"):
         if den is None:
             mean = x.mean(axis=-1, keepdims=True)
             chi = ((x - mean) ** 2 / mean).sum(axis=-1)
-            used = (mean[..., 0] * buckets_per_hour >= min_events) & np.isfinite(chi)
-            df = np.full(chi.shape, buckets_per_hour - 1.0)
+            used = (mean[..., 0] * per >= min_events) & np.isfinite(chi)
+            df = np.full(chi.shape, per - 1.0)
         else:
-            n = den[:, : hours * buckets_per_hour].reshape(x.shape).astype(float)
+            n = blocks(den)
             x = np.minimum(x, n)
             p = x.sum(axis=-1, keepdims=True) / n.sum(axis=-1, keepdims=True)
             var = n * p * (1 - p)
@@ -256,6 +281,26 @@ def bucket_dispersion(
         dof = np.where(used, df, 0).sum(axis=-1)
         phi = np.where(dof > 0, total / dof, 1.0)
     return np.clip(np.nan_to_num(phi, nan=1.0), 1.0, 100.0)
+
+
+def dispersion_by_scale(
+    values: dict[str, np.ndarray], buckets_per_hour: int
+) -> tuple[dict[str, np.ndarray], dict[tuple[str, int], np.ndarray]]:
+    """Past buckets (name -> (S, T)) -> per step the bucket-scale inflation (S,), and per
+    (step, b) the inflation of sums of b buckets for b up to half an hour, never below a
+    smaller scale's (clustering adds variance as a window grows to a session's span)."""
+    single: dict[str, np.ndarray] = {}
+    scaled: dict[tuple[str, int], np.ndarray] = {}
+    for step, (num, den) in STEPS.items():
+        phi = bucket_dispersion(values[num], values[den] if den else None, buckets_per_hour)
+        single[step] = phi
+        for b in range(1, max(buckets_per_hour // 2, 1) + 1):
+            at = bucket_dispersion(
+                values[num], values[den] if den else None, buckets_per_hour, block=b
+            )
+            phi = np.maximum(phi, at)
+            scaled[(step, b)] = phi
+    return single, scaled
 
 
 def window_buckets(window_minutes: tuple[int, ...], bucket_minutes: int) -> list[int]:
@@ -300,12 +345,12 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
     for step in opts.steps:
         num_name, den_name = STEPS[step]
         num = v[num_name].astype(float)
-        phi = np.broadcast_to(history.dispersion.get(step, np.ones((1, 1))), shape)
         if den_name is None:
             base = count_base(h[num_name], history, grid, opts)
             exp_b = base.per_bucket
             best.per_bucket[step] = (num, exp_b)
             for k in ks:
+                phi = np.broadcast_to(history.inflation(step, k), shape)
                 x, mu = window_sum(num, k), window_sum(exp_b, k)
                 with np.errstate(invalid="ignore", divide="ignore"):  # mu 0: not scored below
                     r2 = window_sum(base.r2 * exp_b, k) / mu  # expectation-weighted spread
@@ -334,6 +379,7 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
             exp_b = den * base_r.rate
             best.per_bucket[step] = (num, exp_b)
             for k in ks:
+                phi = np.broadcast_to(history.inflation(step, k), shape)
                 x, n, e = window_sum(num, k), window_sum(den, k), window_sum(exp_b, k)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     p_bar = e / n
