@@ -442,3 +442,39 @@ def test_incremental_detect_killed_at_each_boundary_then_rerun_equals_full(
     version = tables.version(tables.table_path(str(wh), "anomalies"))
     assert _cli(wh, "detect").returncode == 0
     assert tables.version(tables.table_path(str(wh), "anomalies")) == version
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_spark")
+def test_spark_builds_the_changed_set_of_dates_equal_to_a_full_rebuild(tmp_path: Path) -> None:
+    """On Spark too, late events far back and a new day rewrite silver and gold for their dates
+    only (the session funnels there rebuild the span of entry dates between them)."""
+    rng = random.Random(12)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    p = Pipeline(warehouse=str(wh), spark_master="local[2]")
+    history = [r for d in range(14) for r in day_rows(rng, FIRST + timedelta(d), 10, f"h{d}")]
+    p.ingest([write_csv(raw / "hist.csv", history)])
+    p.build()
+    before = partitions(str(wh))
+    late, new_day = FIRST + timedelta(3), FIRST + timedelta(14)
+    rows = day_rows(rng, new_day, 10, "new") + day_rows(rng, late, 4, "late")
+    p.ingest([write_csv(raw / "new.csv", rows)])
+    p.build(engine="spark")
+    after = partitions(str(wh))
+    # the dates of the new events and their neighbours (a late session may cart after midnight)
+    built = {(d + timedelta(k)).isoformat() for d in (late, new_day) for k in (-1, 0, 1)}
+    for name in (m.name for m in MODELS):
+        changed = {
+            d
+            for d in set(before[name]) | set(after[name])
+            if before[name].get(d) != after[name].get(d)
+        }
+        assert changed <= built, (name, sorted(changed - built))
+        if name == tables.SILVER:
+            assert {late.isoformat(), new_day.isoformat()} <= changed
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch)
