@@ -376,24 +376,42 @@ def _load_entry_dates(con: Any, days: frozenset[date]) -> None:
     """`silver_events` as a temp table that holds what the funnel SQL reads for entries on
     `days`: every event of those dates and of the days their windows reach, and the earlier
     views of the sessions that viewed on them (where their first view may lie). The rest of
-    silver cannot change those entry dates' rows, so the first-view lookup scans one column of
-    it once instead of all of it per table."""
+    silver cannot change those entry dates' rows, so the first-view lookup reads three columns
+    of it once, instead of all of it for each table."""
     steps = frozenset(d + timedelta(k) for d in days for k in range(FunnelSpec().window_days + 1))
-    last = max(days)
+    near = days | steps
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE touched AS
+        SELECT DISTINCT user_session FROM silver_all
+        WHERE event_type = 'view' AND user_session IS NOT NULL AND {_within("event_date", days)}
+        """
+    )
+    earlier = frozenset(
+        row[0]
+        for row in con.execute(
+            f"""
+            SELECT DISTINCT event_date FROM silver_all
+            WHERE event_type = 'view' AND event_date <= {_day(max(days))}
+                AND NOT {_within("event_date", near)}
+                AND user_session IN (SELECT user_session FROM touched)
+            """
+        ).fetchall()
+    )
+    views = (
+        f"""
+        UNION ALL
+        SELECT {_FUNNEL_COLUMNS} FROM silver_all
+        WHERE {_within("event_date", earlier)} AND event_type = 'view'
+            AND user_session IN (SELECT user_session FROM touched)
+        """
+        if earlier
+        else ""
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE silver_events AS
-        WITH touched AS (
-            SELECT DISTINCT user_session FROM silver_all
-            WHERE event_type = 'view' AND user_session IS NOT NULL
-                AND {_within("event_date", days)}
-        )
-        SELECT {_FUNNEL_COLUMNS} FROM silver_all WHERE {_within("event_date", days | steps)}
-        UNION ALL
-        SELECT {_FUNNEL_COLUMNS} FROM silver_all
-        WHERE event_type = 'view' AND event_date <= {_day(last)}
-            AND NOT {_within("event_date", days | steps)}
-            AND user_session IN (SELECT user_session FROM touched)
+        SELECT {_FUNNEL_COLUMNS} FROM silver_all WHERE {_within("event_date", near)} {views}
         """
     )
 
