@@ -22,7 +22,7 @@ from funnelpulse import Pipeline, tables
 from funnelpulse.engines.base import MODELS
 from funnelpulse.errors import InputError
 from funnelpulse.funnel import GOLD_FUNNELS
-from funnelpulse.incremental import runs_of
+from funnelpulse.incremental import date_fingerprints, runs_of
 
 BUILT = [m.name for m in MODELS] + list(GOLD_FUNNELS)
 FIRST = date(2019, 10, 1)
@@ -148,10 +148,55 @@ def test_a_new_day_rebuilds_only_that_day_and_its_neighbours(tmp_path: Path) -> 
         ]
     )
     result = p.build()
-    # One span from the late date (or a neighbour sharing a session) to the new day, nothing
-    # before it: each table gets one commit, so readers never see half of a build.
+    # The late date (or a neighbour sharing a session) and the new day, nothing before them.
     assert {late, new_day} <= set(result.dates)
     assert min(result.dates) >= late - timedelta(1)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch)
+
+
+def partitions(warehouse: str) -> dict[str, dict[str, str]]:
+    """Per built table, per date partition, a fingerprint of the files that hold it."""
+    columns = {m.name: m.partition_by for m in MODELS} | dict.fromkeys(GOLD_FUNNELS, "date")
+    return {name: date_fingerprints(warehouse, name, columns[name]) for name in BUILT}
+
+
+def test_late_events_far_back_and_a_new_day_rewrite_only_their_dates(tmp_path: Path) -> None:
+    """Late events 20 days back and a new day are rebuilt in one pass that rewrites their dates
+    (and the session funnels' neighbouring entry dates) and no date in between."""
+    rng = random.Random(11)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    p = Pipeline(warehouse=str(wh))
+    history = [r for d in range(30) for r in day_rows(rng, FIRST + timedelta(d), 12, f"h{d}")]
+    p.ingest([write_csv(raw / "hist.csv", history)])
+    p.build()
+    before = partitions(str(wh))
+    versions = {n: tables.version(tables.table_path(str(wh), n)) for n in BUILT}
+    late, new_day = FIRST + timedelta(5), FIRST + timedelta(30)
+    rows = day_rows(rng, new_day, 12, "new") + day_rows(rng, late, 4, "late")
+    p.ingest([write_csv(raw / "new.csv", rows)])
+    result = p.build()
+    after = partitions(str(wh))
+    built = set(result.dates)
+    assert {late, new_day} <= built and max(built - {new_day}) <= late + timedelta(1)
+    reach = {(d + timedelta(k)).isoformat() for d in built for k in (-1, 0, 1)}
+    for name in BUILT:
+        changed = {
+            d
+            for d in set(before[name]) | set(after[name])
+            if before[name].get(d) != after[name].get(d)
+        }
+        allowed = reach if name in GOLD_FUNNELS else {d.isoformat() for d in built}
+        assert changed <= allowed, (name, sorted(changed - allowed))
+        # one commit per table: readers see it before the build or after it
+        assert tables.version(tables.table_path(str(wh), name)) == versions[name] + 1, name
+    for name in (tables.SILVER, *GOLD_FUNNELS):
+        assert {late.isoformat(), new_day.isoformat()} <= {
+            d for d in after[name] if before[name].get(d) != after[name][d]
+        }, name
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     assert_equals_full_rebuild(wh, scratch)
@@ -397,3 +442,39 @@ def test_incremental_detect_killed_at_each_boundary_then_rerun_equals_full(
     version = tables.version(tables.table_path(str(wh), "anomalies"))
     assert _cli(wh, "detect").returncode == 0
     assert tables.version(tables.table_path(str(wh), "anomalies")) == version
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_spark")
+def test_spark_builds_the_changed_set_of_dates_equal_to_a_full_rebuild(tmp_path: Path) -> None:
+    """On Spark too, late events far back and a new day rewrite silver and gold for their dates
+    only (the session funnels there rebuild the span of entry dates between them)."""
+    rng = random.Random(12)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    wh = tmp_path / "wh"
+    p = Pipeline(warehouse=str(wh), spark_master="local[2]")
+    history = [r for d in range(14) for r in day_rows(rng, FIRST + timedelta(d), 10, f"h{d}")]
+    p.ingest([write_csv(raw / "hist.csv", history)])
+    p.build()
+    before = partitions(str(wh))
+    late, new_day = FIRST + timedelta(3), FIRST + timedelta(14)
+    rows = day_rows(rng, new_day, 10, "new") + day_rows(rng, late, 4, "late")
+    p.ingest([write_csv(raw / "new.csv", rows)])
+    p.build(engine="spark")
+    after = partitions(str(wh))
+    # the dates of the new events and their neighbours (a late session may cart after midnight)
+    built = {(d + timedelta(k)).isoformat() for d in (late, new_day) for k in (-1, 0, 1)}
+    for name in (m.name for m in MODELS):
+        changed = {
+            d
+            for d in set(before[name]) | set(after[name])
+            if before[name].get(d) != after[name].get(d)
+        }
+        assert changed <= built, (name, sorted(changed - built))
+        if name == tables.SILVER:
+            assert {late.isoformat(), new_day.isoformat()} <= changed
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert_equals_full_rebuild(wh, scratch)

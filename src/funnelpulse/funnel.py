@@ -118,14 +118,22 @@ def _between(column: str, low: date | None, high: date | None) -> str:
     return " AND ".join(p for p in parts if p) or "TRUE"
 
 
+def _within(column: str, days: frozenset[date]) -> str:
+    return f"{column} IN ({', '.join(_day(d) for d in sorted(days))})"
+
+
 def render(
     spec: FunnelSpec,
     since: date | None = None,
     until: date | None = None,
     grain: str = "total",
+    days: frozenset[date] | None = None,
 ) -> str:
     """The funnel SQL (DuckDB dialect) for entries on UTC dates since..until, one row per
-    grain ('total', 'date' or 'hour') and breakdown value."""
+    grain ('total', 'date' or 'hour') and breakdown value. Given `days` (not empty), for entries
+    on exactly those dates instead (an incremental build's set; since/until are ignored)."""
+    if days is not None:
+        since, until = min(days), max(days)
     template = resources.files("funnelpulse.models").joinpath("session_funnel.sql").read_text()
     unit = "user_id" if spec.by_user else "user_session"
     held = BREAKDOWNS[spec.by][0] if spec.by else "CAST(NULL AS VARCHAR)"
@@ -167,6 +175,15 @@ def render(
         "output_columns": output,
         "missing_column": f"events_without_{spec.unit_name}",
     }
+    if days is not None:
+        steps = frozenset(d + timedelta(k) for d in days for k in range(spec.window_days + 1))
+        values["step_dates"] = _within("event_date", steps)
+        values["entry_dates"] = _within("CAST(entry_time AS DATE)", days)
+        values["entry_event_dates"] = _within("event_date", days)
+        values["recent_units"] = (
+            "AND unit IN (SELECT unit FROM events WHERE event_type = 'view' AND "
+            f"{_within('event_date', days)})"
+        )
     return template.format(**values)
 
 
@@ -314,9 +331,11 @@ def rebuild_range(dates: Any, present: list[date]) -> tuple[date, date] | None:
     return low, high
 
 
-def gold_sql(by: str | None, low: date | None, high: date | None) -> str:
-    """The SQL of one gold_session_funnel_daily* table for entry dates low..high."""
-    return render(FunnelSpec(by=by), low, high, grain="date")
+def gold_sql(
+    by: str | None, low: date | None, high: date | None, days: frozenset[date] | None = None
+) -> str:
+    """The SQL of one gold_session_funnel_daily* table for entry dates low..high (or `days`)."""
+    return render(FunnelSpec(by=by), low, high, grain="date", days=days)
 
 
 def _silver_dates(warehouse: str) -> list[date]:
@@ -337,17 +356,89 @@ def rebuild_plan(
     return low, high, days
 
 
+def entry_dates(dates: Any) -> frozenset[date] | None:
+    """The entry dates a silver rebuild of an explicit set of dates can change: one window
+    either side of each (see rebuild_range). None: the dates are a range, not a set."""
+    if getattr(dates, "only", None) is None:
+        return None
+    pad = FunnelSpec().window_days
+    return frozenset(d + timedelta(k) for d in dates.only for k in range(-pad, pad + 1))
+
+
+# The silver columns the session funnel SQL reads.
+_FUNNEL_COLUMNS = (
+    "user_session, user_id, brand_norm, category_root, price_band, product_id, "
+    "event_type, event_time, price, event_date"
+)
+
+
+def _load_entry_dates(con: Any, days: frozenset[date]) -> None:
+    """`silver_events` as a temp table that holds what the funnel SQL reads for entries on
+    `days`: every event of those dates and of the days their windows reach, and the earlier
+    views of the sessions that viewed on them (where their first view may lie). The rest of
+    silver cannot change those entry dates' rows, so the first-view lookup reads three columns
+    of it once, instead of all of it for each table."""
+    steps = frozenset(d + timedelta(k) for d in days for k in range(FunnelSpec().window_days + 1))
+    near = days | steps
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE touched AS
+        SELECT DISTINCT user_session FROM silver_all
+        WHERE event_type = 'view' AND user_session IS NOT NULL AND {_within("event_date", days)}
+        """
+    )
+    earlier = frozenset(
+        row[0]
+        for row in con.execute(
+            f"""
+            SELECT DISTINCT event_date FROM silver_all
+            WHERE event_type = 'view' AND event_date <= {_day(max(days))}
+                AND NOT {_within("event_date", near)}
+                AND user_session IN (SELECT user_session FROM touched)
+            """
+        ).fetchall()
+    )
+    views = (
+        f"""
+        UNION ALL
+        SELECT {_FUNNEL_COLUMNS} FROM silver_all
+        WHERE {_within("event_date", earlier)} AND event_type = 'view'
+            AND user_session IN (SELECT user_session FROM touched)
+        """
+        if earlier
+        else ""
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE silver_events AS
+        SELECT {_FUNNEL_COLUMNS} FROM silver_all WHERE {_within("event_date", near)} {views}
+        """
+    )
+
+
 def build_gold_duckdb(
     warehouse: str, dates: Any, progress: Progress, memory_mb: int | None = DEFAULT_MEMORY_MB
 ) -> dict[str, int]:
     """Write the four gold_session_funnel_daily* tables from silver with DuckDB."""
-    low, high, replace = rebuild_plan(warehouse, dates)
+    days = entry_dates(dates)
+    low: date | None
+    high: date | None
+    replace: frozenset[str] | None
+    if days is not None:
+        low, high, replace = min(days), max(days), frozenset(d.isoformat() for d in days)
+    else:
+        low, high, replace = rebuild_plan(warehouse, dates)
     written: dict[str, int] = {}
     with bounded_connection(warehouse, memory_mb) as con:
-        con.register("silver_events", silver_dataset(warehouse))
+        if days is not None:
+            con.register("silver_all", silver_dataset(warehouse))
+            progress.step("Reading the sessions of the rebuilt dates")
+            _load_entry_dates(con, days)
+        else:
+            con.register("silver_events", silver_dataset(warehouse))
         for name, by in GOLD_FUNNELS.items():
             progress.step(f"Building {name}")
-            data = con.sql(gold_sql(by, low, high)).to_arrow_table()
+            data = con.sql(gold_sql(by, low, high, days)).to_arrow_table()
             written[name] = tables.write(
                 tables.table_path(warehouse, name),
                 data,

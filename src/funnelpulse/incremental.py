@@ -4,7 +4,8 @@ A build records, per event date, a fingerprint of the bronze data files it read 
 every commit writes files under new names, so a new file, a replaced or re-ingested file, late
 events of an old date and an undone ingest all change a date's fingerprint), plus a hash of the
 model definitions. The next build without dates compares the current bronze with that record and
-rebuilds exactly the dates that differ, in runs of neighbouring dates. The record is written only
+rebuilds exactly the dates that differ (and the dates sharing a session with them), as one set of
+dates in one engine pass, one commit per table. The record is written only
 after every table of a build has committed, so it never claims more than was built: a build that
 dies before it is simply redone.
 """
@@ -26,7 +27,8 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Plan:
-    """What a build without dates does: everything (`full`), nothing, or these runs of dates."""
+    """What a build without dates does: everything (`full`), nothing, or the dates of these runs
+    (one set, built together)."""
 
     full: bool
     runs: list[tuple[date, date]]
@@ -56,8 +58,9 @@ def bronze_fingerprints(warehouse: str) -> dict[str, str]:
     return date_fingerprints(warehouse, tables.BRONZE)
 
 
-def date_fingerprints(warehouse: str, name: str) -> dict[str, str]:
-    """Per event date (ISO), a hash of the names of table `name`'s files that hold it."""
+def date_fingerprints(warehouse: str, name: str, column: str = "event_date") -> dict[str, str]:
+    """Per date (ISO) of partition `column`, a hash of the names of table `name`'s files that
+    hold it."""
     path = tables.table_path(warehouse, name)
     if not tables.is_delta(path):
         return {}
@@ -66,7 +69,7 @@ def date_fingerprints(warehouse: str, name: str) -> dict[str, str]:
     import pyarrow.dataset as ds
 
     for fragment in dataset.get_fragments():
-        day = ds.get_partition_keys(fragment.partition_expression).get("event_date")
+        day = ds.get_partition_keys(fragment.partition_expression).get(column)
         key = day.isoformat() if isinstance(day, date) else str(day)
         files.setdefault(key, []).append(os.path.basename(fragment.path))
     return {
@@ -147,11 +150,10 @@ def plan(warehouse: str, fingerprints: dict[str, str], models: str) -> Plan:
     ]
     if changed:
         changed = sorted(set(changed) | session_view_dates(warehouse, changed))
-    # One span from the first changed date to the last: every table then gets one commit per
-    # build, so a reader sees the tables before the build or after it, never a part of it
-    # (runs_of would rebuild less when the changed dates lie far apart, at one commit per run).
-    span = runs_of(changed, (max(changed) - min(changed)).days) if changed else []
-    return Plan(False, span, f"{len(changed)} date(s) changed")
+    # Exactly these dates, in one engine pass with one commit per table (a predicate on the set
+    # of dates): a reader sees the tables before the build or after it, never a part of it, and
+    # the dates between two changed ones are left alone. Runs here only shorten the journal.
+    return Plan(False, runs_of(changed, 1), f"{len(changed)} date(s) changed")
 
 
 def session_view_dates(warehouse: str, changed: list[date]) -> set[date]:

@@ -227,19 +227,25 @@ def _recover_ingest(warehouse: str, record: dict[str, Any], progress: Progress) 
 
 
 def _recover_build(warehouse: str, record: dict[str, Any], progress: Progress) -> None:
+    from . import incremental
     from .engines import get_engine
     from .engines.base import DateRange
 
     since, until = record.get("since"), record.get("until")
     label = f"{since or 'start'}..{until or 'end'}"
     progress.step(f"Completing the interrupted build of {label}")
-    runs = record.get("runs") or [[since, until]]
-    for first, last in runs:
-        dates = DateRange(
-            date.fromisoformat(first) if first else None,
-            date.fromisoformat(last) if last else None,
+    runs = record.get("runs")
+    if runs:  # an incremental build: the set of dates of its runs, in one pass as it was
+        days = incremental.covered(
+            [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in runs]
         )
-        _build_and_record(get_engine("duckdb"), warehouse, dates, progress, allow_shrink=False)
+        dates = DateRange.of(date.fromisoformat(d) for d in days)
+    else:
+        dates = DateRange(
+            date.fromisoformat(since) if since else None,
+            date.fromisoformat(until) if until else None,
+        )
+    _build_and_record(get_engine("duckdb"), warehouse, dates, progress, allow_shrink=False)
 
 
 def _build_and_record(
@@ -515,12 +521,10 @@ def build(
             if runs is None:
                 result = _build_recorded(engine, warehouse, dates, progress, bronze)
             else:
-                result = BuildResult(engine=engine.name)
-                for first, last in runs:
-                    part = engine.build(warehouse, DateRange(first, last), progress)
-                    for name, rows in part.rows.items():
-                        result.rows[name] = result.rows.get(name, 0) + rows
-                    result.dates.extend(part.dates)
+                # One pass over exactly the changed dates: one commit per table, so readers see
+                # each table before or after the build, and no date between the runs is redone.
+                chosen = DateRange.of(date.fromisoformat(d) for d in incremental.covered(runs))
+                result = engine.build(warehouse, chosen, progress)
                 faults.checkpoint("build.all_committed")
                 if bronze is not None:
                     build_records.append(warehouse, engine.name, runs[0][0], runs[-1][1], bronze)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from importlib import resources
@@ -47,16 +48,26 @@ MODELS = (SILVER_MODEL, *GOLD_MODELS)
 
 @dataclass(frozen=True)
 class DateRange:
-    """Inclusive UTC date range; None on a side means unbounded."""
+    """Inclusive UTC date range; None on a side means unbounded. With `only`, just those dates
+    (an incremental build's explicit set; since/until are then its first and last)."""
 
     since: date | None = None
     until: date | None = None
+    only: frozenset[date] | None = None
+
+    @classmethod
+    def of(cls, days: Iterable[date]) -> DateRange:
+        """Exactly these dates (at least one)."""
+        chosen = frozenset(days)
+        return cls(min(chosen), max(chosen), chosen)
 
     @property
     def is_all(self) -> bool:
         return self.since is None and self.until is None
 
     def contains(self, day: date) -> bool:
+        if self.only is not None:
+            return day in self.only
         return (self.since is None or day >= self.since) and (
             self.until is None or day <= self.until
         )
@@ -130,6 +141,8 @@ def rows_per_date(bronze, dates: DateRange) -> dict[date, int]:  # type: ignore[
 
 def covered_dates(dates: DateRange, present: list[date]) -> frozenset[str]:
     """Every date partition the range covers, including ones that now have no rows."""
+    if dates.only is not None:
+        return frozenset(d.isoformat() for d in dates.only)
     low = dates.since or (min(present) if present else None)
     high = dates.until or (max(present) if present else None)
     if low is None or high is None:

@@ -129,9 +129,13 @@ class DuckDBEngine:
             def silver_batches() -> Iterator[pa.RecordBatch]:
                 for i, chunk in enumerate(chunks, 1):
                     if chunk:
+                        label = (
+                            f"{chunk[0]}..{chunk[-1]}"
+                            if dates.only is None
+                            else f"{len(chunk)} date(s) from {chunk[0]} to {chunk[-1]}"
+                        )
                         progress.step(
-                            f"Building silver and gold for {chunk[0]}..{chunk[-1]} "
-                            f"(chunk {i}/{len(chunks)})"
+                            f"Building silver and gold for {label} (chunk {i}/{len(chunks)})"
                         )
                     yield from self._chunk(con, chunk, gold)
 

@@ -164,6 +164,8 @@ class SparkEngine:
             bronze = bronze.where(bronze.event_date >= dates.since)
         if dates.until:
             bronze = bronze.where(bronze.event_date <= dates.until)
+        if dates.only is not None:
+            bronze = bronze.where(bronze.event_date.isin(sorted(dates.only)))
         bronze.createOrReplaceTempView("bronze_events")
         result = BuildResult(engine=self.name)
         progress.step("Building silver_events")
@@ -176,6 +178,8 @@ class SparkEngine:
             silver = silver.where(silver.event_date >= dates.since)
         if dates.until:
             silver = silver.where(silver.event_date <= dates.until)
+        if dates.only is not None:
+            silver = silver.where(silver.event_date.isin(sorted(dates.only)))
         silver.createOrReplaceTempView("silver_events")
         for model in GOLD_MODELS:
             progress.step(f"Building {model.name}")
