@@ -218,9 +218,7 @@ def _build_session_funnels(
     from .dialect import to_spark
 
     low, high, replace = funnel.rebuild_plan(warehouse, dates)
-    silver = read_table(spark, tables.table_path(warehouse, tables.SILVER)).select(
-        *_FUNNEL_COLUMNS
-    )
+    silver = read_table(spark, tables.table_path(warehouse, tables.SILVER)).select(*_FUNNEL_COLUMNS)
     if high is not None:
         # The latest date any of the four reads: a step up to one window after the last entry.
         last = high + timedelta(days=funnel.FunnelSpec().window_days)
