@@ -281,3 +281,46 @@ def test_a_killed_jvm_is_an_error_and_the_ingest_is_undone(big_csv: Path, tmp_pa
     assert not any(pending.glob("*.json"))
 
 
+ACTIVE_SESSION = """
+from pyspark.sql import SparkSession
+from funnelpulse.engines.spark_session import SparkConfig, using_spark
+
+session = (
+    SparkSession.builder.master("local[1]")
+    .config("spark.driver.memory", "700m")
+    .config("spark.sql.shuffle.partitions", "5")
+    .getOrCreate()
+)
+said = []
+
+class Recorder:
+    def step(self, message):
+        said.append(message)
+
+ours = SparkConfig("local[2]", 8, driver_memory="3g")
+with using_spark(ours, Recorder()) as spark:
+    assert spark is session
+    print("PARTITIONS", spark.conf.get("spark.sql.shuffle.partitions"))
+    print("ZONE", spark.conf.get("spark.sql.session.timeZone"))
+print("SAID", said)
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_an_active_session_keeps_its_own_settings_and_the_progress_line_shows_them() -> None:
+    """Under spark-submit or a notebook the session's own master, memory and shuffle partitions
+    win over funnelpulse's settings, and the progress line says which ones run."""
+    done = subprocess.run(
+        [sys.executable, "-c", ACTIVE_SESSION], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "PARTITIONS 5" in out  # the session's, not funnelpulse's 8
+    assert "ZONE UTC" in out  # what results depend on is still set
+    said = next(line for line in out.splitlines() if line.startswith("SAID"))
+    assert (
+        "Using the active Spark session (local[1], driver memory 700m, 5 shuffle partitions)"
+        in said
+    )
+    assert "Starting Spark" not in said and "3g" not in said

@@ -9,7 +9,7 @@ Delta log with deltalake (no jars needed), so both engines can write into the sa
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,25 +190,64 @@ class SparkEngine:
         return result
 
 
+# The silver columns the session funnel reads (models/session_funnel.sql), whatever the breakdown.
+_FUNNEL_COLUMNS = (
+    "user_session",
+    "brand_norm",
+    "category_root",
+    "price_band",
+    "event_type",
+    "event_time",
+    "price",
+    "event_date",
+)
+# Lets a join or aggregate keyed by (session, ...) use rows already placed by session, instead of
+# placing them again by all of its keys.
+_CO_PARTITION = "spark.sql.requireAllClusterKeysForCoPartition"
+
+
 def _build_session_funnels(
     spark: SparkSession, warehouse: str, dates: DateRange, progress: Progress
 ) -> dict[str, int]:
-    """The four gold_session_funnel_daily* tables from the funnel contract's SQL, run by Spark."""
+    """The four gold_session_funnel_daily* tables from the funnel contract's SQL, run by Spark.
+
+    Every actor of the four funnels is a session (with a breakdown value held constant), so the
+    silver rows they read are placed by session once and kept (memory, spilling to disk); each
+    table's joins and aggregates over actors then run within those partitions, without moving
+    rows again. Only the small per-actor rows are moved to total them per date."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     from .. import funnel
     from .dialect import to_spark
 
     low, high, replace = funnel.rebuild_plan(warehouse, dates)
-    read_table(spark, tables.table_path(warehouse, tables.SILVER)).createOrReplaceTempView(
-        "silver_events"
-    )
+    silver = read_table(spark, tables.table_path(warehouse, tables.SILVER)).select(*_FUNNEL_COLUMNS)
+    if high is not None:
+        # The latest date any of the four reads: a step up to one window after the last entry.
+        last = high + timedelta(days=funnel.FunnelSpec().window_days)
+        silver = silver.where(F.col("event_date") <= F.lit(last))
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
+    placed = silver.repartition(parts, "user_session").persist(StorageLevel.MEMORY_AND_DISK)
+    previous = spark.conf.get(_CO_PARTITION, None)
     written: dict[str, int] = {}
-    for name, by in funnel.GOLD_FUNNELS.items():
-        progress.step(f"Building {name}")
-        frame = spark.sql(to_spark(funnel.gold_sql(by, low, high)))
-        covered = None if replace is None else tables.Partitions(funnel.GOLD_PARTITION, replace)
-        written[name] = write_delta(
-            frame, tables.table_path(warehouse, name), funnel.GOLD_PARTITION, covered
-        )
+    try:
+        spark.conf.set(_CO_PARTITION, "false")
+        placed.createOrReplaceTempView("silver_events")
+        for name, by in funnel.GOLD_FUNNELS.items():
+            progress.step(f"Building {name}")
+            frame = spark.sql(to_spark(funnel.gold_sql(by, low, high)))
+            covered = None if replace is None else tables.Partitions(funnel.GOLD_PARTITION, replace)
+            written[name] = write_delta(
+                frame, tables.table_path(warehouse, name), funnel.GOLD_PARTITION, covered
+            )
+    finally:
+        if previous is None:
+            spark.conf.unset(_CO_PARTITION)
+        else:
+            spark.conf.set(_CO_PARTITION, previous)
+        spark.catalog.dropTempView("silver_events")
+        placed.unpersist()
     return written
 
 
