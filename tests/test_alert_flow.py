@@ -225,6 +225,67 @@ step = "traffic"
     assert not nightly.active(datetime(2026, 12, 8, 23, 30, tzinfo=UTC))  # Tuesday
 
 
+@pytest.mark.parametrize("hold", ["mute", "window"])
+def test_a_brand_mute_holds_the_incident_about_the_brand_not_a_shop_incident_it_is_part_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: str
+) -> None:
+    """Mutes and windows match an incident's root segment. Muting brand:acme holds the incident
+    about acme (root brand:acme, a price band grouped under it) and not the shop-wide incident
+    that lists acme among the segments it moved, nor another brand's."""
+    from funnelpulse.anomaly.incident_book import incident_book
+
+    config = write_config(
+        tmp_path,
+        '[[silences]]\nstart = "2026-12-07T11:00:00Z"\nend = "2026-12-07T13:00:00Z"\n'
+        'segment = "brand:acme"\n'
+        if hold == "window"
+        else "",
+        warehouse=str(tmp_path / "wh"),
+    )
+    rows = [
+        anomaly(3),  # acme's own incident, the cheap price band it drags along grouped under it
+        anomaly(3, segment="10-30", dim="price_band", z=-6.5),
+        anomaly(9, segment="all", dim="shop", z=-9.0),  # the whole shop, acme one of its segments
+        anomaly(9),
+        anomaly(9, segment="globex"),
+        anomaly(15, segment="globex"),  # another brand's own incident
+    ]
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        settings = load_settings(config)
+        wh = settings.warehouse
+        if hold == "mute":
+            record_action(
+                wh, action="mute", segment="brand:acme", until=NOW + timedelta(hours=2), by="ana"
+            )
+        first = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW)
+        assert (first.sent, first.muted) == (2, 1)
+        # what the receiver got: the shop's incident and globex's, once each; nothing about acme's
+        assert sorted(b["incident_id"] for b in hook.bodies()) == [
+            "brand:globex/conversion-drop/20191010T15",
+            "shop:all/conversion-drop/20191010T09",
+        ]
+        shop = next(b for b in hook.bodies() if b["segment"] == "all")
+        assert "brand:acme" in shop["segments"]
+        # the held one is recorded, as muted, under its root
+        held = [r for r in rows_of(wh) if r["status"] == "muted"]
+        assert [(r["incident_id"], r["segment"]) for r in held] == [
+            ("brand:acme/conversion-drop/20191010T03", "acme")
+        ]
+        # listed as muted at that time (what `incidents list` shows while the hold lasts)
+        states = {v.incident_id: v.state for v in incident_book(wh, settings, now=NOW)}
+        assert states["brand:acme/conversion-drop/20191010T03"] == "muted"
+        assert states["shop:all/conversion-drop/20191010T09"] != "muted"
+        # once the hold ends (acme's incident still open), it is sent, once
+        after = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=3))
+        assert (after.sent, after.muted) == (1, 0)
+    assert Counter(b["incident_id"] for b in hook.bodies()) == {
+        "brand:acme/conversion-drop/20191010T03": 1,
+        "shop:all/conversion-drop/20191010T09": 1,
+        "brand:globex/conversion-drop/20191010T15": 1,
+    }
+
+
 def test_routes_send_critical_to_pagerduty_and_slack_and_low_to_the_file_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
