@@ -225,6 +225,146 @@ step = "traffic"
     assert not nightly.active(datetime(2026, 12, 8, 23, 30, tzinfo=UTC))  # Tuesday
 
 
+@pytest.mark.parametrize("hold", ["mute", "window"])
+def test_a_brand_mute_holds_the_incident_about_the_brand_not_a_shop_incident_it_is_part_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: str
+) -> None:
+    """Mutes and windows match an incident's root segment. Muting brand:acme holds the incident
+    about acme (root brand:acme, a price band grouped under it) and not the shop-wide incident
+    that lists acme among the segments it moved, nor another brand's."""
+    from funnelpulse.anomaly.incident_book import incident_book
+
+    config = write_config(
+        tmp_path,
+        '[[silences]]\nstart = "2026-12-07T11:00:00Z"\nend = "2026-12-07T13:00:00Z"\n'
+        'segment = "brand:acme"\n'
+        if hold == "window"
+        else "",
+        warehouse=str(tmp_path / "wh"),
+    )
+    rows = [
+        anomaly(3),  # acme's own incident, the cheap price band it drags along grouped under it
+        anomaly(3, segment="10-30", dim="price_band", z=-6.5),
+        anomaly(9, segment="all", dim="shop", z=-9.0),  # the whole shop, acme one of its segments
+        anomaly(9),
+        anomaly(9, segment="globex"),
+        anomaly(15, segment="globex"),  # another brand's own incident
+    ]
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        settings = load_settings(config)
+        wh = settings.warehouse
+        if hold == "mute":
+            record_action(
+                wh, action="mute", segment="brand:acme", until=NOW + timedelta(hours=2), by="ana"
+            )
+        first = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW)
+        assert (first.sent, first.muted) == (2, 1)
+        # what the receiver got: the shop's incident and globex's, once each; nothing about acme's
+        assert sorted(b["incident_id"] for b in hook.bodies()) == [
+            "brand:globex/conversion-drop/20191010T15",
+            "shop:all/conversion-drop/20191010T09",
+        ]
+        shop = next(b for b in hook.bodies() if b["segment"] == "all")
+        assert "brand:acme" in shop["segments"]
+        # the held one is recorded, as muted, under its root
+        held = [r for r in rows_of(wh) if r["status"] == "muted"]
+        assert [(r["incident_id"], r["segment"]) for r in held] == [
+            ("brand:acme/conversion-drop/20191010T03", "acme")
+        ]
+        # listed as muted at that time (what `incidents list` shows while the hold lasts)
+        states = {v.incident_id: v.state for v in incident_book(wh, settings, now=NOW)}
+        assert states["brand:acme/conversion-drop/20191010T03"] == "muted"
+        assert states["shop:all/conversion-drop/20191010T09"] != "muted"
+        # once the hold ends (acme's incident still open), it is sent, once
+        after = send_alerts(wh, settings, rows, sinks=["webhook"], now=NOW + timedelta(hours=3))
+        assert (after.sent, after.muted) == (1, 0)
+    assert Counter(b["incident_id"] for b in hook.bodies()) == {
+        "brand:acme/conversion-drop/20191010T03": 1,
+        "shop:all/conversion-drop/20191010T09": 1,
+        "brand:globex/conversion-drop/20191010T15": 1,
+    }
+
+
+def test_a_mute_with_a_step_holds_only_that_steps_incidents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`incidents mute --segment brand:acme --step traffic`: acme's traffic incident is held,
+    its conversion incident is sent; `unmute` then sends the held one, once."""
+    rows = [anomaly(3), anomaly(9, step="traffic")]
+    warehouse = str(tmp_path / "wh")
+    runner = CliRunner()
+    with receiver() as hook:
+        monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+        muted = runner.invoke(
+            cli,
+            ["--warehouse", warehouse, "incidents", "mute", "--segment", "brand:acme"]
+            + ["--step", "traffic", "--for", "2h", "--by", "ana"],
+        )
+        assert muted.exit_code == 0, muted.output
+        assert muted.output.startswith("Muted brand:acme traffic until "), muted.output
+        settings = load_settings(warehouse=warehouse)
+        first = send_alerts(warehouse, settings, rows, sinks=["webhook"])
+        assert (first.sent, first.muted) == (1, 1)
+        assert [b["incident_id"] for b in hook.bodies()] == ["brand:acme/conversion-drop/20191010T03"]
+        ended = runner.invoke(
+            cli,
+            ["--warehouse", warehouse, "incidents", "unmute", "--segment", "brand:acme"]
+            + ["--step", "traffic"],
+        )
+        assert ended.output == "Unmuted brand:acme traffic (1 mute(s) ended).\n", ended.output
+        after = send_alerts(warehouse, settings, rows, sinks=["webhook"])
+        assert (after.sent, after.muted) == (1, 0)
+    assert Counter(b["incident_id"] for b in hook.bodies()) == {
+        "brand:acme/conversion-drop/20191010T03": 1,
+        "brand:acme/traffic-drop/20191010T09": 1,
+    }
+
+
+def test_quiet_hours_hold_the_no_data_incident_and_its_resolution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daily `[[silences]]` window with step = "no_data" around now: a silence past
+    no_data_minutes is recorded as muted and nothing is sent, its end closes it in the record
+    only; without the window the same silence is sent, then resolved."""
+    import time
+
+    from funnelpulse.anomaly.no_data import NoDataWatch
+
+    now = datetime.now(UTC)
+    quiet = (
+        f'[[silences]]\nfrom = "{now - timedelta(hours=1):%H:%M}"\n'
+        f'to = "{now + timedelta(hours=1):%H:%M}"\nstep = "no_data"\nnote = "quiet hours"\n'
+    )
+    received: dict[str, list[str]] = {}
+    for name, text in (("quiet", quiet), ("loud", "")):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = write_config(folder, text, warehouse=str(folder / "wh"))
+        with receiver() as hook:
+            monkeypatch.setenv("FUNNELPULSE_WEBHOOK_URL", hook.url + "/hook")
+            monkeypatch.setenv("FUNNELPULSE_NO_DATA_MINUTES", "0.01")  # 0.6 s
+            settings = load_settings(config)
+            watch = NoDataWatch(settings.warehouse, settings, ["webhook"], check_every_s=0.1)
+            time.sleep(0.8)
+            watch.tick()
+            time.sleep(0.3)
+            watch.tick()  # a later check opens nothing more
+            watch.arrived()
+            received[name] = [b["incident_id"] for b in hook.bodies()]
+            statuses = sorted(
+                (r["incident_id"].split(":")[-1], r["status"]) for r in rows_of(settings.warehouse)
+            )
+        (opened,) = watch.opened
+        if name == "quiet":
+            assert received[name] == []
+            assert statuses == sorted([("resolved", "muted"), (opened.split(":")[-1], "muted")])
+            muted = next(r for r in rows_of(settings.warehouse) if r["incident_id"] == opened)
+            assert muted["error"] == "maintenance window 1 (quiet hours)"
+        else:
+            assert received[name] == [opened, opened + ":resolved"]
+
+
 def test_routes_send_critical_to_pagerduty_and_slack_and_low_to_the_file_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,13 +400,15 @@ sinks = ["file"]
             anomaly(3, segment="acme", z=-9.0),  # critical drop: pagerduty, then slack
             anomaly(5, segment="globex", z=-6.5),  # high: slack only
             anomaly(7, segment="initech", z=+4.5),  # low spike: the file only
+            anomaly(9, segment="hooli", z=+9.0),  # critical spike: never pages, slack
         ]
         result = send_alerts(settings.warehouse, settings, rows)
-        assert (result.sent, result.failed) == (4, 0)
+        assert (result.sent, result.failed) == (5, 0)
     assert [e["payload"]["component"] for e in pd.bodies()] == ["brand:acme"]
     assert sorted(b["text"].split(" - ")[1].split(",")[0] for b in slack.bodies()) == [
         "brand acme",
         "brand globex",
+        "brand hooli",
     ]
     lines = [json.loads(x) for x in alerts_file.read_text().splitlines()]
     assert [x["segment"] for x in lines] == ["initech"]

@@ -338,3 +338,101 @@ def test_hostile_names_create_no_links_or_images_in_a_real_browser(tmp_path: Pat
     finally:
         server.shutdown()
     assert fetched == []
+
+
+def _hostile_live_incident(p: Pipeline, brand: str) -> str:
+    """The hostile brand's live buckets (its silver events, merged as the stream merges them) and
+    one open live incident on it, recorded as the stream's check records one; returns its id."""
+    from datetime import UTC, datetime
+
+    from funnelpulse import tables
+    from funnelpulse.anomaly.live_incidents import LiveIncident, group_live, write_incidents
+    from funnelpulse.streaming.buckets import update_buckets
+
+    silver = tables.read(tables.table_path(p.warehouse, tables.SILVER))
+    update_buckets(p.warehouse, silver, batch_id=1)
+    start = datetime(2019, 10, 2, 10, tzinfo=UTC)
+    live = LiveIncident(
+        incident_id=f"brand:{brand}:20191002T10",
+        dimension="brand",
+        segment=brand,
+        status="open",
+        step="cart_to_purchase",
+        type="drop",
+        severity="high",
+        started_at=start,
+        detected_at=datetime.now(UTC),
+        last_firing_at=start,
+        resolved_at=None,
+        as_of=start,
+        minutes=30.0,
+        window_minutes=30,
+        observed=0.0,
+        expected=3.0,
+        trials=6.0,
+        z=-6.0,
+        p=1e-9,
+        lost_purchases=3.0,
+        lost_revenue=150.0,
+    )
+    groups = group_live(p.warehouse, [live], start)
+    write_incidents(p.warehouse, [live])
+    return groups[0].incident.incident_id
+
+
+@pytest.mark.browser
+def test_live_page_act_buttons_show_a_hostile_brand_as_text_and_mute_it(tmp_path: Path) -> None:
+    """The Live page's Mute button names the incident's segment: a brand full of Markdown and
+    HTML is shown as text (no link, image or fetch), and clicking it mutes that brand."""
+    from datetime import UTC, datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from funnelpulse.anomaly.workflow import active_mutes, read_actions
+
+    fetched: list[str] = []
+
+    class Pixel(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            fetched.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    Thread(target=server.serve_forever, daemon=True).start()
+    host = f"localhost:{server.server_address[1]}"
+    p, brand = _hostile_warehouse(tmp_path, host)
+    iid = _hostile_live_incident(p, brand)
+    try:
+        with running_dashboard(p.warehouse) as url, browser() as b:
+            page = b.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/Live", wait_until="domcontentloaded")
+            mute = page.get_by_role("button", name="Mute Brand")
+            mute.first.wait_for(timeout=90_000)
+            label = mute.first.inner_text()
+            # the whole name, character for character, as the button's text
+            assert label == f"Mute Brand {brand} for 4 hours", label
+            page.wait_for_timeout(500)  # let images, if any, start loading
+            pointing = page.evaluate(
+                """(host) => [...document.querySelectorAll('*')].flatMap(e =>
+                    [...e.attributes]
+                      .filter(a => /^(src|href|srcset|xlink:href|data|poster|action|formaction|background|style)$/.test(a.name)
+                                   && a.value.includes(host))
+                      .map(a => e.tagName + ' ' + a.name))""",
+                host,
+            )
+            assert pointing == []
+            mute.first.click()
+            page.get_by_text("Muted for 4 hours").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "live_hostile.png"), full_page=True)
+    finally:
+        server.shutdown()
+    assert fetched == []
+    mutes = active_mutes(read_actions(p.warehouse), datetime.now(UTC))
+    assert [(m.segment, m.step, m.by) for m in mutes] == [
+        (f"brand:{brand}", "cart_to_purchase", "dashboard")
+    ]
+    assert iid.startswith(f"brand:{brand}/cart_to_purchase-drop/")

@@ -335,3 +335,76 @@ def test_a_muted_live_incident_is_recorded_and_sent_once_when_unmuted(
         r["status"] for r in alerts if r["incident_id"] == shop.incident_id and r["sink"] == "file"
     )
     assert statuses == ["muted", "sent"]
+
+
+def _incidents_cli(wh: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "funnelpulse", "--warehouse", wh, "incidents", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.browser
+def test_live_page_mutes_and_acknowledges_through_the_cli_path(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clicking Mute, then Acknowledge on the Live page in chromium records exactly what
+    `funnelpulse incidents mute` / `ack` record (by the dashboard), and the ack tells the sink
+    that got the opening, once."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from browser_tools import browser, running_dashboard
+
+    from funnelpulse.anomaly.incident_book import incident_book
+    from funnelpulse.anomaly.sink_base import notice_id
+    from funnelpulse.anomaly.workflow import active_mutes, read_actions
+
+    wh, silver, alert_file = setup_copy(prepared, tmp_path)
+    settings = settings_for(wh, alert_file)
+    # the dashboard reads the same settings as the stream (its buckets, its file sink)
+    monkeypatch.setenv("FUNNELPULSE_LIVE_BUCKET_MINUTES", str(MINUTES))
+    monkeypatch.setenv("FUNNELPULSE_ALERT_FILE", str(alert_file))
+    monkeypatch.setenv("FUNNELPULSE_ALERT_SINKS", "file")
+    stream_until(wh, silver, BREAK + timedelta(minutes=30))
+    check_live(wh, settings, BREAK + timedelta(minutes=30, seconds=40))
+    # the row the page selects first, and the incident it belongs to
+    first = read_incidents(wh).to_pylist()[0]["incident_id"]
+    book = [v for v in incident_book(wh, settings) if v.source == "live"]
+    view = next(v for v in book if first == v.incident_id or first in v.incident.anomaly_ids)
+    iid = view.incident_id
+    assert view.state == "open"
+    opened = [x for x in lines(alert_file) if x["incident_id"] == iid]
+    assert len(opened) == 1  # the stream's check sent the opening to the file sink
+    before = len(lines(alert_file))
+    mute_label = "Mute Whole shop for 4 hours" if view.incident.root == "shop:all" else "Mute "
+    with running_dashboard(wh) as url, browser() as b:
+        page = b.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{url}/Live", wait_until="domcontentloaded")
+        button = page.get_by_role("button", name=mute_label)
+        button.first.wait_for(timeout=90_000)
+        button.first.click()
+        page.get_by_text("Muted for 4 hours").first.wait_for(timeout=60_000)
+        shown = _incidents_cli(wh, "show", iid)
+        assert "  state:    muted (muted " in shown and "by dashboard)" in shown, shown
+        mutes = active_mutes(read_actions(wh), datetime.now(UTC))
+        assert [(m.segment, m.by) for m in mutes] == [(view.incident.root, "dashboard")]
+        assert len(lines(alert_file)) == before  # a mute sends nothing
+
+        page.get_by_role("button", name="Acknowledge").first.click()
+        page.get_by_text("Acknowledged; 1 notification(s) sent.").first.wait_for(timeout=60_000)
+        shown = _incidents_cli(wh, "show", iid)
+        assert "  state:    acknowledged (by dashboard at " in shown, shown
+        assert "  acknowledged by dashboard at " in shown, shown
+        # the page shows the new state, and Acknowledge is no longer offered
+        page.get_by_role("button", name="Acknowledge").first.wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Acknowledge").first.is_disabled()
+        cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]').all_text_contents()
+        assert "acknowledged" in cells, cells
+    after = lines(alert_file)
+    acks = [x for x in after if x["incident_id"] == notice_id(iid, "acknowledged")]
+    assert len(acks) == 1 and len(after) == before + 1
+    listed = json.loads(_incidents_cli(wh, "list", "--format", "json"))
+    assert [x["state"] for x in listed if x["id"] == iid] == ["acknowledged"]

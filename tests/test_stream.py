@@ -474,3 +474,92 @@ def test_a_stopped_stream_names_its_cause() -> None:
     )
     assert _cause(java) == "java.io.OptionalDataException"
     assert _cause("Query terminated\nmore") == "Query terminated"
+
+
+def test_a_spark_stream_whose_source_stops_raises_one_no_data_incident_and_resolves_it(
+    broker: str, tmp_path: Path
+) -> None:
+    """`stream --engine spark --alert` with no_data_minutes = 0.05 (3 s): once the topic stops
+    bringing messages, one no-data incident reaches the sink within 3 s + one check interval
+    (3 s: the check runs every min(5 s, the limit)), however long the silence lasts; messages
+    again resolve it, once. The same incident, ids and texts as the embedded stream's."""
+    from datetime import UTC, datetime, timedelta
+
+    topic = "no-data"
+    create_topic(broker, topic)
+    source = f"kafka://{broker}/{topic}"
+
+    def messages(hour: int) -> list[tuple[str, str, float]]:
+        rows = [row(f"2019-10-01 {hour:02d}:{m:02d}:00") for m in range(0, 60, 6)]
+        return [
+            (json.dumps(dict(zip(RAW_COLUMNS, r.split(","), strict=True))), "s1", 0.0)
+            for r in rows
+        ]
+
+    publish(source, iter(messages(1)))
+    alerts = tmp_path / "alerts.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELPULSE_")}
+    env |= {
+        "FUNNELPULSE_ALERT_FILE": str(alerts),
+        "FUNNELPULSE_NO_DATA_MINUTES": "0.05",
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [sys.executable, "-m", "funnelpulse", "--warehouse", str(tmp_path / "wh"), "stream"]
+    args += ["--source", source, "--trigger-s", "1", "--engine", "spark", "--master", "local[2]"]
+    args += ["--alert", "--sink", "file"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(
+        target=lambda: err.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+
+    def no_data_lines() -> list[dict[str, Any]]:
+        found = [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
+        return [x for x in found if x["incident_id"].startswith("shop:all:no_data:")]
+
+    try:
+        deadline = time.monotonic() + 300
+        while not no_data_lines() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        opened = no_data_lines()
+        assert len(opened) == 1, "".join(err[-30:])
+        seen_at = datetime.now(UTC)
+        # start: the wall-clock time the driver last saw messages; from there to the sink took
+        # the limit (3 s) plus at most one check (3 s) and one turn of the driver's loop
+        silent = seen_at - datetime.fromisoformat(opened[0]["start"])
+        assert timedelta(seconds=3) <= silent <= timedelta(seconds=3 + 3 + 2), silent
+        assert opened[0]["steps"] == ["no_data"] and opened[0]["severity"] == "high"
+        assert opened[0]["message"].startswith("[HIGH] NO DATA - shop all: no event arrived for")
+        # the first batch came before the silence: it was read, so the silence is real
+        assert any("funnelpulse_windows batch 0: 10 rows" in line for line in err), err[-30:]
+        time.sleep(8.0)  # several checks more: still one incident for one silence
+        assert len(no_data_lines()) == 1
+        publish(source, iter(messages(2)))
+        deadline = time.monotonic() + 180
+        while len(no_data_lines()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        both = no_data_lines()
+        assert [x["incident_id"] for x in both] == [
+            opened[0]["incident_id"],
+            opened[0]["incident_id"] + ":resolved",
+        ], "".join(err[-30:])
+        assert both[1]["message"].startswith("[RESOLVED] NO DATA - shop all: events arrive again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        reader.join(timeout=10)
+        (tmp_path / "stream.log").write_text("".join(err))  # to read after a failure
+    rows = Pipeline(warehouse=str(tmp_path / "wh")).table(tables.ALERTS).to_pylist()
+    statuses = sorted(
+        (r["incident_id"].removeprefix(opened[0]["incident_id"]), r["status"])
+        for r in rows
+        if r["incident_id"].startswith("shop:all:no_data:")
+    )
+    # recorded in the alerts table: one opening, one resolution, nothing more
+    assert statuses == [("", "sent"), (":resolved", "sent")]

@@ -198,9 +198,10 @@ def send_one(
     message: str,
     retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     status: str = "",
+    reason: str | None = None,
 ) -> tuple[bool, str | None]:
     """Deliver one notice to one sink, journalled before and after (the alerts' guarantee);
-    with `status` (e.g. muted), only record that status."""
+    with `status` (e.g. muted), only record that status and its `reason`."""
     base = {
         "incident_id": notice.incident_id,
         "sink": name,
@@ -214,7 +215,7 @@ def send_one(
     if status:
         journal.record(
             base
-            | {"status": status, "attempts": 0, "error": None}
+            | {"status": status, "attempts": 0, "error": reason}
             | {"recorded_at": datetime.now(UTC)}
         )
         return False, None

@@ -188,7 +188,9 @@ class NoDataWatch:
                 if status == "sent" or (status == "muted" and held):
                     continue
                 if held:
-                    send_one(journal, self.settings, incident, name, text, status="muted")
+                    send_one(
+                        journal, self.settings, incident, name, text, status="muted", reason=held
+                    )
                     continue
                 ok, error = send_one(journal, self.settings, incident, name, text)
                 complete &= ok

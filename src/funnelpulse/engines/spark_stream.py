@@ -14,6 +14,7 @@ changes nothing; Spark's checkpoint holds the source offsets and the dedup/aggre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -467,7 +468,14 @@ def _run(
         if not queries[-1].isActive:
             break
         queries.append(begin())
-    result = _supervise(spark, queries, until_idle_s, on_batch, stop_spark=ours)
+    watch = None
+    if alert_sinks:  # no event for no_data_minutes of wall clock: one no-data incident
+        from ..anomaly.no_data import NoDataWatch
+
+        watch = NoDataWatch(warehouse, settings, alert_sinks)
+    result = _supervise(
+        spark, queries, until_idle_s, on_batch, stop_spark=ours, watch=watch, lock=sink.alerting
+    )
     result.quarantined = sink.quarantined
     result.alerts_sent, result.alerts_failed = sink.alerts_sent, sink.alerts_failed
     if sink.open_window is not None:
@@ -569,11 +577,20 @@ def _supervise(
     until_idle_s: float | None,
     on_batch: Any,
     stop_spark: bool = True,
+    watch: Any = None,
+    lock: Any = None,
 ) -> StreamResult:
+    """Follow the queries' progress every half second until they stop. With `watch` (a
+    NoDataWatch), the windows query's input drives the no-data incident on the driver: a batch
+    with messages is an arrival, every other turn a tick; `lock` keeps it apart from the
+    queries' own alerting."""
     result = StreamResult()
     started = time.time()
     last_input = time.time()
-    seen: dict[str, int] = {}
+    # query -> (newest batch id reported, whether that report had input). An idle trigger reports
+    # the id of the batch it would run next with no rows; when data comes, that batch reports
+    # again under the same id, with its rows: counted then, not skipped as seen.
+    seen: dict[str, tuple[int, bool]] = {}
     stopping = {"flag": False}
 
     def stop(*_: Any) -> None:
@@ -583,6 +600,7 @@ def _supervise(
     try:
         while not stopping["flag"]:
             time.sleep(0.5)
+            arrived = False
             for query in queries:
                 error = query.exception()
                 if error is not None:
@@ -590,18 +608,20 @@ def _supervise(
                     raise FunnelPulseError(f"The stream stopped: {_cause(str(error))}")
                 for progress in query.recentProgress:
                     batch = progress["batchId"]
-                    if seen.get(query.name, -1) >= batch:
-                        continue
-                    seen[query.name] = batch
                     rows = int(progress.get("numInputRows", 0))
+                    last, had_rows = seen.get(query.name, (-1, False))
+                    if batch < last or (batch == last and (had_rows or not rows)):
+                        continue
+                    seen[query.name] = (batch, rows > 0)
                     late = sum(
                         int(op.get("numRowsDroppedByWatermark", 0))
                         for op in progress.get("stateOperators", [])
                     )
                     if query.name == "funnelpulse_windows":
-                        result.batches += 1
+                        result.batches += batch > last
                         result.input_rows += rows
                         result.late_rows_dropped += late
+                        arrived = arrived or rows > 0
                     if rows or batch == 0:  # idle time counts from the first batch or the last data
                         last_input = time.time()
                     took_s = int(progress.get("durationMs", {}).get("triggerExecution", 0)) / 1000
@@ -613,6 +633,12 @@ def _supervise(
                     result.log.append(line)
                     if on_batch:
                         on_batch(line)
+            if watch is not None:
+                with lock or contextlib.nullcontext():
+                    if arrived:
+                        watch.arrived()
+                    else:
+                        watch.tick()
             idle = all(_idle(q.status) for q in queries)
             if until_idle_s is not None and idle and time.time() - last_input >= until_idle_s:
                 break

@@ -14,6 +14,7 @@ from funnelpulse import tables
 from funnelpulse.anomaly import incident_book as book
 from funnelpulse.anomaly.session_rates import EVENT_STEP
 from funnelpulse.dashboard import formats
+from funnelpulse.dashboard.acting import act_on
 from funnelpulse.dashboard.common import (
     chart_text,
     data,
@@ -213,39 +214,7 @@ elif bounds is not None:
         elif incident.drivers:
             st.markdown(f"**Driven by:** {md(formats.drivers_text(incident.drivers, 5))}")
 
-        with st.form(f"act_{incident.incident_id}"):
-            st.markdown("**Act on it** (the same as `funnelpulse incidents ack` / `mute`)")
-            note = st.text_input("Note (optional)", key="act_note")
-            left, right = st.columns(2)
-            ack = left.form_submit_button(
-                "Acknowledge", disabled=view.state in ("acknowledged", "resolved")
-            )
-            # a button's label is Markdown: the segment is data, never markup
-            mute = right.form_submit_button(
-                f"Mute {md(formats.segment_text(incident.root))} for 4 hours"
-            )
-        if ack:
-            result = book.decide(
-                warehouse(), settings(), incident.incident_id, "acknowledge", note, "dashboard"
-            )
-            st.session_state["acted"] = (
-                f"Acknowledged; {result.sent} notification(s) sent."
-                if result.ok
-                else f"Acknowledged, but {result.failed} notification(s) failed; they are sent "
-                "again by the next `funnelpulse detect --alert`."
-            )
-            st.rerun()  # show the new state
-        if mute:
-            book.mute(
-                warehouse(), incident.root, incident.step or None, timedelta(hours=4), note,
-                "dashboard",
-            )  # fmt: skip
-            st.session_state["acted"] = (
-                "Muted for 4 hours: its notifications are held back until then."
-            )
-            st.rerun()
-        if "acted" in st.session_state:
-            st.success(st.session_state.pop("acted"))
+        act_on(view)
 
     if rows:
         with st.expander(f"Anomalous segment-hours ({formats.count(len(rows))})"):

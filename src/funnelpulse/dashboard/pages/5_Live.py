@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from funnelpulse import tables
+from funnelpulse.anomaly import incident_book as book
 from funnelpulse.anomaly.live_incidents import read_incidents
 from funnelpulse.anomaly.live_view import live_series
 from funnelpulse.dashboard import formats
+from funnelpulse.dashboard.acting import act_on
 from funnelpulse.dashboard.common import (
     chart_text,
     data,
@@ -98,10 +101,24 @@ def live_incidents() -> None:
     if not found:
         st.success("No live incident in the last 24 hours.")
         return
+    # Each row's incident as `funnelpulse incidents list` knows it (its state: open,
+    # acknowledged, muted, resolved): a root row carries the lasting id, the segments grouped
+    # under it their own live ids, listed among its firings.
+    views: dict[str, book.IncidentView] = {}
+    for v in book.incident_book(path, settings()):
+        if v.source == "live":
+            views.setdefault(v.incident_id, v)
+            for member in v.incident.anomaly_ids:
+                views.setdefault(member, v)
+
+    def state(i: dict[str, Any]) -> str:
+        v = views.get(i["incident_id"])
+        return v.state if v is not None else i["status"]
+
     st.dataframe(
         [
             {
-                "State": i["status"],
+                "State": state(i),
                 "Segment": formats.segment_text(f"{i['dimension']}:{i['segment']}"),
                 "What": formats.what_text(i["step"], i["type"]),
                 "Since (UTC)": i["started_at"],
@@ -123,11 +140,20 @@ def live_incidents() -> None:
     )
     labels = [
         f"{formats.segment_text(i['dimension'] + ':' + i['segment'])}: "
-        f"{formats.what_text(i['step'], i['type'])} ({i['status']})"
+        f"{formats.what_text(i['step'], i['type'])} ({state(i)})"
         for i in found
     ]
     pick = st.selectbox("Segment", range(len(found)), format_func=lambda k: labels[k], key="inc")
     chosen = found[pick]
+    view = views.get(chosen["incident_id"])
+    if view is not None:
+        if view.incident_id != chosen["incident_id"]:
+            st.caption(
+                f"Part of the incident {md(view.incident_id)} "
+                f"({md(formats.segment_text(view.incident.root))}): acting on it acts on that "
+                "incident."
+            )
+        act_on(view, key="live_act")
     series = live_series(
         path, settings(), chosen["dimension"], chosen["segment"], chosen["step"]
     ).to_pandas()
