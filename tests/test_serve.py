@@ -763,3 +763,72 @@ def test_a_gs_prefix_is_watched_through_a_local_mirror(
         if serve.proc.poll() is None:
             serve.proc.kill()
     assert snapshot(str(tmp_path / "wh")) == batch  # equal to ingest + build + detect
+
+
+def test_the_daily_digest_is_sent_once_at_digest_at_kill_9_and_restarts_do_not_resend(
+    tmp_path: Path, days: list[Path], hook: Receiver
+) -> None:
+    """`digest_at` on serve's clock (started at a chosen UTC time by the test hook): the due
+    digest at start, the next one at 08:00, none again after kill -9 and a restart, and after a
+    day down only the latest missed day's digest."""
+    for day in days:
+        publish(day, tmp_path / "land")
+    build = Serve(tmp_path, hook.url + "/hook")  # the warehouse first, with no digest
+    try:
+        build.idle(1)
+        assert build.stop() == 0
+    finally:
+        if build.proc.poll() is None:
+            build.proc.kill()
+    assert hook.log == []
+    digest = {"FUNNELPULSE_SERVE_DIGEST_AT": "08:00", "FUNNELPULSE_SERVE_DIGEST_SINKS": "webhook",
+              "FUNNELPULSE_SERVE_ALERT_RETRY_S": "0.5"}
+
+    def sent() -> list[str]:
+        return [e["body"]["incident_id"] for e in hook.log]
+
+    def logged(serve: Serve, start: str, end: str) -> bool:  # the log scrubs the sink's name
+        return any(x.split(": ", 1)[-1].startswith(start) and x.endswith(end)
+                   for x in serve.text().splitlines())
+
+    # started a few seconds before 08:00 on 2019-10-08: the digest due since 08:00 the day
+    # before (of 2019-10-06) goes at once, 2019-10-07's at 08:00; then kill -9
+    first = Serve(tmp_path, hook.url + "/hook", FUNNELPULSE_FAKE_CLOCK="2019-10-08T07:59:55",
+                  **digest)
+    try:
+        first.wait(lambda: len(hook.log) >= 1, 60)
+        assert sent() == ["digest:2019-10-06"]
+        first.wait(lambda: logged(first, "digest of 2019-10-07 to ", ": sent"), 60)
+        first.proc.kill()
+        first.proc.wait(timeout=30)
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+    assert sent() == ["digest:2019-10-06", "digest:2019-10-07"]
+    # restarted the same morning: 2019-10-07's digest is in the journal, not sent again
+    again = Serve(tmp_path, hook.url + "/hook", FUNNELPULSE_FAKE_CLOCK="2019-10-08T09:00:00",
+                  **digest)
+    try:
+        again.wait(lambda: logged(again, "digest of 2019-10-07: already sent to ", ""), 60)
+        assert again.ready()["parts"]["digest"]["state"] == "up"
+        assert again.stop() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+    assert sent() == ["digest:2019-10-06", "digest:2019-10-07"]
+    # down at 08:00 on 2019-10-09, back at noon: the missed digest (of 2019-10-08) goes once
+    late = Serve(tmp_path, hook.url + "/hook", FUNNELPULSE_FAKE_CLOCK="2019-10-09T12:00:00",
+                 **digest)
+    try:
+        late.wait(lambda: len(hook.log) >= 3, 60)
+        late.wait(lambda: logged(late, "digest of 2019-10-08 to ", ": sent"), 60)
+        time.sleep(2)  # ten more polls: nothing more is sent
+        assert late.stop() == 0
+    finally:
+        if late.proc.poll() is None:
+            late.proc.kill()
+    assert sent() == ["digest:2019-10-06", "digest:2019-10-07", "digest:2019-10-08"]
+    assert len(set(keys(hook))) == 3 and set(keys(hook).values()) == {1}
+    text = hook.log[2]["body"]["message"]
+    assert text.startswith("FunnelPulse daily digest for 2019-10-08 (UTC), against 2019-10-01")
+    assert "- resolved shop:all/" in text  # the checkout break, over that day

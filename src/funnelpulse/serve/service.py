@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..running import Registration
 from . import settings as serve_settings
+from .digest import DigestSchedule, parse_at, wall_clock
 from .metrics import Metrics
 from .parts import LoopPart, Part, ProcessPart, ServerPart
 from .watcher import Watcher
@@ -82,6 +83,8 @@ class Service:
         self.watcher: Watcher | None = None
         self.mirrors: list[Any] = []
         self.started_at = time.time()
+        self.clock = wall_clock()  # what the digest is scheduled by (digest.py)
+        self.digest: DigestSchedule | None = None
 
     def _load(self) -> tuple[Any, serve_settings.ServeSettings]:
         from ..config import load_settings
@@ -97,6 +100,8 @@ class Service:
         settings = load_settings(self.sources.config, **overrides)
         if opts.alert:  # a sink that cannot deliver is refused before anything starts
             settings.check_sinks(list(opts.sinks) or None)
+        if opts.digest_at:
+            settings.check_sinks(digest_sinks(opts, settings))
         if "://" not in settings.warehouse_path:  # an empty warehouse to start from is fine
             Path(settings.warehouse_path).mkdir(parents=True, exist_ok=True)
         return Pipeline(settings), opts
@@ -229,6 +234,13 @@ class Service:
             )
             self.parts.append(LoopPart("watcher", self._watch_step, lambda: self.opts.poll_s,
                                        *args))
+        if opts.digest_at:
+            self.digest = DigestSchedule(
+                self.pipeline.warehouse, self.pipeline.settings, parse_at(opts.digest_at),
+                digest_sinks(opts, self.pipeline.settings), opts.alert_retry_s, self.clock,
+            )
+            self.parts.append(LoopPart("digest", self.digest.step, lambda: self.opts.poll_s,
+                                       *args))
         if opts.kafka:
             stream = ["stream", "--source", opts.kafka]
             if opts.alert:
@@ -336,6 +348,11 @@ class Service:
             self.watcher.configure(pipeline, self._folders(opts, pipeline), alert=opts.alert,
                                    sinks=list(opts.sinks) or None, engine=opts.engine or None)
             self.watcher.alert_retry_s = opts.alert_retry_s
+        if self.digest is not None:
+            self.digest.configure(pipeline.settings, parse_at(opts.digest_at),
+                                  digest_sinks(opts, pipeline.settings), opts.alert_retry_s)
+        elif opts.digest_at:
+            log.warning("digest_at changed: it takes effect at the next start")
         self.opts = opts
         log.info("configuration reloaded")
 
@@ -369,6 +386,12 @@ class Service:
         self.beat.close()
         log.info("stopped")
         return 0
+
+
+def digest_sinks(opts: serve_settings.ServeSettings, settings: Any) -> list[str]:
+    """Where the daily digest goes: `digest_sinks`, else serve's `sinks`, else the configured
+    alert sinks."""
+    return list(opts.digest_sinks or opts.sinks or settings.alert_sinks)
 
 
 def serve(config: str | None, warehouse: str | None, **flags: Any) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import SINKS, check_bind
 from ..errors import ConfigError
+from .digest import parse_at
 
 LOG_FORMATS = ("text", "json")
 
@@ -39,6 +40,8 @@ class ServeSettings:
     alert_retry_s: float = 60.0  # wait before delivering again what a receiver did not take
     restart_max_s: float = 60.0  # the longest wait before restarting a crashed part
     stop_timeout_s: float = 20.0  # how long parts get to stop on SIGTERM before they are killed
+    digest_at: str = ""  # HH:MM UTC: send yesterday's digest daily at this time ("" = no digest)
+    digest_sinks: tuple[str, ...] = ()  # () = `sinks`, else the configured alert sinks
 
     def check(self) -> ServeSettings:
         for folder in self.watch:
@@ -59,7 +62,14 @@ class ServeSettings:
             raise ConfigError(f"port and dashboard_port are both {self.port}. Give two ports")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format {self.log_format!r}: use text or json")
-        for sink in self.sinks:
+        try:
+            parse_at(self.digest_at)
+        except ValueError:
+            raise ConfigError(
+                f"digest_at {self.digest_at!r} must be a time of day as HH:MM (UTC), e.g. "
+                '"08:00", or empty for no digest'
+            ) from None
+        for sink in (*self.sinks, *self.digest_sinks):
             if sink not in SINKS:
                 raise ConfigError(f"sink {sink!r} is not a sink. Known sinks: {', '.join(SINKS)}")
         for name in ("poll_s", "no_files_hours", "max_lag_s", "alert_retry_s", "restart_max_s",
