@@ -30,6 +30,9 @@ Detect (anomalies and incidents; the journal undoes a detect killed before both 
 
 Alerts and streaming checkpoints are named ``alerts.*`` and ``stream.*`` by their modules
 (``alerts.resolve_after_send``: a resolve notice delivered, its record not yet written).
+
+``FUNNELPULSE_FAKE_CLOCK`` (an ISO time, UTC) starts the clock `serve` schedules its daily digest
+by at that time (serve/digest.py), so a test reaches a digest time without waiting for it.
 """
 
 from __future__ import annotations
