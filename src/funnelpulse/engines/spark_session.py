@@ -265,10 +265,18 @@ def using_spark(config: SparkConfig, progress: Progress | None = None) -> Iterat
                     _forget(spark)
 
 
-def _jvm_exit(spark: Any) -> int | None:
-    """The exit status of the session's JVM if we launched it and it has exited, else None."""
+def _jvm_exit(spark: Any, wait_s: float = 0.0) -> int | None:
+    """The exit status of the session's JVM if we launched it and it has exited (waiting up to
+    `wait_s` for it to finish exiting), else None."""
+    import subprocess
+
     proc = getattr(getattr(spark.sparkContext, "_gateway", None), "proc", None)
-    return None if proc is None else proc.poll()
+    if proc is None:
+        return None
+    if wait_s > 0:
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait_s)
+    return proc.poll()
 
 
 def _forget(spark: Any) -> None:
@@ -290,7 +298,12 @@ def explain_failure(spark: Any, exc: BaseException) -> EngineError | None:
     local = True
     with suppress(Exception):
         local = spark.sparkContext.master.startswith("local")
-    exit_status = _jvm_exit(spark)
+    lost = isinstance(exc, ConnectionError | Py4JNetworkError) or (
+        isinstance(exc, Py4JError) and not isinstance(exc, Py4JJavaError)
+    )
+    # A JVM that dies closes its connection a moment before its process has exited: when the
+    # connection is what failed, give the process a few seconds so its exit status says why.
+    exit_status = _jvm_exit(spark, wait_s=10.0 if lost else 0.0)
     raise_driver = (
         "Raise it with driver_memory in [spark] of funnelpulse.toml, "
         "FUNNELPULSE_SPARK_DRIVER_MEMORY or --conf spark.driver.memory=SIZE"
@@ -317,9 +330,6 @@ def explain_failure(spark: Any, exc: BaseException) -> EngineError | None:
             f"Spark's Java process {how} during the step{hint}. Nothing was committed; "
             "run the command again"
         )
-    lost = isinstance(exc, ConnectionError | Py4JNetworkError) or (
-        isinstance(exc, Py4JError) and not isinstance(exc, Py4JJavaError)
-    )
     if lost:
         return EngineError(
             "Spark's Java process stopped answering during the step (it died or was killed). "
