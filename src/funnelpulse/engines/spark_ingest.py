@@ -91,32 +91,26 @@ def ingest_spark(
 
 
 def _numbered(frame: SparkDataFrame) -> Any:
-    """`frame` with `_part` (its input partition, partitions in file order) and `ordinal`, each
-    row's 0-based position in its partition. The file-wide line number is `_part`'s offset plus
-    `ordinal` plus 1; the offsets come from the counts of the accounts pass (`_with_offsets`), so
-    numbering the lines costs no pass of its own."""
+    """`frame` with `ordinal`: each row's 1-based position in its file (partitions in file order)."""
     from pyspark.sql import functions as F
 
-    return frame.select(
+    marked = frame.select(
         "*",
         F.spark_partition_id().alias("_part"),
-        F.monotonically_increasing_id().bitwiseAND((1 << 33) - 1).alias("ordinal"),
+        F.monotonically_increasing_id().bitwiseAND((1 << 33) - 1).alias("_k"),
     )
-
-
-def _with_offsets(frame: SparkDataFrame, counts: dict[int, int]) -> Any:
-    """`frame` with `ordinal` turned into the 1-based line number in the file: each partition's
-    rows shifted by the rows of the partitions before it (`counts`: rows per partition)."""
-    from pyspark.sql import functions as F
-
-    offsets, total = [], 0
-    for part in range(max(counts, default=-1) + 1):
-        offsets.append(total)
-        total += counts.get(part, 0)
+    parts = frame.rdd.getNumPartitions()
     offset = F.lit(0)
-    if len(offsets) > 1:
+    if parts > 1:
+        counts: dict[int, int] = dict(marked.groupBy("_part").count().collect())  # type: ignore[arg-type]
+        offsets, total = [], 0
+        for part in range(parts):
+            offsets.append(total)
+            total += counts.get(part, 0)
         offset = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.col("_part") + 1)
-    return frame.withColumn("ordinal", (offset + F.col("ordinal") + 1).cast("bigint"))
+    return marked.withColumn("ordinal", (offset + F.col("_k") + 1).cast("bigint")).drop(
+        "_part", "_k"
+    )
 
 
 def _raw_csv(spark: SparkSession, location: str, header: bool) -> Any:
@@ -124,16 +118,16 @@ def _raw_csv(spark: SparkSession, location: str, header: bool) -> Any:
 
     # Lines end at \n only (a lone \r is part of a line), as the DuckDB engine reads them.
     lines = _numbered(spark.read.option("lineSep", "\n").text(location))
-    first = (F.col("_part") == 0) & (F.col("ordinal") == 0)
     if header:
-        lines = lines.where(~first)
+        lines = lines.where("ordinal > 1")
     # Validity first: any string function would already have replaced the undecodable bytes.
     lines = lines.select(
-        "_part",
         "ordinal",
         F.expr("is_valid_utf8(value)").alias("valid"),
         F.regexp_replace(
-            F.when(first, F.regexp_replace("value", "^\ufeff", "")).otherwise(F.col("value")),
+            F.when(F.col("ordinal") == 1, F.regexp_replace("value", "^\ufeff", "")).otherwise(
+                F.col("value")
+            ),
             "\r$",
             "",
         ).alias("value"),
@@ -141,7 +135,6 @@ def _raw_csv(spark: SparkSession, location: str, header: bool) -> Any:
     # Most lines hold no quote at all: a plain split is far cheaper than the quote-aware one.
     quoted = F.instr("value", '"') > 0
     fields = lines.select(
-        "_part",
         "ordinal",
         "valid",
         "value",
@@ -170,7 +163,6 @@ def _raw_csv(spark: SparkSession, location: str, header: bool) -> Any:
     END"""
     judged = fields.selectExpr(
         *[f"{field(i)} AS {name}" for i, name in enumerate(RAW_COLUMNS)],
-        "_part",
         "ordinal",
         f"{reader_reason} AS reader_reason",
         "value = '' AS blank",
@@ -209,7 +201,6 @@ def _raw_parquet(spark: SparkSession, location: str) -> Any:
     ]
     return _numbered(frame.select(*columns)).select(
         *RAW_COLUMNS,
-        "_part",
         "ordinal",
         F.lit(None).cast("string").alias("reader_reason"),
         F.lit(False).alias("blank"),
@@ -232,12 +223,9 @@ def _ingest_one(
     raw = _raw_csv(spark, location, header) if is_csv else _raw_parquet(spark, location)
     raw.createOrReplaceTempView("raw")
     # Judged once, written twice (good rows, bad rows): keep the judged rows rather than reread.
-    judged = spark.sql(spark_typed_sql(("blank", "_part"), latest)).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    typed = spark.sql(spark_typed_sql(("blank",), latest)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = _check_accounts(spark, judged, location, header, is_csv)
-        typed = _with_offsets(judged, counts)
+        _check_accounts(spark, typed, location, header, is_csv)
         source, ingest = F.lit(location), F.lit(ingest_id)
         bronze = typed.where("reason IS NULL").select(
             *RAW_COLUMNS,
@@ -283,7 +271,7 @@ def _ingest_one(
             .collect()
         )
     finally:
-        judged.unpersist()
+        typed.unpersist()
     return FileResult(
         path=location,
         bronze_rows=bronze_rows,
@@ -294,25 +282,17 @@ def _ingest_one(
 
 def _check_accounts(
     spark: SparkSession, typed: SparkDataFrame, location: str, header: bool, is_csv: bool
-) -> dict[int, int]:
+) -> None:
     """Before any commit: every line of the file, counted apart in Python, is a header, blank,
-    bronze or quarantine row (or, for Parquet, every row of the file's metadata). Returns the
-    lines per input partition (the header included), from which lines are numbered."""
-    kinds: dict[str, int] = {}
-    counts: dict[int, int] = {}
-    for row in (
+    bronze or quarantine row (or, for Parquet, every row of the file's metadata)."""
+    kinds: dict[str, int] = dict(  # type: ignore[arg-type]
         typed.selectExpr(
-            "_part",
-            "CASE WHEN blank THEN 'blank' WHEN reason IS NULL THEN 'bronze' ELSE 'bad' END AS k",
+            "CASE WHEN blank THEN 'blank' WHEN reason IS NULL THEN 'bronze' ELSE 'bad' END AS k"
         )
-        .groupBy("_part", "k")
+        .groupBy("k")
         .count()
         .collect()
-    ):
-        kinds[row["k"]] = kinds.get(row["k"], 0) + row["count"]
-        counts[row["_part"]] = counts.get(row["_part"], 0) + row["count"]
-    if header:
-        counts[0] = counts.get(0, 0) + 1
+    )
     bronze, bad, blank = (kinds.get(k, 0) for k in ("bronze", "bad", "blank"))
     if is_csv:
         data_lines = count_lines(location) - blank - (1 if header else 0)
@@ -325,4 +305,3 @@ def _check_accounts(
         bronze_rows=bronze,
         quarantined_rows=bad,
     )
-    return counts
