@@ -6,6 +6,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_tools import PAGES, browser, open_page, running_dashboard
@@ -192,6 +193,27 @@ def _hostile_names(host: str) -> tuple[str, str]:
     return brand, f"<a href=http://{host}/cat>cat</a>"
 
 
+def _pixel_server() -> tuple[Any, list[str]]:
+    """A local HTTP server that records every path fetched from it (an attacker's host), started."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    fetched: list[str] = []
+
+    class Pixel(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            fetched.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    Thread(target=server.serve_forever, daemon=True).start()
+    return server, fetched
+
+
 def _hostile_warehouse(root: Path, host: str) -> tuple[Pipeline, str]:
     """Two days of events whose top brand and a category are hostile, and one anomaly on it."""
     import json
@@ -281,22 +303,7 @@ def test_an_unreadable_warehouse_gets_a_friendly_box_without_paths(tmp_path: Pat
 
 @pytest.mark.browser
 def test_hostile_names_create_no_links_or_images_in_a_real_browser(tmp_path: Path) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    fetched: list[str] = []
-
-    class Pixel(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            fetched.append(self.path)
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
-    Thread(target=server.serve_forever, daemon=True).start()
+    server, fetched = _pixel_server()
     host = f"localhost:{server.server_address[1]}"
     p, brand = _hostile_warehouse(tmp_path, host)
     pages = {
@@ -385,24 +392,10 @@ def test_live_page_act_buttons_show_a_hostile_brand_as_text_and_mute_it(tmp_path
     """The Live page's Mute button names the incident's segment: a brand full of Markdown and
     HTML is shown as text (no link, image or fetch), and clicking it mutes that brand."""
     from datetime import UTC, datetime
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
 
     from funnelpulse.anomaly.workflow import active_mutes, read_actions
 
-    fetched: list[str] = []
-
-    class Pixel(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            fetched.append(self.path)
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
-    Thread(target=server.serve_forever, daemon=True).start()
+    server, fetched = _pixel_server()
     host = f"localhost:{server.server_address[1]}"
     p, brand = _hostile_warehouse(tmp_path, host)
     iid = _hostile_live_incident(p, brand)
