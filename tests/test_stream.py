@@ -67,9 +67,33 @@ def test_real_sample_through_kafka_equals_batch(broker: str, tmp_path: Path) -> 
 def test_kill_9_and_restart_loses_and_double_counts_nothing(broker: str, tmp_path: Path) -> None:
     topic = "kill-test"
     create_topic(broker, topic)
+    events = generate_events(40_000, seed=4, days=2, brands=30).sort_by("event_time")
     p = Pipeline(warehouse=str(tmp_path / "wh"))
-    p.ingest([write_events(generate_events(40_000, seed=4, days=2, brands=30), tmp_path / "e.csv")])
+    p.ingest([write_events(events, tmp_path / "e.csv")])
     p.build()
+    first = write_events(events.slice(0, 20_000), tmp_path / "first.csv")
+    second = write_events(events.slice(20_000), tmp_path / "second.csv")
+
+    def replay(path: Path, speedup: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "funnelpulse",
+            "--warehouse",
+            p.warehouse,
+            "replay",
+            "--to",
+            f"kafka://{broker}/{topic}",
+            "--from",
+            str(path),
+            "--speedup",
+            speedup,
+        ]
+
+    # Half the topic is there before the stream starts. At 3,000 rows a batch the stream needs
+    # 7 batches for it, so a kill after 2 lands mid-run however fast or slow the machine is
+    # (a paced publish alone once let a loaded machine see its 2nd batch only after the end).
+    assert subprocess.run(replay(first, "0"), capture_output=True).returncode == 0
     args = [
         sys.executable,
         "-m",
@@ -92,42 +116,61 @@ def test_kill_9_and_restart_loses_and_double_counts_nothing(broker: str, tmp_pat
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     assert proc.stdout is not None
+    # the other half is published (paced: a day of events in ~17 s) while the stream consumes
+    replayer = subprocess.Popen(replay(second, "5000"), stdout=subprocess.DEVNULL)
     deadline = time.time() + 240
-    for line in proc.stdout:  # wait until the stream runs, then publish while it consumes
-        if "funnelpulse_windows batch 0" in line or time.time() > deadline:
-            break
-    # paced (2 days of events in ~35 s), so the kill lands while the topic is still filling
-    replayer = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "funnelpulse",
-            "--warehouse",
-            p.warehouse,
-            "replay",
-            "--to",
-            f"kafka://{broker}/{topic}",
-            "--speedup",
-            "5000",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    seen = 0
+    seen: list[str] = []
     for line in proc.stdout:
         if "funnelpulse_windows batch" in line and ": 0 rows in" not in line:
-            seen += 1
-        if seen >= 2 or time.time() > deadline:
+            seen.append(line.strip())
+        if len(seen) >= 2 or time.time() > deadline:
             break
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and Python workers, mid-run
     proc.wait()
     assert replayer.wait(timeout=120) == 0
-    assert seen >= 2
+    assert len(seen) == 2, seen
+    assert all(": 3,000 rows in" in line for line in seen), seen  # batches are capped
     partial = sum(p.table(tables.GOLD_STREAM).column("views").to_pylist())
     full = sum(p.table(tables.GOLD_HOURLY_BRAND).column("views").to_pylist())
     assert 0 < partial < full  # killed with part of the topic processed
     done = stream(p.warehouse, f"kafka://{broker}/{topic}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert_live_equals_batch(p)
+
+
+def test_the_spark_kafka_reader_reads_its_options_as_spark_hands_them_over() -> None:
+    """Spark gives a Python source its options with lower-cased names: the batch cap, the broker
+    timeout and the user's Kafka options (here SASL) must survive that, or a Spark stream reads
+    500,000 rows a batch whatever --max-rows-per-batch says and connects without its security."""
+    from pyspark.sql.datasource import CaseInsensitiveDict
+
+    from funnelpulse.engines.spark_kafka_source import KafkaDataSource, _config
+
+    given = {
+        "bootstrap": "broker:9092",
+        "topic": "t",
+        "maxOffsetsPerTrigger": "3000",
+        "brokerTimeoutSeconds": "7",
+        "kafkaOptions": json.dumps({"security.protocol": "SASL_PLAINTEXT"}),
+    }
+    reader = KafkaDataSource(CaseInsensitiveDict(given)).streamReader(None)
+    assert (reader.max_rows, reader.timeout_s) == (3000, 7.0)
+    assert reader.getDefaultReadLimit().max_rows == 3000
+    assert _config(reader.options)["security.protocol"] == "SASL_PLAINTEXT"
+
+
+def test_a_capped_spark_batch_shares_the_cap_among_partitions_by_their_backlog() -> None:
+    """Not the first partition first: that would run its event time ahead of the others' and
+    the watermark would drop their older events as late (7,474 of 40,000 once, on restart)."""
+    from funnelpulse.engines.spark_kafka_source import _capped_ends
+
+    begins, highs = {"0": 0, "1": 100}, {"0": 10_101, "1": 10_000}
+    ends = _capped_ends(begins, highs, 3000)
+    assert sum(ends[p] - begins[p] for p in ends) == 3000
+    assert ends == {"0": 1515, "1": 100 + 1485}
+    assert _capped_ends(begins, highs, None) == highs == _capped_ends(begins, highs, 50_000)
+    one_waiting = _capped_ends({"0": 5, "1": 7}, {"0": 5, "1": 9_000}, 3000)
+    assert one_waiting == {"0": 5, "1": 3007}
 
 
 # ---------------------------------------------------------------- 5-minute buckets (both engines)

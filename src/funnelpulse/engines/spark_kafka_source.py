@@ -40,7 +40,8 @@ class KafkaDataSource(DataSource):
         return SCHEMA
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:
-        return KafkaStreamReader(dict(self.options))
+        # Spark hands the options over with their names lower-cased: read them that way.
+        return KafkaStreamReader({k.lower(): v for k, v in self.options.items()})
 
 
 def _config(options: dict[str, str]) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _config(options: dict[str, str]) -> dict[str, Any]:
 
     from ..streaming.kafka_client import client_options, consumer_config
 
-    user = client_options(json.loads(options.get("kafkaOptions", "{}")))
+    user = client_options(json.loads(options.get("kafkaoptions", "{}")))
     return consumer_config(options["bootstrap"], user)
 
 
@@ -57,8 +58,8 @@ class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]) -> None:
         self.options = options
         self.topic = options["topic"]
-        self.max_rows = int(options.get("maxOffsetsPerTrigger", "500000"))
-        self.timeout_s = float(options.get("brokerTimeoutSeconds", "60"))
+        self.max_rows = int(options.get("maxoffsetspertrigger", "500000"))
+        self.timeout_s = float(options.get("brokertimeoutseconds", "60"))
         self._consumer: Any = None
         self._last_end: dict[str, int] | None = None
 
@@ -74,7 +75,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         delay = 0.5
         while True:
             try:
-                user = json.loads(self.options.get("kafkaOptions", "{}"))
+                user = json.loads(self.options.get("kafkaoptions", "{}"))
                 ends = true_ends(
                     self.options["bootstrap"], self.topic, client_options(user), timeout_s=5
                 )
@@ -106,29 +107,29 @@ class KafkaStreamReader(DataSourceStreamReader):
         self, start: dict[str, int] | None = None, limit: Any = None
     ) -> dict[str, int]:
         marks = self._watermarks()
-        # Spark calls latestOffset() without the batch start here, so the reader remembers the end
-        # it returned last; the first call of a run (fresh or restarted) is not capped, because
-        # only Spark's checkpoint knows where a restarted run begins.
+        # Spark 4.2+ gives the batch start and the read limit. Older Sparks call latestOffset()
+        # bare, so the reader remembers the end it returned last; there the first call of a run
+        # (fresh or restarted) is not capped: only Spark's checkpoint knows where it begins.
         base = start if start is not None else self._last_end
-        cap = getattr(limit, "max_rows", None) or (self.max_rows if base is not None else None)
+        if limit is not None:  # ReadAllAvailable (e.g. an available-now trigger) has no cap
+            cap = getattr(limit, "max_rows", None)
+        else:
+            cap = self.max_rows if base is not None else None
         start = base or {p: low for p, (low, _) in marks.items()}
-        out: dict[str, int] = {}
-        budget = cap
+        begins: dict[str, int] = {}
+        highs: dict[str, int] = {}
         for p, (_, high) in marks.items():
-            begin = int(start.get(p, 0))
-            if high < begin:
+            begins[p] = int(start.get(p, 0))
+            if high < begins[p]:
                 # The broker lost the topic's data (e.g. an in-memory broker restarted).
                 log.warning(
                     "Kafka partition %s is behind the checkpoint (%d < %d); waiting for new data",
                     p,
                     high,
-                    begin,
+                    begins[p],
                 )
-                high = begin
-            end = high if budget is None else min(high, begin + max(budget, 0))
-            if budget is not None:
-                budget -= end - begin
-            out[p] = end
+            highs[p] = max(high, begins[p])
+        out = _capped_ends(begins, highs, cap)
         self._last_end = out
         return out
 
@@ -207,3 +208,22 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+def _capped_ends(begins: dict[str, int], highs: dict[str, int], cap: int | None) -> dict[str, int]:
+    """The batch's end offset per partition: everything available, or with a cap, `cap` messages
+    shared among the partitions in proportion to what each has waiting. Taking the cap from the
+    first partition alone would run its event time ahead of the others, and the watermark would
+    then drop their older events as late."""
+    waiting = {p: highs[p] - begins[p] for p in highs}
+    total = sum(waiting.values())
+    if cap is None or total <= cap:
+        return dict(highs)
+    out: dict[str, int] = {}
+    seen = given = 0
+    for p, n in waiting.items():  # cumulative rounding: the shares add up to exactly `cap`
+        seen += n
+        share = cap * seen // total - given
+        given += share
+        out[p] = begins[p] + share
+    return out
