@@ -159,6 +159,44 @@ def test_the_spark_kafka_reader_reads_its_options_as_spark_hands_them_over() -> 
     assert _config(reader.options)["security.protocol"] == "SASL_PLAINTEXT"
 
 
+def test_the_spark_stream_connects_with_the_config_files_kafka_options(
+    broker: str, tmp_path: Path
+) -> None:
+    """Asked for SASL (the bundled broker has none), the Spark stream must be refused, not read
+    the topic without it; the secret never shows."""
+    topic = "spark-options"
+    create_topic(broker, topic)
+    publish(f"kafka://{broker}/{topic}", iter([(json.dumps({"event_type": "view"}), "s", 0.0)]))
+    config = tmp_path / "sasl.toml"
+    config.write_text(
+        '[kafka]\nsecurity.protocol = "SASL_PLAINTEXT"\nsasl.mechanism = "PLAIN"\n'
+        'sasl.username = "fp"\n'
+    )
+    env = {"FUNNELPULSE_KAFKA_SASL_PASSWORD": "TopSecret42"}
+    sasl = fp(
+        "--config",
+        str(config),
+        "--warehouse",
+        str(tmp_path / "wh"),
+        "stream",
+        "--source",
+        f"kafka://{broker}/{topic}",
+        "--until-idle",
+        "5",
+        "--broker-timeout-s",
+        "3",
+        "--engine",
+        "spark",
+        "--master",
+        "local[1]",
+        env=env,
+        timeout=600,
+    )
+    assert sasl.returncode == 1, (sasl.returncode, sasl.stdout[-1000:], sasl.stderr[-2000:])
+    assert "Error:" in sasl.stderr and "unreachable" in sasl.stderr, sasl.stderr[-2000:]
+    assert "TopSecret42" not in sasl.stdout + sasl.stderr
+
+
 def test_a_capped_spark_batch_shares_the_cap_among_partitions_by_their_backlog() -> None:
     """Not the first partition first: that would run its event time ahead of the others' and
     the watermark would drop their older events as late (7,474 of 40,000 once, on restart)."""
