@@ -457,7 +457,9 @@ def build_gold_duckdb(
             progress.step("Reading the sessions of the rebuilt dates")
             _load_entry_dates(con, days)
         elif dates.is_all:
-            con.register("silver_all", silver_dataset(warehouse))
+            from .localdb import register_table
+
+            register_table(con, "silver_all", silver_dataset(warehouse))
             progress.step("Reading the sessions of silver_events")
             _load_numbered(con)
         else:
