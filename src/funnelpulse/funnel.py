@@ -154,7 +154,7 @@ def render(
     step_high = until + timedelta(days=spec.window_days) if until else None
     # With a start date, only units that viewed in the range need their first view looked up.
     recent = (
-        f"AND unit IN (SELECT unit FROM events WHERE event_type = 'view' AND "
+        f"AND {unit} IN (SELECT unit FROM events WHERE event_type = 'view' AND "
         f"{_between('event_date', since, until)})"
         if since
         else ""
@@ -181,7 +181,7 @@ def render(
         values["entry_dates"] = _within("CAST(entry_time AS DATE)", days)
         values["entry_event_dates"] = _within("event_date", days)
         values["recent_units"] = (
-            "AND unit IN (SELECT unit FROM events WHERE event_type = 'view' AND "
+            f"AND {unit} IN (SELECT unit FROM events WHERE event_type = 'view' AND "
             f"{_within('event_date', days)})"
         )
     return template.format(**values)
@@ -416,6 +416,28 @@ def _load_entry_dates(con: Any, days: frozenset[date]) -> None:
     )
 
 
+# The silver columns the gold session funnels read (session per event, no product held).
+_GOLD_COLUMNS = "brand_norm, category_root, price_band, event_type, event_time, price, event_date"
+
+
+def _load_numbered(con: Any) -> None:
+    """`silver_events` as a temp table of what the four gold funnels read, read from silver once
+    for all four, with each session id replaced by a number: one number per distinct id (none
+    shared, NULL stays NULL), so every join and grouping on the session compares integers
+    instead of 36-character texts, with the same result (the id itself is never output)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE silver_events AS
+        WITH numbered AS (
+            SELECT user_session, row_number() OVER () AS session_number
+            FROM (SELECT DISTINCT user_session FROM silver_all WHERE user_session IS NOT NULL)
+        )
+        SELECT {_GOLD_COLUMNS}, n.session_number AS user_session
+        FROM silver_all LEFT JOIN numbered AS n USING (user_session)
+        """
+    )
+
+
 def build_gold_duckdb(
     warehouse: str, dates: Any, progress: Progress, memory_mb: int | None = DEFAULT_MEMORY_MB
 ) -> dict[str, int]:
@@ -434,6 +456,12 @@ def build_gold_duckdb(
             con.register("silver_all", silver_dataset(warehouse))
             progress.step("Reading the sessions of the rebuilt dates")
             _load_entry_dates(con, days)
+        elif dates.is_all:
+            from .localdb import register_table
+
+            register_table(con, "silver_all", silver_dataset(warehouse))
+            progress.step("Reading the sessions of silver_events")
+            _load_numbered(con)
         else:
             con.register("silver_events", silver_dataset(warehouse))
         for name, by in GOLD_FUNNELS.items():

@@ -82,3 +82,34 @@ def file_path(path: str) -> str:
             "(the checkpoint can live outside the warehouse)"
         )
     return path
+
+
+def register_table(con: duckdb.DuckDBPyConnection, name: str, dataset: object) -> None:
+    """Expose a table's Arrow dataset (tables.dataset) as view `name`.
+
+    A local table whose partitions are dates is read by DuckDB's own Parquet reader from the
+    dataset's file list: the same rows and types, with less work per row than scanning it
+    through Arrow. Anything else (object stores, no files yet) is scanned through Arrow."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    files = list(getattr(dataset, "files", None) or [])
+    local = isinstance(getattr(dataset, "filesystem", None), fs.LocalFileSystem)
+    partitioning = getattr(dataset, "partitioning", None)
+    keys = list(partitioning.schema) if partitioning is not None else []
+    if not (files and local and all(pa.types.is_date32(f.type) for f in keys)):
+        con.register(name, dataset)
+        return
+    assert isinstance(dataset, ds.FileSystemDataset)
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    types = ", ".join(f"'{f.name}': DATE" for f in keys)
+    hive = f", hive_partitioning = true, hive_types = {{{types}}}" if keys else ""
+    columns = ", ".join(f'"{c}"' for c in dataset.schema.names)
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} "
+            f"FROM read_parquet([{listed}], union_by_name = true{hive})"
+        )
+    except duckdb.Error:  # e.g. a column of the table that no file has yet: Arrow fills it
+        con.register(name, dataset)

@@ -17,7 +17,7 @@ import pyarrow as pa
 from .. import faults, tables
 from ..console import Progress
 from ..errors import WarehouseError
-from ..localdb import connect
+from ..localdb import connect, register_table
 from .base import (
     GOLD_MODELS,
     SILVER_MODEL,
@@ -116,7 +116,7 @@ class DuckDBEngine:
         replace_dates = None if dates.is_all else covered_dates(dates, sorted(sizes))
         con = connect()
         try:
-            con.register("bronze_all", bronze)
+            register_table(con, "bronze_all", bronze)
             gold: dict[str, list[pa.Table]] = {m.name: [] for m in GOLD_MODELS}
             silver_schema = (
                 con.sql(

@@ -18,18 +18,18 @@ WITH events AS (
     WHERE {unit} IS NOT NULL AND ({view_dates} OR {step_dates})
 ),
 entries AS (
-    SELECT unit, held, product, MIN(event_time) AS entry_time
-    FROM events
-    WHERE event_type = 'view' AND {view_dates} {recent_units}
-    GROUP BY unit, held, product
+    SELECT {unit} AS unit, {held} AS held, {product} AS product, MIN(event_time) AS entry_time
+    FROM silver_events
+    WHERE {unit} IS NOT NULL AND event_type = 'view' AND {view_dates} {recent_units}
+    GROUP BY {unit}, {held}, {product}
 ),
 entered AS (
     SELECT * FROM entries WHERE {entry_dates}
 ),
 steps AS (
-    SELECT unit, held, product, event_type, event_time, price
-    FROM events
-    WHERE event_type IN ('cart', 'purchase') AND {step_dates}
+    SELECT {unit} AS unit, {held} AS held, {product} AS product, event_type, event_time, price
+    FROM silver_events
+    WHERE {unit} IS NOT NULL AND event_type IN ('cart', 'purchase') AND {step_dates}
 ),
 reached AS (
     -- every cart and purchase of the actor from its entry to the end of its window
@@ -46,19 +46,22 @@ carted AS (
     WHERE event_type = 'cart'
     GROUP BY unit, held, product
 ),
+bought AS (
+    -- the first purchase at or after the cart, and the revenue of every such purchase
+    SELECT r.unit, r.held, r.product, MIN(r.event_time) AS purchase_time, SUM(r.price) AS revenue
+    FROM reached AS r
+    JOIN carted AS c
+        ON c.unit = r.unit AND c.held IS NOT DISTINCT FROM r.held AND c.product = r.product
+    WHERE r.event_type = 'purchase' AND r.event_time >= c.cart_time
+    GROUP BY r.unit, r.held, r.product
+),
 journeys AS (
-    SELECT
-        e.held, e.entry_time, c.cart_time,
-        MIN(r.event_time) FILTER (WHERE r.event_type = 'purchase' AND r.event_time >= c.cart_time)
-            AS purchase_time,
-        SUM(r.price) FILTER (WHERE r.event_type = 'purchase' AND r.event_time >= c.cart_time)
-            AS revenue
+    SELECT e.held, e.entry_time, c.cart_time, b.purchase_time, b.revenue
     FROM entered AS e
     LEFT JOIN carted AS c
         ON c.unit = e.unit AND c.held IS NOT DISTINCT FROM e.held AND c.product = e.product
-    LEFT JOIN reached AS r
-        ON r.unit = c.unit AND r.held IS NOT DISTINCT FROM c.held AND r.product = c.product
-    GROUP BY e.unit, e.held, e.product, e.entry_time, c.cart_time
+    LEFT JOIN bought AS b
+        ON b.unit = e.unit AND b.held IS NOT DISTINCT FROM e.held AND b.product = e.product
 ),
 actors AS (
     SELECT
