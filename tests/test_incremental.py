@@ -384,12 +384,11 @@ def test_detect_after_a_day_append_rescores_only_what_the_new_day_reaches(
     assert again.anomalies.num_rows == tables.read(tables.table_path(str(wh), "anomalies")).num_rows
 
 
-def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(tmp_path: Path) -> None:
-    raw = tmp_path / "raw"
-    raw.mkdir()
+def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(
+    tmp_path: Path, built_24_days: Path
+) -> None:
+    shutil.copytree(built_24_days, tmp_path / "wh")
     p = Pipeline(warehouse=str(tmp_path / "wh"), **DETECT)
-    p.ingest([_history(raw, 20, seed=8)])
-    p.build()
     first = p.detect()
     again = p.detect()
     assert first.anomalies.num_rows > 0
