@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,11 +122,24 @@ def real_sample() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def demo_warehouse(tmp_path_factory: pytest.TempPathFactory, real_sample: list[Path]) -> Pipeline:
-    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("demo") / "warehouse"))
+def _sample_built(tmp_path_factory: pytest.TempPathFactory, real_sample: list[Path]) -> Path:
+    """The real sample ingested and built once per worker: only ever copied, never handed out,
+    so no test sees another's writes."""
+    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("sample") / "warehouse"))
     p.ingest(real_sample)
     p.build()
-    return p
+    return Path(p.warehouse)
+
+
+def sample_copy(template: Path, folder: Path) -> Pipeline:
+    """A warehouse of its own holding the built real sample (a copy of the worker's one build)."""
+    shutil.copytree(template, folder / "warehouse")
+    return Pipeline(warehouse=str(folder / "warehouse"))
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory, _sample_built: Path) -> Pipeline:
+    return sample_copy(_sample_built, tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture

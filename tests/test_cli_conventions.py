@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -193,20 +194,28 @@ def test_an_unknown_flag_exits_2_everywhere(invoke: Callable[..., Result], comma
 # --- errors that are not about the command line: exit 1, with a hint that exists ------------
 
 
-@pytest.fixture
-def built(tmp_path: Path) -> Pipeline:
+@pytest.fixture(scope="module")
+def _built_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("built")
     src = write_csv(
-        tmp_path / "a.csv",
+        folder / "a.csv",
         [
             row(f"2019-10-0{d} 10:00:0{s}", etype=e)
             for d in (1, 2)
             for s, e in enumerate(("view", "cart", "purchase"))
         ],
     )
-    p = Pipeline(warehouse=str(tmp_path / "wh"))
+    p = Pipeline(warehouse=str(folder / "wh"))
     p.ingest([src])
     p.build()
-    return p
+    return folder / "wh"
+
+
+@pytest.fixture
+def built(tmp_path: Path, _built_once: Path) -> Pipeline:
+    """A built warehouse of the test's own (a copy of one build: the tests damage and write it)."""
+    shutil.copytree(_built_once, tmp_path / "wh")
+    return Pipeline(warehouse=str(tmp_path / "wh"))
 
 
 def test_explain_of_an_unknown_id_points_at_a_command_that_lists_ids(

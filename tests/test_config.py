@@ -173,14 +173,23 @@ def test_sinks_that_cannot_deliver_are_refused(monkeypatch: pytest.MonkeyPatch) 
 # --- the command line refuses bad settings before any step runs ------------------------------
 
 
-@pytest.fixture
-def built(tmp_path: Path) -> str:
-    """A warehouse with silver and gold, and no anomalies table yet."""
-    wh = str(tmp_path / "wh")
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A warehouse with silver and gold, and no anomalies table yet: built once for the module,
+    as the tests that use it are refused before they write (each checks it stays so)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("built")
+    wh = str(folder / "wh")
     lines = [row(f"2019-10-{d:02d} {h:02d}:00:00") for d in range(1, 4) for h in range(24)]
-    src = write_csv(tmp_path / "a.csv", lines)
-    assert run(["--quiet", "--warehouse", wh, "ingest", str(src)]) == 0
-    assert run(["--quiet", "--warehouse", wh, "build"]) == 0
+    src = write_csv(folder / "a.csv", lines)
+    with pytest.MonkeyPatch.context() as mp:  # as _clean_env does for a test
+        for name in list(os.environ):
+            if name.startswith("FUNNELPULSE_"):
+                mp.delenv(name)
+        mp.chdir(folder)
+        assert run(["--quiet", "--warehouse", wh, "ingest", str(src)]) == 0
+        assert run(["--quiet", "--warehouse", wh, "build"]) == 0
     return wh
 
 
@@ -217,7 +226,8 @@ def test_bad_settings_stop_every_command_that_reads_them(
     built: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = config(tmp_path, "history_days = 3.7")
-    for command in (["report"], ["build"], ["ingest", str(tmp_path / "a.csv")]):
+    source = str(Path(built).parent / "a.csv")  # the file the warehouse was built from
+    for command in (["report"], ["build"], ["ingest", source]):
         capsys.readouterr()
         assert run(["--warehouse", built, "--config", str(path), *command]) == 1
         assert "Setting history_days = 3.7" in capsys.readouterr().err

@@ -8,25 +8,24 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sample_copy
 from serving import running
 
-from funnelpulse import Pipeline, tables
+from funnelpulse import tables
 from funnelpulse.dashboard.data import DashboardData, Filter
 from funnelpulse.localdb import connect
-from funnelpulse.pipeline import sample_files
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
-    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("dashapi") / "warehouse"))
-    p.ingest(sample_files())
-    p.build()
+def warehouse(tmp_path_factory: pytest.TempPathFactory, _sample_built: Path) -> str:
+    p = sample_copy(_sample_built, tmp_path_factory.mktemp("dashapi"))  # the sample, built
     return p.warehouse
 
 

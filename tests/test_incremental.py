@@ -335,17 +335,29 @@ def _history(raw: Path, days: int, seed: int, per_day: int = 40) -> Path:
     return write_csv(raw / "history.csv", rows)
 
 
+@pytest.fixture(scope="module")
+def built_24_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 days of history ingested and built, never detected: each test detects on a copy (the
+    build does not depend on the detection settings)."""
+    base = tmp_path_factory.mktemp("built24")
+    raw = base / "raw"
+    raw.mkdir()
+    p = Pipeline(warehouse=str(base / "wh"))
+    p.ingest([_history(raw, 24, seed=5)])
+    p.build()
+    return base / "wh"
+
+
 @pytest.mark.parametrize("session_rates", [False, True])
 def test_detect_after_a_day_append_rescores_only_what_the_new_day_reaches(
-    tmp_path: Path, session_rates: bool
+    tmp_path: Path, built_24_days: Path, session_rates: bool
 ) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     wh = tmp_path / "wh"
     settings = {**DETECT, "session_rates": session_rates}
+    shutil.copytree(built_24_days, wh)
     p = Pipeline(warehouse=str(wh), **settings)
-    p.ingest([_history(raw, 24, seed=5)])
-    p.build()
     first = p.detect()
     assert first.anomalies.num_rows > 0  # the comparison below is about real rows
     before = {r["anomaly_id"]: r["detected_at"] for r in first.anomalies.to_pylist()}
@@ -372,12 +384,11 @@ def test_detect_after_a_day_append_rescores_only_what_the_new_day_reaches(
     assert again.anomalies.num_rows == tables.read(tables.table_path(str(wh), "anomalies")).num_rows
 
 
-def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(tmp_path: Path) -> None:
-    raw = tmp_path / "raw"
-    raw.mkdir()
+def test_detect_with_nothing_changed_scores_nothing_and_keeps_the_incidents(
+    tmp_path: Path, built_24_days: Path
+) -> None:
+    shutil.copytree(built_24_days, tmp_path / "wh")
     p = Pipeline(warehouse=str(tmp_path / "wh"), **DETECT)
-    p.ingest([_history(raw, 20, seed=8)])
-    p.build()
     first = p.detect()
     again = p.detect()
     assert first.anomalies.num_rows > 0

@@ -101,24 +101,34 @@ def test_gold_null_brand_group_and_null_rates(pipeline: Pipeline, tmp_path: Path
     assert solo["conversion_rate"] is None
 
 
-@pytest.mark.parametrize(
-    ("price", "band"),
-    [
-        ("0.01", "<10"),
-        ("9.99", "<10"),
-        ("10.00", "10-30"),
-        ("29.99", "10-30"),
-        ("30.00", "30-60"),
-        ("59.99", "30-60"),
-        ("60.00", "60_plus"),
-        ("999.00", "60_plus"),
-    ],
-)
-def test_price_band_edges(pipeline: Pipeline, tmp_path: Path, price: str, band: str) -> None:
-    gold = build(pipeline, tmp_path, [row("2019-10-01 10:00:00", price=price)]).table(
-        tables.GOLD_HOURLY_PRICE_BAND
-    )
-    assert [r["price_band"] for r in gold.to_pylist()] == [band]
+PRICE_EDGES = [
+    ("0.01", "<10"),
+    ("9.99", "<10"),
+    ("10.00", "10-30"),
+    ("29.99", "10-30"),
+    ("30.00", "30-60"),
+    ("59.99", "30-60"),
+    ("60.00", "60_plus"),
+    ("999.00", "60_plus"),
+]
+
+
+@pytest.fixture(scope="module")
+def price_edges(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[str]]:
+    """One build for every edge: each price is the only event of its own hour (hour = its index
+    in PRICE_EDGES); the price bands gold shows per hour."""
+    folder = tmp_path_factory.mktemp("price-edges")
+    lines = [row(f"2019-10-01 {i:02d}:00:00", price=p) for i, (p, _) in enumerate(PRICE_EDGES)]
+    p = build(Pipeline(warehouse=str(folder / "warehouse")), folder, lines)
+    bands: dict[int, list[str]] = {}
+    for r in p.table(tables.GOLD_HOURLY_PRICE_BAND).to_pylist():
+        bands.setdefault(r["window_start"].hour, []).append(r["price_band"])
+    return bands
+
+
+@pytest.mark.parametrize(("price", "band"), PRICE_EDGES)
+def test_price_band_edges(price_edges: dict[int, list[str]], price: str, band: str) -> None:
+    assert price_edges[PRICE_EDGES.index((price, band))] == [band]
 
 
 def test_hour_and_date_boundaries_are_utc(

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import sample_copy
 from serving import running
 
-from funnelpulse import Pipeline, tables
+from funnelpulse import tables
 from funnelpulse.cli import cli
 from funnelpulse.localdb import connect
-from funnelpulse.pipeline import sample_files
 
 psycopg = pytest.importorskip("psycopg")
 sa = pytest.importorskip("sqlalchemy")
@@ -28,10 +28,8 @@ PSQL = shutil.which("psql")
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
-    p = Pipeline(warehouse=str(tmp_path_factory.mktemp("sql") / "warehouse"))
-    p.ingest(sample_files())
-    p.build()
+def warehouse(tmp_path_factory: pytest.TempPathFactory, _sample_built: Path) -> str:
+    p = sample_copy(_sample_built, tmp_path_factory.mktemp("sql"))  # the sample, built
     return p.warehouse
 
 
