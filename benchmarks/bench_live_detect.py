@@ -228,6 +228,7 @@ def prepare(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         cooldown_h=0,
         live_false_alerts_per_day=args.false_alerts_per_day,
         live_check_every_s=0.0,
+        live_tail=args.tail,
         **({"live_bucket_minutes": args.bucket_minutes} if args.bucket_minutes else {}),
     )
     main = Pipeline(settings)
@@ -353,6 +354,7 @@ def live_broker(prep: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
                 "FUNNELPULSE_LIVE_CHECK_EVERY_S": "0",
                 "FUNNELPULSE_LIVE_BUCKET_MINUTES": str(settings.live_bucket_minutes),
                 "FUNNELPULSE_LIVE_FALSE_ALERTS_PER_DAY": str(args.false_alerts_per_day),
+                "FUNNELPULSE_LIVE_TAIL": args.tail,
             }
             clock = time.perf_counter()
             stream = subprocess.Popen(
@@ -433,11 +435,11 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
     for lab, ideal in zip(labels, prep["ideal"], strict=True):
         inc = lab.incident
         hits = [
-            f[4]
+            (f[4], f[5])
             for f in found
             if related(f[0], f[1], f[2], f[3], inc) and f[4] >= inc.start - timedelta(minutes=5)
         ]
-        first = min(hits, default=None)
+        first, first_step = min(hits, default=(None, None))
         per_label.append(
             {
                 "name": lab.name,
@@ -445,6 +447,7 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, objec
                 "step": EVENT_OF_STEP[inc.step],
                 "start": inc.start,
                 "delay_min": None if first is None else (first - inc.start).total_seconds() / 60,
+                "live_step": first_step,
                 "mu10": ideal["mu10"],
                 "ideal_min": ideal["ideal_min"],
                 "ideal_orders_min": ideal["ideal_orders_min"],
@@ -537,6 +540,12 @@ def main() -> None:
         default=1.0,
         help="sessions cart and buy baskets of this mean size whole (1: single items, as before)",
     )
+    parser.add_argument(
+        "--tail",
+        choices=("inflation", "fragments"),
+        default="inflation",
+        help="live_tail: how a drop's lower tail is bounded",
+    )
     parser.add_argument("--data-dir", default="benchmarks/data/live")
     args = parser.parse_args()
     root = Path(args.data_dir)
@@ -559,7 +568,9 @@ def main() -> None:
                     if e["orders10"] is not None
                     else ""
                 )
-                + f"live {_fmt(e['delay_min']):>7}  hourly {_fmt(e['hourly_delay_min']):>8}"
+                + f"live {_fmt(e['delay_min']):>7}"
+                + (f" ({e['live_step']})" if e["live_step"] else "")
+                + f"  hourly {_fmt(e['hourly_delay_min']):>8}"
                 f"{'  (detectable in 10 min)' if e['detectable'] else ''}",
                 flush=True,
             )

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from funnelpulse.anomaly.fragments import THETAS
 from funnelpulse.anomaly.open_window import (
     HourlyHistory,
     LiveGrid,
@@ -117,9 +118,10 @@ def test_newest_complete_bucket_waits_for_its_end_plus_grace() -> None:
     minutes=st.sampled_from([5, 10, 15]),
     days=st.integers(2, 8),
     broken=st.one_of(st.none(), st.integers(0, 95)),
+    tail=st.sampled_from(["inflation", "fragments"]),
 )
 def test_adding_later_buckets_never_changes_an_earlier_score(
-    seed: int, cut: int, minutes: int, days: int, broken: int | None
+    seed: int, cut: int, minutes: int, days: int, broken: int | None, tail: str
 ) -> None:
     rng = np.random.default_rng(seed)
     rates = rng.uniform(20, 2000, size=3)
@@ -129,8 +131,26 @@ def test_adding_later_buckets_never_changes_an_earlier_score(
     first_hour = 24 * days + int(rng.integers(0, 24))
     start = DAY0 + np.timedelta64(first_hour, "h")
     opts = Options(
-        history_days=7, min_days=1, false_alerts_per_day=50.0, directions=("drop", "spike")
+        history_days=7,
+        min_days=1,
+        false_alerts_per_day=50.0,
+        directions=("drop", "spike"),
+        tail=tail,
     )
+
+    # fragment laws (one per segment, growing with the window), as measured on a past week
+    frags = {}
+    for metric in ("views", "carts", "purchases"):
+        for b in (1, 3, 6, 12):
+            law = rng.geometric(1 / (1 + b), size=(3, 1, 200))
+            frags[(metric, b)] = np.stack(
+                [(1 - np.exp(-t * law)).mean(-1) / law.mean(-1) for t in THETAS], -1
+            )
+
+    def history(values: dict[str, np.ndarray]) -> HourlyHistory:
+        hours = DAY0 + np.arange(values["views"].shape[1]) * np.timedelta64(1, "h")
+        return HourlyHistory(hours=hours, values=values, fragments=frags)
+
     full = score(grid(live, start, minutes), history(h), opts)
     early = score(grid({m: x[:, :cut] for m, x in live.items()}, start, minutes), history(h), opts)
     # what happens from a day before the cut's hour on must not matter either
@@ -246,11 +266,13 @@ def basket_buckets(
     basket: float = 9.0,
     minutes: int = 2,
     broken_from: int | None = None,
+    parts: list[tuple[str, int, np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """(S, buckets) of a basket-shaped shop: sessions arrive at random, each views a basket of
     ~`basket` items 40 s apart on average, carts it whole (half of them) and buys it whole
     (a third of those) about two minutes after each cart; purchases stop from bucket
-    `broken_from` on. A session's events straddle several 2-minute buckets."""
+    `broken_from` on. A session's events straddle several 2-minute buckets. With `parts`, each
+    metric's events are also appended as (metric, segment, session ids, times in seconds)."""
     per_day = 1440 // minutes
     total = days * per_day
     out = {m: np.zeros((len(sessions_per_hour), total)) for m in METRICS}
@@ -276,11 +298,34 @@ def basket_buckets(
             ("purchases", buy_t[bought]),
         ):
             idx = (times // (minutes * 60)).astype(np.int64)
-            idx = idx[idx < total]
+            who = {"views": owner, "carts": owner[carted], "purchases": owner[bought]}[name]
+            keep = idx < total
             if name == "purchases" and broken_from is not None:
-                idx = idx[idx < broken_from]
-            out[name][s] = np.bincount(idx, minlength=total)
+                keep &= idx < broken_from
+            out[name][s] = np.bincount(idx[keep], minlength=total)
+            if parts is not None:
+                parts.append((name, s, who[keep], times[keep]))
     out["revenue"] = out["purchases"] * 20.0
+    return out
+
+
+def measured_fragments(
+    parts: list[tuple[str, int, np.ndarray, np.ndarray]], segments: int, minutes: int
+) -> dict[tuple[str, int], np.ndarray]:
+    """(metric, b) -> (S, 1, len(THETAS)) fragment exponents at every window length b, as
+    live_data measures them on the past week's sessions."""
+    from funnelpulse.anomaly.fragments import fragment_exponents
+    from funnelpulse.anomaly.open_window import WINDOW_MINUTES, window_buckets
+
+    out = {}
+    for b in window_buckets(WINDOW_MINUTES, minutes):
+        for metric in ("views", "carts", "purchases"):
+            rows = [p for p in parts if p[0] == metric]
+            seg = np.concatenate([np.full(len(p[2]), p[1]) for p in rows])
+            # sessions are numbered per segment: make them distinct across segments
+            sess = np.concatenate([p[2] + 10_000_000 * p[1] for p in rows])
+            block = np.concatenate([p[3] for p in rows]) // (b * minutes * 60)
+            out[(metric, b)] = fragment_exponents(seg, sess, block, segments)[:, None, :]
     return out
 
 
@@ -323,3 +368,57 @@ def test_a_basket_shaped_clean_day_raises_no_live_alert_and_a_break_is_found() -
     assert not s.fired[:, :at].any()
     found = np.flatnonzero(s.fired[0, at:])
     assert len(found) and found[0] * minutes < 60
+
+
+@pytest.mark.slow
+def test_fragments_keep_a_basket_day_quiet_and_find_a_break_as_fast_as_orders_allow() -> None:
+    """The lower tail from the past week's session fragments (live_tail = fragments): no
+    firing on three clean basket-shaped days; a shop-wide checkout break at 14:00 is found
+    within the time an order-level test needs (orders, not purchase events, are independent),
+    and never before the break. The earlier inflation tail claims a far smaller p than the
+    chance of seeing no order at all in its firing window: the reason it is faster."""
+    from funnelpulse.anomaly.open_window import dispersion_by_scale
+
+    rng = np.random.default_rng(20)
+    sessions = np.array([120.0, 60.0, 30.0, 30.0, 15.0])  # ~1,080 views an hour for the shop
+    past_days, minutes, per_hour = 15, 2, 30
+    parts: list[tuple[str, int, np.ndarray, np.ndarray]] = []
+    past = basket_buckets(rng, sessions, past_days, minutes=minutes, parts=parts)
+    week_s = (past_days - 7) * 86400.0
+    parts = [(m, s, who[t >= week_s], t[t >= week_s]) for m, s, who, t in parts]
+    h = hourly(past, per_hour)
+    week = {m: v[:, -7 * 24 * per_hour :] for m, v in past.items()}
+    single, scaled = dispersion_by_scale(week, per_hour)
+    frags = measured_fragments(parts, len(sessions), minutes)
+    assert np.isfinite(frags[("purchases", 30)][0]).all()
+    hist = HourlyHistory(
+        hours=history(h).hours,
+        values=h,
+        dispersion={k: v[:, None] for k, v in single.items()},
+        scaled={k: v[:, None] for k, v in scaled.items()},
+        fragments=frags,
+    )
+    start = DAY0 + np.timedelta64(past_days, "D")
+    opts = Options(tail="fragments")
+    fired = 0
+    for _ in range(3):  # three clean days
+        g = grid(basket_buckets(rng, sessions, 1, minutes=minutes), start, minutes)
+        fired += int(score(g, hist, opts).fired.any(axis=1).sum())
+    assert fired == 0
+    at = 14 * 60 // minutes  # the break, 14:00
+    broken = basket_buckets(rng, sessions, 1, minutes=minutes, broken_from=at)
+    g = grid(broken, start, minutes)
+    s = score(g, hist, opts)
+    assert not s.fired[:, :at].any()
+    found = np.flatnonzero(s.fired[0, at:])
+    assert len(found)
+    delay = (found[0] + 1) * minutes
+    # orders per minute at 14:00 (sessions x cart x buy; every bought basket has >= 1 item)
+    orders = sessions[0] * 0.5 * 0.33 / 60
+    honest = np.log(1 / s.alpha) / orders  # minutes until no order at all is below alpha
+    assert 0.5 * honest <= delay <= 2.5 * honest, (delay, honest)
+    old = score(g, hist)  # the inflation tail on the same day
+    first_old = at + int(np.flatnonzero(old.fired[0, at:])[0])
+    minutes_old = int(old.window_minutes[0, first_old])
+    no_order = np.exp(-orders * minutes_old)  # the chance of that window holding no order
+    assert old.p[0, first_old] < s.alpha < no_order / 10

@@ -22,6 +22,7 @@ from .errors import ConfigError
 # sit below the engines and never import them.
 ENGINES = ("duckdb", "spark")
 METHODS = ("seasonal", "reference")
+LIVE_TAILS = ("inflation", "fragments")  # anomaly/open_window.py Options.tail
 SEVERITIES = ("low", "medium", "high", "critical")
 # What the stream does when a Kafka partition ends below its committed offset.
 OFFSET_RESETS = ("error", "earliest", "latest")
@@ -150,6 +151,11 @@ class Settings:
     )
     live_bucket_minutes: int = _setting(
         2, Rule(int, 1, 60, divides=60), "live bucket size, minutes"
+    )
+    live_tail: str = _setting(
+        "inflation",
+        Rule(str, choices=LIVE_TAILS),
+        "how a live drop's lower tail is bounded (inflation or fragments)",
     )
     live_check_every_s: float = _setting(
         10.0, Rule(float, 0, 3600), "least wall seconds between open-window checks"

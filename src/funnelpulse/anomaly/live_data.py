@@ -14,11 +14,18 @@ import pyarrow.dataset as ds
 from .. import tables
 from ..localdb import connect
 from ..streaming.buckets import METRICS, UNKNOWN, aggregate, read_buckets
-from .open_window import HourlyHistory, LiveGrid, dispersion_by_scale
+from .fragments import fragment_exponents
+from .open_window import (
+    WINDOW_MINUTES,
+    HourlyHistory,
+    LiveGrid,
+    dispersion_by_scale,
+    window_buckets,
+)
 
 Key = tuple[str, str]
 DISPERSION_DAYS = 7  # past days whose buckets measure how clustered events are
-_dispersion_cache: dict[tuple[str, date, int, tuple[Key, ...]], dict[Any, np.ndarray]] = {}
+_dispersion_cache: dict[tuple[str, date, int, tuple[Key, ...], bool], dict[Any, np.ndarray]] = {}
 
 
 def _gold(warehouse: str, name: str, since: date | None = None) -> pa.Table | None:
@@ -114,10 +121,16 @@ def load_grid(
 
 
 def load_history(
-    warehouse: str, first: datetime, last: datetime, keys: list[Key], grid: LiveGrid | None = None
+    warehouse: str,
+    first: datetime,
+    last: datetime,
+    keys: list[Key],
+    grid: LiveGrid | None = None,
+    fragments: bool = False,
 ) -> HourlyHistory:
     """Hourly counts from `first` to `last` (hours): batch gold where it has the hour, else the
-    live buckets rolled up; NaN for hours neither covers."""
+    live buckets rolled up; NaN for hours neither covers. With `grid`, the clustering measured
+    on the week before each of its days (and with `fragments`, the sessions' parts too)."""
     first_h, last_h = _hour(first), _hour(last)
     hours = _np(first_h) + np.arange(
         int((last_h - first_h) / timedelta(hours=1)) + 1
@@ -167,12 +180,13 @@ def load_history(
                 values[m][:, covered] = dense[m][:, covered]
     finally:
         con.close()
-    found = grid_dispersion(warehouse, grid) if grid is not None else {}
+    found = grid_dispersion(warehouse, grid, fragments) if grid is not None else {}
     return HourlyHistory(
         hours=hours,
         values=values,
         dispersion={k: v for k, v in found.items() if isinstance(k, str)},
-        scaled={k: v for k, v in found.items() if isinstance(k, tuple)},
+        scaled={k: v for k, v in found.items() if isinstance(k, tuple) and len(k) == 2},
+        fragments={k[1:]: v for k, v in found.items() if isinstance(k, tuple) and len(k) == 3},
     )
 
 
@@ -193,13 +207,65 @@ def _past_buckets(warehouse: str, day: date, bucket_minutes: int) -> pa.Table:
     return live.filter(pc.less(live.column("bucket_start"), end))
 
 
-def dispersion_for(
+FRAGMENT_METRICS = {"views": "view", "carts": "cart", "purchases": "purchase"}
+
+
+def _fragments_for(
     warehouse: str, day: date, keys: list[Key], bucket_minutes: int
+) -> dict[Any, np.ndarray]:
+    """("fragments", metric, b) -> (S, len(THETAS)): the Laplace exponent of a session's
+    events of the metric within a block of b buckets, for every window length b, measured on
+    the DISPERSION_DAYS days of silver before `day` (none without silver: the live table has
+    no sessions)."""
+    silver = tables.table_path(warehouse, tables.SILVER)
+    if not tables.exists(silver):
+        return {}
+    first = day - timedelta(days=DISPERSION_DAYS)
+    events = tables.dataset(silver).to_table(
+        columns=["event_time", "event_type", "brand_norm", "price_band", "user_session"],
+        filter=(ds.field("event_date") >= first)
+        & (ds.field("event_date") < day)
+        & ds.field("event_type").isin(list(FRAGMENT_METRICS.values())),
+    )
+    if events.num_rows == 0:
+        return {}
+    index = {k: i for i, k in enumerate(keys)}
+    seconds = events.column("event_time").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+    seconds = seconds // 1_000_000
+    session = (
+        pc.dictionary_encode(pc.fill_null(events.column("user_session"), ""))
+        .combine_chunks()
+        .indices.to_numpy()
+    )
+    kind = events.column("event_type").to_numpy(zero_copy_only=False)
+    brand = pc.fill_null(events.column("brand_norm"), UNKNOWN).to_pylist()
+    band = pc.fill_null(events.column("price_band"), UNKNOWN).to_pylist()
+    by_dim = {
+        "shop": np.full(len(kind), index.get(("shop", "all"), -1)),
+        "brand": np.array([index.get(("brand", b), -1) for b in brand], dtype=np.int64),
+        "price_band": np.array([index.get(("price_band", b), -1) for b in band], dtype=np.int64),
+    }
+    out: dict[Any, np.ndarray] = {}
+    for b in window_buckets(WINDOW_MINUTES, bucket_minutes):
+        block = seconds // (b * bucket_minutes * 60)
+        for metric, event_type in FRAGMENT_METRICS.items():
+            mask = kind == event_type
+            parts = [
+                fragment_exponents(seg[mask], session[mask], block[mask], len(keys))
+                for seg in by_dim.values()
+            ]
+            # every key belongs to one dimension: each row is measured by one part, NaN in others
+            out[("fragments", metric, b)] = np.fmax.reduce(parts)
+    return out
+
+
+def dispersion_for(
+    warehouse: str, day: date, keys: list[Key], bucket_minutes: int, fragments: bool = False
 ) -> dict[Any, np.ndarray]:
     """Per step, (S,) variance inflation of buckets on the week before `day` (cached per day),
     and per (step, b) the inflation of sums of b buckets, b up to half an hour (never below a
     smaller scale's: clustering adds variance as the window grows to a basket's span)."""
-    cache_key = (warehouse, day, bucket_minutes, tuple(keys))
+    cache_key = (warehouse, day, bucket_minutes, tuple(keys), fragments)
     if cache_key in _dispersion_cache:
         return _dispersion_cache[cache_key]
     past = _past_buckets(warehouse, day, bucket_minutes)
@@ -210,23 +276,28 @@ def dispersion_for(
     per_hour = 60 // bucket_minutes
     single, scaled = dispersion_by_scale(values, per_hour)
     out: dict[Any, np.ndarray] = {**single, **scaled}
+    if fragments:
+        out.update(_fragments_for(warehouse, day, keys, bucket_minutes))
     if len(_dispersion_cache) > 64:
         _dispersion_cache.clear()
     _dispersion_cache[cache_key] = out
     return out
 
 
-def grid_dispersion(warehouse: str, grid: LiveGrid) -> dict[Any, np.ndarray]:
+def grid_dispersion(
+    warehouse: str, grid: LiveGrid, fragments: bool = False
+) -> dict[Any, np.ndarray]:
     """(S, B) per step (and per (step, scale)): each bucket gets the dispersion measured on the
     week before its day."""
     days = grid.starts.astype("datetime64[D]")
     out: dict[Any, np.ndarray] = {}
     for day in np.unique(days):
         as_date = day.astype(date)
-        found = dispersion_for(warehouse, as_date, grid.keys, grid.bucket_minutes)
+        found = dispersion_for(warehouse, as_date, grid.keys, grid.bucket_minutes, fragments)
         cols = days == day
         for key, phi in found.items():
             if key not in out:
-                out[key] = np.ones((len(grid.keys), len(grid.starts)))
+                shape = (len(grid.keys), len(grid.starts), *phi.shape[1:])
+                out[key] = np.full(shape, np.nan) if phi.ndim > 1 else np.ones(shape)
             out[key][:, cols] = phi[:, None]
     return out

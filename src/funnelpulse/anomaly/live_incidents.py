@@ -566,6 +566,7 @@ def options(settings: Settings, **overrides: Any) -> Options:
     values: dict[str, Any] = {
         "history_days": settings.history_days,
         "false_alerts_per_day": settings.live_false_alerts_per_day,
+        "tail": settings.live_tail,
     }
     values.update(overrides)
     return Options(**values)
@@ -596,7 +597,12 @@ def check_live(
     if grid is None:
         return LiveCheck(as_of=None)
     history = load_history(
-        warehouse, first - timedelta(days=opts.history_days + 1), newest, keys, grid
+        warehouse,
+        first - timedelta(days=opts.history_days + 1),
+        newest,
+        keys,
+        grid,
+        fragments=opts.tail == "fragments",
     )
     scores = score(grid, history, opts)
     incidents = track(grid, scores, opts)

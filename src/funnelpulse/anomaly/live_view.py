@@ -57,7 +57,12 @@ def live_series(
         return empty
     opts = options(settings)
     history = load_history(
-        warehouse, first - timedelta(days=opts.history_days + 1), newest, keys, grid
+        warehouse,
+        first - timedelta(days=opts.history_days + 1),
+        newest,
+        keys,
+        grid,
+        fragments=opts.tail == "fragments",
     )
     scores = score(grid, history, opts)
     s = keys.index((dimension, segment))

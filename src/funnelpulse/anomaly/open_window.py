@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .fragments import THETAS, compound_lower_tail
 from .scoring import count_tails, rate_tails, severity, window_sum, z_of
 
 # Window lengths, minutes, each rounded to whole buckets (at least one): with the default 2-minute
@@ -70,6 +71,9 @@ class HourlyHistory:
     values: dict[str, np.ndarray]  # views, carts, purchases, revenue -> (S, H)
     dispersion: dict[str, np.ndarray] = field(default_factory=dict)
     scaled: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    # (metric, b) -> (S, B, len(THETAS)): the Laplace exponent of the metric's fragments (a
+    # session's events within b buckets) measured on past days (anomaly/fragments.py)
+    fragments: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
     def inflation(self, step: str, k: int) -> np.ndarray:
         """Variance inflation for a window of k buckets: the scale nearest below k measured."""
@@ -77,6 +81,13 @@ class HourlyHistory:
         if scales:
             return self.scaled[(step, max(scales))]
         return self.dispersion.get(step, np.ones((1, 1)))
+
+    def fragment_exponent(self, metric: str, k: int) -> np.ndarray | None:
+        """The fragments' exponent for a window of k buckets, measured at the nearest length
+        >= k (longer fragments are larger, so their bound is weaker, never stronger); None if
+        no such length was measured."""
+        scales = [b for (name, b) in self.fragments if name == metric and b >= k]
+        return self.fragments[(metric, min(scales))] if scales else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,10 @@ class Options:
     # Live alerts are about things breaking: drops. Spikes (campaigns, bursts of one busy
     # session) are left to hourly detection; ("drop", "spike") scores both.
     directions: tuple[str, ...] = ("drop",)
+    # Lower tail of a drop (setting live_tail): "inflation" scales it by one variance inflation
+    # per window length; "fragments" bounds it with the sizes of sessions' parts measured on the
+    # past week's sessions (anomaly/fragments.py; where those are not known, as "inflation").
+    tail: str = "inflation"
 
 
 @dataclass
@@ -186,9 +201,15 @@ class _CountBase:
 
 
 def count_base(
-    counts: np.ndarray, history: HourlyHistory, grid: LiveGrid, opts: Options
+    counts: np.ndarray,
+    history: HourlyHistory,
+    grid: LiveGrid,
+    opts: Options,
+    clustering: np.ndarray | float = 1.0,
 ) -> _CountBase:
-    """Expected bucket counts: the trimmed mean of the same hour on past days x bucket fraction."""
+    """Expected bucket counts: the trimmed mean of the same hour on past days x bucket fraction.
+    `clustering`: an hour's variance per expected event when nothing drifts (1: independent
+    events); the day-to-day spread above it is the drift `r2` measures."""
     idx, ok = _past(history, grid, opts.history_days)
     past = _gather(counts, idx, ok)
     keep = _trimmed(past)
@@ -198,11 +219,11 @@ def count_base(
         hourly = np.where(days >= opts.min_days, hourly, np.nan)
         dev = np.where(keep & (hourly[..., None] > 0), ((past - hourly[..., None]) ** 2), np.nan)
         spread = _nanmean(dev) if dev.shape[-1] else np.full(hourly.shape, np.nan)
-        cv2 = (spread - hourly) / hourly**2
+        cv2 = (spread - hourly * clustering) / hourly**2
     cv2 = np.clip(np.nan_to_num(cv2, nan=0.0), MIN_CV**2, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         # day-to-day spread, plus the uncertainty of a mean over `days` past hours
-        r2 = cv2 + (cv2 + 1 / np.maximum(hourly, 1e-9)) / np.maximum(days, 1)
+        r2 = cv2 + (cv2 + clustering / np.maximum(hourly, 1e-9)) / np.maximum(days, 1)
     return _CountBase(per_bucket=hourly * grid.bucket_minutes / 60, r2=r2)
 
 
@@ -213,9 +234,16 @@ class _RateBase:
 
 
 def rate_base(
-    num: np.ndarray, den: np.ndarray, history: HourlyHistory, grid: LiveGrid, opts: Options
+    num: np.ndarray,
+    den: np.ndarray,
+    history: HourlyHistory,
+    grid: LiveGrid,
+    opts: Options,
+    clustering: np.ndarray | float = 1.0,
 ) -> _RateBase:
-    """Expected rate: past same hours pooled, shrunk towards the segment's rate over past days."""
+    """Expected rate: past same hours pooled, shrunk towards the segment's rate over past days.
+    `clustering`: how much more an hour's rate varies than independent trials allow when
+    nothing drifts (trials in baskets); `icc` is the drift above it."""
     idx, ok = _past(history, grid, opts.history_days)
     p_num, p_den = _gather(num, idx, ok), _gather(den, idx, ok)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -232,10 +260,11 @@ def rate_base(
         rate = (pooled_num + PRIOR_WEIGHT * prior) / (pooled_den + PRIOR_WEIGHT)
         rate = np.where(days >= opts.min_days, rate, np.nan)
         p = np.clip(rate[..., None], 1e-9, 1 - 1e-9)
-        dev = np.where(keep, (rate_k - p) ** 2 / (p * (1 - p)) - 1 / p_den, np.nan)
+        c = np.asarray(clustering, dtype=float)[..., None]
+        dev = np.where(keep, (rate_k - p) ** 2 / (p * (1 - p)) - c / p_den, np.nan)
         rho = _nanmean(dev) if dev.shape[-1] else np.zeros(rate.shape)
     rho = np.clip(np.nan_to_num(rho, nan=0.0), 0.0, 0.2)
-    return _RateBase(rate=rate, icc=rho + 1 / (pooled_den + PRIOR_WEIGHT + 1))
+    return _RateBase(rate=rate, icc=rho + clustering / (pooled_den + PRIOR_WEIGHT + 1))
 
 
 def bucket_dispersion(
@@ -348,6 +377,8 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
         if den_name is None:
             base = count_base(h[num_name], history, grid, opts)
             exp_b = base.per_bucket
+            hour_d = _hour_clustering(history, grid, opts, num_name)
+            drift = base if hour_d is None else count_base(h[num_name], history, grid, opts, hour_d)
             best.per_bucket[step] = (num, exp_b)
             for k in ks:
                 phi = np.broadcast_to(history.inflation(step, k), shape)
@@ -360,6 +391,9 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
                 low, high = count_tails(
                     np.where(ok, x / d, 0), np.where(ok, mu / d, 1), np.where(ok, r2, 1)
                 )
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    r2_net = window_sum(drift.r2 * exp_b, k) / mu
+                low = _fragment_low(history, opts, num_name, k, low, ok, x, mu, r2_net)
                 _keep_best(
                     best,
                     step,
@@ -377,6 +411,12 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
             den = v[den_name].astype(float)
             base_r = rate_base(h[num_name], h[den_name], history, grid, opts)
             exp_b = den * base_r.rate
+            hour_d = _hour_clustering(history, grid, opts, den_name)
+            drift_r = (
+                base_r
+                if hour_d is None
+                else rate_base(h[num_name], h[den_name], history, grid, opts, hour_d)
+            )
             best.per_bucket[step] = (num, exp_b)
             for k in ks:
                 phi = np.broadcast_to(history.inflation(step, k), shape)
@@ -393,6 +433,10 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
                     np.where(ok, p_bar, 0.5),
                     np.where(ok, icc, 0.0),
                 )
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    # the successes against n x rate; the rate's own spread as relative variance
+                    r2_rate = window_sum(drift_r.icc * den, k) / n * (1 - p_bar) / p_bar
+                low = _fragment_low(history, opts, num_name, k, low, ok, x, e, r2_rate)
                 _keep_best(
                     best,
                     step,
@@ -407,6 +451,44 @@ def score(grid: LiveGrid, history: HourlyHistory, opts: Options | None = None) -
                     opts,
                 )
     return best
+
+
+def _hour_clustering(
+    history: HourlyHistory, grid: LiveGrid, opts: Options, metric: str
+) -> np.ndarray | None:
+    """(S, B): an hour's variance per event from sessions alone, E[F^2]/E[F] of the metric's
+    hour-long fragments (from the exponent's slope at the smallest theta); None if unmeasured."""
+    if opts.tail != "fragments":
+        return None
+    exponent = history.fragment_exponent(metric, max(1, 60 // grid.bucket_minutes))
+    if exponent is None:
+        return None
+    theta = THETAS[1]
+    with np.errstate(invalid="ignore"):
+        d = 2 * (theta - exponent[..., 1]) / theta**2
+    return np.clip(np.nan_to_num(d, nan=1.0), 1.0, 1000.0)
+
+
+def _fragment_low(
+    history: HourlyHistory,
+    opts: Options,
+    metric: str,
+    k: int,
+    low: np.ndarray,
+    ok: np.ndarray,
+    x: np.ndarray,
+    mu: np.ndarray,
+    r2: np.ndarray,
+) -> np.ndarray:
+    """The drop's tail from the measured fragments where they are known, else `low`."""
+    exponent = history.fragment_exponent(metric, k) if opts.tail == "fragments" else None
+    if exponent is None:
+        return low
+    exponent = np.broadcast_to(exponent, (*low.shape, exponent.shape[-1]))
+    bound = compound_lower_tail(
+        np.where(ok, x, 0), np.where(ok, mu, 1), np.where(ok, np.nan_to_num(r2), 0), exponent
+    )
+    return np.where(np.isfinite(bound), bound, low)
 
 
 def _recent(num: np.ndarray, expected: np.ndarray, k: int, bucket_minutes: int) -> np.ndarray:
