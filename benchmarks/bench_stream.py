@@ -1,7 +1,7 @@
 """Streaming benchmark with the real tansu broker, for both stream engines.
 
 Usage: python benchmarks/bench_stream.py [--only drain|sustained|soak] [--events 1000000]
-       [--drain-runs 3] [--rate 50000] [--seconds 60] [--soak-batches 20000] [--spark]
+       [--drain-runs 3] [--baseline-src OTHER/src] [--rate 50000] [--seconds 60] [--soak-batches 20000] [--spark]
 
 1. drain: fill a topic with --events generated events (`funnelpulse replay`), then time
    - a bare confluent-kafka consumer that only counts the messages (the ceiling),
@@ -92,10 +92,12 @@ def stamp_s(line: str) -> float | None:
     return datetime.strptime(s.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if s else None
 
 
-def run_measured(cmd: list[str], timeout: float = 3600) -> tuple[str, list[str], float, float]:
+def run_measured(
+    cmd: list[str], timeout: float = 3600, env: dict[str, str] | None = None
+) -> tuple[str, list[str], float, float]:
     """Run `cmd`; its stdout, stderr lines (with arrival times), wall seconds and own peak RSS (MB)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = PeakRss(proc.pid)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(
@@ -162,7 +164,7 @@ IDLE_S = 3.0  # the drain's --until-idle
 
 
 def whole_command(
-    url: str, warehouse: Path, trigger_s: float | None
+    url: str, warehouse: Path, trigger_s: float | None, src: str | None = None
 ) -> tuple[float, dict[str, float], str, list[str], float]:
     """Run `funnelpulse stream --source url --until-idle IDLE_S` once, as a user would: its wall
     seconds from spawn to exit less IDLE_S, where they went (from the log's timestamps against
@@ -178,7 +180,8 @@ def whole_command(
             "--until-idle",
             str(IDLE_S),
             *(["--trigger-s", str(trigger_s)] if trigger_s else []),
-        )
+        ),
+        env=dict(os.environ, PYTHONPATH=src) if src else None,
     )
     exited = spawned + wall
     batches = [line for line in lines if EMBEDDED_BATCH.search(line)]
@@ -203,7 +206,13 @@ def whole_command(
 
 
 def drain(
-    bootstrap: str, folder: Path, events: int, spark: bool, trigger_s: float | None, runs: int = 1
+    bootstrap: str,
+    folder: Path,
+    events: int,
+    spark: bool,
+    trigger_s: float | None,
+    runs: int = 1,
+    baseline_src: str | None = None,
 ) -> None:
     topic = "bench-drain"
     create_topic(bootstrap, topic)
@@ -216,6 +225,7 @@ def drain(
     bares: list[float] = []
     wholes: list[float] = []
     spans: list[float] = []
+    baselines: list[float] = []
     for run in range(runs):
         print(f"load average before run {run + 1}: {os.getloadavg()[0]:.2f}", flush=True)
         bare = bare_consumer(bootstrap, topic, events)
@@ -245,11 +255,29 @@ def drain(
         for line in lines:
             if EMBEDDED_BATCH.search(line):
                 print(f"  {line.strip()}")
+        if baseline_src:
+            base, parts, _, lines, _ = whole_command(
+                url, folder / f"wh-baseline-{run}", trigger_s, str(Path(baseline_src).resolve())
+            )
+            baselines.append(base)
+            print(
+                f"baseline tree ({baseline_src}): whole command {base:.2f} s less the idle "
+                f"(ratio {base / bare:.2f}x)",
+                flush=True,
+            )
+            for name, seconds in parts.items():
+                print(f"    {seconds:6.2f} s  {name}")
     bare, whole, took = (statistics.median(v) for v in (bares, wholes, spans))
     print(
         f"medians of {runs}: bare consumer {bare:.2f} s, first to last batch {took:.2f} s "
-        f"({took / bare:.2f}x), whole command less idle {whole:.2f} s (**{whole / bare:.2f}x**); "
-        f"load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"({took / bare:.2f}x), whole command less idle {whole:.2f} s (**{whole / bare:.2f}x**)"
+        + (
+            f", baseline tree's whole command {statistics.median(baselines):.2f} s "
+            f"({statistics.median(baselines) / bare:.2f}x)"
+            if baselines
+            else ""
+        )
+        + f"; load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     if spark:
         out, lines, wall, rss = run_measured(
@@ -566,6 +594,11 @@ def main() -> None:
     parser.add_argument(
         "--drain-runs", type=int, default=1, help="bare consumer + whole command pairs (medians)"
     )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="drain: also time the whole command with another tree's src/ in each run",
+    )
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
     parser.add_argument("--only", choices=["drain", "sustained", "soak"], default=None)
     args = parser.parse_args()
@@ -574,7 +607,15 @@ def main() -> None:
     folder.mkdir(parents=True)
     with local_broker() as bootstrap:
         if args.only in (None, "drain"):
-            drain(bootstrap, folder, args.events, args.spark, args.trigger_s, args.drain_runs)
+            drain(
+                bootstrap,
+                folder,
+                args.events,
+                args.spark,
+                args.trigger_s,
+                args.drain_runs,
+                args.baseline_src,
+            )
         if args.only in (None, "sustained"):
             sustained(bootstrap, folder, args.rate, args.seconds, args.trigger_s)
         if args.only in (None, "soak"):
