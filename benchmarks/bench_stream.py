@@ -13,7 +13,8 @@ Usage: python benchmarks/bench_stream.py [--only drain|sustained|soak] [--events
    (after the batch's commit, maintenance and log line), so S is the wait the user asked for;
    what it waits beyond S (the idle check's granularity) and the shut-down stay in the figure.
    `--drain-runs N` alternates N bare consumers and N whole commands (medians; ratio of medians)
-   and prints where the whole command's seconds went, from its log's timestamps.
+   and prints where the whole command's seconds went, from its log's timestamps; with
+   `--baseline-src`, another tree's whole command too, before or after this tree's in turn.
 2. sustained: with the embedded stream running, offer --rate events/s for --seconds (event time =
    now) plus one probe per second (a brand of its own); latency = send call -> the probe's window
    visible in the live table. Checks nothing was lost: events in = events delivered, and the live
@@ -235,6 +236,22 @@ def drain(
             f"{events / bare:,.0f}/s",
             flush=True,
         )
+
+        def baseline(run: int = run, bare: float = bare) -> None:
+            base, parts, _, _, _ = whole_command(
+                url, folder / f"wh-baseline-{run}", trigger_s, str(Path(baseline_src).resolve())
+            )
+            baselines.append(base)
+            print(
+                f"baseline tree ({baseline_src}): whole command {base:.2f} s less the idle "
+                f"(ratio {base / bare:.2f}x)",
+                flush=True,
+            )
+            for name, seconds in parts.items():
+                print(f"    {seconds:6.2f} s  {name}")
+
+        if baseline_src and run % 2:  # every other run first, so neither gains from its turn
+            baseline()
         whole, parts, out, lines, rss = whole_command(url, folder / f"wh-embedded-{run}", trigger_s)
         wholes.append(whole)
         total, took = span_s(lines, EMBEDDED_BATCH)
@@ -255,18 +272,8 @@ def drain(
         for line in lines:
             if EMBEDDED_BATCH.search(line):
                 print(f"  {line.strip()}")
-        if baseline_src:
-            base, parts, _, lines, _ = whole_command(
-                url, folder / f"wh-baseline-{run}", trigger_s, str(Path(baseline_src).resolve())
-            )
-            baselines.append(base)
-            print(
-                f"baseline tree ({baseline_src}): whole command {base:.2f} s less the idle "
-                f"(ratio {base / bare:.2f}x)",
-                flush=True,
-            )
-            for name, seconds in parts.items():
-                print(f"    {seconds:6.2f} s  {name}")
+        if baseline_src and not run % 2:
+            baseline()
     bare, whole, took = (statistics.median(v) for v in (bares, wholes, spans))
     print(
         f"medians of {runs}: bare consumer {bare:.2f} s, first to last batch {took:.2f} s "
