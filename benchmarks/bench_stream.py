@@ -1,13 +1,20 @@
 """Streaming benchmark with the real tansu broker, for both stream engines.
 
 Usage: python benchmarks/bench_stream.py [--only drain|sustained|soak] [--events 1000000]
-       [--rate 50000] [--seconds 60] [--soak-batches 20000] [--spark]
+       [--drain-runs 3] [--baseline-src OTHER/src] [--rate 50000] [--seconds 60] [--soak-batches 20000] [--spark]
 
 1. drain: fill a topic with --events generated events (`funnelpulse replay`), then time
    - a bare confluent-kafka consumer that only counts the messages (the ceiling),
    - `funnelpulse stream` (embedded engine) draining the topic into the live table,
    - with --spark, `funnelpulse stream --engine spark` draining the same topic.
    Events/s are counted from the first to the last batch in the stream's log; peak RSS from wait4.
+   The whole command as a user times it: `funnelpulse stream --until-idle S` from spawn to exit,
+   less S. The stream stops at the first idle check at least S after its last batch returned
+   (after the batch's commit, maintenance and log line), so S is the wait the user asked for;
+   what it waits beyond S (the idle check's granularity) and the shut-down stay in the figure.
+   `--drain-runs N` alternates N bare consumers and N whole commands (medians; ratio of medians)
+   and prints where the whole command's seconds went, from its log's timestamps; with
+   `--baseline-src`, another tree's whole command too, before or after this tree's in turn.
 2. sustained: with the embedded stream running, offer --rate events/s for --seconds (event time =
    now) plus one probe per second (a brand of its own); latency = send call -> the probe's window
    visible in the live table. Checks nothing was lost: events in = events delivered, and the live
@@ -80,10 +87,18 @@ def self_rss_mb() -> float:
     return int(text.split("VmRSS:")[1].split()[0]) / 1024
 
 
-def run_measured(cmd: list[str], timeout: float = 3600) -> tuple[str, list[str], float, float]:
+def stamp_s(line: str) -> float | None:
+    """The wall-clock time of a log line (its asctime, millisecond precision), or None."""
+    s = STAMP.match(line)
+    return datetime.strptime(s.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if s else None
+
+
+def run_measured(
+    cmd: list[str], timeout: float = 3600, env: dict[str, str] | None = None
+) -> tuple[str, list[str], float, float]:
     """Run `cmd`; its stdout, stderr lines (with arrival times), wall seconds and own peak RSS (MB)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = PeakRss(proc.pid)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(
@@ -146,7 +161,60 @@ def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
     return took
 
 
-def drain(bootstrap: str, folder: Path, events: int, spark: bool, trigger_s: float | None) -> None:
+IDLE_S = 3.0  # the drain's --until-idle
+
+
+def whole_command(
+    url: str, warehouse: Path, trigger_s: float | None, src: str | None = None
+) -> tuple[float, dict[str, float], str, list[str], float]:
+    """Run `funnelpulse stream --source url --until-idle IDLE_S` once, as a user would: its wall
+    seconds from spawn to exit less IDLE_S, where they went (from the log's timestamps against
+    the wall clock at spawn and exit), its stdout and log lines, and its peak RSS."""
+    spawned = time.time()
+    out, lines, wall, rss = run_measured(
+        fp(
+            "--warehouse",
+            str(warehouse),
+            "stream",
+            "--source",
+            url,
+            "--until-idle",
+            str(IDLE_S),
+            *(["--trigger-s", str(trigger_s)] if trigger_s else []),
+        ),
+        env=dict(os.environ, PYTHONPATH=src) if src else None,
+    )
+    exited = spawned + wall
+    batches = [line for line in lines if EMBEDDED_BATCH.search(line)]
+    data = [line for line in batches if int(EMBEDDED_BATCH.search(line).group(2).replace(",", ""))]  # type: ignore[union-attr]
+    first_log = next(t for t in map(stamp_s, lines) if t is not None)
+    ready = next(stamp_s(line) for line in lines if "messages to catch up" in line)
+    took = re.search(r"total ([\d.]+) s", data[0])
+    first_start = stamp_s(data[0]) - (float(took.group(1)) if took else 0.0)  # type: ignore[operator]
+    last_end = stamp_s(data[-1])
+    stopped = next(stamp_s(line) for line in lines if "stopped after batch" in line)
+    parts = {
+        "spawn -> first log line (imports, settings, lock)": first_log - spawned,
+        "first log line -> source ready (state, live table, broker metadata, true ends)": ready
+        - first_log,
+        "source ready -> first batch starts": first_start - ready,  # type: ignore[operator]
+        "first -> last batch": last_end - first_start,  # type: ignore[operator]
+        f"last batch -> stop (the {IDLE_S:g} s idle + its granularity)": stopped - last_end,  # type: ignore[operator]
+        "stop -> exit (state size, close, windows count, print, interpreter exit)": exited
+        - stopped,  # type: ignore[operator]
+    }
+    return wall - IDLE_S, parts, out, lines, rss
+
+
+def drain(
+    bootstrap: str,
+    folder: Path,
+    events: int,
+    spark: bool,
+    trigger_s: float | None,
+    runs: int = 1,
+    baseline_src: str | None = None,
+) -> None:
     topic = "bench-drain"
     create_topic(bootstrap, topic)
     source = write_events(generate_events(events, seed=1, days=30, brands=250), folder / "e.csv")
@@ -154,34 +222,70 @@ def drain(bootstrap: str, folder: Path, events: int, spark: bool, trigger_s: flo
         fp("replay", "--to", f"kafka://{bootstrap}/{topic}", "--from", str(source))
     )
     print(f"replay (batched, lz4): {out.strip()}")
-    bare = bare_consumer(bootstrap, topic, events)
-    print(
-        f"bare confluent-kafka consumer, counting only: {events:,} in {bare:.2f} s = {events / bare:,.0f}/s"
-    )
     url = f"kafka://{bootstrap}/{topic}"
-    out, lines, wall, rss = run_measured(
-        fp(
-            "--warehouse",
-            str(folder / "wh-embedded"),
-            "stream",
-            "--source",
-            url,
-            "--until-idle",
-            "3",
-            *(["--trigger-s", str(trigger_s)] if trigger_s else []),
+    bares: list[float] = []
+    wholes: list[float] = []
+    spans: list[float] = []
+    baselines: list[float] = []
+    for run in range(runs):
+        print(f"load average before run {run + 1}: {os.getloadavg()[0]:.2f}", flush=True)
+        bare = bare_consumer(bootstrap, topic, events)
+        bares.append(bare)
+        print(
+            f"bare confluent-kafka consumer, counting only: {events:,} in {bare:.2f} s = "
+            f"{events / bare:,.0f}/s",
+            flush=True,
         )
-    )
-    total, took = span_s(lines, EMBEDDED_BATCH)
-    batches = sum(1 for line in lines if EMBEDDED_BATCH.search(line))
+
+        def baseline(run: int = run, bare: float = bare) -> None:
+            base, parts, _, _, _ = whole_command(
+                url, folder / f"wh-baseline-{run}", trigger_s, str(Path(baseline_src).resolve())
+            )
+            baselines.append(base)
+            print(
+                f"baseline tree ({baseline_src}): whole command {base:.2f} s less the idle "
+                f"(ratio {base / bare:.2f}x)",
+                flush=True,
+            )
+            for name, seconds in parts.items():
+                print(f"    {seconds:6.2f} s  {name}")
+
+        if baseline_src and run % 2:  # every other run first, so neither gains from its turn
+            baseline()
+        whole, parts, out, lines, rss = whole_command(url, folder / f"wh-embedded-{run}", trigger_s)
+        wholes.append(whole)
+        total, took = span_s(lines, EMBEDDED_BATCH)
+        spans.append(took)
+        if total != events:
+            raise SystemExit(f"the stream counted {total:,} events of {events:,}")
+        batches = sum(1 for line in lines if EMBEDDED_BATCH.search(line))
+        print(
+            f"embedded stream: {total:,} events in {batches} batches, {took:.2f} s first to last "
+            f"batch = {total / took:,.0f}/s (ratio {took / bare:.2f}x the bare consumer); whole "
+            f"command {whole:.2f} s spawn to exit less the {IDLE_S:g} s idle (ratio "
+            f"{whole / bare:.2f}x); peak RSS {rss:,.0f} MB",
+            flush=True,
+        )
+        for name, seconds in parts.items():
+            print(f"    {seconds:6.2f} s  {name}")
+        print(f"  {out.strip()}")
+        for line in lines:
+            if EMBEDDED_BATCH.search(line):
+                print(f"  {line.strip()}")
+        if baseline_src and not run % 2:
+            baseline()
+    bare, whole, took = (statistics.median(v) for v in (bares, wholes, spans))
     print(
-        f"embedded stream: {total:,} events in {batches} batches, {took:.2f} s first to last batch "
-        f"= {total / took:,.0f}/s ({bare / took * 100:.0f}% of the bare consumer's rate, "
-        f"ratio {took / bare:.2f}x); peak RSS {rss:,.0f} MB; wall {wall:.1f} s incl. start and 3 s idle"
+        f"medians of {runs}: bare consumer {bare:.2f} s, first to last batch {took:.2f} s "
+        f"({took / bare:.2f}x), whole command less idle {whole:.2f} s (**{whole / bare:.2f}x**)"
+        + (
+            f", baseline tree's whole command {statistics.median(baselines):.2f} s "
+            f"({statistics.median(baselines) / bare:.2f}x)"
+            if baselines
+            else ""
+        )
+        + f"; load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    print(f"  {out.strip()}")
-    for line in lines:
-        if EMBEDDED_BATCH.search(line):
-            print(f"  {line.strip()}")
     if spark:
         out, lines, wall, rss = run_measured(
             fp(
@@ -494,6 +598,14 @@ def main() -> None:
         help="days of event time the soak's events span (default: batches / 500, at least 2)",
     )
     parser.add_argument("--spark", action="store_true", help="also drain with --engine spark")
+    parser.add_argument(
+        "--drain-runs", type=int, default=1, help="bare consumer + whole command pairs (medians)"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="drain: also time the whole command with another tree's src/ in each run",
+    )
     parser.add_argument("--data-dir", default="benchmarks/data/stream")
     parser.add_argument("--only", choices=["drain", "sustained", "soak"], default=None)
     args = parser.parse_args()
@@ -502,7 +614,15 @@ def main() -> None:
     folder.mkdir(parents=True)
     with local_broker() as bootstrap:
         if args.only in (None, "drain"):
-            drain(bootstrap, folder, args.events, args.spark, args.trigger_s)
+            drain(
+                bootstrap,
+                folder,
+                args.events,
+                args.spark,
+                args.trigger_s,
+                args.drain_runs,
+                args.baseline_src,
+            )
         if args.only in (None, "sustained"):
             sustained(bootstrap, folder, args.rate, args.seconds, args.trigger_s)
         if args.only in (None, "soak"):

@@ -216,3 +216,33 @@ def test_build_without_bronze_says_what_to_run(pipeline: Pipeline) -> None:
 
     with pytest.raises(WarehouseError, match="funnelpulse ingest"):
         pipeline.build()
+
+
+def test_live_metric_expressions_are_the_hourly_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded stream takes its counts without parsing the model (start-up time): they
+    must be what parsing the hourly-brand model gives, and a model that stops writing the
+    contract's counts is parsed again."""
+    import sqlglot
+
+    from funnelpulse.engines.base import GOLD_MODELS, Model
+    from funnelpulse.streaming.windows import (
+        METRICS,
+        metric_expressions,
+        parsed_metric_expressions,
+    )
+
+    model = next(m for m in GOLD_MODELS if m.name == tables.GOLD_HOURLY_BRAND)
+    fast = metric_expressions("duckdb")
+    parsed = parsed_metric_expressions(model.sql, "duckdb")
+    assert set(fast) == set(parsed) == set(METRICS)
+    for name in METRICS:
+        assert sqlglot.parse_one(fast[name], read="duckdb") == sqlglot.parse_one(
+            parsed[name], read="duckdb"
+        )
+    own = model.sql.replace(
+        "CAST(COUNT_IF(event_type = 'view') AS BIGINT) AS views",
+        "CAST(COUNT_IF(event_type IN ('view')) AS BIGINT) AS views",
+    )
+    assert own != model.sql
+    monkeypatch.setattr(Model, "template", property(lambda self: own))
+    assert "IN ('view')" in metric_expressions("duckdb")["views"]

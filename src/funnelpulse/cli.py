@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from contextlib import AbstractContextManager
@@ -1038,4 +1039,9 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C while the command was still starting up
         click.echo("Aborted.", err=True)
         code = EXIT_ABORTED
+    finally:
+        # The process ends here: the collector's passes over every object the data libraries
+        # made would cost 0.3-0.8 s at exit. Commands close their files and connections
+        # themselves, and exit handlers still run.
+        gc.freeze()
     sys.exit(code)

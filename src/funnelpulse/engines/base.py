@@ -30,10 +30,14 @@ class Model:
     partition_by: str
 
     @property
+    def template(self) -> str:
+        """The model's SQL file as written, `{{ fragment }}` placeholders and all."""
+        return resources.files("funnelpulse.models").joinpath(f"{self.name}.sql").read_text()
+
+    @property
     def sql(self) -> str:
         """The model's SQL with the contract's fragments filled in."""
-        text = resources.files("funnelpulse.models").joinpath(f"{self.name}.sql").read_text()
-        return contract.render(text)
+        return contract.render(self.template)
 
 
 SILVER_MODEL = Model("silver_events", "event_date")

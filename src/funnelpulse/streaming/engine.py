@@ -523,8 +523,14 @@ def run_embedded(
 
             watch = NoDataWatch(warehouse, settings, alert_sinks)
         while not stopping["flag"]:
+            wait_s = trigger_s
+            idle_s = time.monotonic() - last_input
+            if until_idle_s is not None and not run.source.pending and idle_s >= trigger_s:
+                # a whole wait found nothing already: wait no longer than the idle limit needs,
+                # so the run stops when it is reached, not up to one wait later
+                wait_s = max(0.01, min(trigger_s, until_idle_s - idle_s))
             with beat.busy():
-                done = run.step(max_rows, trigger_s)
+                done = run.step(max_rows, wait_s)
             status.update(run.source, max(run.part_max.values(), default=None), run.batch)
             if watch is not None:
                 if done is not None and done.messages:

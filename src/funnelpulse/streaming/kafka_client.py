@@ -153,7 +153,10 @@ def true_ends(
     on Kafka that reads nothing new; the bundled tansu broker answers with the first offset of the
     newest record batch + 1, and reading on finds the true end."""
     kafka = _confluent()
-    consumer = client("Consumer", consumer_config(bootstrap, options))
+    # The end is known when a fetch comes back empty: the broker holds an empty fetch for
+    # fetch.wait.max.ms (500 by default), which would be this call's time; 10 ms is plenty here.
+    config = {**consumer_config(bootstrap, options), "fetch.wait.max.ms": 10}
+    consumer = client("Consumer", config)
     try:
         found = partitions(consumer, topic, bootstrap, timeout_s)
         marks: dict[int, tuple[int, int]] = {}
@@ -170,7 +173,9 @@ def true_ends(
             )
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
-            for m in consumer.consume(num_messages=10000, timeout=0.5):
+            # short polls: a call waits out its whole timeout unless 10,000 messages come, and
+            # the end of a partition is known as soon as its end-of-partition event arrives
+            for m in consumer.consume(num_messages=10000, timeout=0.02):
                 p = m.partition()
                 error = m.error()
                 if error is not None:
