@@ -338,3 +338,21 @@ def test_detect_lists_one_line_per_finding_with_its_span(invoke: Callable[..., R
     column = table[0].index("segment")
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in table)
     assert table[2][column:].startswith("price_band:60_plus_and_a_long_name  traffic drop")
+
+
+def test_a_ctrl_c_landing_inside_the_progress_spinner_is_still_a_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The display library is not interrupt-safe: a Ctrl-C halfway through starting a spinner
+    left it so that stopping it raised IndexError, and the user saw `unexpected IndexError`
+    (exit 3) instead of what was published (exit 130). Here the interrupt lands exactly there."""
+    from rich.console import Console
+
+    from funnelpulse.console import progress
+
+    def interrupted(self: Console, hook: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Console, "push_render_hook", interrupted)
+    with pytest.raises(KeyboardInterrupt), progress(quiet=False) as shown:
+        shown.step("Publishing")

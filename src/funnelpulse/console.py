@@ -3,6 +3,7 @@ they see; operators get the logging module instead."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -42,18 +43,25 @@ class RichProgress:
     def _finish(self) -> None:
         import time
 
-        if self._status is not None:
-            self._status.stop()
+        # Let go of the spinner before stopping it: a Ctrl-C landing anywhere in here must not
+        # make close() stop it a second time (the display library fails on that).
+        status, self._status = self._status, None
+        if status is not None:
+            status.stop()
             elapsed = time.perf_counter() - self._started
             self._console.print(f"[green]✓[/] {self._message} [dim]({elapsed:.1f}s)[/]")
-            self._status = None
 
     def close(self, ok: bool = True) -> None:
         if ok:
             self._finish()
-        elif self._status is not None:
-            self._status.stop()
-            self._status = None
+            return
+        status, self._status = self._status, None
+        if status is not None:
+            # Unwinding a Ctrl-C or an error: the spinner may be half started or half stopped
+            # (the display library is not interrupt-safe); clearing it must not replace what
+            # is being raised.
+            with contextlib.suppress(Exception):
+                status.stop()
 
 
 @contextmanager
