@@ -34,7 +34,7 @@ from .alertlog import AlertLog
 from .alerts import RETRY_DELAYS_S, AlertResult, deliver_once
 from .incidents import Detected, group_incidents
 from .live_data import load_grid, load_history, segment_keys
-from .open_window import LiveGrid, Options, Scores, newest_complete, score
+from .open_window import HourlyHistory, LiveGrid, Options, Scores, newest_complete, score
 from .routes import forced_sinks, route
 from .sink_registry import sink
 from .sinks import plain
@@ -572,6 +572,30 @@ def options(settings: Settings, **overrides: Any) -> Options:
     return Options(**values)
 
 
+def scored_window(
+    warehouse: str,
+    first: datetime,
+    newest: datetime,
+    bucket_minutes: int,
+    keys: list[tuple[str, str]],
+    opts: Options,
+) -> tuple[LiveGrid, HourlyHistory, Scores] | None:
+    """The live buckets of `keys` from `first` to `newest`, the past they are scored against
+    (back to `history_days` + 1 days before `first`) and their scores; None without buckets."""
+    grid = load_grid(warehouse, first, newest, bucket_minutes, keys)
+    if grid is None:
+        return None
+    history = load_history(
+        warehouse,
+        first - timedelta(days=opts.history_days + 1),
+        newest,
+        keys,
+        grid,
+        fragments=opts.tail == "fragments",
+    )
+    return grid, history, score(grid, history, opts)
+
+
 def check_live(
     warehouse: str,
     settings: Settings,
@@ -593,18 +617,10 @@ def check_live(
     keys = keys or segment_keys(warehouse, settings.min_views)
     if not keys:
         return LiveCheck(as_of=None)
-    grid = load_grid(warehouse, first, newest, bucket_minutes, keys)
-    if grid is None:
+    window = scored_window(warehouse, first, newest, bucket_minutes, keys, opts)
+    if window is None:
         return LiveCheck(as_of=None)
-    history = load_history(
-        warehouse,
-        first - timedelta(days=opts.history_days + 1),
-        newest,
-        keys,
-        grid,
-        fragments=opts.tail == "fragments",
-    )
-    scores = score(grid, history, opts)
+    grid, _, scores = window
     incidents = track(grid, scores, opts)
     result = LiveCheck(
         as_of=_utc(grid.starts[-1]) + timedelta(minutes=bucket_minutes),

@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from ..config import Settings
 from ..streaming.buckets import read_buckets
-from .live_data import load_grid, load_history, segment_keys
-from .live_incidents import options
-from .open_window import STEPS, score
+from .live_data import segment_keys
+from .live_incidents import options, scored_window
+from .open_window import STEPS
 
 
 def latest_bucket(warehouse: str) -> datetime | None:
@@ -52,19 +52,11 @@ def live_series(
         keys = [*keys, (dimension, segment)]
     first = newest - timedelta(hours=hours)
     bucket_minutes = bucket_minutes or settings.live_bucket_minutes
-    grid = load_grid(warehouse, first, newest, bucket_minutes, keys)
-    if grid is None:
-        return empty
     opts = options(settings)
-    history = load_history(
-        warehouse,
-        first - timedelta(days=opts.history_days + 1),
-        newest,
-        keys,
-        grid,
-        fragments=opts.tail == "fragments",
-    )
-    scores = score(grid, history, opts)
+    window = scored_window(warehouse, first, newest, bucket_minutes, keys, opts)
+    if window is None:
+        return empty
+    grid, history, scores = window
     s = keys.index((dimension, segment))
     observed, expected = (a[s] for a in scores.per_bucket[step])
     shape = (len(keys), len(grid.starts))
