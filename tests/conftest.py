@@ -109,6 +109,17 @@ def broker() -> Iterator[str]:
         yield bootstrap
 
 
+def sasl_config(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A config file whose [kafka] table asks for SASL (the bundled broker has none), and the
+    environment holding its password (TopSecret42, which no output may show)."""
+    config = folder / "sasl.toml"
+    config.write_text(
+        '[kafka]\nsecurity.protocol = "SASL_PLAINTEXT"\nsasl.mechanism = "PLAIN"\n'
+        'sasl.username = "fp"\n'
+    )
+    return config, {"FUNNELPULSE_KAFKA_SASL_PASSWORD": "TopSecret42"}
+
+
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Pipeline:
     return Pipeline(warehouse=str(tmp_path / "warehouse"))

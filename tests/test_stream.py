@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import assert_live_equals_batch, fp, row, write_csv
+from conftest import assert_live_equals_batch, fp, row, sasl_config, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.config import load_settings
@@ -167,12 +167,7 @@ def test_the_spark_stream_connects_with_the_config_files_kafka_options(
     topic = "spark-options"
     create_topic(broker, topic)
     publish(f"kafka://{broker}/{topic}", iter([(json.dumps({"event_type": "view"}), "s", 0.0)]))
-    config = tmp_path / "sasl.toml"
-    config.write_text(
-        '[kafka]\nsecurity.protocol = "SASL_PLAINTEXT"\nsasl.mechanism = "PLAIN"\n'
-        'sasl.username = "fp"\n'
-    )
-    env = {"FUNNELPULSE_KAFKA_SASL_PASSWORD": "TopSecret42"}
+    config, env = sasl_config(tmp_path)
     sasl = fp(
         "--config",
         str(config),

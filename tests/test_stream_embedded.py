@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_live_equals_batch, fp, row, write_csv
+from conftest import assert_live_equals_batch, fp, row, sasl_config, write_csv
 
 from funnelpulse import Pipeline, generate_events, tables, write_events
 from funnelpulse.errors import FunnelPulseError
@@ -531,12 +531,7 @@ def test_kafka_options_reach_the_real_clients(broker: str, tmp_path: Path) -> No
     publish(url, iter(messages_of(generate_events(500, seed=1, days=1))))
     plain = fp("--warehouse", str(tmp_path / "a"), "stream", "--source", url, "--until-idle", "1")
     assert plain.returncode == 0 and "500 events in" in plain.stdout, plain.stderr[-2000:]
-    config = tmp_path / "sasl.toml"
-    config.write_text(
-        '[kafka]\nsecurity.protocol = "SASL_PLAINTEXT"\nsasl.mechanism = "PLAIN"\n'
-        'sasl.username = "fp"\n'
-    )
-    env = {"FUNNELPULSE_KAFKA_SASL_PASSWORD": "TopSecret42"}
+    config, env = sasl_config(tmp_path)
     sasl = fp(
         "--config",
         str(config),
